@@ -1,0 +1,299 @@
+"""Input validation for the core table.
+
+Every user-facing error of the core lives here, so that messages stay consistent:
+each says what must hold, what was received, and a hint (see STYLE.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "as_matrix",
+    "as_ids",
+    "as_payloads",
+    "as_temperature",
+    "as_mask",
+    "as_k",
+    "as_mode",
+    "as_metric",
+    "check_same_rows",
+    "check_width",
+    "check_not_empty",
+    "check_finite_result",
+    "MODES",
+    "METRICS",
+]
+
+MODES = ("soft", "hard")
+METRICS = ("dot", "cosine")
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, np.ndarray):
+        return f"an array of shape {x.shape} and dtype {x.dtype}"
+    return f"{type(x).__name__}"
+
+
+def as_matrix(
+    x: Any,
+    name: str,
+    *,
+    dtype: np.dtype | None = None,
+    allow_1d: bool = False,
+    copy: bool = False,
+) -> np.ndarray:
+    """Return ``x`` as a finite real 2-D float array (or 1-D if ``allow_1d``).
+
+    float64 arrays stay float64 unless ``dtype`` is given; everything else
+    numeric becomes float32. Never mutates ``x``; with ``copy`` the result
+    never shares memory with it.
+    """
+    if isinstance(x, str | bytes):
+        raise TypeError(
+            f"{name} must be an array of numbers, got a {type(x).__name__} {x[:40]!r}; "
+            "hint: strings are searched through a table built with SoftTable.from_texts"
+        )
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ValueError(
+            f"{name} must be a rectangular array of numbers, but it could not be "
+            f"converted ({exc}); hint: every row must have the same length"
+        ) from None
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (ValueError, TypeError):
+            raise TypeError(
+                f"{name} must hold real numbers, got dtype object with "
+                f"elements like {_first_item(arr)!r}; hint: pass a float array"
+            ) from None
+    kind = arr.dtype.kind
+    if kind == "c":
+        raise TypeError(
+            f"{name} must hold real numbers, got complex dtype {arr.dtype}; "
+            "hint: take .real or np.abs() first if that is what you mean"
+        )
+    if kind not in "fiu":
+        raise TypeError(
+            f"{name} must hold real numbers, got dtype {arr.dtype}; "
+            "hint: pass a float32 or float64 array"
+        )
+    if arr.ndim == 1 and allow_1d:
+        pass
+    elif arr.ndim != 2:
+        expected = "1-D (d,) or 2-D (m, d)" if allow_1d else "2-D (n, d)"
+        raise ValueError(
+            f"{name} must be {expected}, got {arr.ndim}-D with shape {arr.shape}; "
+            "hint: reshape to rows of vectors, e.g. x.reshape(-1, d)"
+        )
+    if dtype is None:
+        dtype = np.float64 if arr.dtype == np.float64 else np.float32
+    if kind == "f" and arr.dtype.itemsize > 8:
+        arr = arr.astype(np.float64)
+    out = np.asarray(arr, dtype=dtype)
+    if copy and isinstance(x, np.ndarray) and np.shares_memory(out, x):
+        out = out.copy()
+    if out.size and not np.isfinite(out).all():
+        bad = ~np.isfinite(out)
+        n_nan = int(np.isnan(out).sum())
+        n_inf = int(bad.sum()) - n_nan
+        where = np.argwhere(bad)[0].tolist()
+        if not np.isfinite(arr[tuple(where)]):
+            what = f"{n_nan} NaN and {n_inf} inf values"
+            hint = "hint: drop or impute those rows before building the table"
+        else:
+            what = f"values too large for {np.dtype(dtype).name} ({n_inf} became inf)"
+            hint = "hint: rescale the vectors, or pass float64"
+        raise ValueError(
+            f"{name} must be finite, but it has {what} (first at index {tuple(where)}); {hint}"
+        )
+    return out
+
+
+def _first_item(arr: np.ndarray) -> Any:
+    flat = arr.ravel()
+    for item in flat[:1000]:
+        try:
+            float(item)
+        except (TypeError, ValueError):
+            return item
+    return flat[0] if flat.size else None
+
+
+def check_width(got: int, expected: int, name: str, what: str = "the table's keys") -> None:
+    """Raise if a vector width differs from the table's."""
+    if got != expected:
+        raise ValueError(
+            f"{name} have {got} columns but {what} have {expected}; "
+            "hint: were they encoded with the same model?"
+        )
+
+
+def check_same_rows(n_a: int, name_a: str, n_b: int, name_b: str) -> None:
+    """Raise if two per-row inputs have different row counts."""
+    if n_a != n_b:
+        raise ValueError(
+            f"{name_b} has {n_b} rows but {name_a} has {n_a}; "
+            f"hint: give exactly one {name_b.rstrip('s')} per row of {name_a}"
+        )
+
+
+def as_ids(ids: Iterable[Hashable] | None, n: int, *, start: int = 0) -> tuple:
+    """Return ``n`` unique ids as a tuple; default ``start .. start+n-1``."""
+    if ids is None:
+        return tuple(range(start, start + n))
+    if isinstance(ids, str | bytes):
+        raise TypeError(
+            f"ids must be a sequence of ids, got a single string {ids[:40]!r}; "
+            "hint: wrap it in a list: ids=[...]"
+        )
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1:
+            raise ValueError(f"ids must be 1-D, got shape {ids.shape}; hint: pass a flat list")
+        ids = ids.tolist()
+    ids = tuple(ids)
+    check_same_rows(n, "keys", len(ids), "ids")
+    for i in ids:
+        if not isinstance(i, str | int) or isinstance(i, bool):
+            raise TypeError(
+                f"ids must be str or int, got {type(i).__name__} {i!r}; "
+                "hint: convert ids with str() first"
+            )
+    if len(set(ids)) != len(ids):
+        seen: set = set()
+        dups = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+        raise ValueError(
+            f"ids must be unique, but there are {len(dups)} duplicate ids, e.g. "
+            f"{_preview(dups)}; hint: de-duplicate the rows or give explicit ids"
+        )
+    return ids
+
+
+def as_payloads(payloads: Sequence[Any] | None, n: int) -> tuple | None:
+    """Return per-row payloads as a tuple (or None)."""
+    if payloads is None:
+        return None
+    if isinstance(payloads, str | bytes):
+        raise TypeError(
+            "payloads must be a sequence with one object per row, got a single string; "
+            "hint: wrap it in a list"
+        )
+    payloads = tuple(payloads.tolist() if isinstance(payloads, np.ndarray) else payloads)
+    check_same_rows(n, "keys", len(payloads), "payloads")
+    return payloads
+
+
+def check_new_ids(existing: dict, new: tuple) -> None:
+    """Raise if ids to add are already in the table."""
+    clash = [i for i in new if i in existing]
+    if clash:
+        raise ValueError(
+            f"cannot add rows: {len(clash)} duplicate ids already in the table, e.g. "
+            f"{_preview(clash)}; hint: remove them first or choose new ids"
+        )
+
+
+def check_known_ids(index: dict, ids: Sequence[Hashable]) -> None:
+    """Raise if any of ``ids`` is not in the table."""
+    unknown = [i for i in ids if i not in index]
+    if unknown:
+        raise ValueError(
+            f"cannot remove rows: {len(unknown)} unknown ids {_preview(unknown)}; "
+            "hint: table.ids lists the ids in the table"
+        )
+
+
+def _preview(items: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in list(items)[:limit])
+    more = f", … ({len(items) - limit} more)" if len(items) > limit else ""
+    return f"[{shown}{more}]"
+
+
+def as_temperature(t: Any) -> float:
+    """Return a finite positive temperature as float."""
+    if isinstance(t, bool) or not isinstance(t, int | float | np.integer | np.floating):
+        raise TypeError(
+            f"temperature must be a positive number, got {_describe(t)} {t!r}; "
+            "hint: e.g. temperature=0.05"
+        )
+    t = float(t)
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(
+            f"temperature must be finite and > 0, got {t!r}; "
+            "hint: small temperatures sharpen the weights, large ones flatten them"
+        )
+    return t
+
+
+def as_metric(metric: Any) -> str:
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    return metric
+
+
+def as_mode(mode: Any) -> str:
+    if mode not in MODES:
+        raise ValueError(
+            f"mode must be one of {list(MODES)}, got {mode!r}; "
+            "hint: 'soft' blends the values by weight, 'hard' returns the best row's value"
+        )
+    return mode
+
+
+def as_k(k: Any, n: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise TypeError(f"k must be an int, got {_describe(k)} {k!r}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got k={k}")
+    if k > n:
+        raise ValueError(
+            f"k={k} but the table has {n} rows; hint: use k <= len(table)"
+        )
+    return k
+
+
+def as_mask(mask: Any, m: int, n: int, single: bool) -> np.ndarray | None:
+    """Return a boolean mask of shape (n,) or (m, n), True = row allowed."""
+    if mask is None:
+        return None
+    arr = np.asarray(mask)
+    if arr.dtype != np.bool_:
+        raise TypeError(
+            f"mask must be a boolean array (True = row allowed), got dtype {arr.dtype}; "
+            "hint: build it with a comparison, e.g. prices < 10"
+        )
+    if arr.shape == (n,):
+        return arr
+    if arr.shape == (m, n) and not single:
+        return arr
+    if single and arr.ndim == 2 and arr.shape == (1, n):
+        return arr[0]
+    want = f"({n},)" if single else f"({n},) or ({m}, {n})"
+    raise ValueError(
+        f"mask must have shape {want} for {m} queries and {n} rows, got {arr.shape}; "
+        "hint: one boolean per table row, or one row of them per query"
+    )
+
+
+def check_not_empty(n: int) -> None:
+    if n == 0:
+        raise ValueError(
+            "cannot look up in an empty table (0 rows); hint: add rows with table.add(keys, values)"
+        )
+
+
+def check_finite_result(arr: np.ndarray, what: str, temperature: float) -> None:
+    """Raise instead of returning a NaN/inf produced by float overflow."""
+    if not np.isfinite(arr).all():
+        raise ValueError(
+            f"the {what} overflowed {arr.dtype}: scores / temperature (temperature={temperature:g}) "
+            "or the values are too large to represent; hint: normalise the vectors, use "
+            "metric='cosine', a larger temperature, or float64 arrays"
+        )
