@@ -540,3 +540,47 @@ class SoftTable:
                     metric="cosine", temperature=temperature)
         table.encoder = encoder
         return table
+
+    # ----------------------------------------------------------- persistence
+    @classmethod
+    def _from_parts(
+        cls,
+        keys: np.ndarray,
+        values: np.ndarray | None,
+        *,
+        ids: tuple,
+        payloads: tuple | None,
+        metric: str,
+        temperature: float | None,
+    ) -> SoftTable:
+        """Rebuild a table from validated arrays without copying them (used by load).
+
+        ``keys`` must already be unit rows for metric="cosine"; ``values=None``
+        means K = V. Arrays may be read-only memory maps.
+        """
+        table = cls.__new__(cls)
+        table._metric = _checks.as_metric(metric)
+        table._temperature = None if temperature is None else _checks.as_temperature(temperature)
+        table._dtype = keys.dtype
+        table._dim = keys.shape[1]
+        table._shared_kv = values is None
+        table._value_dim = table._dim if values is None else values.shape[1]
+        table._has_payloads = payloads is not None
+        table._lock = threading.Lock()
+        table.encoder = None
+        ids = _checks.as_ids(ids, len(keys))
+        table._rows = _Rows.build(keys, keys if values is None else values, ids, payloads)
+        return table
+
+    def save(self, path: str | PathLike[str]) -> None:
+        """Save the table to a folder, atomically (see :mod:`softdb.storage`)."""
+        from .storage import save_table
+
+        save_table(self, path)
+
+    @classmethod
+    def load(cls, path: str | PathLike[str], *, mmap: bool = False, verify: bool = True) -> SoftTable:
+        """Load a table saved by :meth:`save` (see :mod:`softdb.storage`)."""
+        from .storage import load_table
+
+        return load_table(path, mmap=mmap, verify=verify)
