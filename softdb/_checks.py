@@ -93,10 +93,12 @@ def as_matrix(
             "hint: reshape to rows of vectors, e.g. x.reshape(-1, d)"
         )
     if dtype is None:
-        dtype = np.float64 if arr.dtype == np.float64 else np.float32
+        given64 = isinstance(x, np.ndarray) and x.dtype == np.float64  # lists become float32
+        dtype = np.float64 if given64 else np.float32
     if kind == "f" and arr.dtype.itemsize > 8:
         arr = arr.astype(np.float64)
-    out = np.asarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):  # too-large values are reported below
+        out = np.asarray(arr, dtype=dtype)
     if copy and isinstance(x, np.ndarray) and np.shares_memory(out, x):
         out = out.copy()
     if out.size and not np.isfinite(out).all():

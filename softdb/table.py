@@ -436,6 +436,8 @@ class SoftTable:
         with np.errstate(invalid="ignore", over="ignore"):
             w -= np.where(r.lse == -np.inf, 0, r.lse)[:, None]  # no match: stays -inf → 0
             np.exp(w, out=w)
+            total = w.sum(axis=1, keepdims=True)  # (m, 1)  1 up to float32 rounding of lse
+            w /= np.where(total == 0, 1, total)  # exact sums; no match stays all 0
         _checks.check_finite_result(w, "weights", tau)
         return w[0] if single else w
 
