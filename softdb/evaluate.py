@@ -1,0 +1,255 @@
+"""IR evaluation on BEIR-format data, the way the field does it.
+
+Documents are encoded as ``(title + " " + text).strip()`` by the table's encoder
+(embeddings cached on disk), every query of a split is searched, and nDCG@10,
+Recall@100 and MRR@10 come from the reference trec_eval implementation
+(``pytrec_eval``, package ``pytrec-eval-terrier``, in the ``eval`` extra).
+
+When a projection is fitted on a train split, the test figures are reported twice:
+on all test queries, and on the "unseen-document" queries, none of whose relevant
+documents is judged relevant in train. On SciFact, 193 of 300 test queries share
+relevant documents with train, so a fitted model can gain by learning *which
+documents tend to be relevant* rather than by matching better.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .table import SoftTable
+
+__all__ = [
+    "Metrics",
+    "SplitReport",
+    "BeirReport",
+    "trec_eval",
+    "summarize",
+    "unseen_queries",
+    "rank",
+    "evaluate_table",
+    "evaluate_beir",
+]
+
+MEASURES = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "mrr@10": "recip_rank"}
+
+
+def _pytrec_eval() -> Any:
+    try:
+        import pytrec_eval
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "evaluation needs pytrec_eval, the reference trec_eval implementation; "
+            'install it with: pip install "softdb[eval]"'
+        ) from None
+    return pytrec_eval
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Mean metrics over a set of queries."""
+
+    ndcg_at_10: float
+    recall_at_100: float
+    mrr_at_10: float
+    queries: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {"ndcg@10": self.ndcg_at_10, "recall@100": self.recall_at_100,
+                "mrr@10": self.mrr_at_10, "queries": self.queries}
+
+
+def trec_eval(
+    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Per-query nDCG@10, Recall@100 and MRR@10 computed by pytrec_eval.
+
+    MRR@10 is trec_eval's ``recip_rank`` on the run cut to its 10 best documents.
+
+    Parameters
+    ----------
+    qrels : {query_id: {doc_id: relevance}}
+    run : {query_id: {doc_id: score}}, higher score = better
+
+    Returns
+    -------
+    {query_id: {"ndcg@10": …, "recall@100": …, "mrr@10": …}} for every query of
+    ``qrels`` (a query missing from the run scores 0).
+
+    Examples
+    --------
+    >>> qrels = {"q": {"d1": 1}}
+    >>> trec_eval(qrels, {"q": {"d0": 2.0, "d1": 1.0}})["q"]["mrr@10"]
+    0.5
+    """
+    pe = _pytrec_eval()
+    qrels = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
+    run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}
+    top10 = {q: dict(sorted(docs.items(), key=lambda x: (-x[1], x[0]))[:10]) for q, docs in run.items()}
+    main = pe.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
+    mrr = pe.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    out = {}
+    for q in qrels:
+        a, b = main.get(q, {}), mrr.get(q, {})
+        out[q] = {"ndcg@10": a.get("ndcg_cut_10", 0.0), "recall@100": a.get("recall_100", 0.0),
+                  "mrr@10": b.get("recip_rank", 0.0)}
+    return out
+
+
+def summarize(per_query: Mapping[str, Mapping[str, float]], query_ids: Sequence[str] | None = None) -> Metrics:
+    """Average per-query metrics over ``query_ids`` (default: all)."""
+    ids = list(per_query) if query_ids is None else list(query_ids)
+    if not ids:
+        return Metrics(float("nan"), float("nan"), float("nan"), 0)
+    vals = np.array([[per_query[q][m] for m in MEASURES] for q in ids], np.float64)  # (n_q, 3)
+    mean = vals.mean(axis=0)
+    return Metrics(float(mean[0]), float(mean[1]), float(mean[2]), len(ids))
+
+
+def unseen_queries(test_qrels: Mapping[str, Mapping[str, int]], train_qrels: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """Test queries none of whose relevant documents is relevant in train.
+
+    Examples
+    --------
+    >>> unseen_queries({"a": {"d1": 1}, "b": {"d2": 1}}, {"t": {"d1": 1}})
+    ['b']
+    """
+    seen = {d for docs in train_qrels.values() for d, r in docs.items() if r > 0}
+    return [q for q, docs in test_qrels.items() if not any(d in seen for d, r in docs.items() if r > 0)]
+
+
+def rank(table: SoftTable, queries: Any, query_ids: Sequence[str], *, k: int = 100,
+         mode: str = "soft", batch: int = 256) -> dict[str, dict[str, float]]:
+    """Search every query and return a trec run ``{query_id: {doc_id: score}}``.
+
+    ``mode="soft"`` scores each document by its soft weight, ``"hard"`` by its raw
+    score; the orders agree because softmax is monotonic.
+    """
+    if mode not in ("soft", "hard"):
+        raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
+    k = min(k, len(table))
+    run: dict[str, dict[str, float]] = {}
+    for start in range(0, len(query_ids), batch):
+        hits = table.search(queries[start:start + batch], k=k)
+        vals = hits.weights if mode == "soft" else hits.scores  # (b, k)
+        for qid, ids, v in zip(query_ids[start:start + batch], hits.ids, vals.astype(np.float64)):
+            run[qid] = dict(zip((str(i) for i in ids), v.tolist()))
+    return run
+
+
+@dataclass
+class SplitReport:
+    """Metrics of one table on one split: by subset, plus per-query detail."""
+
+    subsets: dict[str, Metrics]
+    per_query: dict[str, dict[str, float]] = field(repr=False)
+    run: dict[str, dict[str, float]] = field(repr=False)
+
+    def to_dict(self) -> dict[str, dict[str, float | int]]:
+        return {name: m.to_dict() for name, m in self.subsets.items()}
+
+
+def evaluate_table(table: SoftTable, query_vectors: Any, query_ids: Sequence[str],
+                   qrels: Mapping[str, Mapping[str, int]], *, subsets: Mapping[str, Sequence[str]] | None = None,
+                   mode: str = "soft") -> SplitReport:
+    """Rank, score with trec_eval, and summarise over ``subsets`` (always "all")."""
+    run = rank(table, query_vectors, query_ids, mode=mode)
+    per_query = trec_eval({q: qrels[q] for q in query_ids}, run)
+    groups = {"all": list(query_ids), **(subsets or {})}
+    return SplitReport({name: summarize(per_query, ids) for name, ids in groups.items()}, per_query, run)
+
+
+@dataclass
+class BeirReport:
+    """What :func:`evaluate_beir` measured."""
+
+    baseline: SplitReport
+    fitted: SplitReport | None
+    seconds: float
+    fit_report: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"baseline": self.baseline.to_dict()}
+        if self.fitted is not None:
+            out["fitted"] = self.fitted.to_dict()
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+def evaluate_beir(
+    path: str,
+    *,
+    split: str = "test",
+    fit: str | None = None,
+    mode: str = "soft",
+    encoder: Any = None,
+    max_docs: int | None = None,
+    max_queries: int | None = None,
+    fit_options: Mapping[str, Any] | None = None,
+) -> BeirReport:
+    """Evaluate frozen (and optionally fitted) search on a BEIR folder.
+
+    Parameters
+    ----------
+    path : str
+        A BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).
+    split : str
+        The split to evaluate, e.g. "test".
+    fit : str, optional
+        A train split: fit a projection on it (targets: each query's relevant
+        documents) and report the fitted table too, on all queries and on the
+        unseen-document queries.
+    mode : {"soft", "hard"}
+    encoder : optional
+        Default all-MiniLM-L6-v2 (embeddings cached on disk).
+    max_docs, max_queries : int, optional
+        Evaluate on a slice (the documents relevant to the kept queries are always
+        kept): for quick checks and CI. Published figures use the whole split.
+    fit_options : mapping, optional
+        Passed to :func:`softdb.projection.fit_beir_projection`.
+    """
+    from .text import beir_corpus, beir_qrels, beir_queries, default_encoder
+
+    t0 = time.perf_counter()
+    encoder = encoder or default_encoder()
+    corpus = beir_corpus(path)
+    qrels = beir_qrels(path, split)
+    queries = beir_queries(path, split)
+    q_ids, q_texts = list(queries.ids), list(queries.texts)
+    train = None
+    if fit is not None:
+        train_qrels = beir_qrels(path, fit)
+        train_q = beir_queries(path, fit)
+        train = (list(train_q.ids), list(train_q.texts), train_qrels)
+    if max_queries is not None:
+        q_ids, q_texts = q_ids[:max_queries], q_texts[:max_queries]
+        if train is not None:
+            train = (train[0][: 2 * max_queries], train[1][: 2 * max_queries], train[2])
+    doc_ids, doc_texts = list(corpus.ids), list(corpus.texts)
+    if max_docs is not None:
+        needed = {d for q in q_ids for d in qrels[q]}
+        if train is not None:
+            needed |= {d for q in train[0] for d in train[2][q]}
+        keep = [i for i, d in enumerate(doc_ids) if d in needed]
+        keep += [i for i in range(len(doc_ids)) if doc_ids[i] not in needed][: max(0, max_docs - len(keep))]
+        keep.sort()
+        doc_ids, doc_texts = [doc_ids[i] for i in keep], [doc_texts[i] for i in keep]
+    keys = encoder.encode(doc_texts)  # (n_docs, d)
+    qv = encoder.encode(q_texts)  # (n_q, d)
+    table = SoftTable(keys, ids=doc_ids, metric="cosine")
+    baseline = evaluate_table(table, qv, q_ids, qrels, mode=mode)
+    fitted = fit_report = None
+    if train is not None:
+        tr_ids, tr_texts, tr_qrels = train
+        unseen = unseen_queries({q: qrels[q] for q in q_ids}, tr_qrels)
+        baseline = evaluate_table(table, qv, q_ids, qrels, subsets={"unseen": unseen}, mode=mode)
+        tv = encoder.encode(tr_texts)  # (n_train, d)
+        known = set(table.ids)
+        targets = [[d for d, r in tr_qrels[q].items() if r > 0 and d in known] for q in tr_ids]
+        fitted_table, fit_report = fit_beir_projection(table, tv, targets, **dict(fit_options or {}))
+        fitted = evaluate_table(fitted_table, qv, q_ids, qrels, subsets={"unseen": unseen}, mode=mode)
+    return BeirReport(baseline, fitted, time.perf_counter() - t0, fit_report)
