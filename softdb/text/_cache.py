@@ -54,11 +54,10 @@ def cache_dir() -> Path:
 
     Examples
     --------
-    >>> import os
-    >>> os.environ["SOFTDB_CACHE_DIR"] = "/tmp/softdb-doc-cache"
-    >>> str(cache_dir())
-    '/tmp/softdb-doc-cache'
-    >>> del os.environ["SOFTDB_CACHE_DIR"]
+    >>> from unittest import mock
+    >>> with mock.patch.dict("os.environ", {"SOFTDB_CACHE_DIR": "/tmp/softdb-doc"}):
+    ...     print(cache_dir().name)
+    softdb-doc
     """
     env = os.environ.get("SOFTDB_CACHE_DIR")
     if env:
@@ -177,7 +176,7 @@ class EmbeddingCache:
     @property
     def directory(self) -> Path:
         """The store's directory (created on first write)."""
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.key).strip("._") or "model"
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", self.key).strip("._")[:96] or "model"
         return (self._root if self._root is not None else cache_dir()) / "embeddings" / slug
 
     # -- reading ---------------------------------------------------------------------

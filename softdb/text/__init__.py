@@ -1,0 +1,44 @@
+"""Text for softdb: encoders (real and fake), an embedding cache, corpus loaders.
+
+Nothing heavy is imported here: sentence-transformers and torch load on the
+first encode that misses the cache.
+"""
+
+from __future__ import annotations
+
+from softdb.text._cache import EmbeddingCache, cache_dir
+from softdb.text._corpora import (
+    Queries,
+    beir_corpus,
+    beir_qrels,
+    beir_queries,
+    folder_corpus,
+    load_corpus,
+    table_file_corpus,
+)
+from softdb.text._corpus import Corpus
+from softdb.text._encoders import Encoder, HashEncoder, encoder_from_name
+from softdb.text._models import DEFAULT_MODEL, verify_default_model
+from softdb.text._sentence import SentenceEncoder, default_encoder
+from softdb.text._stdlib import stdlib_corpus
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Corpus",
+    "EmbeddingCache",
+    "Encoder",
+    "HashEncoder",
+    "Queries",
+    "SentenceEncoder",
+    "beir_corpus",
+    "beir_qrels",
+    "beir_queries",
+    "cache_dir",
+    "default_encoder",
+    "encoder_from_name",
+    "folder_corpus",
+    "load_corpus",
+    "stdlib_corpus",
+    "table_file_corpus",
+    "verify_default_model",
+]

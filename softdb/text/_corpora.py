@@ -1,0 +1,348 @@
+"""Corpus loaders: a folder of notes, a JSONL/CSV table, a BEIR folder, or a spec."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple
+
+from softdb.text._corpus import Corpus
+from softdb.text._stdlib import stdlib_corpus
+
+__all__ = [
+    "Queries",
+    "beir_corpus",
+    "beir_qrels",
+    "beir_queries",
+    "folder_corpus",
+    "load_corpus",
+    "table_file_corpus",
+]
+
+_SPEC_HINT = (
+    "pass 'stdlib', a folder of .txt/.md files, a .jsonl or .csv file with a 'text' column, "
+    "or a BEIR folder holding corpus.jsonl"
+)
+
+
+class Queries(NamedTuple):
+    """Query ids and texts of one BEIR split (unpacks as ``ids, texts``)."""
+
+    ids: list[str]
+    texts: list[str]
+
+
+def _existing(path: str | os.PathLike[str], what: str) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a path (str or os.PathLike) but got {type(path).__name__}")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; check the path")
+    return p
+
+
+# --- folder of notes -------------------------------------------------------------------
+
+
+def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
+    """Paragraphs of the .txt and .md files under a folder.
+
+    Files are found recursively (hidden files and folders, starting with ".", are
+    skipped) and read in sorted order of their relative paths, as UTF-8 (undecodable
+    bytes are replaced). Each file is split on blank lines; empty paragraphs are
+    dropped and line endings normalised.
+
+    Returns
+    -------
+    Corpus
+        id ``"relative/path.md#n"`` with n counting a file's paragraphs from 0;
+        payload ``{"path": "relative/path.md", "paragraph": n}``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "notes.md").write_text("# Title\\n\\nFirst paragraph.\\n\\n\\nSecond one.\\n")
+    >>> folder_corpus(d).ids
+    ['notes.md#0', 'notes.md#1', 'notes.md#2']
+    """
+    root = _existing(path, "folder")
+    if not root.is_dir():
+        raise ValueError(
+            f"folder_corpus needs a folder but {str(path)!r} is a file; pass its folder"
+        )
+    files = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if p.suffix.lower() in (".txt", ".md") and p.is_file():
+            if not any(part.startswith(".") for part in rel.parts):
+                files.append((rel.as_posix(), p))
+    ids: list[str] = []
+    texts: list[str] = []
+    payloads: list[dict[str, Any]] = []
+    for rel, p in sorted(files):
+        raw = p.read_bytes().decode("utf-8-sig", errors="replace")
+        raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+        paragraphs = [q.strip() for q in re.split(r"\n[ \t]*\n", raw)]
+        for n, para in enumerate(q for q in paragraphs if q):
+            ids.append(f"{rel}#{n}")
+            texts.append(para)
+            payloads.append({"path": rel, "paragraph": n})
+    return Corpus(ids, texts, payloads)
+
+
+# --- JSONL / CSV -----------------------------------------------------------------------
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"line {lineno} of {path} is not valid JSON ({exc.msg} at column "
+                    f"{exc.colno}): {line.strip()[:60]!r}; each line must be one JSON object"
+                ) from None
+            if not isinstance(rec, dict):
+                raise ValueError(
+                    f"line {lineno} of {path} holds a JSON {type(rec).__name__}, not an object; "
+                    'each line must be one JSON object such as {"text": "..."}'
+                )
+            yield lineno, rec
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            return
+        for rec in reader:
+            if None in rec:
+                raise ValueError(
+                    f"line {reader.line_num} of {path} has more fields than the header's "
+                    f"{len(reader.fieldnames)}; quote fields that contain commas"
+                )
+            yield reader.line_num, rec
+
+
+def table_file_corpus(
+    path: str | os.PathLike[str], *, text_column: str = "text", id_column: str | None = None
+) -> Corpus:
+    """Rows of a .jsonl (one JSON object a line) or .csv (with a header) file.
+
+    Parameters
+    ----------
+    path : path-like
+    text_column : str, default "text"
+        Column holding the text; numbers are turned into strings.
+    id_column : str, optional
+        Column holding unique ids (turned into str). Default: the row number
+        from 0, as an int.
+
+    Returns
+    -------
+    Corpus
+        payload: a dict of the row's other columns.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "rows.csv"
+    >>> _ = f.write_text("name,text\\nx,hello world\\ny,good night\\n")
+    >>> c = table_file_corpus(f, id_column="name")
+    >>> c.ids, c.texts, c.payloads
+    (['x', 'y'], ['hello world', 'good night'], [{}, {}])
+    """
+    p = _existing(path, "table file")
+    suffix = p.suffix.lower()
+    if suffix not in (".jsonl", ".csv") or not p.is_file():
+        raise ValueError(
+            f"table_file_corpus reads a .jsonl or .csv file but got {str(path)!r}; "
+            "convert it, or use folder_corpus for .txt/.md files"
+        )
+    records = _jsonl_records(p) if suffix == ".jsonl" else _csv_records(p)
+    ids: list[Any] = []
+    texts: list[str] = []
+    payloads: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for row, (lineno, rec) in enumerate(records):
+        for col in (text_column, id_column):
+            if col is not None and col not in rec:
+                raise ValueError(
+                    f"line {lineno} of {p} has no column {col!r}; columns present: "
+                    f"{sorted(rec)}; pass text_column=/id_column= to choose one"
+                )
+        text = rec[text_column]
+        if text is None or isinstance(text, (dict, list, bool)):
+            raise ValueError(
+                f"column {text_column!r} on line {lineno} of {p} must be a string but is "
+                f"{json.dumps(text)[:40]}; fix or drop that row"
+            )
+        if id_column is None:
+            ident: Any = row
+        else:
+            ident = str(rec[id_column])
+            if ident in seen:
+                raise ValueError(
+                    f"id {ident!r} in column {id_column!r} appears on lines {seen[ident]} and "
+                    f"{lineno} of {p}; ids must be unique"
+                )
+            seen[ident] = lineno
+        ids.append(ident)
+        texts.append(str(text))
+        payloads.append({k: v for k, v in rec.items() if k not in (text_column, id_column)})
+    return Corpus(ids, texts, payloads)
+
+
+# --- BEIR ------------------------------------------------------------------------------
+
+
+def _beir_file(path: str | os.PathLike[str], name: str) -> Path:
+    root = _existing(path, "BEIR folder")
+    f = root / name
+    if not f.is_file():
+        raise FileNotFoundError(
+            f"BEIR folder {str(path)!r} has no {name}; a BEIR folder holds corpus.jsonl, "
+            "queries.jsonl and qrels/<split>.tsv"
+        )
+    return f
+
+
+def beir_corpus(path: str | os.PathLike[str]) -> Corpus:
+    """Documents of a BEIR folder's corpus.jsonl.
+
+    Returns
+    -------
+    Corpus
+        id ``_id``; text ``(title + " " + text).strip()`` (as MTEB encodes it);
+        payload ``{"title": title}``.
+    """
+    f = _beir_file(path, "corpus.jsonl")
+    ids: list[str] = []
+    texts: list[str] = []
+    payloads: list[dict[str, str]] = []
+    for lineno, rec in _jsonl_records(f):
+        if "_id" not in rec:
+            raise ValueError(
+                f"line {lineno} of {f} has no '_id'; columns present: {sorted(rec)}; "
+                'BEIR documents look like {"_id", "title", "text"}'
+            )
+        title = str(rec.get("title") or "")
+        ids.append(str(rec["_id"]))
+        texts.append(f"{title} {rec.get('text') or ''}".strip())
+        payloads.append({"title": title})
+    return Corpus(ids, texts, payloads)
+
+
+def beir_qrels(path: str | os.PathLike[str], split: str) -> dict[str, dict[str, int]]:
+    """Relevance judgments of one split: ``{query_id: {doc_id: score}}``.
+
+    Reads ``qrels/<split>.tsv`` (tab-separated ``query-id corpus-id score``, with or
+    without its header line, LF or CRLF line endings).
+    """
+    root = _existing(path, "BEIR folder")
+    f = root / "qrels" / f"{split}.tsv"
+    if not f.is_file():
+        have = sorted(q.stem for q in (root / "qrels").glob("*.tsv"))
+        raise FileNotFoundError(
+            f"BEIR folder {str(path)!r} has no qrels/{split}.tsv; splits present: {have}"
+        )
+    qrels: dict[str, dict[str, int]] = {}
+    with open(f, encoding="utf-8-sig", newline="") as fh:
+        for lineno, line in enumerate(fh, 1):
+            fields = line.rstrip("\r\n").split("\t")
+            if fields == [""]:
+                continue
+            if lineno == 1 and fields[0].strip().lower() in ("query-id", "query_id", "qid"):
+                continue
+            if len(fields) != 3:
+                raise ValueError(
+                    f"line {lineno} of {f} has {len(fields)} tab-separated fields but qrels "
+                    "need 3: query-id, corpus-id, score"
+                )
+            try:
+                score = int(fields[2])
+            except ValueError:
+                raise ValueError(
+                    f"line {lineno} of {f} has score {fields[2]!r}; scores must be integers"
+                ) from None
+            qrels.setdefault(fields[0], {})[fields[1]] = score
+    return qrels
+
+
+def beir_queries(path: str | os.PathLike[str], split: str) -> Queries:
+    """The queries of one split: those of queries.jsonl that appear in its qrels.
+
+    Returns
+    -------
+    Queries
+        ``(ids, texts)`` in queries.jsonl order.
+    """
+    wanted = beir_qrels(path, split)
+    f = _beir_file(path, "queries.jsonl")
+    ids: list[str] = []
+    texts: list[str] = []
+    for _, rec in _jsonl_records(f):
+        qid = str(rec.get("_id"))
+        if qid in wanted:
+            ids.append(qid)
+            texts.append(str(rec.get("text") or ""))
+    missing = set(wanted) - set(ids)
+    if missing:
+        raise ValueError(
+            f"qrels/{split}.tsv names {len(missing)} queries absent from {f}, e.g. "
+            f"{sorted(missing)[:3]}; is the folder complete?"
+        )
+    return Queries(ids, texts)
+
+
+# --- one entry point -------------------------------------------------------------------
+
+
+def load_corpus(spec: str | os.PathLike[str]) -> Corpus:
+    """Load a corpus from ``"stdlib"``, a BEIR folder, a folder, or a .jsonl/.csv file.
+
+    A folder holding ``corpus.jsonl`` is read as BEIR; any other folder as notes.
+
+    Raises
+    ------
+    FileNotFoundError
+        The path does not exist.
+    ValueError
+        Unsupported file type, or the corpus has no texts.
+
+    Examples
+    --------
+    >>> len(load_corpus("stdlib")) > 1000
+    True
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(
+            f"corpus spec must be a str or path but got {type(spec).__name__}; {_SPEC_HINT}"
+        )
+    if isinstance(spec, str) and spec == "stdlib":
+        corpus = stdlib_corpus()
+    else:
+        p = Path(spec).expanduser()
+        if not p.exists():
+            raise FileNotFoundError(f"corpus {str(spec)!r} does not exist; {_SPEC_HINT}")
+        if p.is_dir():
+            corpus = beir_corpus(p) if (p / "corpus.jsonl").is_file() else folder_corpus(p)
+        elif p.suffix.lower() in (".jsonl", ".csv"):
+            corpus = table_file_corpus(p)
+        else:
+            raise ValueError(
+                f"cannot read corpus file {str(spec)!r} (suffix {p.suffix!r}); {_SPEC_HINT}"
+            )
+    if len(corpus) == 0:
+        raise ValueError(
+            f"corpus {str(spec)!r} has no texts; a folder needs non-empty .txt or .md files "
+            "and a table file at least one row"
+        )
+    return corpus

@@ -1,0 +1,157 @@
+"""The :class:`Encoder` protocol and :class:`HashEncoder`, a model-free fake.
+
+The real encoder, :class:`~softdb.text.SentenceEncoder`, lives in ``_sentence``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Encoder", "HashEncoder", "encoder_from_name"]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What softdb needs from an encoder.
+
+    Attributes
+    ----------
+    name : str
+        Identifies the model; saved tables record it.
+    dim : int
+        Width of each embedding.
+    """
+
+    name: str
+    dim: int
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None
+    ) -> np.ndarray:
+        """Return L2-normalised float32 embeddings of shape (len(texts), dim)."""
+        ...
+
+
+def _check_texts(texts: Sequence[str], batch_size: int) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError(
+            f"texts must be a sequence of strings but got a single {type(texts).__name__} "
+            f"{texts[:40]!r}; wrap one text in a list: encode([text])"
+        )
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(
+            f"texts must be a sequence of strings but got {type(texts).__name__}; "
+            "pass a list of str"
+        ) from None
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(
+                f"texts must all be str but texts[{i}] is {type(t).__name__} ({t!r:.40}); "
+                "convert it with str() or drop it"
+            )
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive integer but got {batch_size!r}")
+    return texts
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)  # (n, dim)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)  # (n, 1)
+    return x / np.where(norms > 0, norms, 1.0)  # (n, dim)
+
+
+# --- HashEncoder -----------------------------------------------------------------------
+
+
+class HashEncoder:
+    """Deterministic token-hashing encoder: no model, no cache, no randomness.
+
+    Each lower-cased word token (regex ``\\w+``) is hashed with blake2b to a column
+    and a sign; a text's embedding is the signed count vector, L2-normalised. Texts
+    that share words are therefore closer than texts that share none. A text with no
+    word tokens (empty, whitespace, punctuation) maps to the fixed unit vector
+    ``ones(dim) / sqrt(dim)`` so that it never produces NaN.
+
+    Parameters
+    ----------
+    dim : int, default 64
+    name : str, optional
+        Default ``f"hash-{dim}"`` (so :func:`encoder_from_name` can rebuild it).
+
+    Examples
+    --------
+    >>> enc = HashEncoder(16)
+    >>> x = enc.encode(["read a csv file", "write a csv file", "compress with gzip"])
+    >>> x.shape, x.dtype
+    ((3, 16), dtype('float32'))
+    >>> bool(x[0] @ x[1] > x[0] @ x[2])
+    True
+    """
+
+    def __init__(self, dim: int = 64, *, name: str | None = None) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise ValueError(f"dim must be a positive integer but got {dim!r}")
+        self.dim = int(dim)
+        self.name = name if name is not None else f"hash-{self.dim}"
+
+    def __repr__(self) -> str:
+        return f"HashEncoder(dim={self.dim}, name={self.name!r})"
+
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None
+    ) -> np.ndarray:
+        """Encode texts; ``batch_size`` and ``progress`` are accepted and ignored.
+
+        Returns
+        -------
+        ndarray of shape (len(texts), dim), float32, unit rows
+        """
+        texts = _check_texts(texts, batch_size)
+        rows: list[int] = []
+        cols: list[int] = []
+        signs: list[float] = []
+        for i, text in enumerate(texts):
+            for tok in re.findall(r"\w+", text.lower()):
+                h = int.from_bytes(hashlib.blake2b(tok.encode(), digest_size=8).digest(), "little")
+                rows.append(i)
+                cols.append((h >> 1) % self.dim)
+                signs.append(1.0 if h & 1 else -1.0)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, dim)
+        np.add.at(out, (np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)), signs)
+        empty = ~out.any(axis=1)  # (n,) texts with no tokens (or cancelling ones)
+        out[empty] = 1.0 / np.sqrt(self.dim)
+        return _normalise(out)  # (n, dim)
+
+
+def encoder_from_name(name: str) -> Encoder:
+    """Rebuild an encoder from the ``name`` a saved table recorded.
+
+    ``"hash-<dim>"`` gives ``HashEncoder(dim)``; the default model's name gives
+    :func:`default_encoder`; anything else ``SentenceEncoder(name)``.
+
+    Examples
+    --------
+    >>> encoder_from_name("hash-32")
+    HashEncoder(dim=32, name='hash-32')
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"encoder name must be a non-empty str but got {name!r}")
+    m = re.fullmatch(r"hash-(\d+)", name)
+    if m:
+        return HashEncoder(int(m.group(1)))
+    from softdb.text._models import DEFAULT_MODEL
+    from softdb.text._sentence import SentenceEncoder, default_encoder
+
+    if name in (DEFAULT_MODEL, "all-MiniLM-L6-v2"):
+        return default_encoder()
+    return SentenceEncoder(name)
