@@ -18,7 +18,7 @@ def snippet(payload: Any, width: int = 60) -> str:
     if payload is None:
         return ""
     if isinstance(payload, dict):
-        for key in ("summary", "title", "paragraph", "text"):
+        for key in ("summary", "title", "text"):
             if payload.get(key):
                 payload = payload[key]
                 break

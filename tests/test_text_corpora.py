@@ -112,7 +112,7 @@ def test_folder_corpus(tmp_path):
         "last of b",
         "only paragraph of c",
     ]
-    assert c.payloads[3] == {"path": "b.md", "paragraph": 1}
+    assert c.payloads[3] == {"path": "b.md", "paragraph": 1, "text": "body of b\nstill b"}
 
 
 def test_folder_corpus_errors(tmp_path):

@@ -59,7 +59,7 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
     -------
     Corpus
         id ``"relative/path.md#n"`` with n counting a file's paragraphs from 0;
-        payload ``{"path": "relative/path.md", "paragraph": n}``.
+        payload ``{"path": "relative/path.md", "paragraph": n, "text": the paragraph}``.
 
     Examples
     --------
@@ -90,7 +90,7 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
         for n, para in enumerate(q for q in paragraphs if q):
             ids.append(f"{rel}#{n}")
             texts.append(para)
-            payloads.append({"path": rel, "paragraph": n})
+            payloads.append({"path": rel, "paragraph": n, "text": para})
     return Corpus(ids, texts, payloads)
 
 
