@@ -15,6 +15,9 @@ from ._kernel import stream
 if TYPE_CHECKING:  # pragma: no cover
     from os import PathLike
 
+    from ._fit import FitReport
+    from .projection import Projection, _ProjectedRows
+
 __all__ = ["SoftTable", "SearchResult"]
 
 #: Default temperature for metric="cosine": all-MiniLM-L6-v2 and most sentence
@@ -97,9 +100,23 @@ class SoftTable:
         τ > 0. Default √d for "dot" (the Transformer's scaling) and 0.05 for
         "cosine" (the scale at which sentence encoders are trained: cosine
         scores lie in [-1, 1], so √d would make every weight nearly equal).
+    projection : Projection, optional
+        Projected mode: lookups, weights and search score ``(q W_Q)·(k W_K)``
+        and blend ``v W_V`` (see :class:`softdb.Projection` and :meth:`fit`).
 
     Notes
     -----
+    Projected mode. With metric="cosine" the raw keys and queries are
+    L2-normalised first, then projected (the projected vectors are not
+    renormalised). τ is the projection's own if it has one, else this
+    table's; for metric="dot" without an explicit τ it is √(d_k / heads), the
+    per-head Transformer scaling. The projected rows are computed once per
+    version of the rows and of the projection, and cached. With ``heads > 1``
+    each head runs its own softmax through the kernel: ``lookup`` concatenates
+    the heads' answers (``mode="hard"``: each head's best row, the τ → 0 limit),
+    ``weights`` is the mean of the heads' weights (still summing to 1), and
+    ``search`` ranks rows by that mean weight, reporting score = log(mean weight).
+
     Lookups read one immutable version of the rows; ``add`` and ``remove``
     build new arrays and swap them in whole, so a concurrent reader sees
     either the old rows or the new ones, never a mix.
@@ -114,9 +131,9 @@ class SoftTable:
     >>> keys = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
     >>> values = np.array([[10.0], [20.0], [30.0]], dtype=np.float32)
     >>> table = SoftTable(keys, values, ids=["a", "b", "c"], temperature=0.1)
-    >>> table.lookup([2, 0], mode="hard")
+    >>> table.lookup([2, 0.5], mode="hard")
     array([30.], dtype=float32)
-    >>> table.search([2, 0], k=2).ids
+    >>> table.search([2, 0.5], k=2).ids
     array(['c', 'a'], dtype=object)
     """
 
@@ -129,6 +146,7 @@ class SoftTable:
         payloads: Sequence[Any] | None = None,
         metric: str = "dot",
         temperature: float | None = None,
+        projection: Projection | None = None,
     ) -> None:
         self._metric = _checks.as_metric(metric)
         self._temperature = None if temperature is None else _checks.as_temperature(temperature)
@@ -146,6 +164,7 @@ class SoftTable:
         self._lock = threading.Lock()
         self.encoder: Any = None
         self._rows = self._make_rows(k, v, ids, payloads, start_id=0)
+        self._init_projection(projection)
 
     # ------------------------------------------------------------------ rows
     def _prepare_keys(self, k: np.ndarray, name: str) -> np.ndarray:
@@ -201,6 +220,8 @@ class SoftTable:
     @property
     def temperature(self) -> float:
         """The default τ of lookups (see the class docstring for the default)."""
+        if self._projection is not None:
+            return self._projected_tau(None)
         if self._temperature is not None:
             return self._temperature
         return COSINE_TEMPERATURE if self._metric == "cosine" else float(np.sqrt(self._dim))
@@ -320,6 +341,159 @@ class SoftTable:
 
     def _on_rows_changed(self) -> None:
         """Hook for cached derived state (projected rows) to refresh."""
+        self._proj_cache = None
+
+    # ------------------------------------------------------------ projection
+    def _init_projection(self, projection: Projection | None) -> None:
+        self._projection: Projection | None = None
+        self._proj_cache: tuple[_Rows, _ProjectedRows] | None = None
+        self._proj_lock = threading.Lock()
+        if projection is not None:
+            self.projection = projection
+
+    @property
+    def projection(self) -> Projection | None:
+        """The table's :class:`softdb.Projection`, or None (plain mode).
+
+        Setting it checks the widths (creating W_V for this table's value width
+        if the projection has none yet); ``None`` returns to plain mode.
+
+        Examples
+        --------
+        >>> from softdb import Projection
+        >>> t = SoftTable(np.eye(2, dtype=np.float32), [[1.0], [2.0]], temperature=1.0)
+        >>> t.projection = Projection(2)
+        >>> t.projection.W_V.shape
+        (1, 1)
+        """
+        return self._projection
+
+    @projection.setter
+    def projection(self, projection: Projection | None) -> None:
+        from .projection import Projection
+
+        if projection is not None:
+            if not isinstance(projection, Projection):
+                raise TypeError(
+                    f"projection must be a softdb.Projection or None, got {type(projection).__name__}; "
+                    f"hint: Projection({self._dim})"
+                )
+            projection._bind(self._dim, self._value_dim)
+        with self._lock:
+            self._projection = projection
+            self._proj_cache = None
+
+    def _snapshot(self) -> tuple[_Rows, _ProjectedRows | None]:
+        """One consistent (rows, projected rows) pair; projects at most once per version."""
+        rows = self._rows
+        proj = self._projection
+        if proj is None:
+            return rows, None
+        params = proj._params
+        cache = self._proj_cache
+        if cache is not None and cache[0] is rows and cache[1].params is params:
+            return rows, cache[1]
+        with self._proj_lock:
+            cache = self._proj_cache
+            if cache is not None and cache[0] is rows and cache[1].params is params:
+                return rows, cache[1]
+            projected = proj._project_rows(params, rows.keys, rows.values)
+            if rows is self._rows and proj is self._projection:
+                self._proj_cache = (rows, projected)
+        return rows, projected
+
+    def _projected_tau(self, temperature: float | None, params: Any = None) -> float:
+        """τ in projected mode: the call's, else the projection's own, else the table's."""
+        if temperature is not None:
+            return _checks.as_temperature(temperature)
+        proj = self._projection
+        log_tau = (proj._params if params is None else params).log_tau
+        if log_tau is not None:
+            return float(np.exp(log_tau))
+        if self._temperature is not None:
+            return self._temperature
+        if self._metric == "cosine":
+            return COSINE_TEMPERATURE
+        return float(np.sqrt(proj.d_k / proj.heads))
+
+    def fit(
+        self,
+        queries: Any,
+        targets: Any,
+        *,
+        loss: str = "rows",
+        optimizer: str = "auto",
+        max_iter: int = 100,
+        reg: float = 0.0,
+        validation: tuple[Any, Any] | None = None,
+        patience: int = 10,
+        batch_size: int = 256,
+        learning_rate: float = 0.01,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> FitReport:
+        """Fit the table's projection to training queries, in float64.
+
+        Parameters
+        ----------
+        queries : array_like of shape (m, d)
+            Raw training queries (normalised first when metric="cosine").
+        targets : sequence or array_like
+            loss="rows": one row id per query, or a list of ids per query; the
+            loss is the mean of −log Σ_{j∈targets} w̄_j over the whole table
+            (w̄: mean weight over heads). loss="values": (m, d_out) target answers;
+            the loss is the mean squared error of the soft lookup.
+        loss : {"rows", "values"}
+        optimizer : {"auto", "lbfgs", "adam"}
+            "lbfgs": full batch, scipy L-BFGS-B. "adam": mini-batches of queries
+            (each against the whole table). "auto": L-BFGS up to 2·10⁷ query × row
+            scores, else Adam.
+        max_iter : int
+            L-BFGS iterations or Adam epochs.
+        reg : float
+            λ of the penalty λ Σ ‖W − W₀‖² towards the starting weights.
+        validation : (queries, targets), optional
+            Evaluated after every iteration: recall@1 (rows; ties broken by the
+            validation loss) or MSE (values). The best weights are kept, and the
+            fit stops after ``patience`` iterations without improvement.
+        patience : int
+        batch_size : int
+            Adam mini-batch size (queries).
+        learning_rate : float
+            Adam step size.
+        seed : int
+            Seeds Adam's shuffling and the low-rank factors.
+        verbose : bool
+            Print the loss (and validation metric) of every iteration.
+
+        Returns
+        -------
+        FitReport
+
+        Notes
+        -----
+        What is learned is set on the projection: ``learn`` (subset of "q", "k",
+        "v"; W_V only matters to loss="values"), ``tied``, ``rank`` (low-rank
+        update W₀ + A Bᵀ) and ``learn_temperature`` (log τ). The fit reads one
+        version of the rows and writes the weights back with
+        ``projection.set_weights`` (lookups then re-project the rows).
+
+        Examples
+        --------
+        >>> from softdb import Projection
+        >>> x = np.eye(3, dtype=np.float32)
+        >>> t = SoftTable(x, ids=["a", "b", "c"], projection=Projection(3))
+        >>> t.search(x, k=1).ids.ravel().tolist()  # identity: each row retrieves itself
+        ['a', 'b', 'c']
+        >>> report = t.fit(x, ["b", "c", "a"])  # a → b → c → a
+        >>> t.search(x, k=1).ids.ravel().tolist(), report.loss_history[-1] < 0.01
+        (['b', 'c', 'a'], True)
+        """
+        from ._fit import fit_table
+
+        return fit_table(self, queries, targets, loss=loss, optimizer=optimizer, max_iter=max_iter,
+                         reg=reg, validation=validation, patience=patience, batch_size=batch_size,
+                         learning_rate=learning_rate, seed=seed, verbose=verbose)
 
     # --------------------------------------------------------------- lookups
     def _queries(self, queries: Any, rows: _Rows) -> tuple[np.ndarray, bool]:
@@ -384,10 +558,12 @@ class SoftTable:
         array([0.], dtype=float32)
         """
         mode = _checks.as_mode(mode)
-        rows = self._rows
+        rows, proj = self._snapshot()
         q, single = self._queries(queries, rows)
         mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
-        if mode == "hard":
+        if proj is not None:
+            out = self._lookup_projected(q, proj, mode, temperature, mask)
+        elif mode == "hard":
             r = stream(q, rows.keys, hard=True, mask=mask)
             out = np.where((r.best_row >= 0)[:, None], rows.values[np.maximum(r.best_row, 0)], 0)
             out = out.astype(self._dtype, copy=False)  # (m, d_v)
@@ -398,6 +574,21 @@ class SoftTable:
             out = r.out  # (m, d_v)
             _checks.check_finite_result(out, "soft lookup", tau)
         return out[0] if single else out
+
+    def _lookup_projected(self, q, proj, mode, temperature, mask) -> np.ndarray:
+        outs = []
+        if mode == "hard":
+            for w_q, k, v in zip(proj.w_q, proj.keys, proj.values):
+                r = stream(q @ w_q, k, hard=True, mask=mask)  # q @ w_q: (m, dh)
+                outs.append(np.where((r.best_row >= 0)[:, None], v[np.maximum(r.best_row, 0)], 0))  # (m, dvh)
+            return np.concatenate(outs, axis=1).astype(self._dtype, copy=False)  # (m, d_out)
+        tau = self._projected_tau(temperature, proj.params)
+        for w_q, k, v, nm in zip(proj.w_q, proj.keys, proj.values, proj.key_norm_max):
+            r = stream(q @ w_q, k, v, scale=1.0 / tau, soft=True, mask=mask, key_norm_max=nm)
+            outs.append(r.out)  # (m, dvh)
+        out = np.concatenate(outs, axis=1)  # (m, d_out)
+        _checks.check_finite_result(out, "soft lookup", tau)
+        return out
 
     def weights(
         self,
@@ -427,19 +618,31 @@ class SoftTable:
         >>> t.weights([1.0, 0.0]).round(4)
         array([0.7311, 0.2689], dtype=float32)
         """
-        rows = self._rows
+        rows, proj = self._snapshot()
         q, single = self._queries(queries, rows)
         mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
-        tau = self._tau(temperature)
-        w = np.empty((len(q), len(rows.ids)), self._dtype)  # (m, n)
-        r = stream(q, rows.keys, scale=1.0 / tau, dense=w, mask=mask, key_norm_max=rows.key_norm_max)
+        if proj is None:
+            tau = self._tau(temperature)
+            w = self._dense_weights(q, rows.keys, tau, mask, rows.key_norm_max)  # (m, n)
+        else:
+            tau = self._projected_tau(temperature, proj.params)
+            w = self._dense_weights(q @ proj.w_q[0], proj.keys[0], tau, mask, proj.key_norm_max[0])
+            for w_q, k, nm in zip(proj.w_q[1:], proj.keys[1:], proj.key_norm_max[1:]):
+                w += self._dense_weights(q @ w_q, k, tau, mask, nm)  # (m, n)
+            w /= len(proj.keys)  # mean over heads
+        _checks.check_finite_result(w, "weights", tau)
+        return w[0] if single else w
+
+    def _dense_weights(self, q, keys, tau, mask, key_norm_max) -> np.ndarray:
+        """softmax(q keysᵀ / τ) of every row through the kernel: (m, n), rows sum to 1 (or all 0)."""
+        w = np.empty((len(q), len(keys)), self._dtype)  # (m, n)
+        r = stream(q, keys, scale=1.0 / tau, dense=w, mask=mask, key_norm_max=key_norm_max)
         with np.errstate(invalid="ignore", over="ignore"):
             w -= np.where(r.lse == -np.inf, 0, r.lse)[:, None]  # no match: stays -inf → 0
             np.exp(w, out=w)
             total = w.sum(axis=1, keepdims=True)  # (m, 1)  1 up to float32 rounding of lse
             w /= np.where(total == 0, 1, total)  # exact sums; no match stays all 0
-        _checks.check_finite_result(w, "weights", tau)
-        return w[0] if single else w
+        return w
 
     def search(
         self,
@@ -473,31 +676,77 @@ class SoftTable:
         >>> hits.ids, hits.scores, hits.weights.round(3)
         (array(['y', 'z'], dtype=object), array([2., 1.], dtype=float32), array([0.665, 0.245], dtype=float32))
         """
-        rows = self._rows
+        rows, proj = self._snapshot()
         q, single = self._queries(queries, rows)
         k = _checks.as_k(k, len(rows.ids))
         mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
-        tau = self._tau(temperature)
-        r = stream(q, rows.keys, scale=1.0 / tau, soft=True, k=k, mask=mask,
-                   key_norm_max=rows.key_norm_max)
-        found = r.top_rows >= 0  # (m, k)
-        with np.errstate(over="ignore", invalid="ignore"):
-            logits = r.top_scores / np.asarray(tau, self._dtype)  # (m, k)
-            w = np.where(found, np.exp(logits - np.where(found, r.lse[:, None], 0)), 0)
-        w = w.astype(self._dtype, copy=False)
+        if proj is None:
+            tau = self._tau(temperature)
+            top_rows, top_scores, w = self._top_k(q, rows.keys, k, tau, mask, rows.key_norm_max)
+        elif len(proj.keys) == 1:
+            tau = self._projected_tau(temperature, proj.params)
+            top_rows, top_scores, w = self._top_k(q @ proj.w_q[0], proj.keys[0], k, tau, mask,
+                                                  proj.key_norm_max[0])
+        else:
+            tau = self._projected_tau(temperature, proj.params)
+            top_rows, top_scores, w = self._top_k_heads(q, proj, k, tau, mask)
         _checks.check_finite_result(w, "search weights", tau)
         ids_arr = np.empty(len(rows.ids) + 1, object)
         ids_arr[:-1] = rows.ids  # row -1 maps to the trailing None
-        hit_ids = ids_arr[r.top_rows]  # (m, k)
+        hit_ids = ids_arr[top_rows]  # (m, k)
         pays = None
         if rows.payloads is not None:
             pay_arr = np.empty(len(rows.ids) + 1, object)
             pay_arr[:-1] = rows.payloads
-            pays = pay_arr[r.top_rows]  # (m, k)
-        res = SearchResult(hit_ids, r.top_scores, w, pays, r.top_rows)
+            pays = pay_arr[top_rows]  # (m, k)
+        res = SearchResult(hit_ids, top_scores, w, pays, top_rows)
         if single:
             res = SearchResult(*(None if a is None else a[0] for a in res))
         return res
+
+    def _top_k(self, q, keys, k, tau, mask, key_norm_max) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Top-k rows by score, raw scores, and full-table weights, each (m, k)."""
+        r = stream(q, keys, scale=1.0 / tau, soft=True, k=k, mask=mask, key_norm_max=key_norm_max)
+        found = r.top_rows >= 0  # (m, k)
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = r.top_scores / np.asarray(tau, self._dtype)  # (m, k)
+            w = np.where(found, np.exp(logits - np.where(found, r.lse[:, None], 0)), 0)
+        return r.top_rows, r.top_scores, w.astype(self._dtype, copy=False)
+
+    def _top_k_heads(self, q, proj, k, tau, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """heads > 1: top-k rows by mean head weight; score = log(mean weight).
+
+        The mean of softmaxes is no function of one score, so each chunk of
+        queries gets its dense per-head weights from the kernel (memory
+        O(chunk × n)), then argpartition and a sort of only the k.
+        """
+        m, n = len(q), proj.keys[0].shape[0]
+        top_rows = np.full((m, k), -1, np.int64)  # (m, k)
+        top_logw = np.full((m, k), -np.inf, np.float64)  # (m, k)
+        step = max(1, (32 << 20) // (8 * max(n, 1)))  # queries per chunk: ≤ 32 MiB of weights
+        for s0 in range(0, m, step):
+            s1 = min(m, s0 + step)
+            mb = mask if mask is None or mask.ndim == 1 else mask[s0:s1]  # (n,) or (b, n)
+            logw = np.full((s1 - s0, n), -np.inf)  # (b, n)  log Σ_heads w, in log space: no underflow
+            for w_q, keys, nm in zip(proj.w_q, proj.keys, proj.key_norm_max):
+                s = np.empty((s1 - s0, n), self._dtype)  # (b, n)  scores / τ, -inf where masked
+                r = stream(q[s0:s1] @ w_q, keys, scale=1.0 / tau, dense=s, mask=mb, key_norm_max=nm)
+                with np.errstate(invalid="ignore"):
+                    s -= np.where(r.lse == -np.inf, 0, r.lse)[:, None]  # (b, n)  log w_a
+                np.logaddexp(logw, s, out=logw)
+            logw -= np.log(len(proj.keys))  # (b, n)  log mean weight; -inf: masked
+            if k < n:
+                part = np.argpartition(-logw, k - 1, axis=1)[:, :k]  # (b, k)  unordered best k
+            else:
+                part = np.broadcast_to(np.arange(n), (s1 - s0, n))  # (b, n)
+            cand = np.take_along_axis(logw, part, axis=1)  # (b, k)
+            order = np.lexsort((part, -cand), axis=1)  # (b, k)  weight desc, then row asc
+            rows_b = np.take_along_axis(part, order, axis=1)  # (b, k)
+            logw_b = np.take_along_axis(cand, order, axis=1)  # (b, k)
+            top_rows[s0:s1] = np.where(logw_b > -np.inf, rows_b, -1)
+            top_logw[s0:s1] = logw_b
+        w = np.exp(top_logw)  # (m, k)  0 where no match
+        return top_rows, top_logw.astype(self._dtype), w.astype(self._dtype)
 
     # ------------------------------------------------------ delegated features
     @classmethod
@@ -572,6 +821,7 @@ class SoftTable:
         table.encoder = None
         ids = _checks.as_ids(ids, len(keys))
         table._rows = _Rows.build(keys, keys if values is None else values, ids, payloads)
+        table._init_projection(None)
         return table
 
     def save(self, path: str | PathLike[str]) -> None:
