@@ -92,6 +92,11 @@ def as_matrix(
             f"{name} must be {expected}, got {arr.ndim}-D with shape {arr.shape}; "
             "hint: reshape to rows of vectors, e.g. x.reshape(-1, d)"
         )
+    if arr.ndim == 2 and arr.shape[1] == 0:
+        raise ValueError(
+            f"{name} must have at least 1 column, got shape {arr.shape}; "
+            "hint: each row needs a vector of d >= 1 numbers"
+        )
     if dtype is None:
         given64 = isinstance(x, np.ndarray) and x.dtype == np.float64  # lists become float32
         dtype = np.float64 if given64 else np.float32
@@ -150,10 +155,17 @@ def as_ids(ids: Iterable[Hashable] | None, n: int, *, start: int = 0) -> tuple:
     """Return ``n`` unique ids as a tuple; default ``start .. start+n-1``."""
     if ids is None:
         return tuple(range(start, start + n))
+    if isinstance(ids, set | frozenset):
+        raise TypeError("ids must be an ordered sequence, got a set; hint: pass a list in row order")
     if isinstance(ids, str | bytes):
         raise TypeError(
             f"ids must be a sequence of ids, got a single string {ids[:40]!r}; "
             "hint: wrap it in a list: ids=[...]"
+        )
+    if not isinstance(ids, Iterable):
+        raise TypeError(
+            f"ids must be a sequence of ids, got {_describe(ids)} {ids!r}; "
+            "hint: pass a list with one id per row"
         )
     if isinstance(ids, np.ndarray):
         if ids.ndim != 1:
@@ -186,6 +198,13 @@ def as_payloads(payloads: Sequence[Any] | None, n: int) -> tuple | None:
             "payloads must be a sequence with one object per row, got a single string; "
             "hint: wrap it in a list"
         )
+    if not isinstance(payloads, Iterable):
+        raise TypeError(
+            f"payloads must be a sequence with one object per row, got {_describe(payloads)} "
+            f"{payloads!r}; hint: pass a list"
+        )
+    if isinstance(payloads, set | frozenset):
+        raise TypeError("payloads must be an ordered sequence, got a set; hint: pass a list in row order")
     payloads = tuple(payloads.tolist() if isinstance(payloads, np.ndarray) else payloads)
     check_same_rows(n, "keys", len(payloads), "payloads")
     return payloads
@@ -203,6 +222,12 @@ def check_new_ids(existing: dict, new: tuple) -> None:
 
 def check_known_ids(index: dict, ids: Sequence[Hashable]) -> None:
     """Raise if any of ``ids`` is not in the table."""
+    bad = [i for i in ids if not isinstance(i, Hashable)]
+    if bad:
+        raise TypeError(
+            f"ids to remove must be str or int, got {type(bad[0]).__name__} {bad[0]!r}; "
+            "hint: pass a flat list of ids, e.g. table.remove(['a', 'b'])"
+        )
     unknown = [i for i in ids if i not in index]
     if unknown:
         raise ValueError(
@@ -265,7 +290,13 @@ def as_mask(mask: Any, m: int, n: int, single: bool) -> np.ndarray | None:
     """Return a boolean mask of shape (n,) or (m, n), True = row allowed."""
     if mask is None:
         return None
-    arr = np.asarray(mask)
+    try:
+        arr = np.asarray(mask)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "mask must be a rectangular boolean array, but its rows have different lengths; "
+            "hint: one boolean per table row, or one row of them per query"
+        ) from None
     if arr.dtype != np.bool_:
         raise TypeError(
             f"mask must be a boolean array (True = row allowed), got dtype {arr.dtype}; "

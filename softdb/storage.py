@@ -1,0 +1,420 @@
+"""Saving and loading tables: a documented folder format and crash-safe saves.
+
+Format (``format_version`` 1)
+-----------------------------
+A saved table is a folder that numpy alone can read::
+
+    my_table/
+        manifest.json          format, format_version, n, dim, value_dim, dtype,
+                               metric, temperature (null = default), shared_kv,
+                               files, ids, payloads, softdb_version, created,
+                               optional projection and encoder, checksum
+        keys.npy               (n, dim) float32 or float64; unit rows for "cosine"
+        values.npy             (n, value_dim); absent when shared_kv (K = V)
+        projection.<name>.npy  the projection's arrays, when the table has one
+
+``files`` maps each array file to its ``sha256``, ``bytes``, ``shape`` and
+``dtype`` (numpy dtype string, e.g. ``"<f4"``). ``ids`` is a JSON list (ints
+stay ints and strings stay strings); ``payloads`` is a JSON list or null.
+``checksum`` is the sha256 of the canonical JSON of all other fields
+(``json.dumps(m, sort_keys=True, separators=(",", ":"), ensure_ascii=True)``).
+
+Atomic save
+-----------
+:func:`save_table` reads one snapshot of the rows, writes every file into a
+fresh temporary folder ``.<name>.softdb-tmp-<pid>-<random>`` next to the
+target (same file system), fsyncs each file and the folder, and then swaps
+it in. A rename cannot replace a non-empty folder, so overwriting takes two
+renames, each followed by an fsync of the parent folder:
+
+1. rename the current table ``<name>`` aside to ``.<name>.softdb-old``;
+2. rename the temporary folder to ``<name>``;
+3. delete ``.<name>.softdb-old``.
+
+Every folder that ever carries the name ``<name>`` or ``.<name>.softdb-old``
+is complete, so the state on disk after a crash at any moment reads as:
+
+- ``<name>`` exists: it is the table (the new one after step 2, else the old
+  one); an ``.softdb-old`` folder beside it is garbage;
+- ``<name>`` is missing but ``.<name>.softdb-old`` exists: the process died
+  between steps 1 and 2, and the aside copy *is* the table (the old one).
+
+:func:`load_table` follows these two rules, and the next save finishes or
+discards whatever a killed save left behind, including temporary folders.
+Saves and loads of tables in one parent folder are serialised by an advisory
+``flock`` on that folder (exclusive to save, shared to load), so a load in
+another thread or process never sees the in-between state of a live save.
+
+Limits: the lock is POSIX ``flock`` (absent on Windows, unreliable on some
+network file systems), so there concurrent saves to one path must be avoided;
+``verify=False`` trusts the array data (a flipped data byte goes unnoticed);
+the projection is read apart from the rows snapshot, so do not save while
+``fit`` runs on the same table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import glob
+import hashlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import _manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .table import SoftTable
+
+__all__ = ["save_table", "load_table"]
+
+_TMP = ".softdb-tmp-"
+_OLD = ".softdb-old"
+_BLOCK = 1 << 20
+_CHECK_ROWS = 1 << 16  # rows per chunk when checking memory-mapped arrays
+
+
+def _names(path: str | os.PathLike[str]) -> tuple[str, str, str]:
+    """Return (target, parent, aside) as absolute paths."""
+    target = os.path.abspath(os.fspath(path))
+    parent, name = os.path.split(target)
+    if name in ("", ".", ".."):
+        raise ValueError(f"path {os.fspath(path)!r} names no folder; hint: e.g. table.save('my_table')")
+    return target, parent, os.path.join(parent, f".{name}{_OLD}")
+
+
+@contextlib.contextmanager
+def _locked(parent: str, *, exclusive: bool) -> Iterator[None]:
+    """Advisory flock on the parent folder (no-op where flock is unavailable)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fd = os.open(parent, os.O_RDONLY)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"folder {parent} does not exist; hint: create it first (os.makedirs)"
+        ) from None
+    except OSError:  # pragma: no cover - e.g. no read permission: go on unlocked
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _HashingWriter:
+    """A write-only file object that hashes and counts what passes through."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.sha, self.n = f, hashlib.sha256(), 0
+
+    def write(self, b: Any) -> int:
+        b = memoryview(b).cast("B")
+        self.sha.update(b)
+        self.n += len(b)
+        return self.f.write(b)
+
+
+def _write_npy(folder: str, fname: str, arr: np.ndarray, files: dict) -> None:
+    with open(os.path.join(folder, fname), "xb") as f:
+        w = _HashingWriter(f)
+        np.lib.format.write_array(w, arr, allow_pickle=False)  # streams in chunks: memmaps stay cheap
+        f.flush()
+        os.fsync(f.fileno())
+    files[fname] = _manifest.file_entry(w.sha.hexdigest(), w.n, arr)
+
+
+def _is_table(folder: str) -> bool:
+    """A softdb table, or the damaged remains of one: safe for save to replace."""
+    names = os.listdir(folder)
+    if "manifest.json" not in names:
+        return False
+    if all(n == "manifest.json" or _manifest._FILE_NAME.match(n) for n in names):
+        return True  # only table files (maybe a damaged manifest)
+    try:
+        with open(os.path.join(folder, "manifest.json"), "rb") as f:
+            return b'"' + _manifest.FORMAT.encode() + b'"' in f.read(4096)
+    except OSError:
+        return False
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def save_table(table: SoftTable, path: str | os.PathLike[str]) -> None:
+    """Save ``table`` to the folder ``path`` atomically (see the module docstring).
+
+    The table is read once: a save running while other threads add or remove
+    rows writes one consistent version. If ``path`` already holds a table it
+    is replaced; after a crash at any moment ``path`` loads as the old table
+    or the new one, never a mix.
+
+    Parameters
+    ----------
+    table : SoftTable
+    path : str or PathLike
+        The table folder. Its parent folder must exist. An existing file, or a
+        non-empty folder that is not a softdb table, is never overwritten.
+
+    Raises
+    ------
+    TypeError
+        A payload (or projection config) JSON cannot store; the message names
+        the row and the type. Nothing is written.
+    ValueError
+        ``path`` is a file or a folder that is not a table.
+    FileNotFoundError
+        The parent folder does not exist.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", 7], payloads=["x", None, {"k": 1}])
+    >>> folder = os.path.join(tempfile.mkdtemp(), "t")
+    >>> save_table(t, folder)
+    >>> sorted(os.listdir(folder))
+    ['keys.npy', 'manifest.json']
+    >>> load_table(folder).ids
+    ('a', 'b', 7)
+    """
+    from . import __version__
+
+    rows = table._rows  # one snapshot: add/remove swap it whole, never mutate it
+    target, parent, aside = _names(path)
+    proj_obj = getattr(table, "projection", None)
+    proj_arrays: dict[str, np.ndarray] = {}
+    proj = None
+    if proj_obj is not None:
+        config, proj_arrays = proj_obj.get_state()
+        for name in proj_arrays:
+            if not _manifest._ARRAY_NAME.match(str(name)):
+                raise ValueError(f"projection array name {name!r} must be letters, digits and _")
+        proj = {"config": config, "arrays": {k: f"projection.{k}.npy" for k in proj_arrays}}
+    enc = getattr(table, "encoder", None)
+    encoder = None
+    if enc is not None:
+        encoder = {"name": getattr(enc, "name", None)}
+        if getattr(enc, "version", None) is not None:
+            encoder["version"] = enc.version
+    meta = dict(n=len(rows.ids), dim=table._dim, value_dim=table._value_dim, dtype=rows.keys.dtype,
+                metric=table._metric, temperature=table._temperature, shared_kv=table._shared_kv,
+                ids=rows.ids, payloads=rows.payloads, version=__version__, projection=proj, encoder=encoder)
+    manifest = _manifest.build(**meta, files={}, created="")  # raises before touching the disk
+
+    with _locked(parent, exclusive=True):
+        if os.path.lexists(target) and not os.path.isdir(target):
+            raise ValueError(f"cannot save to {target}: it is a file, not a table folder")
+        if os.path.isdir(target) and os.listdir(target) and not _is_table(target):
+            raise ValueError(
+                f"cannot save to {target}: it is a non-empty folder that is not a softdb table, "
+                "and saving would replace it; hint: choose a new path"
+            )
+        for stale in glob.glob(glob.escape(os.path.join(parent, f".{os.path.basename(target)}{_TMP}")) + "*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed save: we hold the lock
+        tmp = os.path.join(parent, f".{os.path.basename(target)}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
+        os.mkdir(tmp)
+        try:
+            files: dict = {}
+            _write_npy(tmp, "keys.npy", rows.keys, files)
+            if not table._shared_kv:
+                _write_npy(tmp, "values.npy", rows.values, files)
+            for name, arr in proj_arrays.items():
+                _write_npy(tmp, f"projection.{name}.npy", np.asarray(arr), files)
+            manifest.update(files=files, created=_now())
+            text = _manifest.dumps(manifest)
+            with open(os.path.join(tmp, "manifest.json"), "xb") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            _fsync_dir(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _swap_in(tmp, target, parent, aside)
+
+
+def _swap_in(tmp: str, target: str, parent: str, aside: str) -> None:
+    """Steps 1-3 of the module docstring; ``tmp`` is complete and synced."""
+    if os.path.isdir(target):
+        if os.path.lexists(aside):
+            shutil.rmtree(aside)  # garbage from an earlier killed save: target is the table
+        os.rename(target, aside)  # step 1
+        _fsync_dir(parent)
+    try:
+        os.rename(tmp, target)  # step 2
+    except BaseException:
+        if os.path.isdir(aside) and not os.path.lexists(target):
+            os.rename(aside, target)  # roll back
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(parent)
+    shutil.rmtree(aside, ignore_errors=True)  # step 3 (or the old table a killed save left aside)
+
+
+# ------------------------------------------------------------------- loading
+def _open_array(folder: str, fname: str, entry: dict, *, mmap: bool, verify: bool) -> np.ndarray:
+    """Check one array file against its manifest entry, then load or map it."""
+    fpath = os.path.join(folder, fname)
+    try:
+        f = open(fpath, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"table file {fpath} is missing (manifest.json lists it); the table folder is incomplete"
+        ) from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size != entry["bytes"]:
+            raise ValueError(
+                f"{fpath} has {size} bytes but manifest.json says {entry['bytes']}; "
+                "the file is truncated or damaged"
+            )
+        if verify:
+            sha = hashlib.sha256()
+            while block := f.read(_BLOCK):
+                sha.update(block)
+            if sha.hexdigest() != entry["sha256"]:
+                raise ValueError(f"{fpath} is corrupted: its sha256 does not match manifest.json")
+            f.seek(0)
+        try:
+            major, minor = np.lib.format.read_magic(f)
+            if (major, minor) == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+        except Exception as exc:  # noqa: BLE001 - any damaged header is a ValueError naming the file
+            raise ValueError(f"{fpath} is not a valid .npy file ({exc})") from None
+        _manifest.check_header(fpath, entry, shape, dtype)
+        if offset + int(np.prod(shape)) * dtype.itemsize != size:
+            raise ValueError(f"{fpath}: its header and its size disagree; the file is damaged")
+        if mmap:
+            return np.memmap(f, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C",
+                             offset=offset)
+        arr = np.fromfile(f, dtype=dtype, count=int(np.prod(shape)))
+        return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def _check_rows(arr: np.ndarray, fpath: str, unit: bool) -> None:
+    """Refuse NaN/inf (and non-unit cosine keys), in chunks so memmaps stream."""
+    for start in range(0, len(arr), _CHECK_ROWS):
+        a = np.asarray(arr[start:start + _CHECK_ROWS])  # (c, d)
+        if not np.isfinite(a).all():
+            raise ValueError(f"{fpath} holds NaN or inf values; the table folder is corrupted")
+        if unit and a.size:
+            norms = np.sqrt(np.einsum("ij,ij->i", a, a, dtype=np.float64))  # (c,)
+            if np.abs(norms - 1).max() > 1e-3:
+                raise ValueError(f"{fpath}: metric is 'cosine' but its keys are not unit rows")
+
+
+def load_table(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool = True) -> SoftTable:
+    """Load a table saved by :func:`save_table`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The table folder.
+    mmap : bool
+        Memory-map keys and values read-only (``np.memmap``) instead of reading
+        them: lookups then stream the table through the kernel chunk by chunk,
+        so a table larger than RAM still answers.
+    verify : bool
+        Check the sha256 of the manifest and of every array file, and that the
+        arrays are finite. ``verify=False`` skips reading the data (for huge
+        memory-mapped tables) but still checks the format version, file sizes,
+        and every header's shape and dtype against the manifest.
+
+    Returns
+    -------
+    SoftTable
+
+    Raises
+    ------
+    FileNotFoundError
+        No table at ``path``, or a file the manifest lists is missing (named).
+    ValueError
+        An unknown format version, a checksum mismatch, a truncated file, a
+        shape or dtype that disagrees with the manifest; the message names the file.
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> folder = os.path.join(tempfile.mkdtemp(), "t")
+    >>> SoftTable(np.eye(2), [[1.0], [2.0]], ids=["1", 1]).save(folder)
+    >>> t = load_table(folder, mmap=True)
+    >>> t.ids, type(t.keys.base).__name__, t.lookup([9.0, 0.0], mode="hard")
+    (('1', 1), 'memmap', array([1.]))
+    """
+    target, parent, aside = _names(path)
+    with _locked(parent, exclusive=False):
+        folder = target
+        if not os.path.isdir(target):
+            if os.path.lexists(target):
+                raise ValueError(f"{target} is a file, not a table folder")
+            if not os.path.isdir(aside):
+                raise FileNotFoundError(f"no softdb table at {target}: the folder does not exist")
+            folder = aside  # a save was killed between its two renames: this is the table
+        return _load_folder(folder, mmap=mmap, verify=verify)
+
+
+def _load_folder(folder: str, *, mmap: bool, verify: bool) -> SoftTable:
+    from .table import SoftTable
+
+    mpath = os.path.join(folder, "manifest.json")
+    try:
+        with open(mpath, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{mpath} is missing; {folder} is not a complete softdb table") from None
+    m = _manifest.loads(text, mpath, verify=verify)
+    files = m["files"]
+    arrays = {fname: _open_array(folder, fname, files[fname], verify=verify,
+                                 mmap=mmap and fname in ("keys.npy", "values.npy"))  # the rest is small
+              for fname in files}
+    keys = arrays["keys.npy"]
+    values = None if m["shared_kv"] else arrays["values.npy"]
+    if verify or not mmap:
+        _check_rows(keys, os.path.join(folder, "keys.npy"), unit=m["metric"] == "cosine")
+        if values is not None:
+            _check_rows(values, os.path.join(folder, "values.npy"), unit=False)
+    payloads = None if m["payloads"] is None else tuple(m["payloads"])
+    try:
+        table = SoftTable._from_parts(keys, values, ids=tuple(m["ids"]), payloads=payloads,
+                                      metric=m["metric"], temperature=m["temperature"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{mpath}: {exc}") from None
+    proj = m.get("projection")
+    if proj is not None:
+        from .projection import Projection
+
+        state = {name: arrays[fname] for name, fname in proj["arrays"].items()}
+        table.projection = Projection.from_state(proj["config"], state)
+    enc = m.get("encoder")
+    if isinstance(enc, dict):
+        table._encoder_name = enc.get("name")
+    return table
