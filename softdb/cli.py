@@ -116,13 +116,7 @@ def _load_table(path: str) -> Any:
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no table at {path!r}; hint: build one with `softdb index CORPUS -o {path}`")
-    table = SoftTable.load(path)
-    name = getattr(table, "_encoder_name", None)
-    if table.encoder is None and name:
-        from .text import encoder_from_name
-
-        table.encoder = encoder_from_name(name)
-    return table
+    return SoftTable.load(path)
 
 
 def _hits_json(hits: Any, mode: str) -> list[dict[str, Any]]:

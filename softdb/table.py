@@ -162,7 +162,7 @@ class SoftTable:
         self._value_dim = self._dim if v is None else v.shape[1]
         self._has_payloads = payloads is not None
         self._lock = threading.Lock()
-        self.encoder: Any = None
+        self.encoder = None
         self._rows = self._make_rows(k, v, ids, payloads, start_id=0)
         self._init_projection(projection)
 
@@ -509,6 +509,38 @@ class SoftTable:
         if self._metric == "cosine":
             q = self._prepare_keys(q, "queries")
         return q, single
+
+    @property
+    def encoder(self) -> Any:
+        """The text encoder of a table built from texts (None otherwise).
+
+        A loaded table rebuilds it from the name its manifest recorded, lazily.
+        """
+        if self._encoder is None and getattr(self, "_encoder_name", None):
+            from .text import encoder_from_name
+
+            self._encoder = encoder_from_name(self._encoder_name)
+        return self._encoder
+
+    @encoder.setter
+    def encoder(self, encoder: Any) -> None:
+        self._encoder = encoder
+        self._encoder_name = getattr(encoder, "name", None)
+
+    def explain(self, query: Any, k: int = 5, *, temperature: float | None = None) -> Any:
+        """A readable "soft SELECT" for one query (see :func:`softdb.explain.explain`).
+
+        Examples
+        --------
+        >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], temperature=1.0)
+        >>> print(t.explain([1.0, 0.0], k=1))  # doctest: +ELLIPSIS
+        query: [1. 0.]
+        ...
+           1  x ... 0.731  ███████████████ ...
+        """
+        from .explain import explain
+
+        return explain(self, query, k, temperature=temperature)
 
     def _encode_queries(self, queries: str | Sequence[str]) -> np.ndarray:
         if self.encoder is None:
