@@ -1,0 +1,79 @@
+"""The textbook claims about attention, as runnable experiments with measured verdicts.
+
+Each function runs one small, seeded experiment on :class:`softdb.SoftTable` and
+returns an :class:`Intuition`: the measured figures and whether the claim held,
+decided from those figures. :data:`REGISTRY` maps short names to the functions,
+in the order of the claims; :func:`run` runs some or all of them.
+
+Examples
+--------
+>>> from softdb import intuitions
+>>> r = intuitions.REGISTRY["causal"]()
+>>> r.name, r.holds
+('causal', True)
+>>> list(intuitions.REGISTRY)[:3]
+['one-hot', 'qk-differ', 'self-attention']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from ._basics import approximate_select, dot_vs_additive, one_hot, sqrt_d
+from ._language import search_engine, self_attention
+from ._projected import multi_head, qk_differ
+from ._result import Intuition
+from ._sequences import causal, keys_values, self_vs_cross
+
+__all__ = [
+    "Intuition", "REGISTRY", "LANGUAGE", "run", "one_hot", "qk_differ", "self_attention", "sqrt_d",
+    "dot_vs_additive", "keys_values", "multi_head", "self_vs_cross", "causal", "search_engine",
+    "approximate_select",
+]
+
+#: Short name → experiment, in the order of the claims (1 to 11).
+REGISTRY: dict[str, Callable[..., Intuition]] = {
+    "one-hot": one_hot,
+    "qk-differ": qk_differ,
+    "self-attention": self_attention,
+    "sqrt-d": sqrt_d,
+    "dot-vs-additive": dot_vs_additive,
+    "keys-values": keys_values,
+    "multi-head": multi_head,
+    "self-vs-cross": self_vs_cross,
+    "causal": causal,
+    "search-engine": search_engine,
+    "approximate-select": approximate_select,
+}
+
+#: Experiments that use the real sentence encoder (they accept ``encoder=``).
+LANGUAGE = frozenset({"self-attention", "search-engine"})
+
+
+def run(names: Iterable[str] | None = None, *, encoder: object = None) -> Iterator[Intuition]:
+    """Run experiments by name (all of them by default), yielding each result as it finishes.
+
+    Parameters
+    ----------
+    names : iterable of str, optional
+        Keys of :data:`REGISTRY`.
+    encoder : optional
+        Passed to the language experiments; default ``softdb.text.default_encoder()``.
+
+    Raises
+    ------
+    KeyError
+        For an unknown name (the message lists the valid ones), before anything runs.
+
+    Examples
+    --------
+    >>> [r.holds for r in run(["one-hot", "causal"])]
+    [True, True]
+    """
+    names = list(REGISTRY) if names is None else list(names)
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise KeyError(f"unknown intuition {unknown[0]!r}; valid names: {', '.join(REGISTRY)}")
+    for name in names:
+        kwargs = {"encoder": encoder} if name in LANGUAGE and encoder is not None else {}
+        yield REGISTRY[name](**kwargs)

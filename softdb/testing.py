@@ -1,0 +1,243 @@
+"""Assertions for tests of retrieval intuitions, in the spirit of ``numpy.testing``.
+
+Each assertion raises :class:`AssertionError` when the intuition fails, with a
+message that shows the rows the query did retrieve: rank, id, score, weight and
+a snippet of the payload. Misuse (a batch where one query is expected, a weight
+outside [0, 1], an unknown id) raises ``ValueError``, ``TypeError`` or
+``KeyError`` instead, so a broken test is never mistaken for a failed intuition.
+
+Examples
+--------
+>>> import numpy as np
+>>> from softdb import SoftTable
+>>> from softdb.testing import assert_retrieves, assert_attends_more
+>>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", "c"], temperature=0.1)
+>>> assert_retrieves(t, [0.0, 1.0, 0.2], "b")
+>>> assert_attends_more(t, [0.0, 1.0, 0.2], "c", "a")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+
+from .table import SoftTable
+
+__all__ = ["assert_retrieves", "assert_weight_at_least", "assert_attends_more", "assert_soft_close_to_hard"]
+
+#: Rows shown in a failure message, at least.
+SHOWN = 5
+_SNIPPET = 40
+
+
+def _describe_query(query: Any) -> str:
+    if isinstance(query, str):
+        return repr(query if len(query) <= 60 else query[:59] + "…")
+    q = np.asarray(query)
+    return f"the query vector of shape {q.shape}"
+
+
+def _one_query(table: SoftTable, query: Any) -> None:
+    if not isinstance(table, SoftTable):
+        raise TypeError(f"table must be a softdb.SoftTable, got {type(table).__name__}")
+    if isinstance(query, str):
+        return
+    q = np.asarray(query)
+    if q.ndim != 1:
+        raise ValueError(
+            f"this assertion takes one query (a string or a vector of shape ({table.dim},)), "
+            f"got an array of shape {q.shape}; hint: loop over the queries, or use "
+            "assert_soft_close_to_hard for a batch"
+        )
+
+
+def _snippet(payload: Any) -> str:
+    if payload is None:
+        return ""
+    if isinstance(payload, dict):
+        for key in ("summary", "text", "title", "name"):
+            if key in payload:
+                payload = payload[key]
+                break
+    s = " ".join(str(payload).split())
+    return s if len(s) <= _SNIPPET else s[: _SNIPPET - 1] + "…"
+
+
+def _rows_table(table: SoftTable, query: Any, k: int, extra: tuple[Hashable, ...] = (),
+                temperature: float | None = None) -> str:
+    """The top ``max(k, SHOWN)`` rows, plus the ``extra`` ids wherever they rank, as text."""
+    w = np.asarray(table.weights(query, temperature=temperature), dtype=np.float64)  # (n,)
+    n = len(w)
+    shown = min(max(k, SHOWN), n)
+    hits = table.search(query, k=shown, temperature=temperature)
+    rows = [int(r) for r in np.asarray(hits.rows).ravel()]
+    order = {r: i + 1 for i, r in enumerate(rows)}
+    extra_rows = [table.row_of(i) for i in extra if table.row_of(i) not in order]
+    if extra_rows:
+        full = table.search(query, k=n, temperature=temperature)
+        rank_of = {int(r): i + 1 for i, r in enumerate(np.asarray(full.rows).ravel())}
+        scores = dict(zip((int(r) for r in np.asarray(full.rows).ravel()), np.asarray(full.scores).ravel()))
+    lines = [f"  {'rank':>4}  {'id':<24} {'score':>9} {'weight':>8}  payload"]
+    payloads = table.payloads
+    for r in rows + extra_rows:
+        if r in order:
+            rank, score = order[r], np.asarray(hits.scores).ravel()[order[r] - 1]
+        else:
+            if len(lines) == shown + 1:
+                lines.append(f"  {'…':>4}")
+            rank, score = rank_of[r], scores[r]
+        rid = repr(table.ids[r])
+        rid = rid if len(rid) <= 24 else rid[:23] + "…"
+        pay = _snippet(payloads[r]) if payloads is not None else ""
+        lines.append(f"  {rank:>4}  {rid:<24} {float(score):>9.4g} {w[r]:>8.4f}  {pay}".rstrip())
+    tau = table.temperature if temperature is None else temperature
+    lines.append(f"  (weights over all {n} rows at τ = {tau:g})")
+    return "\n".join(lines)
+
+
+def assert_retrieves(table: SoftTable, query: Any, expected_id: Hashable, k: int = 1, *,
+                     temperature: float | None = None) -> None:
+    """Assert that ``expected_id`` is among the top ``k`` rows retrieved for ``query``.
+
+    Parameters
+    ----------
+    table : SoftTable
+    query : str or array_like of shape (d,)
+        Strings need a table built with :meth:`SoftTable.from_texts`.
+    expected_id : hashable
+        A row id of the table (``KeyError`` if unknown).
+    k : int
+    temperature : float, optional
+        τ of the weights shown in the message (ranking does not depend on τ).
+
+    Raises
+    ------
+    AssertionError
+        With the rows retrieved, their scores and weights, and where the expected row ranked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], payloads=["ex", "why"])
+    >>> assert_retrieves(t, [1.0, 0.0], "y")
+    Traceback (most recent call last):
+    ...
+    AssertionError: expected 'y' in the top 1 for the query vector of shape (2,), but it ranked 2 with weight 0.3302:
+      rank  id                           score   weight  payload
+         1  'x'                              1   0.6698  ex
+         2  'y'                              0   0.3302  why
+      (weights over all 2 rows at τ = 1.41421)
+    """
+    _one_query(table, query)
+    row = table.row_of(expected_id)
+    hits = table.search(query, k=k, temperature=temperature)
+    if row in {int(r) for r in np.asarray(hits.rows).ravel()}:
+        return
+    full = table.search(query, k=len(table), temperature=temperature)
+    rank = int(np.flatnonzero(np.asarray(full.rows).ravel() == row)[0]) + 1
+    w = float(np.asarray(table.weights(query, temperature=temperature))[row])
+    raise AssertionError(
+        f"expected {expected_id!r} in the top {k} for {_describe_query(query)}, but it ranked {rank} "
+        f"with weight {w:.4f}:\n" + _rows_table(table, query, k, (expected_id,), temperature)
+    )
+
+
+def assert_weight_at_least(table: SoftTable, query: Any, row_id: Hashable, w: float, *,
+                           temperature: float | None = None) -> None:
+    """Assert that row ``row_id`` gets at least weight ``w`` (in [0, 1]) for ``query``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], temperature=0.1)
+    >>> assert_weight_at_least(t, [1.0, 0.0], "x", 0.99)
+    """
+    _one_query(table, query)
+    if not (isinstance(w, int | float | np.floating | np.integer) and 0 <= float(w) <= 1):
+        raise ValueError(f"w must be a weight between 0 and 1, got {w!r}")
+    row = table.row_of(row_id)
+    got = float(np.asarray(table.weights(query, temperature=temperature))[row])
+    if got < w:
+        raise AssertionError(
+            f"expected weight >= {w:g} on {row_id!r} for {_describe_query(query)}, got {got:.4f}:\n"
+            + _rows_table(table, query, 1, (row_id,), temperature)
+        )
+
+
+def assert_attends_more(table: SoftTable, query: Any, id_a: Hashable, id_b: Hashable, *,
+                        temperature: float | None = None) -> None:
+    """Assert that ``query`` gives row ``id_a`` strictly more weight than row ``id_b``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"])
+    >>> assert_attends_more(t, [0.2, 0.9], "y", "x")
+    """
+    _one_query(table, query)
+    ra, rb = table.row_of(id_a), table.row_of(id_b)
+    w = np.asarray(table.weights(query, temperature=temperature), dtype=np.float64)  # (n,)
+    if not w[ra] > w[rb]:
+        raise AssertionError(
+            f"expected {_describe_query(query)} to attend more to {id_a!r} than to {id_b!r}, "
+            f"but their weights are {w[ra]:.4f} and {w[rb]:.4f}:\n"
+            + _rows_table(table, query, 1, (id_a, id_b), temperature)
+        )
+
+
+def assert_soft_close_to_hard(table: SoftTable, queries: Any, tol: float, *,
+                              temperature: float | None = None) -> None:
+    """Assert that the soft answers are within ``tol`` (max abs) of the hard ones.
+
+    This is the "one-hot weights are an exact lookup" intuition: it holds when
+    every query has a clear best row at the temperature used.
+
+    Parameters
+    ----------
+    table : SoftTable
+    queries : array_like of shape (m, d) or (d,), or str / list of str
+    tol : float
+        >= 0.
+    temperature : float, optional
+
+    Raises
+    ------
+    AssertionError
+        Naming the worst query, its gap, and its retrieved rows.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(2, dtype=np.float32), [[1.0], [2.0]], ids=["x", "y"])
+    >>> assert_soft_close_to_hard(t, [[1.0, 0.0]], 1e-3, temperature=0.01)
+    """
+    if not isinstance(table, SoftTable):
+        raise TypeError(f"table must be a softdb.SoftTable, got {type(table).__name__}")
+    if not (isinstance(tol, int | float | np.floating | np.integer) and float(tol) >= 0):
+        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    single = isinstance(queries, str) or np.ndim(queries) == 1 and not (
+        isinstance(queries, list | tuple) and queries and isinstance(queries[0], str))
+    soft = np.atleast_2d(table.lookup(queries, temperature=temperature))  # (m, d_v)
+    hard = np.atleast_2d(table.lookup(queries, mode="hard"))  # (m, d_v)
+    gaps = np.abs(soft.astype(np.float64) - hard).max(axis=1)  # (m,)
+    worst = int(np.argmax(gaps))
+    if gaps[worst] > tol:
+        if single:
+            q = queries
+        elif isinstance(queries, list | tuple) and isinstance(queries[0], str):
+            q = queries[worst]
+        else:
+            q = np.asarray(queries)[worst]
+        bad = int((gaps > tol).sum())
+        raise AssertionError(
+            f"soft answers differ from hard ones by more than tol={tol:g} for {bad} of {len(gaps)} queries; "
+            f"the worst is query {worst} ({_describe_query(q)}) with max |soft − hard| = {gaps[worst]:.4g}; "
+            "its weights are spread over several rows (lower the temperature or the tolerance):\n"
+            + _rows_table(table, q, 1, (), temperature)
+        )
