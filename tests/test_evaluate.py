@@ -49,3 +49,71 @@ def test_soft_and_hard_rankings_agree_on_a_toy_table():
     hard = evaluate_table(table, q, qids, qrels, mode="hard")
     assert soft.subsets["all"] == hard.subsets["all"]
     assert soft.subsets["all"].ndcg_at_10 == pytest.approx(1.0)
+
+
+SCIFACT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
+
+
+def _hand_ndcg10(ranked: list[str], relevant: dict[str, int]) -> float:
+    dcg = sum(relevant.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked[:10]))
+    ideal = sorted(relevant.values(), reverse=True)[:10]
+    idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
+    return dcg / idcg
+
+
+@pytest.mark.slow
+def test_beir_pipeline_on_a_scifact_slice(minilm):
+    from softdb.evaluate import evaluate_beir
+    from softdb.text import beir_qrels, beir_queries
+
+    report = evaluate_beir(str(SCIFACT), split="test", fit="train", encoder=minilm, max_docs=300, max_queries=20)
+    out = report.to_dict()
+    assert set(out) == {"baseline", "fitted", "seconds"}
+    for model in ("baseline", "fitted"):
+        assert set(out[model]) == {"all", "unseen"}
+        assert out[model]["all"]["queries"] == 20
+        for v in out[model]["all"].values():
+            assert 0 <= v <= 20
+    # the pipeline's baseline equals an independent brute-force cosine ranking scored by hand
+    qrels = beir_qrels(str(SCIFACT), "test")
+    q = beir_queries(str(SCIFACT), "test")
+    per_query = report.baseline.per_query
+    for qid, text in list(zip(q.ids, q.texts))[:5]:
+        run = report.baseline.run[qid]
+        ranked = sorted(run, key=lambda d: -run[d])
+        assert per_query[qid]["ndcg@10"] == pytest.approx(_hand_ndcg10(ranked, qrels[qid]), abs=1e-4)
+    # soft and hard rankings agree (same slice: without --fit no train documents are added)
+    soft = evaluate_beir(str(SCIFACT), split="test", encoder=minilm, max_docs=300, max_queries=20, mode="soft")
+    hard = evaluate_beir(str(SCIFACT), split="test", encoder=minilm, max_docs=300, max_queries=20, mode="hard")
+    assert hard.baseline.subsets["all"] == soft.baseline.subsets["all"]
+    # the fit was checked on held-out train queries and then refit on all of them
+    assert report.fit_report.final.iterations >= 1
+    assert report.fit_report.final.loss_history[-1] < report.fit_report.final.loss_history[0]
+
+
+def test_eval_json_has_exactly_the_documented_shape(tmp_path, capsys, monkeypatch):
+    """`softdb eval --json` on a tiny BEIR folder, with a deterministic encoder."""
+    import json
+
+    from softdb.cli import main
+    from softdb.text import HashEncoder
+
+    monkeypatch.setattr("softdb.text.default_encoder", lambda: HashEncoder(32))
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    docs = [("d1", "cats", "cats chase mice"), ("d2", "dogs", "dogs chase cats"), ("d3", "fish", "fish swim"),
+            ("d4", "birds", "birds fly south"), ("d5", "cows", "cows eat grass")]
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in docs))
+    qs = [("q1", "what do cats chase"), ("q2", "where do birds fly"), ("q3", "what swims"), ("q4", "dogs chase")]
+    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": i, "text": x}) for i, x in qs))
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\r\nq3\td3\t1\r\nq4\td2\t1\r\n")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td4\t1\r\n")
+    assert main(["eval", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"baseline", "seconds"} and set(out["baseline"]) == {"all"}
+    assert set(out["baseline"]["all"]) == {"ndcg@10", "recall@100", "mrr@10", "queries"}
+    assert out["baseline"]["all"]["queries"] == 2
+    assert main(["eval", str(root), "--fit", "train", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"baseline", "fitted", "seconds"}
+    assert set(out["fitted"]) == {"all", "unseen"} and out["fitted"]["unseen"]["queries"] == 2
