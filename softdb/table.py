@@ -9,20 +9,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import _checks
+from . import _answers, _checks
 from ._kernel import stream
+from ._projected import COSINE_TEMPERATURE, ProjectedMode
 
 if TYPE_CHECKING:  # pragma: no cover
     from os import PathLike
 
-    from ._fit import FitReport
-    from .projection import Projection, _ProjectedRows
+    from .projection import Projection
 
 __all__ = ["SoftTable", "SearchResult"]
 
-#: Default temperature for metric="cosine": all-MiniLM-L6-v2 and most sentence
-#: encoders are trained with a contrastive loss at scale 20, i.e. τ = 0.05.
-COSINE_TEMPERATURE = 0.05
 
 
 class SearchResult(NamedTuple):
@@ -75,7 +72,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return v
 
 
-class SoftTable:
+class SoftTable(ProjectedMode):
     """A table of keys and values answered by soft (attention) lookups.
 
     A query q scores every key, s_j = q·k_j (or the cosine), the scores become
@@ -343,158 +340,6 @@ class SoftTable:
         """Hook for cached derived state (projected rows) to refresh."""
         self._proj_cache = None
 
-    # ------------------------------------------------------------ projection
-    def _init_projection(self, projection: Projection | None) -> None:
-        self._projection: Projection | None = None
-        self._proj_cache: tuple[_Rows, _ProjectedRows] | None = None
-        self._proj_lock = threading.Lock()
-        if projection is not None:
-            self.projection = projection
-
-    @property
-    def projection(self) -> Projection | None:
-        """The table's :class:`softdb.Projection`, or None (plain mode).
-
-        Setting it checks the widths (creating W_V for this table's value width
-        if the projection has none yet); ``None`` returns to plain mode.
-
-        Examples
-        --------
-        >>> from softdb import Projection
-        >>> t = SoftTable(np.eye(2, dtype=np.float32), [[1.0], [2.0]], temperature=1.0)
-        >>> t.projection = Projection(2)
-        >>> t.projection.W_V.shape
-        (1, 1)
-        """
-        return self._projection
-
-    @projection.setter
-    def projection(self, projection: Projection | None) -> None:
-        from .projection import Projection
-
-        if projection is not None:
-            if not isinstance(projection, Projection):
-                raise TypeError(
-                    f"projection must be a softdb.Projection or None, got {type(projection).__name__}; "
-                    f"hint: Projection({self._dim})"
-                )
-            projection._bind(self._dim, self._value_dim)
-        with self._lock:
-            self._projection = projection
-            self._proj_cache = None
-
-    def _snapshot(self) -> tuple[_Rows, _ProjectedRows | None]:
-        """One consistent (rows, projected rows) pair; projects at most once per version."""
-        rows = self._rows
-        proj = self._projection
-        if proj is None:
-            return rows, None
-        params = proj._params
-        cache = self._proj_cache
-        if cache is not None and cache[0] is rows and cache[1].params is params:
-            return rows, cache[1]
-        with self._proj_lock:
-            cache = self._proj_cache
-            if cache is not None and cache[0] is rows and cache[1].params is params:
-                return rows, cache[1]
-            projected = proj._project_rows(params, rows.keys, rows.values)
-            if rows is self._rows and proj is self._projection:
-                self._proj_cache = (rows, projected)
-        return rows, projected
-
-    def _projected_tau(self, temperature: float | None, params: Any = None) -> float:
-        """τ in projected mode: the call's, else the projection's own, else the table's."""
-        if temperature is not None:
-            return _checks.as_temperature(temperature)
-        proj = self._projection
-        log_tau = (proj._params if params is None else params).log_tau
-        if log_tau is not None:
-            return float(np.exp(log_tau))
-        if self._temperature is not None:
-            return self._temperature
-        if self._metric == "cosine":
-            return COSINE_TEMPERATURE
-        return float(np.sqrt(proj.d_k / proj.heads))
-
-    def fit(
-        self,
-        queries: Any,
-        targets: Any,
-        *,
-        loss: str = "rows",
-        optimizer: str = "auto",
-        max_iter: int = 100,
-        reg: float = 0.0,
-        validation: tuple[Any, Any] | None = None,
-        patience: int = 10,
-        batch_size: int = 256,
-        learning_rate: float = 0.01,
-        seed: int = 0,
-        verbose: bool = False,
-    ) -> FitReport:
-        """Fit the table's projection to training queries, in float64.
-
-        Parameters
-        ----------
-        queries : array_like of shape (m, d)
-            Raw training queries (normalised first when metric="cosine").
-        targets : sequence or array_like
-            loss="rows": one row id per query, or a list of ids per query; the
-            loss is the mean of −log Σ_{j∈targets} w̄_j over the whole table
-            (w̄: mean weight over heads). loss="values": (m, d_out) target answers;
-            the loss is the mean squared error of the soft lookup.
-        loss : {"rows", "values"}
-        optimizer : {"auto", "lbfgs", "adam"}
-            "lbfgs": full batch, scipy L-BFGS-B. "adam": mini-batches of queries
-            (each against the whole table). "auto": L-BFGS up to 2·10⁷ query × row
-            scores, else Adam.
-        max_iter : int
-            L-BFGS iterations or Adam epochs.
-        reg : float
-            λ of the penalty λ Σ ‖W − W₀‖² towards the starting weights.
-        validation : (queries, targets), optional
-            Evaluated after every iteration: recall@1 (rows; ties broken by the
-            validation loss) or MSE (values). The best weights are kept, and the
-            fit stops after ``patience`` iterations without improvement.
-        patience : int
-        batch_size : int
-            Adam mini-batch size (queries).
-        learning_rate : float
-            Adam step size.
-        seed : int
-            Seeds Adam's shuffling and the low-rank factors.
-        verbose : bool
-            Print the loss (and validation metric) of every iteration.
-
-        Returns
-        -------
-        FitReport
-
-        Notes
-        -----
-        What is learned is set on the projection: ``learn`` (subset of "q", "k",
-        "v"; W_V only matters to loss="values"), ``tied``, ``rank`` (low-rank
-        update W₀ + A Bᵀ) and ``learn_temperature`` (log τ). The fit reads one
-        version of the rows and writes the weights back with
-        ``projection.set_weights`` (lookups then re-project the rows).
-
-        Examples
-        --------
-        >>> from softdb import Projection
-        >>> x = np.eye(3, dtype=np.float32)
-        >>> t = SoftTable(x, ids=["a", "b", "c"], projection=Projection(3))
-        >>> t.search(x, k=1).ids.ravel().tolist()  # identity: each row retrieves itself
-        ['a', 'b', 'c']
-        >>> report = t.fit(x, ["b", "c", "a"])  # a → b → c → a
-        >>> t.search(x, k=1).ids.ravel().tolist(), report.loss_history[-1] < 0.01
-        (['b', 'c', 'a'], True)
-        """
-        from ._fit import fit_table
-
-        return fit_table(self, queries, targets, loss=loss, optimizer=optimizer, max_iter=max_iter,
-                         reg=reg, validation=validation, patience=patience, batch_size=batch_size,
-                         learning_rate=learning_rate, seed=seed, verbose=verbose)
-
     # --------------------------------------------------------------- lookups
     def _queries(self, queries: Any, rows: _Rows) -> tuple[np.ndarray, bool]:
         if isinstance(queries, str) or (
@@ -594,7 +439,8 @@ class SoftTable:
         q, single = self._queries(queries, rows)
         mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
         if proj is not None:
-            out = self._lookup_projected(q, proj, mode, temperature, mask)
+            tau = self._projected_tau(temperature, proj.params)
+            out = _answers.lookup_projected(q, proj, mode, tau, mask, self._dtype)
         elif mode == "hard":
             r = stream(q, rows.keys, hard=True, mask=mask)
             out = np.where((r.best_row >= 0)[:, None], rows.values[np.maximum(r.best_row, 0)], 0)
@@ -606,21 +452,6 @@ class SoftTable:
             out = r.out  # (m, d_v)
             _checks.check_finite_result(out, "soft lookup", tau)
         return out[0] if single else out
-
-    def _lookup_projected(self, q, proj, mode, temperature, mask) -> np.ndarray:
-        outs = []
-        if mode == "hard":
-            for w_q, k, v in zip(proj.w_q, proj.keys, proj.values):
-                r = stream(q @ w_q, k, hard=True, mask=mask)  # q @ w_q: (m, dh)
-                outs.append(np.where((r.best_row >= 0)[:, None], v[np.maximum(r.best_row, 0)], 0))  # (m, dvh)
-            return np.concatenate(outs, axis=1).astype(self._dtype, copy=False)  # (m, d_out)
-        tau = self._projected_tau(temperature, proj.params)
-        for w_q, k, v, nm in zip(proj.w_q, proj.keys, proj.values, proj.key_norm_max):
-            r = stream(q @ w_q, k, v, scale=1.0 / tau, soft=True, mask=mask, key_norm_max=nm)
-            outs.append(r.out)  # (m, dvh)
-        out = np.concatenate(outs, axis=1)  # (m, d_out)
-        _checks.check_finite_result(out, "soft lookup", tau)
-        return out
 
     def weights(
         self,
@@ -655,26 +486,16 @@ class SoftTable:
         mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
         if proj is None:
             tau = self._tau(temperature)
-            w = self._dense_weights(q, rows.keys, tau, mask, rows.key_norm_max)  # (m, n)
+            w = _answers.dense_weights(q, rows.keys, tau, mask, rows.key_norm_max, self._dtype)  # (m, n)
         else:
             tau = self._projected_tau(temperature, proj.params)
-            w = self._dense_weights(q @ proj.w_q[0], proj.keys[0], tau, mask, proj.key_norm_max[0])
+            w = _answers.dense_weights(q @ proj.w_q[0], proj.keys[0], tau, mask, proj.key_norm_max[0],
+                                       self._dtype)  # (m, n)
             for w_q, k, nm in zip(proj.w_q[1:], proj.keys[1:], proj.key_norm_max[1:]):
-                w += self._dense_weights(q @ w_q, k, tau, mask, nm)  # (m, n)
+                w += _answers.dense_weights(q @ w_q, k, tau, mask, nm, self._dtype)  # (m, n)
             w /= len(proj.keys)  # mean over heads
         _checks.check_finite_result(w, "weights", tau)
         return w[0] if single else w
-
-    def _dense_weights(self, q, keys, tau, mask, key_norm_max) -> np.ndarray:
-        """softmax(q keysᵀ / τ) of every row through the kernel: (m, n), rows sum to 1 (or all 0)."""
-        w = np.empty((len(q), len(keys)), self._dtype)  # (m, n)
-        r = stream(q, keys, scale=1.0 / tau, dense=w, mask=mask, key_norm_max=key_norm_max)
-        with np.errstate(invalid="ignore", over="ignore"):
-            w -= np.where(r.lse == -np.inf, 0, r.lse)[:, None]  # no match: stays -inf → 0
-            np.exp(w, out=w)
-            total = w.sum(axis=1, keepdims=True)  # (m, 1)  1 up to float32 rounding of lse
-            w /= np.where(total == 0, 1, total)  # exact sums; no match stays all 0
-        return w
 
     def search(
         self,
@@ -714,14 +535,14 @@ class SoftTable:
         mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
         if proj is None:
             tau = self._tau(temperature)
-            top_rows, top_scores, w = self._top_k(q, rows.keys, k, tau, mask, rows.key_norm_max)
+            top_rows, top_scores, w = _answers.top_k(q, rows.keys, k, tau, mask, rows.key_norm_max, self._dtype)
         elif len(proj.keys) == 1:
             tau = self._projected_tau(temperature, proj.params)
-            top_rows, top_scores, w = self._top_k(q @ proj.w_q[0], proj.keys[0], k, tau, mask,
-                                                  proj.key_norm_max[0])
+            top_rows, top_scores, w = _answers.top_k(q @ proj.w_q[0], proj.keys[0], k, tau, mask,
+                                                     proj.key_norm_max[0], self._dtype)
         else:
             tau = self._projected_tau(temperature, proj.params)
-            top_rows, top_scores, w = self._top_k_heads(q, proj, k, tau, mask)
+            top_rows, top_scores, w = _answers.top_k_heads(q, proj, k, tau, mask, self._dtype)
         _checks.check_finite_result(w, "search weights", tau)
         ids_arr = np.empty(len(rows.ids) + 1, object)
         ids_arr[:-1] = rows.ids  # row -1 maps to the trailing None
@@ -735,50 +556,6 @@ class SoftTable:
         if single:
             res = SearchResult(*(None if a is None else a[0] for a in res))
         return res
-
-    def _top_k(self, q, keys, k, tau, mask, key_norm_max) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Top-k rows by score, raw scores, and full-table weights, each (m, k)."""
-        r = stream(q, keys, scale=1.0 / tau, soft=True, k=k, mask=mask, key_norm_max=key_norm_max)
-        found = r.top_rows >= 0  # (m, k)
-        with np.errstate(over="ignore", invalid="ignore"):
-            logits = r.top_scores / np.asarray(tau, self._dtype)  # (m, k)
-            w = np.where(found, np.exp(logits - np.where(found, r.lse[:, None], 0)), 0)
-        return r.top_rows, r.top_scores, w.astype(self._dtype, copy=False)
-
-    def _top_k_heads(self, q, proj, k, tau, mask) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """heads > 1: top-k rows by mean head weight; score = log(mean weight).
-
-        The mean of softmaxes is no function of one score, so each chunk of
-        queries gets its dense per-head weights from the kernel (memory
-        O(chunk × n)), then argpartition and a sort of only the k.
-        """
-        m, n = len(q), proj.keys[0].shape[0]
-        top_rows = np.full((m, k), -1, np.int64)  # (m, k)
-        top_logw = np.full((m, k), -np.inf, np.float64)  # (m, k)
-        step = max(1, (32 << 20) // (8 * max(n, 1)))  # queries per chunk: ≤ 32 MiB of weights
-        for s0 in range(0, m, step):
-            s1 = min(m, s0 + step)
-            mb = mask if mask is None or mask.ndim == 1 else mask[s0:s1]  # (n,) or (b, n)
-            logw = np.full((s1 - s0, n), -np.inf)  # (b, n)  log Σ_heads w, in log space: no underflow
-            for w_q, keys, nm in zip(proj.w_q, proj.keys, proj.key_norm_max):
-                s = np.empty((s1 - s0, n), self._dtype)  # (b, n)  scores / τ, -inf where masked
-                r = stream(q[s0:s1] @ w_q, keys, scale=1.0 / tau, dense=s, mask=mb, key_norm_max=nm)
-                with np.errstate(invalid="ignore"):
-                    s -= np.where(r.lse == -np.inf, 0, r.lse)[:, None]  # (b, n)  log w_a
-                np.logaddexp(logw, s, out=logw)
-            logw -= np.log(len(proj.keys))  # (b, n)  log mean weight; -inf: masked
-            if k < n:
-                part = np.argpartition(-logw, k - 1, axis=1)[:, :k]  # (b, k)  unordered best k
-            else:
-                part = np.broadcast_to(np.arange(n), (s1 - s0, n))  # (b, n)
-            cand = np.take_along_axis(logw, part, axis=1)  # (b, k)
-            order = np.lexsort((part, -cand), axis=1)  # (b, k)  weight desc, then row asc
-            rows_b = np.take_along_axis(part, order, axis=1)  # (b, k)
-            logw_b = np.take_along_axis(cand, order, axis=1)  # (b, k)
-            top_rows[s0:s1] = np.where(logw_b > -np.inf, rows_b, -1)
-            top_logw[s0:s1] = logw_b
-        w = np.exp(top_logw)  # (m, k)  0 where no match
-        return top_rows, top_logw.astype(self._dtype), w.astype(self._dtype)
 
     # ------------------------------------------------------ delegated features
     @classmethod
