@@ -8,7 +8,8 @@ only small running state per query:
          (the online softmax that FlashAttention uses), giving the soft answer and
          the log-sum-exp of every query;
 - hard:  running best score and row (ties go to the lowest row);
-- top-k: running k best scores and rows, merged per chunk.
+- top-k: running k best scores and rows, merged per chunk; only scores at or
+         above a query's running k-th best are gathered, found coarse to fine.
 
 Memory is O(m × chunk), never O(m × n) (except ``dense``, whose output *is* m × n),
 and the results do not depend on the chunk size beyond float rounding.
@@ -29,6 +30,8 @@ CHUNK_BYTES = 4 << 20
 #: With |scores / τ| <= FAST_BOUND, exp cannot overflow or underflow (float32), so the
 #: soft reduction needs no running max: one exp pass per chunk instead of three.
 FAST_BOUND = 40.0
+#: A query short of k hits bounds its candidates by the k-th best of this many columns per k.
+TOPK_SAMPLE = 64
 
 
 @dataclass
@@ -50,6 +53,7 @@ def chunk_rows(m: int, n: int, itemsize: int, chunk: int | None = None) -> int:
     return int(min(max(n, 1), max(256, CHUNK_BYTES // (max(m, 1) * itemsize))))
 
 
+@np.errstate(over="ignore", invalid="ignore")  # overflow → ±inf scores; callers check results
 def stream(
     queries: np.ndarray,
     keys: np.ndarray,
@@ -105,117 +109,139 @@ def stream(
     dt = np.result_type(queries.dtype, keys.dtype)
     step = chunk_rows(m, n, dt.itemsize, chunk)
     res = KernelResult()
+    st = _State(m, dt, dense=dense, hard=hard, k=k, mask=mask)
 
-    q_soft = None
-    fast = False
-    post_scale = None  # extreme τ: scale each chunk's scores instead of the queries
+    q_use = queries  # one GEMM serves every reduction
     if soft or dense is not None:
         if 1e-12 <= scale <= 1e12:
-            q_soft = queries * dt.type(scale)  # (m, d)  scores come out already divided by τ
+            q_use = queries * dt.type(scale)  # (m, d)  scores come out already divided by τ
         else:
-            q_soft = queries
             with np.errstate(over="ignore"):
-                post_scale = dt.type(scale)
-        if post_scale is None and key_norm_max is not None and m:
-            bound = float(np.sqrt(np.einsum("ij,ij->i", q_soft, q_soft, dtype=np.float64)).max())
-            fast = bound * key_norm_max <= FAST_BOUND
-        mx = np.full(m, 0.0 if fast else -np.inf, dt)  # (m,)  running max (fixed 0 if fast)
-        se = np.zeros(m, dt)  # (m,)  running Σ exp(s - mx)
-        o = None if values is None or not soft else np.zeros((m, values.shape[1]), dt)  # (m, d_v)
-    if hard:
-        best_s = np.full(m, -np.inf, dt)  # (m,)
-        best_r = np.full(m, -1, np.int64)  # (m,)
-        rows_m = np.arange(m)
-    if k:
-        top_s = np.full((m, k), -np.inf, dt)  # (m, k)
-        top_r = np.full((m, k), -1, np.int64)  # (m, k)
+                st.post_scale = dt.type(scale)  # extreme τ: scale each chunk's scores instead
+        if st.post_scale is None and key_norm_max is not None and m:
+            bound = float(np.sqrt(np.einsum("ij,ij->i", q_use, q_use, dtype=np.float64)).max())
+            st.fast = bound * key_norm_max <= FAST_BOUND
+        st.mx = np.full(m, 0.0 if st.fast else -np.inf, dt)  # (m,)  running max (fixed 0 if fast)
+        st.se = np.zeros(m, dt)  # (m,)  running Σ exp(s - mx)
+        if soft and values is not None:
+            st.o = np.zeros((m, values.shape[1]), dt)  # (m, d_v)
+            o_chunk = np.empty_like(st.o)  # (m, d_v)
 
-    q_use = queries if q_soft is None else q_soft  # one GEMM serves every reduction
+    buf = np.empty(m * min(step, n), dt)  # (m·step,)  one score buffer for every chunk
     for start in range(0, n, step):
         stop = min(start + step, n)
-        s = q_use @ keys[start:stop].T  # (m, c)  scores (divided by τ when soft)
-        if mask is not None:
-            mc = mask[start:stop] if mask.ndim == 1 else mask[:, start:stop]  # (c,) or (m, c)
-            np.copyto(s, -np.inf, where=~mc)
-        if hard:
-            idx = s.argmax(axis=1)  # (m,)  first max: lowest row in the chunk
-            cs = s[rows_m, idx]  # (m,)
-            better = cs > best_s  # strict: earlier chunks win ties
-            best_s = np.where(better, cs, best_s)
-            best_r = np.where(better, idx + start, best_r)
-        if k:
-            top_s, top_r = _topk_merge(s, start, top_s, top_r, k)
-        if q_soft is None:
-            continue
-        if post_scale is not None:
-            with np.errstate(over="ignore", invalid="ignore"):
-                s *= post_scale
-        if dense is not None:
-            dense[:, start:stop] = s
-        if fast:
-            np.exp(s, out=s)  # (m, c)  |s| <= 40: no shift needed
-            se += s.sum(axis=1)
-            if o is not None:
-                o += s @ values[start:stop]  # (m, d_v)
-        else:
-            new_mx = np.maximum(mx, s.max(axis=1))  # (m,)
-            shift = np.where(new_mx == -np.inf, 0.0, new_mx).astype(dt)  # (m,)  all masked: 0
-            alpha = np.exp(mx - shift)  # (m,)  rescale of old state; 0 while empty
-            s -= shift[:, None]
-            np.exp(s, out=s)  # (m, c)
-            se *= alpha
-            se += s.sum(axis=1)
-            if o is not None:
-                o *= alpha[:, None]
-                o += s @ values[start:stop]  # (m, d_v)
-            mx = new_mx
+        s = buf[: m * (stop - start)].reshape(m, stop - start)  # (m, c)  contiguous view
+        np.matmul(q_use, keys[start:stop].T, out=s)  # (m, c)  scores (divided by τ when soft)
+        st.reduce(s, start)
+        if st.o is not None:
+            st.o += np.matmul(s, values[start:stop], out=o_chunk)  # (m, d_v)  s holds exp(s - mx)
 
-    if q_soft is not None:
-        empty = se == 0  # (m,)  no allowed row
+    if st.se is not None:
+        empty = st.se == 0  # (m,)  no allowed row
         with np.errstate(divide="ignore"):
-            res.lse = np.where(empty, -np.inf, mx + np.log(se)).astype(dt)  # (m,)
-        if o is not None:
-            res.out = o / np.where(empty, 1, se)[:, None]  # (m, d_v)  zeros for no match
-    unscale = dt.type(1.0 if q_soft is None or post_scale is not None else 1.0 / scale)  # report raw scores
+            res.lse = np.where(empty, -np.inf, st.mx + np.log(st.se)).astype(dt)  # (m,)
+        if st.o is not None:
+            res.out = st.o / np.where(empty, 1, st.se)[:, None]  # (m, d_v)  zeros for no match
+    unscale = dt.type(1.0 if q_use is queries or st.post_scale is not None else 1.0 / scale)  # raw scores
     if hard:
-        res.best_row, res.best_score = best_r, best_s * unscale
+        res.best_row, res.best_score = st.best_r, st.best_s * unscale
     if k:
-        res.top_rows, res.top_scores = top_r, top_s * unscale
+        res.top_rows, res.top_scores = st.top_r, st.top_s * unscale
     return res
 
 
-def _topk_merge(
-    s: np.ndarray, start: int, top_s: np.ndarray, top_r: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Merge chunk scores ``s`` (m, c) into the running top-k (m, k).
+class _State:
+    """Running per-query state of the reductions; ``reduce`` feeds it one chunk."""
 
-    Only entries that can enter the top-k are gathered: those above the running
-    k-th best. While a query has fewer than k finite entries, the chunk's own
-    k-th best bounds the candidates instead (np.partition, then sort only k).
+    def __init__(self, m: int, dt: np.dtype, *, dense, hard: bool, k: int, mask) -> None:
+        self.dense, self.hard, self.k, self.mask = dense, hard, k, mask
+        self.fast, self.post_scale = False, None
+        self.mx = self.se = self.o = None  # (m,), (m,), (m, d_v): set up by stream
+        if hard:
+            self.best_s = np.full(m, -np.inf, dt)  # (m,)
+            self.best_r = np.full(m, -1, np.int64)  # (m,)
+        if k:
+            self.top_s = np.full((m, k), -np.inf, dt)  # (m, k)
+            self.top_r = np.full((m, k), -1, np.int64)  # (m, k)
+
+    def reduce(self, s: np.ndarray, start: int) -> None:
+        """Feed one chunk's scores (m, c) to every reduction; soft leaves exp(s - mx) in ``s``."""
+        c = s.shape[1]
+        if self.mask is not None:
+            mask = self.mask
+            mc = mask[start : start + c] if mask.ndim == 1 else mask[:, start : start + c]  # (c,) | (m, c)
+            np.copyto(s, -np.inf, where=~mc)
+        if self.hard:
+            idx = s.argmax(axis=1)  # (m,)  first max: lowest row in the chunk
+            cs = np.take_along_axis(s, idx[:, None], axis=1)[:, 0]  # (m,)
+            better = cs > self.best_s  # (m,)  strict: earlier chunks win ties
+            self.best_s[better] = cs[better]
+            self.best_r[better] = idx[better] + start
+        if self.k:
+            _topk_merge(s, start, self.top_s, self.top_r, self.k)
+        if self.se is None:
+            return
+        if self.post_scale is not None:
+            s *= self.post_scale
+        if self.dense is not None:
+            self.dense[:, start : start + c] = s
+        mx, se = self.mx, self.se  # (m,), (m,)  updated in place
+        if self.fast:
+            np.exp(s, out=s)  # (m, c)  |s| <= FAST_BOUND: no shift needed
+            se += s.sum(axis=1)
+            return
+        new_mx = np.maximum(mx, s.max(axis=1))  # (m,)
+        shift = np.where(new_mx == -np.inf, 0, new_mx).astype(s.dtype)  # (m,)  all masked: 0
+        alpha = np.exp(mx - shift)  # (m,)  rescale of old state; 0 while empty
+        s -= shift[:, None]
+        np.exp(s, out=s)  # (m, c)
+        se *= alpha
+        se += s.sum(axis=1)
+        if self.o is not None:
+            self.o *= alpha[:, None]
+        mx[:] = new_mx
+
+
+def _topk_merge(s: np.ndarray, start: int, top_s: np.ndarray, top_r: np.ndarray, k: int) -> None:
+    """Merge chunk scores ``s`` (m, c) into the running top-k (m, k), in place.
+
+    Candidates are the scores at or above each query's bound: its running k-th
+    best, or while it is short of k hits the k-th best of a sample of the chunk
+    (a lower bound of the chunk's own k-th best). Late in the table they are few,
+    and np.nonzero over the whole (m, c) mask would cost almost half a GEMM, so
+    the mask is searched coarse to fine: as uint64 words of 8 columns, the words
+    grouped into 8 strided blocks per 64 columns, then only the hit blocks and
+    hit words are opened.
     """
     m, c = s.shape
-    thr = top_s[:, -1]  # (m,)  running k-th best
-    if m and (thr == -np.inf).any():
-        if c > k:
-            kth = np.partition(s, c - k, axis=1)[:, c - k]  # (m,)  chunk's k-th best
-        else:
-            kth = s.min(axis=1)  # (m,)
-        thr = np.maximum(thr, kth)
-        cand = s >= thr[:, None]  # (m, c)  >=: keep ties at the chunk's k-th
-        cand &= s > -np.inf
-    else:
-        cand = s > thr[:, None]  # (m, c)  strict: earlier rows win ties
-    qi, ci = np.nonzero(cand)  # (p,), (p,)
-    if qi.size == 0:
-        return top_s, top_r
-    all_q = np.concatenate([np.repeat(np.arange(m), k), qi])  # (m·k + p,)
-    all_s = np.concatenate([top_s.ravel(), s[qi, ci]])  # (m·k + p,)
-    all_r = np.concatenate([top_r.ravel(), ci.astype(np.int64) + start])  # (m·k + p,)
-    # placeholders (row -1, score -inf) must sort after every real row
-    key_r = np.where(all_r < 0, np.iinfo(np.int64).max, all_r)
-    order = np.lexsort((key_r, -all_s, all_q))  # by query, score desc, row asc
-    counts = np.bincount(all_q, minlength=m)  # (m,)  every query has >= k
-    first = np.cumsum(counts) - counts  # (m,)
-    rank = np.arange(order.size) - np.repeat(first, counts)  # position within its query
-    keep = order[rank < k]  # (m·k,)
-    return all_s[keep].reshape(m, k), all_r[keep].reshape(m, k)
+    bound = top_s[:, -1].copy()  # (m,)  running k-th best, -inf while short of k hits
+    short = np.flatnonzero(bound == -np.inf)  # (f,)
+    if short.size and c >= k:
+        sample = s[short, : max(k, TOPK_SAMPLE * k)]  # (f, c')
+        bound[short] = np.partition(sample, sample.shape[1] - k, axis=1)[:, -k]  # (f,)
+    np.maximum(bound, np.finfo(s.dtype).min, out=bound)  # masked (-inf) scores never enter
+    width = -(-c // 64) * 64  # columns padded to whole 64-column groups
+    hit = np.empty((m, width), bool)  # (m, width)
+    np.greater_equal(s, bound[:, None], out=hit[:, :c])  # >=: ties lose on row order below
+    hit[:, c:] = False
+    nb = width // 64
+    words = hit.view(np.uint64).reshape(m, 8, nb)  # (m, 8, nb)  [q, i, b] = columns 8(i·nb + b) ..+8
+    qb, bb = np.nonzero(words.max(axis=1))  # (p_b,), (p_b,)  blocks holding a hit
+    jw, iw = np.nonzero(words[qb, :, bb])  # (p_w,), (p_w,)  their hit words
+    qw, wd = qb[jw], iw * nb + bb[jw]  # (p_w,), (p_w,)  query and word index
+    jc, byte = np.nonzero(hit.reshape(m, width // 8, 8)[qw, wd])  # (p,), (p,)
+    if jc.size == 0:
+        return
+    qi, ci = qw[jc], wd[jc] * 8 + byte  # (p,), (p,)  sorted by query (not by column)
+    rows, first, counts = np.unique(qi, return_index=True, return_counts=True)  # (r,), (r,), (r,)
+    r = rows.size
+    slot = k + np.arange(qi.size) - np.repeat(first, counts)  # (p,)  place after the k running best
+    pad_s = np.full((r, k + counts.max()), -np.inf, s.dtype)  # (r, k + p_max)
+    pad_r = np.full(pad_s.shape, -1, np.int64)  # (r, k + p_max)
+    pad_s[:, :k], pad_r[:, :k] = top_s[rows], top_r[rows]
+    pad_s[np.repeat(np.arange(r), counts), slot] = s[qi, ci]
+    pad_r[np.repeat(np.arange(r), counts), slot] = ci + start
+    key_r = np.where(pad_r < 0, np.iinfo(np.int64).max, pad_r)  # (r, k + p_max)  placeholders last
+    best = np.lexsort((key_r, -pad_s), axis=1)[:, :k]  # (r, k)  score desc, then row asc
+    top_s[rows] = np.take_along_axis(pad_s, best, axis=1)  # (r, k)
+    top_r[rows] = np.take_along_axis(pad_r, best, axis=1)  # (r, k)

@@ -1,0 +1,27 @@
+"""The benchmark script runs end to end (no timings are asserted: see benchmarks/)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_lookup.py"
+
+
+@pytest.mark.timeout(300)
+def test_bench_lookup_quick_runs_and_prints_the_table():
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    p = subprocess.run([sys.executable, str(BENCH), "--quick", "--markdown"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = p.stdout
+    header = next((line for line in out.splitlines() if line.split()[:4] == ["n", "m", "lookup", "method"]), None)
+    assert header is not None, out[-2000:]
+    assert "x limit" in header and "peak extra MB" in header
+    for method in ("softdb lookup", "softdb lookup hard", "softdb kernel top-10", "GEMM Q@K.T (limit)"):
+        assert method in out
+    assert "| lookup | method |" in out  # the README table
