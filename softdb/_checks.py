@@ -330,3 +330,12 @@ def check_finite_result(arr: np.ndarray, what: str, temperature: float) -> None:
             "or the values are too large to represent; hint: normalise the vectors, use "
             "metric='cosine', a larger temperature, or float64 arrays"
         )
+
+
+def scores_underflowed(temperature: float, dtype: np.dtype) -> ValueError:
+    """The error for a τ so small that every allowed score / τ became -inf."""
+    return ValueError(
+        f"temperature={temperature:g} is too small for {np.dtype(dtype).name} scores: every score / τ "
+        "overflowed to -inf, so no row could get any weight; hint: use mode='hard' (the τ → 0 limit "
+        "of the soft lookup), a larger temperature, or float64 arrays"
+    )

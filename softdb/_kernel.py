@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _checks
+
 __all__ = ["KernelResult", "stream", "chunk_rows"]
 
 #: Bytes of scores held per chunk: small enough for L2/L3, large enough for a fast GEMM.
@@ -138,6 +140,9 @@ def stream(
 
     if st.se is not None:
         empty = st.se == 0  # (m,)  no allowed row
+        allowed = np.ones(m, bool) if mask is None else mask.any(axis=-1) & np.ones(m, bool)  # (m,)
+        if n and (empty & allowed).any():  # every allowed score / τ underflowed to -inf
+            raise _checks.scores_underflowed(1.0 / scale, dt)
         with np.errstate(divide="ignore"):
             res.lse = np.where(empty, -np.inf, st.mx + np.log(st.se)).astype(dt)  # (m,)
         if st.o is not None:
