@@ -309,15 +309,18 @@ def evaluate_beir(
     keys = encoder.encode(doc_texts)  # (n_docs, d)
     qv = encoder.encode(q_texts)  # (n_q, d)
     table = SoftTable(keys, ids=doc_ids, metric="cosine")
-    baseline = evaluate_table(table, qv, q_ids, qrels, mode=mode)
+    subsets = None
     fitted = fit_report = None
     if train is not None:
         tr_ids, tr_texts, tr_qrels = train
-        unseen = unseen_queries({q: qrels[q] for q in q_ids}, tr_qrels)
-        baseline = evaluate_table(table, qv, q_ids, qrels, subsets={"unseen": unseen}, mode=mode)
-        tv = encoder.encode(tr_texts)  # (n_train, d)
+        subsets = {"unseen": unseen_queries({q: qrels[q] for q in q_ids}, tr_qrels)}
+    baseline = evaluate_table(table, qv, q_ids, qrels, subsets=subsets, mode=mode)
+    if train is not None:
         known = set(table.ids)
         targets = [[d for d, r in tr_qrels[q].items() if r > 0 and d in known] for q in tr_ids]
-        fitted_table, fit_report = fit_beir_projection(table, tv, targets, **dict(fit_options or {}))
-        fitted = evaluate_table(fitted_table, qv, q_ids, qrels, subsets={"unseen": unseen}, mode=mode)
+        usable = [i for i, t in enumerate(targets) if t]  # a query needs a relevant row to learn from
+        tv = encoder.encode([tr_texts[i] for i in usable])  # (n_train, d)
+        fitted_table, fit_report = fit_beir_projection(table, tv, [targets[i] for i in usable],
+                                                       **dict(fit_options or {}))
+        fitted = evaluate_table(fitted_table, qv, q_ids, qrels, subsets=subsets, mode=mode)
     return BeirReport(baseline, fitted, time.perf_counter() - t0, fit_report)
