@@ -32,8 +32,11 @@ CHUNK_BYTES = 4 << 20
 #: With |scores / τ| <= FAST_BOUND, exp cannot overflow or underflow (float32), so the
 #: soft reduction needs no running max: one exp pass per chunk instead of three.
 FAST_BOUND = 40.0
-#: A query short of k hits bounds its candidates by the k-th best of this many columns per k.
-TOPK_SAMPLE = 64
+#: A query short of k hits bounds its candidates by the k-th best of the maxima of this
+#: many (at least k) disjoint column groups: a lower bound of the chunk's own k-th best.
+TOPK_GROUPS = 64
+#: Top-k compares blocks of this many queries against the lowest bound in the block.
+TOPK_BLOCK = 16
 
 
 @dataclass
@@ -211,42 +214,47 @@ def _topk_merge(s: np.ndarray, start: int, top_s: np.ndarray, top_r: np.ndarray,
     """Merge chunk scores ``s`` (m, c) into the running top-k (m, k), in place.
 
     Candidates are the scores at or above each query's bound: its running k-th
-    best, or while it is short of k hits the k-th best of a sample of the chunk
-    (a lower bound of the chunk's own k-th best). Late in the table they are few,
-    and np.nonzero over the whole (m, c) mask would cost almost half a GEMM, so
-    the mask is searched coarse to fine: as uint64 words of 8 columns, the words
-    grouped into 8 strided blocks per 64 columns, then only the hit blocks and
-    hit words are opened.
+    best, or while it is short of k hits the k-th best of the maxima of disjoint
+    column groups (a lower bound of the chunk's own k-th best). Late in the table they are few,
+    so the comparison mask is searched in two steps: its nonzero uint64 words
+    (8 columns each), then the bytes of those words only. Candidates come out in
+    (query, column) order, so after the k running best (all from earlier rows)
+    row order equals position order and a stable sort on score breaks ties by row.
     """
     m, c = s.shape
     bound = top_s[:, -1].copy()  # (m,)  running k-th best, -inf while short of k hits
     short = np.flatnonzero(bound == -np.inf)  # (f,)
     if short.size and c >= k:
-        sample = s[short, : max(k, TOPK_SAMPLE * k)]  # (f, c')
-        bound[short] = np.partition(sample, sample.shape[1] - k, axis=1)[:, -k]  # (f,)
+        g = max(k, TOPK_GROUPS)  # k-th best of g disjoint column groups' maxima
+        gm = s[:, : c // g * g].reshape(m, -1, g).max(axis=1) if c >= 2 * g else s  # (m, g) | (m, c)
+        bound[short] = np.partition(gm[short], gm.shape[1] - k, axis=1)[:, -k]  # (f,)
     np.maximum(bound, np.finfo(s.dtype).min, out=bound)  # masked (-inf) scores never enter
-    width = -(-c // 64) * 64  # columns padded to whole 64-column groups
-    hit = np.empty((m, width), bool)  # (m, width)
-    np.greater_equal(s, bound[:, None], out=hit[:, :c])  # >=: ties lose on row order below
+    nw = -(-c // 8)  # 8-column words per query
+    hit = np.empty((m, nw * 8), bool)  # (m, 8·nw)  columns padded to whole words
+    lo = np.minimum.reduceat(bound, np.arange(0, m, TOPK_BLOCK))  # (⌈m/B⌉,)  bound of each block
+    for i, b in zip(range(0, m, TOPK_BLOCK), lo):  # a scalar compare is ~3x a broadcast one
+        np.greater_equal(s[i : i + TOPK_BLOCK], b, out=hit[i : i + TOPK_BLOCK, :c])  # (B, c)
     hit[:, c:] = False
-    nb = width // 64
-    words = hit.view(np.uint64).reshape(m, 8, nb)  # (m, 8, nb)  [q, i, b] = columns 8(i·nb + b) ..+8
-    qb, bb = np.nonzero(words.max(axis=1))  # (p_b,), (p_b,)  blocks holding a hit
-    jw, iw = np.nonzero(words[qb, :, bb])  # (p_w,), (p_w,)  their hit words
-    qw, wd = qb[jw], iw * nb + bb[jw]  # (p_w,), (p_w,)  query and word index
-    jc, byte = np.nonzero(hit.reshape(m, width // 8, 8)[qw, wd])  # (p,), (p,)
-    if jc.size == 0:
+    wi = np.flatnonzero(hit.view(np.uint64) != 0)  # (p_w,)  hit words, flat over (m, nw)
+    jw, byte = np.nonzero(hit.reshape(m * nw, 8)[wi])  # (p,), (p,)  row-major: columns ascend
+    qi, ci = np.divmod(wi[jw], nw)  # (p,), (p,)  query and word of each candidate
+    ci = ci * 8 + byte  # (p,)  chunk column
+    keep = s[qi, ci] >= bound[qi]  # (p,)  >=: ties lose on row order below
+    if not keep.all():
+        qi, ci = qi[keep], ci[keep]  # (p',), (p',)
+    if qi.size == 0:
         return
-    qi, ci = qw[jc], wd[jc] * 8 + byte  # (p,), (p,)  sorted by query (not by column)
-    rows, first, counts = np.unique(qi, return_index=True, return_counts=True)  # (r,), (r,), (r,)
-    r = rows.size
-    slot = k + np.arange(qi.size) - np.repeat(first, counts)  # (p,)  place after the k running best
+    counts = np.bincount(qi, minlength=m)  # (m,)
+    rows = np.flatnonzero(counts)  # (r,)  queries with candidates
+    counts = counts[rows]  # (r,)
+    r, p = rows.size, qi.size
+    rr = np.repeat(np.arange(r), counts)  # (p,)  pad row of each candidate
+    slot = k + np.arange(p) - np.repeat(np.cumsum(counts) - counts, counts)  # (p,)  after the k best
     pad_s = np.full((r, k + counts.max()), -np.inf, s.dtype)  # (r, k + p_max)
     pad_r = np.full(pad_s.shape, -1, np.int64)  # (r, k + p_max)
     pad_s[:, :k], pad_r[:, :k] = top_s[rows], top_r[rows]
-    pad_s[np.repeat(np.arange(r), counts), slot] = s[qi, ci]
-    pad_r[np.repeat(np.arange(r), counts), slot] = ci + start
-    key_r = np.where(pad_r < 0, np.iinfo(np.int64).max, pad_r)  # (r, k + p_max)  placeholders last
-    best = np.lexsort((key_r, -pad_s), axis=1)[:, :k]  # (r, k)  score desc, then row asc
+    pad_s[rr, slot] = s[qi, ci]
+    pad_r[rr, slot] = ci + start
+    best = np.argsort(-pad_s, axis=1, kind="stable")[:, :k]  # (r, k)  score desc, then row asc
     top_s[rows] = np.take_along_axis(pad_s, best, axis=1)  # (r, k)
     top_r[rows] = np.take_along_axis(pad_r, best, axis=1)  # (r, k)
