@@ -15,9 +15,7 @@ TEST_FILES = sorted(EXAMPLES.glob("test_*.py"))
 
 
 def _env() -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
-    env.setdefault("SOFTDB_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".cache" / "softdb"))
-    return env
+    return dict(os.environ, HF_HUB_OFFLINE="1", MPLBACKEND="Agg")  # the normal embedding cache
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
