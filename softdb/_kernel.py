@@ -35,8 +35,20 @@ FAST_BOUND = 40.0
 #: A query short of k hits bounds its candidates by the k-th best of the maxima of this
 #: many (at least k) disjoint column groups: a lower bound of the chunk's own k-th best.
 TOPK_GROUPS = 64
-#: Top-k compares blocks of this many queries against the lowest bound in the block.
+#: Laid out by query, top-k compares blocks of this many queries against the lowest
+#: bound in the block (a scalar compare is ~3x a broadcast one); 1 below ROW_LAYOUT_MIN queries.
 TOPK_BLOCK = 16
+#: Top-k (alone or with the log-sum-exp of ``search``) lays scores out by row, (c, m), from
+#: this many queries on: K·Qᵀ is the faster GEMM, and every query meets its own bound.
+ROW_LAYOUT_MIN = 8
+#: Laid out by row, the per-query bounds are repeated to rows of at least this many
+#: elements, so the comparison runs in long inner loops.
+TOPK_TILE = 8192
+#: Candidates wait until at least this many (and m·k) have gathered before a merge.
+TOPK_MERGE_MIN = 4096
+#: Laid out by row, a short query's start-up bound is the k-th best of the maxima of
+#: groups of this many rows (at least k groups).
+TOPK_GROUP_ROWS = 16
 
 
 @dataclass
@@ -132,9 +144,15 @@ def stream(
             st.o = np.zeros((m, values.shape[1]), dt)  # (m, d_v)
             o_chunk = np.empty_like(st.o)  # (m, d_v)
 
+    by_row = bool(k) and m >= ROW_LAYOUT_MIN and not hard and dense is None and st.o is None
     buf = np.empty(m * min(step, n), dt)  # (m·step,)  one score buffer for every chunk
     for start in range(0, n, step):
         stop = min(start + step, n)
+        if by_row:
+            s = buf[: m * (stop - start)].reshape(stop - start, m)  # (c, m)  contiguous view
+            np.matmul(keys[start:stop], q_use.T, out=s)  # (c, m)  scores (divided by τ when soft)
+            st.reduce_rows(s, start)
+            continue
         s = buf[: m * (stop - start)].reshape(m, stop - start)  # (m, c)  contiguous view
         np.matmul(q_use, keys[start:stop].T, out=s)  # (m, c)  scores (divided by τ when soft)
         st.reduce(s, start)
@@ -154,7 +172,8 @@ def stream(
     if hard:
         res.best_row, res.best_score = st.best_r, st.best_s * unscale
     if k:
-        res.top_rows, res.top_scores = st.top_r, st.top_s * unscale
+        st.top.merge()
+        res.top_rows, res.top_scores = st.top.r, st.top.s * unscale
     return res
 
 
@@ -168,9 +187,7 @@ class _State:
         if hard:
             self.best_s = np.full(m, -np.inf, dt)  # (m,)
             self.best_r = np.full(m, -1, np.int64)  # (m,)
-        if k:
-            self.top_s = np.full((m, k), -np.inf, dt)  # (m, k)
-            self.top_r = np.full((m, k), -1, np.int64)  # (m, k)
+        self.top = _TopK(m, k, dt) if k else None
 
     def reduce(self, s: np.ndarray, start: int) -> None:
         """Feed one chunk's scores (m, c) to every reduction; soft leaves exp(s - mx) in ``s``."""
@@ -185,8 +202,8 @@ class _State:
             better = cs > self.best_s  # (m,)  strict: earlier chunks win ties
             self.best_s[better] = cs[better]
             self.best_r[better] = idx[better] + start
-        if self.k:
-            _topk_merge(s, start, self.top_s, self.top_r, self.k)
+        if self.top is not None:
+            self.top.feed(s, start)
         if self.se is None:
             return
         if self.post_scale is not None:
@@ -210,51 +227,158 @@ class _State:
         mx[:] = new_mx
 
 
-def _topk_merge(s: np.ndarray, start: int, top_s: np.ndarray, top_r: np.ndarray, k: int) -> None:
-    """Merge chunk scores ``s`` (m, c) into the running top-k (m, k), in place.
+    def reduce_rows(self, s: np.ndarray, start: int) -> None:
+        """``reduce`` for scores laid out by row, ``s`` (c, m): top-k, then the log-sum-exp."""
+        c = s.shape[0]
+        if self.mask is not None:
+            mask = self.mask
+            mc = mask[start : start + c, None] if mask.ndim == 1 else mask[:, start : start + c].T  # (c, 1)|(c, m)
+            np.copyto(s, -np.inf, where=~mc)
+        self.top.feed_rows(s, start)
+        if self.se is None:
+            return
+        if self.post_scale is not None:
+            s *= self.post_scale
+        mx, se = self.mx, self.se  # (m,), (m,)  updated in place
+        if not self.fast:
+            new_mx = np.maximum(mx, s.max(axis=0))  # (m,)
+            shift = np.where(new_mx == -np.inf, 0, new_mx).astype(s.dtype)  # (m,)  all masked: 0
+            se *= np.exp(mx - shift)  # rescale of old state; 0 while empty
+            s -= shift
+            mx[:] = new_mx
+        np.exp(s, out=s)  # (c, m)
+        se += _column_sums(s)  # (m,)
 
-    Candidates are the scores at or above each query's bound: its running k-th
-    best, or while it is short of k hits the k-th best of the maxima of disjoint
-    column groups (a lower bound of the chunk's own k-th best). Late in the table they are few,
-    so the comparison mask is searched in two steps: its nonzero uint64 words
-    (8 columns each), then the bytes of those words only. Candidates come out in
-    (query, column) order, so after the k running best (all from earlier rows)
-    row order equals position order and a stable sort on score breaks ties by row.
+
+def _column_sums(s: np.ndarray, block: int = 1024) -> np.ndarray:
+    """Σ over rows of ``s`` (c, m): BLAS sums of ``block`` rows, then a pairwise sum of those.
+
+    One float32 chain over all c rows would lose ~c·eps; this keeps ~block·eps and is
+    ~3x faster than ``s.sum(axis=0)``.
     """
-    m, c = s.shape
-    bound = top_s[:, -1].copy()  # (m,)  running k-th best, -inf while short of k hits
-    short = np.flatnonzero(bound == -np.inf)  # (f,)
-    if short.size and c >= k:
-        g = max(k, TOPK_GROUPS)  # k-th best of g disjoint column groups' maxima
-        gm = s[:, : c // g * g].reshape(m, -1, g).max(axis=1) if c >= 2 * g else s  # (m, g) | (m, c)
-        bound[short] = np.partition(gm[short], gm.shape[1] - k, axis=1)[:, -k]  # (f,)
-    np.maximum(bound, np.finfo(s.dtype).min, out=bound)  # masked (-inf) scores never enter
-    nw = -(-c // 8)  # 8-column words per query
-    hit = np.empty((m, nw * 8), bool)  # (m, 8·nw)  columns padded to whole words
-    lo = np.minimum.reduceat(bound, np.arange(0, m, TOPK_BLOCK))  # (⌈m/B⌉,)  bound of each block
-    for i, b in zip(range(0, m, TOPK_BLOCK), lo):  # a scalar compare is ~3x a broadcast one
-        np.greater_equal(s[i : i + TOPK_BLOCK], b, out=hit[i : i + TOPK_BLOCK, :c])  # (B, c)
-    hit[:, c:] = False
-    wi = np.flatnonzero(hit.view(np.uint64) != 0)  # (p_w,)  hit words, flat over (m, nw)
-    jw, byte = np.nonzero(hit.reshape(m * nw, 8)[wi])  # (p,), (p,)  row-major: columns ascend
-    qi, ci = np.divmod(wi[jw], nw)  # (p,), (p,)  query and word of each candidate
-    ci = ci * 8 + byte  # (p,)  chunk column
-    keep = s[qi, ci] >= bound[qi]  # (p,)  >=: ties lose on row order below
-    if not keep.all():
-        qi, ci = qi[keep], ci[keep]  # (p',), (p',)
-    if qi.size == 0:
-        return
-    counts = np.bincount(qi, minlength=m)  # (m,)
-    rows = np.flatnonzero(counts)  # (r,)  queries with candidates
-    counts = counts[rows]  # (r,)
-    r, p = rows.size, qi.size
-    rr = np.repeat(np.arange(r), counts)  # (p,)  pad row of each candidate
-    slot = k + np.arange(p) - np.repeat(np.cumsum(counts) - counts, counts)  # (p,)  after the k best
-    pad_s = np.full((r, k + counts.max()), -np.inf, s.dtype)  # (r, k + p_max)
-    pad_r = np.full(pad_s.shape, -1, np.int64)  # (r, k + p_max)
-    pad_s[:, :k], pad_r[:, :k] = top_s[rows], top_r[rows]
-    pad_s[rr, slot] = s[qi, ci]
-    pad_r[rr, slot] = ci + start
-    best = np.argsort(-pad_s, axis=1, kind="stable")[:, :k]  # (r, k)  score desc, then row asc
-    top_s[rows] = np.take_along_axis(pad_s, best, axis=1)  # (r, k)
-    top_r[rows] = np.take_along_axis(pad_r, best, axis=1)  # (r, k)
+    c, m = s.shape
+    full = c // block * block
+    ones = np.ones(min(c, block), s.dtype)
+    total = np.matmul(ones, s[:full].reshape(-1, block, m)).sum(axis=0) if full else np.zeros(m, s.dtype)
+    if full < c:
+        total += np.matmul(ones[: c - full], s[full:])  # (m,)
+    return total  # (m,)
+
+class _TopK:
+    """Running k best scores and rows per query, fed one chunk of scores at a time.
+
+    Each chunk contributes only its *candidates*: scores at or above the query's
+    bound, a lower bound of its final k-th best (the running k-th best, or while
+    the query is short of k hits the k-th best of the maxima of disjoint column
+    groups of the chunk). Late in the table they are few, so the comparison mask
+    is searched in two steps: its nonzero uint64 words (8 columns each), then the
+    bytes of those words only. Candidates wait in a small pending list and are
+    merged into the running best only when about m·k have gathered (or at the end):
+    a stale bound is still a valid bound, it just lets a few more candidates in.
+    A merge sorts by (query, score descending, row ascending), so ties go to the
+    lowest row whatever the chunk size.
+    """
+
+    def __init__(self, m: int, k: int, dt: np.dtype) -> None:
+        self.k = k
+        self.s = np.full((m, k), -np.inf, dt)  # (m, k)  merged k best, descending
+        self.r = np.full((m, k), -1, np.int64)  # (m, k)  their rows, -1 = none
+        self.bound = np.full(m, -np.inf, dt)  # (m,)  lower bound of each final k-th best
+        self.pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (query, row, score)
+        self.n_pending = 0
+        self.limit = max(m * k, TOPK_MERGE_MIN)  # merge once this many candidates wait
+        self.hit = np.empty(0, bool)  # comparison mask, grown to (m, 8·⌈c/8⌉) on first use
+
+    def feed(self, s: np.ndarray, start: int) -> None:
+        """Take the candidates of one chunk of scores ``s`` (m, c) starting at row ``start``."""
+        m, c = s.shape
+        k, bound = self.k, self.bound
+        short = np.flatnonzero(self.s[:, -1] == -np.inf)  # (f,)  short of k merged hits
+        if short.size and c >= k:
+            g = max(k, TOPK_GROUPS)  # k-th best of g disjoint column groups' maxima
+            sf = s[short] if short.size < m else s  # (f, c)
+            gm = sf[:, : c // g * g].reshape(sf.shape[0], -1, g).max(axis=1) if c >= 2 * g else sf  # (f, g)|(f, c)
+            gb = np.partition(gm, gm.shape[1] - k, axis=1)[:, -k]  # (f,)
+            bound[short] = np.maximum(bound[short], gb)
+        lim = np.maximum(bound, np.finfo(s.dtype).min)  # (m,)  masked (-inf) scores never enter
+        nw = -(-c // 8)  # 8-column words per query
+        if self.hit.size < m * nw * 8:
+            self.hit = np.empty(m * nw * 8, bool)  # reused by every chunk: no fresh pages
+        hit = self.hit[: m * nw * 8].reshape(m, nw * 8)  # (m, 8·nw)  columns padded to whole words
+        bq = TOPK_BLOCK if m >= ROW_LAYOUT_MIN else 1  # queries per block
+        lo = np.minimum.reduceat(lim, np.arange(0, m, bq))  # (⌈m/B⌉,)  bound of each block
+        for i, b in zip(range(0, m, bq), lo):
+            np.greater_equal(s[i : i + bq], b, out=hit[i : i + bq, :c])  # (B, c)
+        if c % 8:
+            hit[:, c:] = False
+        wi = np.flatnonzero(hit.view(np.uint64) != 0)  # (p_w,)  hit words, flat over (m, nw)
+        jw, byte = np.nonzero(hit.reshape(m * nw, 8)[wi])  # (p,), (p,)  row-major: columns ascend
+        qi, ci = np.divmod(wi[jw], nw)  # (p,), (p,)  query and word of each candidate
+        ci = ci * 8 + byte  # (p,)  chunk column
+        sc = s[qi, ci]  # (p,)
+        keep = sc >= lim[qi]  # (p,)  >=: ties lose on row order at the merge
+        if not keep.all():
+            qi, ci, sc = qi[keep], ci[keep], sc[keep]
+        if qi.size:
+            self.pending.append((qi, ci + start, sc))
+            self.n_pending += qi.size
+            if self.n_pending >= self.limit:
+                self.merge()
+
+    def feed_rows(self, s: np.ndarray, start: int) -> None:
+        """``feed`` for scores laid out by row, ``s`` (c, m): every query against its own bound."""
+        c, m = s.shape
+        k, bound = self.k, self.bound
+        short = np.flatnonzero(self.s[:, -1] == -np.inf)  # (f,)  short of k merged hits
+        if short.size and c >= k:
+            g = TOPK_GROUP_ROWS if c >= k * TOPK_GROUP_ROWS else 1  # rows per group
+            gm = np.maximum.reduce(s[: c // g * g].reshape(-1, g, m), axis=1) if g > 1 else s  # (c/g, m)
+            gm = gm[:, short] if short.size < m else gm  # (c/g, f)
+            bound[short] = np.maximum(bound[short], np.partition(gm, gm.shape[0] - k, axis=0)[-k])  # (f,)
+        lim = np.maximum(bound, np.finfo(s.dtype).min)  # (m,)  masked (-inf) scores never enter
+        mw = -(-m // 8)  # 8-query words per row
+        if self.hit.size < c * mw * 8:
+            self.hit = np.empty(c * mw * 8, bool)  # reused by every chunk: no fresh pages
+        hit = self.hit[: c * mw * 8].reshape(c, mw * 8)  # (c, 8·mw)  queries padded to whole words
+        tile = max(1, TOPK_TILE // m)  # rows per tile of repeated bounds
+        done = c // tile * tile if m % 8 == 0 and c >= tile > 1 else 0  # rows compared in tiles
+        if done:
+            np.greater_equal(s[:done].reshape(-1, tile * m), np.tile(lim, tile),
+                             out=hit[:done].reshape(-1, tile * m))  # (c/tile, tile·m)
+        np.greater_equal(s[done:], lim, out=hit[done:, :m])  # (c - done, m)
+        if m % 8:
+            hit[:, m:] = False
+        wi = np.flatnonzero(hit.view(np.uint64) != 0)  # (p_w,)  hit words, flat over (c, mw)
+        jw, byte = np.nonzero(hit.reshape(c * mw, 8)[wi])  # (p,), (p,)
+        ri, qw = np.divmod(wi[jw], mw)  # (p,), (p,)  chunk row and query word of each candidate
+        qi = qw * 8 + byte  # (p,)  query
+        if qi.size:
+            self.pending.append((qi, ri + start, s[ri, qi]))  # rows ascend within each query
+            self.n_pending += qi.size
+            if self.n_pending >= self.limit:
+                self.merge()
+
+    def merge(self) -> None:
+        """Fold the pending candidates into the running k best."""
+        if not self.pending:
+            return
+        k = self.k
+        qi, ri, sc = (np.concatenate(a) for a in zip(*self.pending))  # (p,) each
+        self.pending, self.n_pending = [], 0
+        key = qi.astype(np.int16) if self.s.shape[0] <= 1 << 15 else qi  # int16: a radix sort
+        o = np.argsort(key, kind="stable")  # (p,)  by query; within one, rows ascend
+        qi, ri, sc = qi[o], ri[o], sc[o]
+        counts = np.bincount(qi, minlength=self.s.shape[0])  # (m,)
+        rows = np.flatnonzero(counts)  # (r,)  queries with candidates
+        counts = counts[rows]  # (r,)
+        r, p = rows.size, qi.size
+        rr = np.repeat(np.arange(r), counts)  # (p,)  pad row of each candidate
+        slot = k + np.arange(p) - np.repeat(np.cumsum(counts) - counts, counts)  # (p,)  after the k best
+        pad_s = np.full((r, k + counts.max()), -np.inf, sc.dtype)  # (r, k + p_max)
+        pad_r = np.full(pad_s.shape, -1, np.int64)  # (r, k + p_max)
+        pad_s[:, :k], pad_r[:, :k] = self.s[rows], self.r[rows]  # earlier rows than every candidate
+        pad_s[rr, slot], pad_r[rr, slot] = sc, ri
+        best = np.argsort(-pad_s, axis=1, kind="stable")[:, :k]  # (r, k)  score desc, then row asc
+        self.s[rows] = np.take_along_axis(pad_s, best, axis=1)  # (r, k)
+        self.r[rows] = np.take_along_axis(pad_r, best, axis=1)  # (r, k)
+        np.maximum(self.bound, self.s[:, -1], out=self.bound)
