@@ -7,7 +7,9 @@ it times, in this one process:
 - softdb: ``table.lookup`` (soft), ``table.lookup(mode="hard")``, the kernel's
   top-10 alone, and ``table.search(k=10)`` (top-10 plus full-table weights);
 - (a) the bare GEMMs the lookup needs, into preallocated outputs: Q@K.T, plus W@V
-  for soft. This is the practical limit and the denominator of every ratio;
+  for soft. This is the practical limit and the denominator of every ratio. For
+  hard and top-10 the same scores as K@Q.T are shown too: that orientation is often
+  a few per cent faster, and softdb's top-k uses it;
 - (b) naive numpy building the full (m, n) score matrix, in float32 and float64;
 - (c) ``scipy.special.softmax``;
 - (d) ``torch.nn.functional.scaled_dot_product_attention`` on CPU;
@@ -23,6 +25,8 @@ high-water mark (/proc/self/clear_refs) and reports VmHWM - VmRSS.
     python benchmarks/bench_lookup.py                # n = 10k, 100k, 1M; m = 1, 256
     python benchmarks/bench_lookup.py --quick        # smoke run, < 30 s
     python benchmarks/bench_lookup.py --markdown     # also a README-ready table
+    python benchmarks/bench_lookup.py --data clustered --sizes 100k --queries 256
+                                                     # queries whose best scores differ
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ except ImportError:  # pragma: no cover - optional peer
 D, K_TOP, SEED = 384, 10, 0
 HEADER = f"{'n':>8} {'m':>4}  {'lookup':<6}  {'method':<28} {'ms':>10} {'x limit':>8} {'peak extra MB':>14}"
 SOFT_LIMIT, QK_LIMIT = "GEMM Q@K.T + W@V (limit)", "GEMM Q@K.T (limit)"
+KQ_GEMM = "GEMM K@Q.T (same scores)"  # the other orientation: often a little faster
 
 
 # ----------------------------------------------------------------------------- data
@@ -69,8 +74,30 @@ def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     return x
 
 
-def make_data(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Seeded queries (m, d), keys (n, d), values (n, d): the same in every process."""
+def clustered_rows(rng: np.random.Generator, centers: np.ndarray, n: int, lo: float, hi: float,
+                   per_row: bool) -> np.ndarray:
+    """Unit rows near random centers, each cluster (or row) with its own spread in [lo, hi]."""
+    pick = rng.integers(0, len(centers), n)  # (n,)
+    spread = rng.uniform(lo, hi, n if per_row else len(centers)).astype(np.float32)  # (n,) | (C,)
+    x = rng.standard_normal((n, D), dtype=np.float32)  # (n, d)
+    x *= (spread if per_row else spread[pick])[:, None] / np.sqrt(D)
+    x += centers[pick]
+    x /= np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]
+    return x
+
+
+def make_data(n: int, m: int, kind: str = "random") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded queries (m, d), keys (n, d), values (n, d): the same in every process.
+
+    "random": independent unit vectors, every query's best scores alike. "clustered":
+    1,000 topics of differing tightness, queries near a topic at differing distances, so
+    some queries' 10th-best scores sit far above others' (as with real sentence embeddings).
+    """
+    if kind == "clustered":
+        centers = unit_rows(np.random.default_rng([SEED, 3]), 1000)  # (1000, d)
+        return (clustered_rows(np.random.default_rng([SEED, 4]), centers, m, 0.3, 3.0, True),
+                clustered_rows(np.random.default_rng([SEED, 5, n]), centers, n, 0.5, 2.0, False),
+                unit_rows(np.random.default_rng([SEED, 2, n]), n))
     return unit_rows(np.random.default_rng([SEED, 0]), m), unit_rows(np.random.default_rng([SEED, 1, n]), n), \
         unit_rows(np.random.default_rng([SEED, 2, n]), n)
 
@@ -94,6 +121,11 @@ class Case:
 def _gemm_qk(c: Case) -> Callable[[], object]:
     S = c.get("S", lambda: np.empty((len(c.Q), len(c.K)), np.float32))  # (m, n)
     return lambda: np.matmul(c.Q, c.K.T, out=S)
+
+
+def _gemm_kq(c: Case) -> Callable[[], object]:
+    S = c.get("ST", lambda: np.empty((len(c.K), len(c.Q)), np.float32))  # (n, m)
+    return lambda: np.matmul(c.K, c.Q.T, out=S)
 
 
 def _gemm_soft(c: Case) -> Callable[[], object]:
@@ -180,11 +212,13 @@ METHODS: list[tuple[str, str, Callable[[Case], Callable[[], object]], str]] = [
     ("soft", "scipy.special.softmax", _scipy_soft, "numpy"),
     ("soft", "torch SDPA", _torch_sdpa, "torch"),
     ("hard", QK_LIMIT, _gemm_qk, "numpy"),
+    ("hard", KQ_GEMM, _gemm_kq, "numpy"),
     ("hard", "softdb lookup hard", lambda c: lambda: c.table.lookup(c.Q, mode="hard"), "numpy"),
     ("hard", "numpy float32 argmax", _naive_hard(np.float32), "numpy"),
     ("hard", "numpy float64 argmax", _naive_hard(np.float64), "numpy"),
     ("hard", "faiss IndexFlatIP k=1", _faiss_hard, "faiss"),
     ("top10", QK_LIMIT, _gemm_qk, "numpy"),
+    ("top10", KQ_GEMM, _gemm_kq, "numpy"),
     ("top10", "softdb kernel top-10", lambda c: lambda: stream(c.Q, c.K, k=K_TOP), "numpy"),
     ("top10", "softdb search k=10 +weights", lambda c: lambda: c.table.search(c.Q, k=K_TOP), "numpy"),
     ("top10", "numpy float32 argpartition", _naive_top(np.float32), "numpy"),
@@ -323,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="timed rounds per size (default 15 / 7 / 3 by n)")
     ap.add_argument("--markdown", action="store_true", help="also print a README-ready table")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    ap.add_argument("--data", choices=("random", "clustered"), default="random",
+                    help="random unit vectors (default), or clustered ones whose queries differ in their best scores")
     ap.add_argument("--child-memory", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_memory:
@@ -335,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         sizes, ms, args.repeats, pause = [3_000], [1, 16], args.repeats or 2, 0.0
     print(f"machine: {machine()}")
+    print(f"data: {args.data} unit vectors, d = {D}")
     load = os.getloadavg()[0]
     print(f"load average at start: {load:.2f}" + (" (busy: other jobs will slow every method; rerun when quieter)"
                                                    if load > 0.5 * (os.cpu_count() or 1) else ""))
@@ -344,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     print(HEADER)
     rows = []  # (n, m, lookup, name, ms, ratio, mb)
     for n in sizes:
-        q_all, keys, values = make_data(n, max(ms))
+        q_all, keys, values = make_data(n, max(ms), args.data)
         table = SoftTable(keys, values)  # copies keys and values: the table owns its rows
         del keys, values
         child_mb = {}
@@ -362,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                     mb: object = "-"
                 elif rt == "numpy":
                     src = lambda: np.matmul(case.Q, case.K.T) if name == QK_LIMIT else (  # noqa: E731
+                        np.matmul(case.K, case.Q.T) if name == KQ_GEMM else
                         np.matmul(np.matmul(case.Q, case.K.T), case.V) if name == SOFT_LIMIT else build(case)())
                     mb = numpy_peak_mb(src)  # GEMM rows: the (m, n) output they need, allocated
                 else:

@@ -8,8 +8,14 @@ only small running state per query:
          (the online softmax that FlashAttention uses), giving the soft answer and
          the log-sum-exp of every query;
 - hard:  running best score and row (ties go to the lowest row);
-- top-k: running k best scores and rows, merged per chunk; only scores at or
-         above a query's running k-th best are gathered, found coarse to fine.
+- top-k: running k best scores and rows; only scores at or above a lower bound
+         of the query's final k-th best are gathered (found coarse to fine) and
+         merged in batches.
+
+Chunks of scores are laid out by query, (m, c) = Q·K_chunkᵀ, except for top-k
+alone or with the log-sum-exp (``search``) from ROW_LAYOUT_MIN queries on: there
+they are laid out by row, (c, m) = K_chunk·Qᵀ, which is the faster GEMM on
+OpenBLAS and lets one vectorised comparison hold every query to its own bound.
 
 Memory is O(m × chunk), never O(m × n) (except ``dense``, whose output *is* m × n),
 and the results do not depend on the chunk size beyond float rounding.
