@@ -270,16 +270,28 @@ def _column_sums(s: np.ndarray, block: int = 1024) -> np.ndarray:
         total += np.matmul(ones[: c - full], s[full:])  # (m,)
     return total  # (m,)
 
+
+def _true_cells(hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column of every True of ``hit`` (r, 8·w), in row-major order.
+
+    Few are True, so the search goes in two steps: the nonzero uint64 words
+    (8 cells each), then the bytes of those words only.
+    """
+    w = hit.shape[1] // 8  # words per row
+    wi = np.flatnonzero(hit.view(np.uint64) != 0)  # (p_w,)  hit words, flat over (r, w)
+    jw, byte = np.nonzero(hit.reshape(-1, 8)[wi])  # (p,), (p,)
+    row, word = np.divmod(wi[jw], w)  # (p,), (p,)
+    return row, word * 8 + byte
+
 class _TopK:
     """Running k best scores and rows per query, fed one chunk of scores at a time.
 
     Each chunk contributes only its *candidates*: scores at or above the query's
     bound, a lower bound of its final k-th best (the running k-th best, or while
     the query is short of k hits the k-th best of the maxima of disjoint column
-    groups of the chunk). Late in the table they are few, so the comparison mask
-    is searched in two steps: its nonzero uint64 words (8 columns each), then the
-    bytes of those words only. Candidates wait in a small pending list and are
-    merged into the running best only when about m·k have gathered (or at the end):
+    groups of the chunk). Late in the table they are few (see ``_true_cells``).
+    Candidates wait in a small pending list and are merged into the running best
+    only when about m·k have gathered (or at the end):
     a stale bound is still a valid bound, it just lets a few more candidates in.
     A merge sorts by (query, score descending, row ascending), so ties go to the
     lowest row whatever the chunk size.
@@ -307,29 +319,17 @@ class _TopK:
             gb = np.partition(gm, gm.shape[1] - k, axis=1)[:, -k]  # (f,)
             bound[short] = np.maximum(bound[short], gb)
         lim = np.maximum(bound, np.finfo(s.dtype).min)  # (m,)  masked (-inf) scores never enter
-        nw = -(-c // 8)  # 8-column words per query
-        if self.hit.size < m * nw * 8:
-            self.hit = np.empty(m * nw * 8, bool)  # reused by every chunk: no fresh pages
-        hit = self.hit[: m * nw * 8].reshape(m, nw * 8)  # (m, 8·nw)  columns padded to whole words
+        hit = self._mask(m, c)  # (m, ≥c)
         bq = TOPK_BLOCK if m >= ROW_LAYOUT_MIN else 1  # queries per block
         lo = np.minimum.reduceat(lim, np.arange(0, m, bq))  # (⌈m/B⌉,)  bound of each block
         for i, b in zip(range(0, m, bq), lo):
             np.greater_equal(s[i : i + bq], b, out=hit[i : i + bq, :c])  # (B, c)
-        if c % 8:
-            hit[:, c:] = False
-        wi = np.flatnonzero(hit.view(np.uint64) != 0)  # (p_w,)  hit words, flat over (m, nw)
-        jw, byte = np.nonzero(hit.reshape(m * nw, 8)[wi])  # (p,), (p,)  row-major: columns ascend
-        qi, ci = np.divmod(wi[jw], nw)  # (p,), (p,)  query and word of each candidate
-        ci = ci * 8 + byte  # (p,)  chunk column
+        qi, ci = _true_cells(hit)  # (p,), (p,)  row-major: columns ascend per query
         sc = s[qi, ci]  # (p,)
-        keep = sc >= lim[qi]  # (p,)  >=: ties lose on row order at the merge
+        keep = sc >= lim[qi]  # (p,)  the block's bound was weaker; >=: ties lose on row order at the merge
         if not keep.all():
             qi, ci, sc = qi[keep], ci[keep], sc[keep]
-        if qi.size:
-            self.pending.append((qi, ci + start, sc))
-            self.n_pending += qi.size
-            if self.n_pending >= self.limit:
-                self.merge()
+        self._push(qi, ci + start, sc)
 
     def feed_rows(self, s: np.ndarray, start: int) -> None:
         """``feed`` for scores laid out by row, ``s`` (c, m): every query against its own bound."""
@@ -342,24 +342,29 @@ class _TopK:
             gm = gm[:, short] if short.size < m else gm  # (c/g, f)
             bound[short] = np.maximum(bound[short], np.partition(gm, gm.shape[0] - k, axis=0)[-k])  # (f,)
         lim = np.maximum(bound, np.finfo(s.dtype).min)  # (m,)  masked (-inf) scores never enter
-        mw = -(-m // 8)  # 8-query words per row
-        if self.hit.size < c * mw * 8:
-            self.hit = np.empty(c * mw * 8, bool)  # reused by every chunk: no fresh pages
-        hit = self.hit[: c * mw * 8].reshape(c, mw * 8)  # (c, 8·mw)  queries padded to whole words
+        hit = self._mask(c, m)  # (c, ≥m)
         tile = max(1, TOPK_TILE // m)  # rows per tile of repeated bounds
-        done = c // tile * tile if m % 8 == 0 and c >= tile > 1 else 0  # rows compared in tiles
+        done = c // tile * tile if hit.shape[1] == m and c >= tile > 1 else 0  # rows compared in tiles
         if done:
             np.greater_equal(s[:done].reshape(-1, tile * m), np.tile(lim, tile),
                              out=hit[:done].reshape(-1, tile * m))  # (c/tile, tile·m)
         np.greater_equal(s[done:], lim, out=hit[done:, :m])  # (c - done, m)
-        if m % 8:
-            hit[:, m:] = False
-        wi = np.flatnonzero(hit.view(np.uint64) != 0)  # (p_w,)  hit words, flat over (c, mw)
-        jw, byte = np.nonzero(hit.reshape(c * mw, 8)[wi])  # (p,), (p,)
-        ri, qw = np.divmod(wi[jw], mw)  # (p,), (p,)  chunk row and query word of each candidate
-        qi = qw * 8 + byte  # (p,)  query
+        ri, qi = _true_cells(hit)  # (p,), (p,)  chunk row and query: rows ascend per query
+        self._push(qi, ri + start, s[ri, qi])
+
+    def _mask(self, rows: int, cols: int) -> np.ndarray:
+        """A reused (rows, cols padded to whole 8-byte words) bool buffer, padding False."""
+        width = -(-cols // 8) * 8
+        if self.hit.size < rows * width:
+            self.hit = np.empty(rows * width, bool)  # reused by every chunk: no fresh pages
+        hit = self.hit[: rows * width].reshape(rows, width)
+        hit[:, cols:] = False
+        return hit
+
+    def _push(self, qi: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> None:
+        """Queue candidates (query, table row, score); merge once enough wait."""
         if qi.size:
-            self.pending.append((qi, ri + start, s[ri, qi]))  # rows ascend within each query
+            self.pending.append((qi, rows, scores))
             self.n_pending += qi.size
             if self.n_pending >= self.limit:
                 self.merge()
