@@ -6,6 +6,7 @@ first encode that misses the cache.
 
 from __future__ import annotations
 
+from softdb.text._bm25 import BM25Encoder
 from softdb.text._cache import EmbeddingCache, cache_dir
 from softdb.text._corpora import (
     Queries,
@@ -23,6 +24,7 @@ from softdb.text._sentence import SentenceEncoder, default_encoder
 from softdb.text._stdlib import stdlib_corpus
 
 __all__ = [
+    "BM25Encoder",
     "DEFAULT_MODEL",
     "Corpus",
     "EmbeddingCache",
