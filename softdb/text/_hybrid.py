@@ -1,0 +1,104 @@
+"""HybridEncoder: a dense sentence encoder and BM25 side by side, as block keys.
+
+A hybrid table's key is the block [dense | sparse] and its score one dot product,
+
+    score(q, d) = cos(q, d) + β · BM25(q, d),
+
+so "keyword + meaning" is one score, one softmax and one kernel pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from softdb.text._bm25 import BM25Encoder
+
+__all__ = ["HybridEncoder", "DEFAULT_BM25_WEIGHT", "DEFAULT_HYBRID_TEMPERATURE"]
+
+#: β of ``cos + β·BM25``: chosen by 5-fold cross-validation on SciFact's train queries
+#: (nDCG@10), never on test; see the README ("Keyword and meaning").
+DEFAULT_BM25_WEIGHT = 0.05
+#: τ of the hybrid softmax: the dense block's (the sentence encoder's training scale).
+DEFAULT_HYBRID_TEMPERATURE = 0.05
+
+
+class HybridEncoder:
+    """Encode texts with a dense encoder and a BM25 encoder: block keys [dense | sparse].
+
+    Parameters
+    ----------
+    dense : Encoder, optional
+        Any encoder with ``name``, ``dim`` and ``encode``; default all-MiniLM-L6-v2.
+    sparse : BM25Encoder, optional
+        Default ``BM25Encoder()`` (Lucene BM25, k1 1.2, b 0.75, English).
+    weight : float
+        β, the BM25 block's weight (the dense block's is 1).
+
+    Attributes
+    ----------
+    name : str
+        ``"hybrid:<dense name>+bm25"``.
+    weights : tuple of float
+        (1.0, β): the block weights a table built with it starts from.
+
+    Examples
+    --------
+    >>> from softdb.text import HashEncoder
+    >>> enc = HybridEncoder(dense=HashEncoder(8))
+    >>> dense, sparse = enc.encode_corpus(["red fox", "blue hen"])
+    >>> dense.shape, sparse.shape, enc.weights
+    ((2, 8), (2, 4), (1.0, 0.05))
+    >>> [b.shape for b in enc.encode(["a red fox"])]
+    [(1, 8), (1, 4)]
+    """
+
+    def __init__(self, dense: Any = None, sparse: BM25Encoder | None = None, *,
+                 weight: float = DEFAULT_BM25_WEIGHT) -> None:
+        if dense is None:
+            from softdb.text._sentence import default_encoder
+
+            dense = default_encoder()
+        self.dense = dense
+        self.sparse = BM25Encoder() if sparse is None else sparse
+        if not isinstance(self.sparse, BM25Encoder):
+            raise TypeError(f"sparse must be a softdb.text.BM25Encoder, got {type(self.sparse).__name__}")
+        w = float(weight)
+        if not np.isfinite(w) or w < 0:
+            raise ValueError(f"weight (β of the BM25 block) must be a finite number >= 0, got {weight!r}")
+        self.weight = w
+
+    def __repr__(self) -> str:
+        return f"HybridEncoder(dense={self.dense!r}, sparse={self.sparse!r}, weight={self.weight:g})"
+
+    @property
+    def name(self) -> str:
+        return f"hybrid:{self.dense.name}+bm25"
+
+    @property
+    def weights(self) -> tuple[float, float]:
+        return (1.0, self.weight)
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        """(dense width, vocabulary size)."""
+        return (self.dense.dim, self.sparse.dim)
+
+    def encode_corpus(self, texts: Sequence[str]) -> list:
+        """Document keys: [(n, d) float32 unit rows, (n, V) float32 CSR of BM25 weights].
+
+        The BM25 block fits its vocabulary and statistics on ``texts`` (first call only).
+        """
+        texts = list(texts) if not isinstance(texts, str) else texts
+        sparse = self.sparse.encode_corpus(texts)
+        return [self.dense.encode(texts), sparse]
+
+    def encode_documents(self, texts: Sequence[str]) -> list:
+        """Keys of more documents with the fitted BM25 statistics (e.g. for ``add``)."""
+        return [self.dense.encode(texts), self.sparse.encode_documents(texts)]
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> list:
+        """Query blocks: [(m, d) float32 unit rows, (m, V) float32 CSR term counts]."""
+        return [self.dense.encode(texts, batch_size=batch_size, progress=progress), self.sparse.encode(texts)]
