@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from . import _checks
-from ._kernel import stream
+from ._kernel import run, stream
+from ._states import finalize
 
 __all__ = ["lookup_projected", "dense_weights", "top_k", "top_k_heads"]
 
@@ -37,9 +38,16 @@ def dense_weights(
     q: np.ndarray, keys: np.ndarray, tau: float, mask: np.ndarray | None, key_norm_max: float | None,
     dtype: np.dtype,
 ) -> np.ndarray:
-    """softmax(q keysᵀ / τ) of every row through the kernel: (m, n), rows sum to 1 (or all 0)."""
-    w = np.empty((len(q), len(keys)), dtype)  # (m, n)
-    r = stream(q, keys, scale=1.0 / tau, dense=w, mask=mask, key_norm_max=key_norm_max)
+    """softmax(q keysᵀ / τ) of every row through the kernel: (m, n), rows sum to 1 (or all 0).
+
+    ``keys`` is a dense array or a kernel scorer (sparse or block keys)."""
+    m = q.shape[0]
+    if isinstance(keys, np.ndarray):
+        w = np.empty((m, len(keys)), dtype)  # (m, n)
+        r = stream(q, keys, scale=1.0 / tau, dense=w, mask=mask, key_norm_max=key_norm_max)
+    else:
+        w = np.empty((m, keys.n), dtype)  # (m, n)
+        r = finalize(run(keys, q, scale=1.0 / tau, dense=w, mask=mask))
     with np.errstate(invalid="ignore", over="ignore"):
         w -= np.where(r.lse == -np.inf, 0, r.lse)[:, None]  # no match: stays -inf → 0
         np.exp(w, out=w)
@@ -52,8 +60,13 @@ def top_k(
     q: np.ndarray, keys: np.ndarray, k: int, tau: float, mask: np.ndarray | None,
     key_norm_max: float | None, dtype: np.dtype,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-k rows by score, raw scores, and full-table weights, each (m, k)."""
-    r = stream(q, keys, scale=1.0 / tau, soft=True, k=k, mask=mask, key_norm_max=key_norm_max)
+    """Top-k rows by score, raw scores, and full-table weights, each (m, k).
+
+    ``keys`` is a dense array or a kernel scorer (sparse or block keys)."""
+    if isinstance(keys, np.ndarray):
+        r = stream(q, keys, scale=1.0 / tau, soft=True, k=k, mask=mask, key_norm_max=key_norm_max)
+    else:
+        r = finalize(run(keys, q, scale=1.0 / tau, soft=True, k=k, mask=mask))
     found = r.top_rows >= 0  # (m, k)
     with np.errstate(over="ignore", invalid="ignore"):
         logits = r.top_scores / np.asarray(tau, dtype)  # (m, k)

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 
-from . import _answers, _checks
-from ._kernel import stream
+from . import _answers, _checks, _keys
+from ._kernel import run
+from ._states import finalize
 from ._projected import COSINE_TEMPERATURE, ProjectedMode
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,19 +53,27 @@ class SearchResult(NamedTuple):
 class _Rows:
     """One immutable version of the table's rows. Mutation swaps in a new one."""
 
-    keys: np.ndarray  # (n, d)  read-only; unit rows when metric="cosine"
-    values: np.ndarray  # (n, d_v)  read-only; `keys` itself when K = V
+    keys: Any  # (n, d) read-only (unit rows when metric="cosine"), CSR (n, V), or _keys.Blocks
+    values: Any  # (n, d_v)  read-only; `keys` itself (or its first block) when K = V
     ids: tuple
     payloads: tuple | None
     index: dict = field(repr=False)  # id -> row
-    key_norm_max: float = 0.0
+    key_norm_max: Any = 0.0  # max ‖k_j‖ (a tuple, one per block, for blocks)
 
     @classmethod
     def build(cls, keys, values, ids, payloads) -> _Rows:
-        for a in (keys, values):
-            a.flags.writeable = False  # arrays are the table's own: freeze them
-        norm_max = float(np.sqrt(np.einsum("ij,ij->i", keys, keys, dtype=np.float64)).max()) if len(keys) else 0.0
-        return cls(keys, values, ids, payloads, dict(zip(ids, range(len(ids)))), norm_max)
+        _keys.freeze(keys)  # arrays are the table's own: freeze them
+        _keys.freeze(values)
+        return cls(keys, values, ids, payloads, dict(zip(ids, range(len(ids)))), _keys.norm_max(keys))
+
+    def scorer(self, weights: Any = None) -> Any:
+        """The kernel scorer of these keys (see :mod:`softdb._scorers`)."""
+        return _keys.scorer(self.keys, weights, self.key_norm_max)
+
+
+def _shared_values(keys: Any) -> Any:
+    """The values of a K = V table: the keys, or the first block of block keys."""
+    return keys[0] if isinstance(keys, _keys.Blocks) else keys
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -144,19 +154,21 @@ class SoftTable(ProjectedMode):
         metric: str = "dot",
         temperature: float | None = None,
         projection: Projection | None = None,
+        block_weights: Sequence[float] | None = None,
     ) -> None:
         self._metric = _checks.as_metric(metric)
         self._temperature = None if temperature is None else _checks.as_temperature(temperature)
-        k = _checks.as_matrix(keys, "keys", copy=True)
-        self._dtype = k.dtype
+        k = _keys.as_keys(keys, "keys", copy=True)
+        self._set_key_kind(k, block_weights)
+        self._dtype = k.dtype if not isinstance(k, _keys.Blocks) else k[0].dtype
         self._dim = k.shape[1]
         self._shared_kv = values is None
         if self._shared_kv:
             v = None
         else:
             v = _checks.as_matrix(values, "values", dtype=self._dtype, copy=True)
-            _checks.check_same_rows(len(k), "keys", len(v), "values")
-        self._value_dim = self._dim if v is None else v.shape[1]
+            _checks.check_same_rows(k.shape[0], "keys", len(v), "values")
+        self._value_dim = _shared_values(k).shape[1] if v is None else v.shape[1]
         self._has_payloads = payloads is not None
         self._lock = threading.Lock()
         self.encoder = None
@@ -164,8 +176,42 @@ class SoftTable(ProjectedMode):
         self._init_projection(projection)
 
     # ------------------------------------------------------------------ rows
+    def _set_key_kind(self, k: Any, block_weights: Sequence[float] | None) -> None:
+        """Record the kind of keys (dense, csr, blocks), their block weights and dims."""
+        self._kind = _keys.kind_of(k)
+        self._query_w: np.ndarray | None = None  # (d_0, d_0) W_Q of a fitted hybrid's first block
+        if self._kind != "dense" and self._metric != "dot":
+            raise ValueError(f"metric={self._metric!r} needs dense keys, but these keys are {self._kind}; "
+                             "hint: metric='dot' (normalise dense blocks yourself, as text encoders do)")
+        if self._kind == "blocks":
+            w = [1.0] * len(k) if block_weights is None else [float(x) for x in block_weights]
+            if len(w) != len(k) or not all(np.isfinite(w)):
+                raise ValueError(f"block_weights must be {len(k)} finite numbers, one per key block, got "
+                                 f"{list(block_weights or [])}")
+            self._block_weights: tuple[float, ...] | None = tuple(w)
+        elif block_weights is not None:
+            raise ValueError("block_weights need block keys (a list of key matrices), but these keys are "
+                             f"{self._kind}; hint: SoftTable([dense, sparse], block_weights=[1, 0.05])")
+        else:
+            self._block_weights = None
+
+    @property
+    def key_kind(self) -> str:
+        """"dense", "csr" (scipy.sparse keys) or "blocks" (e.g. [dense | sparse] hybrid keys)."""
+        return self._kind
+
+    @property
+    def block_weights(self) -> tuple[float, ...] | None:
+        """β_b of each key block (score = Σ_b β_b q_b·k_b); None unless the keys are blocks."""
+        return self._block_weights
+
+    @property
+    def query_projection(self) -> np.ndarray | None:
+        """(d_0, d_0) W_Q applied to the first query block (set by fitting a hybrid), or None."""
+        return self._query_w
+
     def _prepare_keys(self, k: np.ndarray, name: str) -> np.ndarray:
-        if self._metric != "cosine" or not len(k):
+        if self._metric != "cosine" or not k.shape[0] or self._kind != "dense":
             return k
         norms = np.sqrt(np.einsum("ij,ij->i", k, k, dtype=np.float64))  # (n,)
         zero = np.flatnonzero(norms == 0)
@@ -177,13 +223,13 @@ class SoftTable(ProjectedMode):
         return (k / norms[:, None]).astype(self._dtype, copy=False)  # (n, d)
 
     def _make_rows(self, k, v, ids, payloads, *, start_id: int) -> _Rows:
-        n = len(k)
+        n = k.shape[0]
         ids = _checks.as_ids(ids, n, start=start_id)
         payloads = _checks.as_payloads(payloads, n)
         if payloads is None and self._has_payloads:
             payloads = (None,) * n
         k = self._prepare_keys(k, "keys")
-        v = k if v is None else v
+        v = _shared_values(k) if v is None else v
         return _Rows.build(k, v, ids, payloads)
 
     def __len__(self) -> int:
@@ -221,6 +267,8 @@ class SoftTable(ProjectedMode):
             return self._projected_tau(None)
         if self._temperature is not None:
             return self._temperature
+        if self._kind != "dense":
+            return 1.0  # sparse or block scores have no √d scale (hybrid text tables set their own τ)
         return COSINE_TEMPERATURE if self._metric == "cosine" else float(np.sqrt(self._dim))
 
     @property
@@ -230,13 +278,15 @@ class SoftTable(ProjectedMode):
 
     @property
     def keys(self) -> np.ndarray:
-        """Read-only keys (n, d); unit rows when metric="cosine"."""
-        return _readonly(self._rows.keys)
+        """Read-only keys: (n, d) (unit rows when metric="cosine"), a CSR matrix, or the blocks."""
+        k = self._rows.keys
+        return _readonly(k) if isinstance(k, np.ndarray) else k
 
     @property
     def values(self) -> np.ndarray:
         """Read-only values (n, d_v)."""
-        return _readonly(self._rows.values)
+        v = self._rows.values
+        return _readonly(v) if isinstance(v, np.ndarray) else v
 
     @property
     def payloads(self) -> tuple | None:
@@ -277,8 +327,13 @@ class SoftTable(ProjectedMode):
         >>> len(t), t.ids
         (3, (0, 1, 'both'))
         """
-        k = _checks.as_matrix(keys, "keys", dtype=self._dtype, copy=True)
-        _checks.check_width(k.shape[1], self._dim, "new keys")
+        k = _keys.as_keys(keys, "keys", dtype=self._dtype, copy=True)
+        if _keys.kind_of(k) != self._kind or _keys.dims(k) != _keys.dims(self._rows.keys):
+            if self._kind == "dense" and _keys.kind_of(k) == "dense":
+                _checks.check_width(k.shape[1], self._dim, "new keys")
+            raise ValueError(f"new keys are {_keys.kind_of(k)} of widths {list(_keys.dims(k))} but the table's "
+                             f"are {self._kind} of widths {list(_keys.dims(self._rows.keys))}; hint: encode "
+                             "them the same way (table.encoder.encode_documents for text tables)")
         if self._shared_kv:
             if values is not None:
                 raise ValueError(
@@ -289,12 +344,12 @@ class SoftTable(ProjectedMode):
         else:
             if values is None:
                 raise ValueError(
-                    f"add() needs values of width {self._value_dim} for the {len(k)} new rows, "
+                    f"add() needs values of width {self._value_dim} for the {k.shape[0]} new rows, "
                     "because this table has separate values; hint: add(keys, values)"
                 )
             v = _checks.as_matrix(values, "values", dtype=self._dtype, copy=True)
             _checks.check_width(v.shape[1], self._value_dim, "new values", "the table's values")
-            _checks.check_same_rows(len(k), "keys", len(v), "values")
+            _checks.check_same_rows(k.shape[0], "keys", len(v), "values")
         if payloads is not None and not self._has_payloads:
             self._has_payloads = True
         with self._lock:
@@ -302,8 +357,8 @@ class SoftTable(ProjectedMode):
             start = max((i for i in old.ids if isinstance(i, int)), default=-1) + 1
             new = self._make_rows(k, v, ids, payloads, start_id=start)
             _checks.check_new_ids(old.index, new.ids)
-            keys_all = np.concatenate([old.keys, new.keys])  # (n + n_new, d)
-            values_all = keys_all if self._shared_kv else np.concatenate([old.values, new.values])
+            keys_all = _keys.stack(old.keys, new.keys)  # (n + n_new, d)
+            values_all = _shared_values(keys_all) if self._shared_kv else np.concatenate([old.values, new.values])
             pay = None
             if self._has_payloads:
                 pay = (old.payloads or (None,) * len(old.ids)) + (new.payloads or (None,) * len(new.ids))
@@ -329,8 +384,8 @@ class SoftTable(ProjectedMode):
             drop = np.zeros(len(old.ids), bool)
             drop[[old.index[i] for i in ids]] = True
             keep = np.flatnonzero(~drop)
-            keys = old.keys[keep]  # (n - r, d)  a new array
-            values = keys if self._shared_kv else old.values[keep]
+            keys = _keys.take(old.keys, keep)  # (n - r, d)  a new array
+            values = _shared_values(keys) if self._shared_kv else old.values[keep]
             kept_ids = tuple(old.ids[i] for i in keep)
             pay = None if old.payloads is None else tuple(old.payloads[i] for i in keep)
             self._rows = _Rows.build(keys, values, kept_ids, pay)
@@ -342,10 +397,18 @@ class SoftTable(ProjectedMode):
 
     # --------------------------------------------------------------- lookups
     def _queries(self, queries: Any, rows: _Rows) -> tuple[np.ndarray, bool]:
+        one_text = isinstance(queries, str)
         if isinstance(queries, str) or (
             isinstance(queries, list | tuple) and queries and all(isinstance(q, str) for q in queries)
         ):
             queries = self._encode_queries(queries)
+        if self._kind != "dense":
+            q, single = _keys.as_queries(queries, rows.keys, self._dtype)
+            single = single or one_text
+            _checks.check_not_empty(len(rows.ids))
+            if self._query_w is not None:  # a fitted hybrid projects its first query block
+                q = _keys.Blocks([(q[0] @ self._query_w).astype(self._dtype), *q[1:]])
+            return q, single
         q = _checks.as_matrix(queries, "queries", dtype=self._dtype, allow_1d=True)
         single = q.ndim == 1
         q = q[None, :] if single else q
@@ -396,7 +459,9 @@ class SoftTable(ProjectedMode):
             )
         texts = [queries] if isinstance(queries, str) else list(queries)
         out = self.encoder.encode(texts)
-        return out[0] if isinstance(queries, str) else out
+        if isinstance(queries, str) and self._kind == "dense":
+            return out[0]
+        return out  # sparse and block queries stay 2-D; _queries marks one text as single
 
     def _tau(self, temperature: float | None) -> float:
         return self.temperature if temperature is None else _checks.as_temperature(temperature)
@@ -437,19 +502,21 @@ class SoftTable(ProjectedMode):
         mode = _checks.as_mode(mode)
         rows, proj = self._snapshot()
         q, single = self._queries(queries, rows)
-        mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
+        mask = _checks.as_mask(mask, q.shape[0], len(rows.ids), single)
         if proj is not None:
             tau = self._projected_tau(temperature, proj.params)
             out = _answers.lookup_projected(q, proj, mode, tau, mask, self._dtype)
         elif mode == "hard":
-            r = stream(q, rows.keys, hard=True, mask=mask)
-            out = np.where((r.best_row >= 0)[:, None], rows.values[np.maximum(r.best_row, 0)], 0)
+            r = finalize(run(rows.scorer(self._block_weights), q, hard=True, mask=mask))
+            picked = rows.values[np.maximum(r.best_row, 0)]  # (m, d_v)
+            picked = picked.toarray() if sp.issparse(picked) else picked
+            out = np.where((r.best_row >= 0)[:, None], picked, 0)
             out = out.astype(self._dtype, copy=False)  # (m, d_v)
         else:
             tau = self._tau(temperature)
-            r = stream(q, rows.keys, rows.values, scale=1.0 / tau, soft=True, mask=mask,
-                       key_norm_max=rows.key_norm_max)
-            out = r.out  # (m, d_v)
+            r = finalize(run(rows.scorer(self._block_weights), q, rows.values, scale=1.0 / tau, soft=True,
+                             mask=mask))
+            out = np.asarray(r.out, dtype=self._dtype)  # (m, d_v)
             _checks.check_finite_result(out, "soft lookup", tau)
         return out[0] if single else out
 
@@ -483,10 +550,10 @@ class SoftTable(ProjectedMode):
         """
         rows, proj = self._snapshot()
         q, single = self._queries(queries, rows)
-        mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
+        mask = _checks.as_mask(mask, q.shape[0], len(rows.ids), single)
         if proj is None:
             tau = self._tau(temperature)
-            w = _answers.dense_weights(q, rows.keys, tau, mask, rows.key_norm_max, self._dtype)  # (m, n)
+            w = _answers.dense_weights(q, rows.scorer(self._block_weights), tau, mask, None, self._dtype)  # (m, n)
         else:
             tau = self._projected_tau(temperature, proj.params)
             w = _answers.dense_weights(q @ proj.w_q[0], proj.keys[0], tau, mask, proj.key_norm_max[0],
@@ -532,10 +599,11 @@ class SoftTable(ProjectedMode):
         rows, proj = self._snapshot()
         q, single = self._queries(queries, rows)
         k = _checks.as_k(k, len(rows.ids))
-        mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
+        mask = _checks.as_mask(mask, q.shape[0], len(rows.ids), single)
         if proj is None:
             tau = self._tau(temperature)
-            top_rows, top_scores, w = _answers.top_k(q, rows.keys, k, tau, mask, rows.key_norm_max, self._dtype)
+            top_rows, top_scores, w = _answers.top_k(q, rows.scorer(self._block_weights), k, tau, mask, None,
+                                                     self._dtype)
         elif len(proj.keys) == 1:
             tau = self._projected_tau(temperature, proj.params)
             top_rows, top_scores, w = _answers.top_k(q @ proj.w_q[0], proj.keys[0], k, tau, mask,
@@ -612,24 +680,29 @@ class SoftTable(ProjectedMode):
         payloads: tuple | None,
         metric: str,
         temperature: float | None,
+        block_weights: Sequence[float] | None = None,
+        query_projection: np.ndarray | None = None,
     ) -> SoftTable:
         """Rebuild a table from validated arrays without copying them (used by load).
 
         ``keys`` must already be unit rows for metric="cosine"; ``values=None``
-        means K = V. Arrays may be read-only memory maps.
+        means K = V. Arrays may be read-only memory maps; ``keys`` may be CSR or blocks.
         """
         table = cls.__new__(cls)
         table._metric = _checks.as_metric(metric)
         table._temperature = None if temperature is None else _checks.as_temperature(temperature)
-        table._dtype = keys.dtype
+        table._set_key_kind(keys, block_weights)
+        table._query_w = None if query_projection is None else np.asarray(query_projection, np.float64)
+        table._dtype = keys[0].dtype if isinstance(keys, _keys.Blocks) else keys.dtype
         table._dim = keys.shape[1]
         table._shared_kv = values is None
-        table._value_dim = table._dim if values is None else values.shape[1]
+        shared = _shared_values(keys)
+        table._value_dim = shared.shape[1] if values is None else values.shape[1]
         table._has_payloads = payloads is not None
         table._lock = threading.Lock()
         table.encoder = None
-        ids = _checks.as_ids(ids, len(keys))
-        table._rows = _Rows.build(keys, keys if values is None else values, ids, payloads)
+        ids = _checks.as_ids(ids, keys.shape[0])
+        table._rows = _Rows.build(keys, shared if values is None else values, ids, payloads)
         table._init_projection(None)
         return table
 
