@@ -106,6 +106,7 @@ def build(
     created: str,
     projection: dict | None = None,
     encoder: dict | None = None,
+    keys: dict | None = None,
 ) -> dict:
     """Assemble a manifest (ids and payloads last, to keep the head readable).
 
@@ -133,6 +134,9 @@ def build(
         "shared_kv": bool(shared_kv),
         "files": files,
     }
+    if keys is not None:
+        check_json_value(keys, "keys")
+        m["keys"] = keys
     if projection is not None:
         check_json_value(projection["config"], "projection config")
         m["projection"] = projection
@@ -216,10 +220,11 @@ def loads(text: bytes, where: str, *, verify: bool = True) -> dict:
     if len(ids) != n or (pays is not None and len(pays) != n):
         raise ValueError(f"{where}: n={n} but it lists {len(ids)} ids and "
                          f"{'no' if pays is None else len(pays)} payloads")
-    if shared and value_dim != dim:
+    first = (m.get("keys") or {}).get("blocks") or [{"dim": dim}]  # K = V: values are the (first block of) keys
+    if shared and value_dim != (first[0].get("dim") if isinstance(first[0], dict) else None):
         raise ValueError(f"{where}: shared_kv is true but value_dim={value_dim} != dim={dim}")
     files = _field(m, "files", (dict,), where)
-    want_files = {"keys.npy": [n, dim]} | ({} if shared else {"values.npy": [n, value_dim]})
+    want_files = ({} if shared else {"values.npy": [n, value_dim]}) | _want_key_files(m, n, dim, where)
     proj = m.get("projection")
     if proj is not None:
         if not (isinstance(proj, dict) and isinstance(proj.get("arrays"), dict) and "config" in proj):
@@ -239,10 +244,40 @@ def loads(text: bytes, where: str, *, verify: bool = True) -> dict:
         if fname not in files:
             raise ValueError(f"{where} lists no {fname}, which this table needs")
         e = files[fname]
+        if shape is None:
+            continue  # CSR parts: their shapes and index dtypes are checked when loaded
         if e["shape"] != shape or _dtype_or_none(e["dtype"]) != np.dtype(dtype):
             raise ValueError(f"{where}: {fname} is listed as {e['dtype']} {e['shape']}, "
                              f"but the table is {dtype} {shape}")
     return m
+
+
+def _want_key_files(m: dict, n: int, dim: int, where: str) -> dict:
+    """Key files the manifest must list: name -> [shape] (dense), or None (a CSR part)."""
+    keys = m.get("keys")
+    if keys is None:
+        return {"keys.npy": [n, dim]}
+    csr = lambda p: {f"{p}.{part}.npy": None for part in ("data", "indices", "indptr")}  # noqa: E731
+    if not isinstance(keys, dict) or keys.get("kind") not in ("csr", "blocks"):
+        raise ValueError(f"{where}: field 'keys' must say kind 'csr' or 'blocks', got {keys!r}")
+    if keys["kind"] == "csr":
+        return csr("keys")
+    blocks, weights = keys.get("blocks"), keys.get("weights")
+    ok = (isinstance(blocks, list) and blocks and isinstance(weights, list) and len(weights) == len(blocks)
+          and all(isinstance(b, dict) and b.get("kind") in ("dense", "csr") and isinstance(b.get("dim"), int)
+                  and b["dim"] > 0 for b in blocks)
+          and all(isinstance(w, int | float) and math.isfinite(w) for w in weights))
+    if not ok or sum(b["dim"] for b in blocks) != dim:
+        raise ValueError(f"{where}: field 'keys' must list blocks of kind 'dense' or 'csr' whose dims sum to "
+                         f"dim={dim}, and one finite weight per block")
+    out: dict = {}
+    for i, b in enumerate(blocks):
+        out |= csr(f"keys.{i}") if b["kind"] == "csr" else {f"keys.{i}.npy": [n, b["dim"]]}
+    if keys.get("query_projection") is not None:
+        if keys["query_projection"] != "keys.query_projection.npy":
+            raise ValueError(f"{where}: keys.query_projection must name keys.query_projection.npy")
+        out["keys.query_projection.npy"] = None  # float64 (d_0, d_0): checked when loaded
+    return out
 
 
 def _dtype_or_none(s: str) -> np.dtype | None:

@@ -12,6 +12,18 @@ A saved table is a folder that numpy alone can read::
         keys.npy               (n, dim) float32 or float64; unit rows for "cosine"
         values.npy             (n, value_dim); absent when shared_kv (K = V)
         projection.<name>.npy  the projection's arrays, when the table has one
+        encoder.<name>.npy     the text encoder's arrays (BM25: vocabulary, idf), if any
+
+Sparse and block keys (manifest field ``keys``, absent for dense keys):
+
+- ``{"kind": "csr"}``: the (n, dim) scipy CSR key matrix as three plain arrays,
+  ``keys.data.npy`` (nnz,) float, ``keys.indices.npy`` (nnz,) int32 column of each
+  entry and ``keys.indptr.npy`` (n + 1,) int32 row starts (``scipy.sparse.csr_matrix
+  ((data, indices, indptr), shape=(n, dim))`` rebuilds it; no softdb needed);
+- ``{"kind": "blocks", "blocks": [{"kind", "dim"}, …], "weights": [β_0, …]}``: block
+  ``i`` is ``keys.<i>.npy`` (dense) or ``keys.<i>.data/indices/indptr.npy`` (CSR),
+  ``dim`` is the sum of the blocks' widths, and an optional ``"query_projection"``
+  names ``keys.query_projection.npy``, the (d_0, d_0) W_Q of the first query block.
 
 ``files`` maps each array file to its ``sha256``, ``bytes``, ``shape`` and
 ``dtype`` (numpy dtype string, e.g. ``"<f4"``). ``ids`` is a JSON list (ints
@@ -216,11 +228,17 @@ def save_table(table: SoftTable, path: str | os.PathLike[str]) -> None:
         proj = {"config": config, "arrays": {k: f"projection.{k}.npy" for k in proj_arrays}}
     enc = getattr(table, "encoder", None)
     encoder = None
+    enc_arrays: dict[str, np.ndarray] = {}
     if enc is not None:
         encoder = {"name": getattr(enc, "name", None)}
         if getattr(enc, "version", None) is not None:
             encoder["version"] = enc.version
-    meta = dict(n=len(rows.ids), dim=table._dim, value_dim=table._value_dim, dtype=rows.keys.dtype,
+        state = _encoder_state(enc)
+        if state is not None:
+            encoder["state"], enc_arrays = state
+            encoder["arrays"] = {k: f"encoder.{k}.npy" for k in enc_arrays}
+    key_arrays, key_meta = _key_files(table, rows.keys)
+    meta = dict(n=len(rows.ids), dim=table._dim, value_dim=table._value_dim, dtype=table._dtype, keys=key_meta,
                 metric=table._metric, temperature=table._temperature, shared_kv=table._shared_kv,
                 ids=rows.ids, payloads=rows.payloads, version=__version__, projection=proj, encoder=encoder)
     manifest = _manifest.build(**meta, files={}, created="")  # raises before touching the disk
@@ -239,7 +257,10 @@ def save_table(table: SoftTable, path: str | os.PathLike[str]) -> None:
         os.mkdir(tmp)
         try:
             files: dict = {}
-            _write_npy(tmp, "keys.npy", rows.keys, files)
+            for fname, arr in key_arrays.items():
+                _write_npy(tmp, fname, arr, files)
+            for name, arr in enc_arrays.items():
+                _write_npy(tmp, f"encoder.{name}.npy", np.asarray(arr), files)
             if not table._shared_kv:
                 _write_npy(tmp, "values.npy", rows.values, files)
             for name, arr in proj_arrays.items():
@@ -255,6 +276,46 @@ def save_table(table: SoftTable, path: str | os.PathLike[str]) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         _swap_in(tmp, target, parent, aside)
+
+
+def _encoder_state(enc: Any) -> tuple[dict, dict[str, np.ndarray]] | None:
+    """Config and arrays of an encoder that has fitted state (BM25, hybrid), else None."""
+    from .text._bm25 import BM25Encoder
+    from .text._hybrid import HybridEncoder
+
+    if isinstance(enc, BM25Encoder):
+        return enc.get_state()
+    if isinstance(enc, HybridEncoder):
+        config, arrays = enc.sparse.get_state()
+        return {"kind": "hybrid", "dense": enc.dense.name, "weight": enc.weight, "sparse": config}, arrays
+    return None
+
+
+def _csr_files(prefix: str, k: Any) -> dict[str, np.ndarray]:
+    return {f"{prefix}.data.npy": k.data, f"{prefix}.indices.npy": k.indices.astype(np.int32, copy=False),
+            f"{prefix}.indptr.npy": k.indptr.astype(np.int32, copy=False)}
+
+
+def _key_files(table: Any, keys: Any) -> tuple[dict[str, np.ndarray], dict | None]:
+    """The key arrays to write, by file name, and the manifest's ``keys`` field."""
+    from . import _keys
+
+    kind = _keys.kind_of(keys)
+    if kind == "dense":
+        return {"keys.npy": keys}, None
+    if kind == "csr":
+        return _csr_files("keys", keys), {"kind": "csr"}
+    files: dict[str, np.ndarray] = {}
+    blocks = []
+    for i, b in enumerate(keys):
+        bk = _keys.kind_of(b)
+        files.update(_csr_files(f"keys.{i}", b) if bk == "csr" else {f"keys.{i}.npy": b})
+        blocks.append({"kind": bk, "dim": int(b.shape[1])})
+    meta = {"kind": "blocks", "blocks": blocks, "weights": [float(w) for w in table.block_weights]}
+    if table.query_projection is not None:
+        files["keys.query_projection.npy"] = np.asarray(table.query_projection, np.float64)
+        meta["query_projection"] = "keys.query_projection.npy"
+    return files, meta
 
 
 def _swap_in(tmp: str, target: str, parent: str, aside: str) -> None:
@@ -394,18 +455,20 @@ def _load_folder(folder: str, *, mmap: bool, verify: bool) -> SoftTable:
     m = _manifest.loads(text, mpath, verify=verify)
     files = m["files"]
     arrays = {fname: _open_array(folder, fname, files[fname], verify=verify,
-                                 mmap=mmap and fname in ("keys.npy", "values.npy"))  # the rest is small
-              for fname in files}
-    keys = arrays["keys.npy"]
+                                 mmap=mmap and (fname.startswith("keys.") or fname == "values.npy"))
+              for fname in files}  # the rest is small
+    key_meta = m.get("keys")
     values = None if m["shared_kv"] else arrays["values.npy"]
-    if verify or not mmap:
-        _check_rows(keys, os.path.join(folder, "keys.npy"), unit=m["metric"] == "cosine")
-        if values is not None:
-            _check_rows(values, os.path.join(folder, "values.npy"), unit=False)
+    check = verify or not mmap
+    keys = _load_keys(folder, key_meta, arrays, m, check)
+    if check and values is not None:
+        _check_rows(values, os.path.join(folder, "values.npy"), unit=False)
     payloads = None if m["payloads"] is None else tuple(m["payloads"])
     try:
-        table = SoftTable._from_parts(keys, values, ids=tuple(m["ids"]), payloads=payloads,
-                                      metric=m["metric"], temperature=m["temperature"])
+        table = SoftTable._from_parts(
+            keys, values, ids=tuple(m["ids"]), payloads=payloads, metric=m["metric"], temperature=m["temperature"],
+            block_weights=None if key_meta is None or key_meta["kind"] != "blocks" else key_meta["weights"],
+            query_projection=_query_projection(arrays, key_meta, folder))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{mpath}: {exc}") from None
     proj = m.get("projection")
@@ -417,4 +480,85 @@ def _load_folder(folder: str, *, mmap: bool, verify: bool) -> SoftTable:
     enc = m.get("encoder")
     if isinstance(enc, dict):
         table._encoder_name = enc.get("name")
+        if isinstance(enc.get("state"), dict):
+            table.encoder = _encoder_from_state(enc, arrays, mpath)
     return table
+
+
+def _encoder_from_state(enc: dict, arrays: dict, mpath: str) -> Any:
+    from .text._bm25 import BM25Encoder
+
+    state = {name: arrays[fname] for name, fname in enc.get("arrays", {}).items()}
+    config = enc["state"]
+    try:
+        if config.get("kind") == "hybrid":
+            from .text import encoder_from_name
+            from .text._hybrid import HybridEncoder
+
+            return HybridEncoder(encoder_from_name(config["dense"]), BM25Encoder.from_state(config["sparse"], state),
+                                 weight=config["weight"])
+        return BM25Encoder.from_state(config, state)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{mpath}: the encoder state cannot be rebuilt ({exc})") from None
+
+
+def _load_csr(folder: str, prefix: str, arrays: dict, n: int, dim: int, check: bool) -> Any:
+    """A CSR matrix over the loaded (maybe memory-mapped) arrays, structure checked; no copy."""
+    import scipy.sparse as sp
+
+    data, indices, indptr = (arrays[f"{prefix}.{p}.npy"] for p in ("data", "indices", "indptr"))
+    where = os.path.join(folder, f"{prefix}.*.npy")
+    if data.ndim != 1 or indices.shape != data.shape or indptr.shape != (n + 1,) \
+            or indices.dtype.kind != "i" or indptr.dtype.kind != "i":
+        raise ValueError(f"{where}: data {data.shape}, indices {indices.shape} {indices.dtype} and indptr "
+                         f"{indptr.shape} {indptr.dtype} do not form a CSR matrix of {n} rows; the folder is damaged")
+    if check:
+        ip = np.asarray(indptr)
+        if ip[0] != 0 or ip[-1] != len(data) or (np.diff(ip) < 0).any():
+            raise ValueError(f"{where}: indptr is not a valid row index; the table folder is corrupted")
+        for start in range(0, len(data), _CHECK_ROWS * 16):
+            ind = np.asarray(indices[start:start + _CHECK_ROWS * 16])
+            if ind.size and (ind.min() < 0 or ind.max() >= dim):
+                raise ValueError(f"{where}: a column index is outside 0..{dim - 1}; the table folder is corrupted")
+            if not np.isfinite(np.asarray(data[start:start + _CHECK_ROWS * 16])).all():
+                raise ValueError(f"{where}: the data holds NaN or inf values; the table folder is corrupted")
+    k = sp.csr_matrix((n, dim), dtype=data.dtype)
+    k.data, k.indices, k.indptr = data, indices, indptr  # set directly: the constructor may copy
+    k.has_sorted_indices = True  # saved canonical (scipy's sum_duplicates sorts)
+    return k
+
+
+def _query_projection(arrays: dict, meta: dict | None, folder: str) -> np.ndarray | None:
+    if not (meta or {}).get("query_projection"):
+        return None
+    w = np.asarray(arrays["keys.query_projection.npy"])
+    d0 = meta["blocks"][0]["dim"]
+    if w.shape != (d0, d0) or w.dtype != np.float64 or not np.isfinite(w).all():
+        raise ValueError(f"{os.path.join(folder, 'keys.query_projection.npy')} must be finite float64 "
+                         f"({d0}, {d0}), got {w.dtype} {w.shape}; the table folder is damaged")
+    return w
+
+
+def _load_keys(folder: str, meta: dict | None, arrays: dict, m: dict, check: bool) -> Any:
+    from . import _keys
+
+    n = m["n"]
+    if meta is None:
+        keys = arrays["keys.npy"]
+        if check:
+            _check_rows(keys, os.path.join(folder, "keys.npy"), unit=m["metric"] == "cosine")
+        return keys
+    if meta["kind"] == "csr":
+        return _load_csr(folder, "keys", arrays, n, m["dim"], check)
+    parts = []
+    for i, b in enumerate(meta["blocks"]):
+        if b["kind"] == "csr":
+            parts.append(_load_csr(folder, f"keys.{i}", arrays, n, b["dim"], check))
+        else:
+            a = arrays[f"keys.{i}.npy"]
+            if a.shape != (n, b["dim"]):
+                raise ValueError(f"{os.path.join(folder, f'keys.{i}.npy')} has shape {a.shape}, not {(n, b['dim'])}")
+            if check:
+                _check_rows(a, os.path.join(folder, f"keys.{i}.npy"), unit=False)
+            parts.append(a)
+    return _keys.Blocks(parts)
