@@ -71,6 +71,10 @@ class _Rows:
         return _keys.scorer(self.keys, weights, self.key_norm_max)
 
 
+def _is_text(q: Any) -> bool:
+    return isinstance(q, str) or (isinstance(q, list | tuple) and bool(q) and all(isinstance(x, str) for x in q))
+
+
 def _shared_values(keys: Any) -> Any:
     """The values of a K = V table: the keys, or the first block of block keys."""
     return keys[0] if isinstance(keys, _keys.Blocks) else keys
@@ -647,7 +651,11 @@ class SoftTable(ProjectedMode):
             As in :class:`SoftTable`; payloads default to the texts.
         encoder : optional
             Any object with ``name``, ``dim`` and ``encode(texts)``; default
-            all-MiniLM-L6-v2 (``softdb.text.default_encoder()``).
+            all-MiniLM-L6-v2 (``softdb.text.default_encoder()``). ``"bm25"``:
+            :class:`softdb.text.BM25Encoder` (sparse BM25 keys, metric "dot", τ 1);
+            ``"hybrid"``: :class:`softdb.text.HybridEncoder`, block keys
+            [MiniLM | BM25] scored cos + β·BM25 (β = 0.05, τ = 0.05). An encoder
+            with ``encode_corpus`` (BM25, hybrid) fits its statistics on ``texts``.
 
         Examples
         --------
@@ -663,11 +671,71 @@ class SoftTable(ProjectedMode):
             from .text import default_encoder
 
             encoder = default_encoder()
-        keys = encoder.encode(texts)
-        table = cls(keys, values, ids=ids, payloads=texts if payloads is None else payloads,
-                    metric="cosine", temperature=temperature)
+        elif isinstance(encoder, str):
+            from .text import text_encoder
+
+            encoder = text_encoder(encoder)
+        payloads = texts if payloads is None else payloads
+        if not hasattr(encoder, "encode_corpus"):
+            keys = encoder.encode(texts)
+            table = cls(keys, values, ids=ids, payloads=payloads, metric="cosine", temperature=temperature)
+        else:
+            keys = encoder.encode_corpus(texts)  # CSR, or blocks [dense | sparse]
+            weights = getattr(encoder, "weights", None)
+            if temperature is None:
+                temperature = getattr(encoder, "temperature", None)
+            table = cls(keys, values, ids=ids, payloads=payloads, metric="dot", temperature=temperature,
+                        block_weights=weights)
         table.encoder = encoder
         return table
+
+    def fit(self, queries: Any, targets: Any, **options: Any) -> Any:
+        """Fit the table to training queries: the projection, or a block table's blend.
+
+        Dense tables fit their projection (see ``ProjectedMode.fit`` for the options).
+        Block tables (e.g. hybrid [dense | sparse]) fit the blend with
+        :func:`softdb._blend.fit_blend`: ``learn`` ⊆ {"tau", "weights", "q"}
+        (default ("tau", "weights"): a handful of parameters; block 0's weight stays
+        fixed), ``reg`` (λ of λ‖W_Q − W₀‖², with "q") and ``max_iter``; the loss is
+        −log Σ_{j∈targets} w_j over the whole table. Returns a ``BlendFit``.
+
+        Examples
+        --------
+        >>> import scipy.sparse as sp
+        >>> dense = np.eye(3, dtype=np.float32); exact = sp.csr_matrix(np.eye(3, dtype=np.float32))
+        >>> t = SoftTable([dense, exact], ids=["a", "b", "c"], block_weights=[1.0, 0.0], temperature=1.0)
+        >>> fit = t.fit([dense[[1, 0, 2]], exact], ["a", "b", "c"])  # the exact-match block is right
+        >>> t.block_weights[1] > 1, t.search([dense[1], exact[0]], k=1).ids.tolist()
+        (True, ['a'])
+        """
+        if self._kind != "blocks":
+            return super().fit(queries, targets, **options)
+        from ._blend import BlendParams, fit_blend
+        from ._fit import as_targets
+
+        learn = options.pop("learn", ("tau", "weights"))
+        reg = float(options.pop("reg", 0.0))
+        max_iter = int(options.pop("max_iter", 200))
+        if options:
+            raise TypeError(f"fit() of a block table takes learn, reg and max_iter, not {sorted(options)}")
+        rows = self._rows
+        if not isinstance(rows.keys[0], np.ndarray):
+            raise ValueError("fit() of a block table needs a dense first block (its weight stays fixed and "
+                             "learn='q' fits its W_Q), but block 0 is sparse; hint: put the dense block first")
+        q, _ = _keys.as_queries(self._encode_queries(queries) if _is_text(queries) else queries,
+                                rows.keys, self._dtype)  # raw queries: W_Q applies inside the fit
+        tgt = as_targets(targets, q.shape[0], rows.index)
+        start = BlendParams(self._block_weights, self.temperature, self._query_w)
+        X = np.asarray(q[0], np.float64)  # (m, d_0)
+        K = np.asarray(rows.keys[0], np.float64)  # (n, d_0)
+        res = fit_blend(X, K, list(q[1:]), list(rows.keys[1:]), tgt, start, learn=learn, reg=reg,
+                        max_iter=max_iter)
+        weights = res.params.weights
+        with self._lock:
+            self._block_weights = tuple(weights)
+            self._temperature = res.params.temperature
+            self._query_w = res.params.W_Q
+        return res
 
     # ----------------------------------------------------------- persistence
     @classmethod

@@ -19,6 +19,7 @@ from softdb.text._corpora import (
 )
 from softdb.text._corpus import Corpus
 from softdb.text._encoders import Encoder, HashEncoder, encoder_from_name
+from softdb.text._hybrid import HybridEncoder, text_encoder
 from softdb.text._models import DEFAULT_MODEL, verify_default_model
 from softdb.text._sentence import SentenceEncoder, default_encoder
 from softdb.text._stdlib import stdlib_corpus
@@ -30,6 +31,7 @@ __all__ = [
     "EmbeddingCache",
     "Encoder",
     "HashEncoder",
+    "HybridEncoder",
     "Queries",
     "SentenceEncoder",
     "beir_corpus",
@@ -42,5 +44,6 @@ __all__ = [
     "load_corpus",
     "stdlib_corpus",
     "table_file_corpus",
+    "text_encoder",
     "verify_default_model",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 
 from softdb.text._bm25 import BM25Encoder
 
-__all__ = ["HybridEncoder", "DEFAULT_BM25_WEIGHT", "DEFAULT_HYBRID_TEMPERATURE"]
+__all__ = ["HybridEncoder", "DEFAULT_BM25_WEIGHT", "DEFAULT_HYBRID_TEMPERATURE", "text_encoder"]
 
 #: β of ``cos + β·BM25``: chosen by 5-fold cross-validation on SciFact's train queries
 #: (nDCG@10), never on test; see the README ("Keyword and meaning").
@@ -74,6 +74,11 @@ class HybridEncoder:
         return f"HybridEncoder(dense={self.dense!r}, sparse={self.sparse!r}, weight={self.weight:g})"
 
     @property
+    def temperature(self) -> float:
+        """τ of a table built with it (:data:`DEFAULT_HYBRID_TEMPERATURE`)."""
+        return DEFAULT_HYBRID_TEMPERATURE
+
+    @property
     def name(self) -> str:
         return f"hybrid:{self.dense.name}+bm25"
 
@@ -102,3 +107,22 @@ class HybridEncoder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> list:
         """Query blocks: [(m, d) float32 unit rows, (m, V) float32 CSR term counts]."""
         return [self.dense.encode(texts, batch_size=batch_size, progress=progress), self.sparse.encode(texts)]
+
+
+def text_encoder(name: str) -> Any:
+    """The encoder a model name stands for: "dense" (MiniLM), "bm25" or "hybrid".
+
+    Examples
+    --------
+    >>> text_encoder("bm25")
+    BM25Encoder(k1=1.2, b=0.75, stopwords='en', stemmer='english', vocabulary=0)
+    """
+    if name == "bm25":
+        return BM25Encoder()
+    if name == "hybrid":
+        return HybridEncoder()
+    if name == "dense":
+        from softdb.text._sentence import default_encoder
+
+        return default_encoder()
+    raise ValueError(f"model must be 'dense', 'bm25' or 'hybrid', got {name!r}; hint: 'hybrid' is MiniLM + BM25")
