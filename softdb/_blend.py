@@ -144,9 +144,11 @@ def blend_loss(
         starts = indptr[s0:s1] - indptr[s0]  # (b,)
         tq = np.repeat(np.arange(s1 - s0), counts)  # (t,)
         tc = cols[indptr[s0]:indptr[s1]]  # (t,)
-        et = E[tq, tc]  # (t,)
-        p = np.add.reduceat(et, starts)  # (b,)  Σ_T exp(S)
-        total -= float((np.log(p) - np.log(se)).sum())
+        lt = S[tq, tc]  # (t,)  the targets' shifted logits
+        mt = np.maximum.reduceat(lt, starts)  # (b,)  their max per query: exp(lt - mt) cannot all underflow
+        et = np.exp(lt - mt[tq])  # (t,)
+        p = np.add.reduceat(et, starts)  # (b,)  Σ_T exp(S − mt)
+        total -= float((mt + np.log(p) - np.log(se)).sum())  # Σ log Σ_T w
         G = E / (m * se)[:, None]  # (b, n)  w / m
         G[tq, tc] -= et / (m * p[tq])  # (b, n)  dL/dlogits = (w − 1_T w / Σ_T w) / m
         g_tau -= float(np.vdot(G, S))  # dlogits/dlog τ = −logits (the shift is harmless)
