@@ -4,4 +4,5 @@ import sys
 
 from softdb.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when pytest's --doctest-modules imports this module
+    sys.exit(main())
