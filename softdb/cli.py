@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from . import _cli_data, data
+
 __all__ = ["main"]
 
 DEMO_QUERIES = [
@@ -70,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("query", help="the query text")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--corpus", default="stdlib",
-                     help="'stdlib' (default), a folder of .txt/.md files, a .jsonl/.csv file, or a BEIR folder")
+                     help="'stdlib' (default), a folder of .txt/.md files, a .jsonl/.csv file, a BEIR folder or name")
     src.add_argument("--table", help="a table folder written by `softdb index`")
     s.add_argument("-k", type=_positive_int, default=5, help="number of hits (default 5)")
     s.add_argument("--temperature", type=_positive_float, help="softmax temperature (default: the table's)")
@@ -85,7 +87,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate search on a BEIR folder (nDCG@10, Recall@100, MRR@10)",
                         description="Evaluate frozen (and fitted) search on BEIR-format data with trec_eval.")
-    ev.add_argument("beir_dir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    ev.add_argument("beir_dir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or a name of `softdb data list`")
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
     ev.add_argument("--fit", metavar="SPLIT", help="fit a projection on this split (e.g. train)")
     ev.add_argument("--mode", choices=["soft", "hard"], default="soft")
@@ -99,6 +101,7 @@ def _build_parser() -> argparse.ArgumentParser:
         pass
     else:
         _cli_intuitions.add_parser(sub)
+    _cli_data.add_parser(sub)
     return parser
 
 
@@ -107,7 +110,7 @@ def _text_table(spec: str) -> Any:
     from .table import SoftTable
     from .text import load_corpus
 
-    corpus = load_corpus(spec)
+    corpus = load_corpus(data.resolve(spec))
     return SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
 
 
@@ -227,6 +230,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_beir
 
+    args.beir_dir = data.resolve(args.beir_dir)  # a name of `softdb data list`, or a folder
     if not os.path.isdir(args.beir_dir):
         raise FileNotFoundError(f"no BEIR folder at {args.beir_dir!r}; hint: it must hold corpus.jsonl, "
                                 "queries.jsonl and qrels/<split>.tsv")
@@ -245,7 +249,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"demo": _cmd_demo, "search": _cmd_search, "index": _cmd_index, "eval": _cmd_eval}
+COMMANDS = {"demo": _cmd_demo, "search": _cmd_search, "index": _cmd_index, "eval": _cmd_eval, "data": _cli_data.run}
 
 
 def main(argv: list[str] | None = None) -> int:
