@@ -149,11 +149,19 @@ def resolve(spec: str) -> str:
 
 # ------------------------------------------------------------------ download
 def _check_host(url: str, timeout: float) -> None:
-    """Resolve the host within ``timeout``: name lookup ignores socket timeouts."""
+    """Resolve the host (or the proxy that will be used) within ``timeout``: name lookup ignores socket timeouts."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if not parts.hostname:
+            return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:  # a port that is not a number
+        raise DataError(f"{url} is not a valid address: {exc}") from None
     outcome: list[BaseException | None] = []
 
     def lookup() -> None:
@@ -263,17 +271,32 @@ def _unpack(zip_path: Path, target: Path, label: str) -> None:
                                 "nothing was written")
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.unpack-", dir=target.parent))
         try:
-            archive.extractall(work)
-            found = sorted({p.parent for p in work.rglob("corpus.jsonl")}, key=lambda p: len(p.parts))
+            (work / "zip").mkdir()  # normal permissions, unlike mkdtemp's 0700, whatever the zip's layout
+            archive.extractall(work / "zip")
+            found = sorted({p.parent for p in (work / "zip").rglob("corpus.jsonl")}, key=lambda p: len(p.parts))
             if not found:
                 raise DataError(f"{label} holds no corpus.jsonl, so it is not a BEIR data set")
             try:
                 os.rename(found[0], target)
-            except OSError:
-                if not (target / "corpus.jsonl").is_file():  # not a concurrent `get` that finished first
-                    raise
+            except OSError as exc:
+                if not (target / "corpus.jsonl").is_file():  # else a concurrent `get` finished first
+                    raise DataError(f"cannot move the unpacked data into {target}: {exc}; that folder exists "
+                                    "without corpus.jsonl: remove it, or pass --dir") from None
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _clean_stale(parent: Path, name: str, *, older_than: float = 3600.0) -> None:
+    """Remove what a killed ``get`` left beside the target (untouched for ``older_than`` seconds)."""
+    import time
+
+    for p in parent.glob(f".{name}.*"):
+        if re.fullmatch(rf"\.{re.escape(name)}\.(.+\.zip\.part|unpack-.+)", p.name):
+            try:
+                if time.time() - p.lstat().st_mtime > older_than:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            except OSError:
+                pass
 
 
 def get(
@@ -332,6 +355,7 @@ def get(
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create {target.parent}: {exc}") from None
+    _clean_stale(target.parent, name)
     fd, part = tempfile.mkstemp(prefix=f".{name}.", suffix=".zip.part", dir=target.parent)
     part_path = Path(part)
     try:

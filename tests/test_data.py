@@ -307,3 +307,31 @@ def test_cli_errors_exit_2_without_traceback(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["data"])
     assert exc.value.code == 2 and "softdb: error:" in capsys.readouterr().err
+
+
+def test_leftovers_of_a_killed_run_are_removed_by_the_next(monkeypatch, tmp_path):
+    import os
+
+    blob = beir_zip()
+    publish(monkeypatch, blob)
+    root = tmp_path / "d"
+    (root / ".scifact.unpack-old" / "zip").mkdir(parents=True)
+    (root / ".scifact.old.zip.part").write_bytes(b"half a zip")
+    (root / ".scifact.live.zip.part").write_bytes(b"another get, still writing")
+    for p in (root / ".scifact.unpack-old", root / ".scifact.old.zip.part"):
+        os.utime(p, (1e9, 1e9))  # untouched since 2001
+    with Server({"/scifact.zip": blob}) as srv:
+        data.get("scifact", dir=root, url=srv.url("/scifact.zip"), timeout=5, progress=False)
+    assert sorted(p.name for p in root.iterdir()) == [".scifact.live.zip.part", "scifact"]
+
+
+def test_a_foreign_folder_at_the_target_is_left_alone(monkeypatch, tmp_path):
+    blob = beir_zip()
+    publish(monkeypatch, blob)
+    (tmp_path / "d" / "scifact").mkdir(parents=True)
+    (tmp_path / "d" / "scifact" / "notes.txt").write_text("mine")
+    target = tmp_path / "d" / "scifact"
+    with Server({"/scifact.zip": blob}) as srv:
+        with pytest.raises(data.DataError, match=re.escape(f"cannot move the unpacked data into {target}: ")):
+            data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
+    assert leftovers(tmp_path / "d") == ["scifact", "scifact/notes.txt"]
