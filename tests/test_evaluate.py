@@ -72,7 +72,7 @@ def test_beir_pipeline_on_a_scifact_slice(minilm):
     assert 0 < len(unseen) < len(qrels)  # the slice keeps both kinds of test query
     report = evaluate_beir(str(SCIFACT), split="test", fit="train", encoder=minilm)
     out = report.to_dict()
-    assert set(out) == {"baseline", "fitted", "seconds"}
+    assert set(out) == {"baseline", "fitted", "slice", "seconds"}
     for model in ("baseline", "fitted"):
         assert set(out[model]) == {"all", "unseen"}
         assert out[model]["all"]["queries"] == len(qrels)
@@ -119,10 +119,11 @@ def test_eval_json_has_exactly_the_documented_shape(tmp_path, capsys, monkeypatc
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td4\t1\r\n")
     assert main(["eval", str(root), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"baseline", "seconds"} and set(out["baseline"]) == {"all"}
+    assert set(out) == {"baseline", "slice", "seconds"} and set(out["baseline"]) == {"all"}
+    assert out["slice"] is None  # the whole split
     assert set(out["baseline"]["all"]) == {"ndcg@10", "recall@100", "mrr@10", "queries"}
     assert out["baseline"]["all"]["queries"] == 2
     assert main(["eval", str(root), "--fit", "train", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"baseline", "fitted", "seconds"}
+    assert set(out) == {"baseline", "fitted", "slice", "seconds"}
     assert set(out["fitted"]) == {"all", "unseen"} and out["fitted"]["unseen"]["queries"] == 2

@@ -158,7 +158,7 @@ def test_csv_corpus(tmp_path):
             "r.jsonl",
             '{"body": "x", "n": 1}\n',
             {},
-            "line 1 of {f} has no column 'text'; columns present: ['body', 'n']; pass text_column=/id_column= to choose one",
+            "line 1 of {f} has no column 'text'; columns present: ['body', 'n']; pass text_column=/id_column= (on the command line --text-column/--id-column) to choose one",
         ),
         (
             "r.jsonl",
