@@ -14,6 +14,7 @@ documents tend to be relevant* rather than by matching better.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,7 +147,8 @@ def rank(table: SoftTable, queries: Any, query_ids: Sequence[str], *, k: int = 1
     k = min(k, len(table))
     run: dict[str, dict[str, float]] = {}
     for start in range(0, len(query_ids), batch):
-        hits = table.search(queries[start:start + batch], k=k)
+        sl = slice(start, start + batch)
+        hits = table.search([b[sl] for b in queries] if isinstance(queries, list) else queries[sl], k=k)
         vals = hits.weights if mode == "soft" else hits.scores  # (b, k)
         for qid, ids, v in zip(query_ids[start:start + batch], hits.ids, vals.astype(np.float64)):
             run[qid] = dict(zip((str(i) for i in ids), v.tolist()))
@@ -255,11 +257,15 @@ class BeirReport:
     seconds: float
     fit_report: Any = None
     slice: dict[str, int | None] | None = None
+    model: str = "dense"
+    chosen: dict[str, Any] = field(default_factory=dict)  # "baseline" / "fitted" -> Selection, chosen on train
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"baseline": self.baseline.to_dict()}
+        out: dict[str, Any] = {"model": self.model, "baseline": self.baseline.to_dict()}
         if self.fitted is not None:
             out["fitted"] = self.fitted.to_dict()
+        if self.chosen:
+            out["chosen"] = {k: v.to_dict() for k, v in self.chosen.items()}
         out["slice"] = self.slice
         out["seconds"] = round(self.seconds, 3)
         return out
@@ -275,6 +281,8 @@ def evaluate_beir(
     max_docs: int | None = None,
     max_queries: int | None = None,
     fit_options: Mapping[str, Any] | None = None,
+    model: str = "dense",
+    folds: int = 5,
 ) -> BeirReport:
     """Evaluate frozen (and optionally fitted) search on a BEIR folder.
 
@@ -295,21 +303,41 @@ def evaluate_beir(
         Evaluate on a slice (the documents relevant to the kept queries are always
         kept): for quick checks and CI. Published figures use the whole split.
     fit_options : mapping, optional
-        Passed to :func:`softdb.projection.fit_beir_projection`.
+        Passed to :func:`softdb.projection.fit_beir_projection` (model "dense").
+    model : {"dense", "bm25", "hybrid"}
+        Frozen MiniLM, Lucene BM25, or [MiniLM | BM25] block keys scored
+        cos + β·BM25 (see :mod:`softdb._beir_models`). Whenever the folder has a
+        train split, the report has unseen-document figures, and a hybrid's β is
+        chosen by ``folds``-fold cross-validation on train; with ``fit``, so are
+        the fitted hybrid's parameters. The test split never chooses.
+    folds : int
+        Folds of that cross-validation.
     """
+    from . import _beir_models
+
+    if model not in _beir_models.MODELS:
+        raise ValueError(f"model must be one of {list(_beir_models.MODELS)}, got {model!r}; "
+                         "hint: 'hybrid' is MiniLM + BM25")
+    if model == "bm25" and fit is not None:
+        raise ValueError("model 'bm25' has nothing to fit that changes its ranking; hint: --model hybrid "
+                         "--fit train learns the blend of MiniLM and BM25")
     from .text import beir_corpus, beir_qrels, beir_queries, default_encoder
 
     t0 = time.perf_counter()
-    encoder = encoder or default_encoder()
+    if model != "bm25":
+        encoder = encoder or default_encoder()
     corpus = beir_corpus(path)
     qrels = beir_qrels(path, split)
     queries = beir_queries(path, split)
     q_ids, q_texts = list(queries.ids), list(queries.texts)
     n_queries_total, n_docs_total = len(q_ids), len(corpus)
     train = None
-    if fit is not None:
-        train_qrels = beir_qrels(path, fit)
-        train_q = beir_queries(path, fit)
+    train_split = fit
+    if train_split is None and split != "train" and os.path.isfile(os.path.join(path, "qrels", "train.tsv")):
+        train_split = "train"  # unseen-document figures (and a hybrid's β) whenever there is a train split
+    if train_split is not None:
+        train_qrels = beir_qrels(path, train_split)
+        train_q = beir_queries(path, train_split)
         train = (list(train_q.ids), list(train_q.texts), train_qrels)
     if max_queries is not None:
         q_ids, q_texts = q_ids[:max_queries], q_texts[:max_queries]
@@ -324,16 +352,34 @@ def evaluate_beir(
         keep += [i for i in range(len(doc_ids)) if doc_ids[i] not in needed][: max(0, max_docs - len(keep))]
         keep.sort()
         doc_ids, doc_texts = [doc_ids[i] for i in keep], [doc_texts[i] for i in keep]
-    keys = encoder.encode(doc_texts)  # (n_docs, d)
-    qv = encoder.encode(q_texts)  # (n_q, d)
-    table = SoftTable(keys, ids=doc_ids, metric="cosine")
     subsets = None
     fitted = fit_report = None
+    chosen: dict[str, Any] = {}
     if train is not None:
         tr_ids, tr_texts, tr_qrels = train
         subsets = {"unseen": unseen_queries({q: qrels[q] for q in q_ids}, tr_qrels)}
+    if model != "dense":
+        need_train = train is not None and (model == "hybrid")
+        enc = _beir_models.encode_beir(model, doc_ids, doc_texts,
+                                       {"test": q_texts, **({"train": tr_texts} if need_train else {})}, encoder)
+        qv = enc.queries["test"]
+        table = _beir_models.build_table(enc)
+        if need_train:
+            chosen["baseline"] = _beir_models.select_beta(enc, enc.queries["train"], tr_ids, tr_qrels, folds=folds)
+            table = _beir_models.build_table(enc, chosen["baseline"].chosen["beta"])
+        baseline = evaluate_table(table, qv, q_ids, qrels, subsets=subsets, mode=mode)
+        if fit is not None:
+            fitted_table, chosen["fitted"] = _beir_models.select_fit(enc, table, enc.queries["train"], tr_ids,
+                                                                     tr_qrels, folds=folds)
+            fitted = evaluate_table(fitted_table, qv, q_ids, qrels, subsets=subsets, mode=mode)
+        return BeirReport(baseline, fitted, time.perf_counter() - t0, None,
+                          _slice_info(max_docs, max_queries, doc_ids, n_docs_total, q_ids, n_queries_total),
+                          model, chosen)
+    keys = encoder.encode(doc_texts)  # (n_docs, d)
+    qv = encoder.encode(q_texts)  # (n_q, d)
+    table = SoftTable(keys, ids=doc_ids, metric="cosine")
     baseline = evaluate_table(table, qv, q_ids, qrels, subsets=subsets, mode=mode)
-    if train is not None:
+    if fit is not None:
         known = set(table.ids)
         targets = [[d for d, r in tr_qrels[q].items() if r > 0 and d in known] for q in tr_ids]
         usable = [i for i, t in enumerate(targets) if t]  # a query needs a relevant row to learn from
@@ -341,8 +387,12 @@ def evaluate_beir(
         fitted_table, fit_report = fit_beir_projection(table, tv, [targets[i] for i in usable],
                                                        **dict(fit_options or {}))
         fitted = evaluate_table(fitted_table, qv, q_ids, qrels, subsets=subsets, mode=mode)
-    sliced = None
-    if max_docs is not None or max_queries is not None:
-        sliced = {"max_docs": max_docs, "max_queries": max_queries, "docs": len(doc_ids),
-                  "docs_total": n_docs_total, "queries": len(q_ids), "queries_total": n_queries_total}
+    sliced = _slice_info(max_docs, max_queries, doc_ids, n_docs_total, q_ids, n_queries_total)
     return BeirReport(baseline, fitted, time.perf_counter() - t0, fit_report, sliced)
+
+
+def _slice_info(max_docs, max_queries, doc_ids, n_docs_total, q_ids, n_queries_total) -> dict | None:
+    if max_docs is None and max_queries is None:
+        return None
+    return {"max_docs": max_docs, "max_queries": max_queries, "docs": len(doc_ids),
+            "docs_total": n_docs_total, "queries": len(q_ids), "queries_total": n_queries_total}
