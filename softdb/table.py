@@ -413,6 +413,9 @@ class SoftTable(ProjectedMode):
             if self._query_w is not None:  # a fitted hybrid projects its first query block
                 q = _keys.Blocks([(q[0] @ self._query_w).astype(self._dtype), *q[1:]])
             return q, single
+        if sp.issparse(queries):
+            raise TypeError("sparse queries need sparse keys; this table's keys are dense; "
+                            "hint: queries.toarray(), or build the table from CSR keys")
         q = _checks.as_matrix(queries, "queries", dtype=self._dtype, allow_1d=True)
         single = q.ndim == 1
         q = q[None, :] if single else q
