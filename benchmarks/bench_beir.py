@@ -1,6 +1,12 @@
-"""Reproduce the README's quality table on a BEIR folder (default: SciFact).
+"""Reproduce the README's quality tables on a BEIR folder (default: SciFact).
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_beir.py [BEIR_DIR] [--candidates] [--markdown]
+
+Keyword and meaning (README, first table): frozen MiniLM, BM25 (softdb's sparse keys, and
+bm25s itself with the same settings in the same run), the hybrid cos + β·BM25 with β chosen
+by 5-fold cross-validation on train, and the fitted hybrid whose fit is chosen the same way
+(`softdb._beir_models`); then BM25 retrieval speed, queries/s of `SoftTable.search` against
+`bm25s.BM25.retrieve` (both single-threaded, same queries, k = 10). Then the projection table:
 
 Frozen all-MiniLM-L6-v2 (soft and hard ranking), then the default fitted projection
 (`softdb.evaluate.fit_beir_projection`), on all test queries and on the test queries none
@@ -19,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softdb import SoftTable
+from softdb import SoftTable, _beir_models
 from softdb.data import resolve
 from softdb.evaluate import evaluate_table, fit_beir_projection, unseen_queries
 from softdb.text import beir_corpus, beir_qrels, beir_queries, default_encoder
@@ -62,6 +68,10 @@ def main() -> None:
     subsets = {"unseen": unseen}
     rows: list[tuple[str, dict, float]] = []
 
+    hybrid_rows = keyword_and_meaning(args.beir_dir, corpus, test_q, train_q, test_qrels, train_qrels, subsets, enc)
+    _print_table(hybrid_rows)
+    bm25_speed(corpus, test_q.texts + train_q.texts)
+
     for mode in ("soft", "hard"):
         rep = evaluate_table(table, qv, test_q.ids, test_qrels, subsets=subsets, mode=mode)
         rows.append((f"frozen MiniLM ({mode} ranking)", rep.to_dict(), 0.0))
@@ -81,19 +91,105 @@ def main() -> None:
               f"refit {fit.final.iterations} L-BFGS iterations, converged={fit.final.converged}")
         rows.append((name, rep.to_dict(), secs))
 
-    print()
-    head = "| model | nDCG@10 all | Recall@100 all | MRR@10 all | nDCG@10 unseen | fit time |"
-    print(head)
-    print("|---|---|---|---|---|---|")
-    for name, d, secs in rows:
-        a, u = d["all"], d["unseen"]
-        print(f"| {name} | {a['ndcg@10']:.4f} | {a['recall@100']:.4f} | {a['mrr@10']:.4f} | "
-              f"{u['ndcg@10']:.4f} | {f'{secs:.0f} s' if secs else '–'} |")
+    _print_table(rows)
     n_all, n_unseen = rows[0][1]["all"]["queries"], rows[0][1]["unseen"]["queries"]
     print(f"\n{n_all} test queries, {n_unseen} with unseen documents; {platform.processor() or platform.machine()}, "
           f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
-        Path(args.json).write_text(json.dumps({name: d for name, d, _ in rows}, indent=2))
+        Path(args.json).write_text(json.dumps({name: d for name, d, _ in hybrid_rows + rows}, indent=2))
+
+
+def _print_table(rows: list[tuple[str, dict, float]]) -> None:
+    print()
+    print("| model | nDCG@10 all | Recall@100 all | MRR@10 all | nDCG@10 unseen | fit time |")
+    print("|---|---|---|---|---|---|")
+    for name, d, secs in rows:
+        a, u = d["all"], d["unseen"]
+        print(f"| {name} | {a['ndcg@10']:.4f} | {a['recall@100']:.4f} | {a['mrr@10']:.4f} | "
+              f"{u['ndcg@10']:.4f} | {f'{secs:.0f} s' if secs else '–'} |", flush=True)
+
+
+def _bm25s_run(corpus, test_q, k: int = 100) -> dict:
+    """bm25s's own Lucene BM25 (k1 1.2, b 0.75, English stopwords, Snowball stemmer): a trec run."""
+    import bm25s
+    import Stemmer
+
+    stem = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+    retriever.index(bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stem, show_progress=False),
+                    show_progress=False)
+    res = retriever.retrieve(bm25s.tokenize(test_q.texts, stopwords="en", stemmer=stem, show_progress=False),
+                             k=k, show_progress=False)
+    ids = np.asarray(corpus.ids)
+    return {q: dict(zip(ids[res.documents[i]].tolist(), res.scores[i].astype(float).tolist()))
+            for i, q in enumerate(test_q.ids)}
+
+
+def keyword_and_meaning(beir_dir, corpus, test_q, train_q, test_qrels, train_qrels, subsets, dense_encoder):
+    """Rows of the first README table: dense, BM25 (softdb, bm25s), hybrid, fitted hybrid."""
+    from softdb.evaluate import summarize, trec_eval
+
+    out: list[tuple[str, dict, float]] = []
+    texts = {"test": test_q.texts, "train": train_q.texts}
+    for model in ("dense", "bm25"):
+        enc = _beir_models.encode_beir(model, corpus.ids, corpus.texts, texts, dense_encoder)
+        rep = evaluate_table(_beir_models.build_table(enc), enc.queries["test"], test_q.ids, test_qrels,
+                             subsets=subsets, mode="hard")
+        out.append((f"{'frozen MiniLM, cosine' if model == 'dense' else 'BM25, softdb sparse keys'}", rep.to_dict(), 0.0))
+    per_query = trec_eval(test_qrels, _bm25s_run(corpus, test_q))
+    ref = {"all": summarize(per_query).to_dict(), "unseen": summarize(per_query, subsets["unseen"]).to_dict()}
+    out.append(("BM25, bm25s itself (same settings, same run)", ref, 0.0))
+    enc = _beir_models.encode_beir("hybrid", corpus.ids, corpus.texts, texts, dense_encoder)
+    t1 = time.perf_counter()
+    sel = _beir_models.select_beta(enc, enc.queries["train"], train_q.ids, train_qrels)
+    beta = sel.chosen["beta"]
+    print("hybrid β by 5-fold CV on train: " + ", ".join(f"{c.name} {c.all:.4f}/{c.unseen:.4f}" for c in sel.cv)
+          + f" -> β = {beta:g}", flush=True)
+    base = _beir_models.build_table(enc, beta)
+    rep = evaluate_table(base, enc.queries["test"], test_q.ids, test_qrels, subsets=subsets, mode="hard")
+    out.append((f"hybrid cos + {beta:g}·BM25 (β by CV on train)", rep.to_dict(), 0.0))
+    fitted, fsel = _beir_models.select_fit(enc, base, enc.queries["train"], train_q.ids, train_qrels)
+    secs = time.perf_counter() - t1
+    print("fitted hybrid, 5-fold CV on train (all / unseen): "
+          + "; ".join(f"{c.name} {c.all:.4f}/{c.unseen:.4f}" for c in fsel.cv)
+          + f" -> {fsel.chosen['fit']}", flush=True)
+    rep = evaluate_table(fitted, enc.queries["test"], test_q.ids, test_qrels, subsets=subsets, mode="hard")
+    out.append((f"fitted hybrid, chosen by CV: {fsel.chosen['fit']}", rep.to_dict(), secs))
+    return out
+
+
+def bm25_speed(corpus, query_texts, repeats: int = 5) -> None:
+    """Queries/s of BM25 top-10 search: softdb's sparse keys vs bm25s.BM25.retrieve, one thread each."""
+    import bm25s
+    import Stemmer
+
+    from softdb.text import BM25Encoder
+
+    enc = BM25Encoder()
+    table = SoftTable(enc.encode_corpus(corpus.texts), temperature=1.0)
+    stem = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+    retriever.index(bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stem, show_progress=False),
+                    show_progress=False)
+    q_ours = enc.encode(query_texts)  # (m, V) term counts
+    q_theirs = bm25s.tokenize(query_texts, stopwords="en", stemmer=stem, show_progress=False)
+
+    def median(f) -> float:
+        f()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return float(np.median(times))
+
+    a = median(lambda: table.search(q_ours, k=10))
+    b = median(lambda: retriever.retrieve(q_theirs, k=10, show_progress=False, n_threads=0))
+    m = len(query_texts)
+    print(f"\nBM25 top-10 retrieval, {m} queries x {len(corpus)} documents, one thread each (median of {repeats}):")
+    print(f"| method | queries/s | x bm25s |\n|---|---|---|")
+    print(f"| softdb SoftTable.search (CSR keys, full-table weights) | {m / a:.0f} | {b / a:.2f} |")
+    print(f"| bm25s BM25.retrieve (backend {retriever.backend}) | {m / b:.0f} | 1.00 |", flush=True)
 
 
 if __name__ == "__main__":
