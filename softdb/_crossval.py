@@ -41,8 +41,11 @@ class CVScore:
     folds: tuple = field(default=(), repr=False)  # ((all, unseen), …) per fold
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "options": self.options, "cv_ndcg@10": round(self.all, 4),
-                "cv_ndcg@10_unseen": round(self.unseen, 4)}
+        def value(x: float) -> float | None:  # JSON null where a mean has no query
+            return round(x, 4) if np.isfinite(x) else None
+
+        return {"name": self.name, "options": self.options, "cv_ndcg@10": value(self.all),
+                "cv_ndcg@10_unseen": value(self.unseen)}
 
 
 def kfold(m: int, k: int = DEFAULT_FOLDS, seed: int = 0) -> list[np.ndarray]:

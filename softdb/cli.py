@@ -104,13 +104,21 @@ def _build_parser() -> argparse.ArgumentParser:
                         description="Build a table from a corpus and save it: build once, query many times.")
     ix.add_argument("corpus", help="'stdlib', a folder, a .jsonl/.csv file, or a BEIR folder")
     ix.add_argument("-o", "--output", required=True, help="the table folder to write")
+    ix.add_argument("--model", choices=["dense", "bm25", "hybrid"], default="dense",
+                    help="dense: MiniLM (default); bm25: sparse BM25 keys; hybrid: [MiniLM | BM25] blocks, "
+                    "scored cos + 0.05·BM25")
     _add_column_options(ix)
 
     ev = sub.add_parser("eval", help="evaluate search on a BEIR folder (nDCG@10, Recall@100, MRR@10)",
                         description="Evaluate frozen (and fitted) search on BEIR-format data with trec_eval.")
     ev.add_argument("beir_dir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or a name of `softdb data list`")
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
-    ev.add_argument("--fit", metavar="SPLIT", help="fit a projection on this split (e.g. train)")
+    ev.add_argument("--fit", metavar="SPLIT", help="fit on this split (e.g. train): a projection (dense), "
+                    "or the hybrid's blend and W_Q, chosen by cross-validation on it")
+    ev.add_argument("--model", choices=["dense", "bm25", "hybrid"], default="dense",
+                    help="dense: MiniLM (default); bm25: Lucene BM25; hybrid: cos + β·BM25, β chosen by "
+                    "cross-validation on the train split")
+    ev.add_argument("--folds", type=_positive_int, default=5, help="folds of that cross-validation (default 5)")
     ev.add_argument("--mode", choices=["soft", "hard"], default="soft")
     ev.add_argument("--max-docs", type=_positive_int,
                     help="evaluate on a slice of the corpus (the output says it is a slice)")
@@ -149,14 +157,16 @@ def _note(message: str) -> None:
     print(f"softdb: note: {message}", file=sys.stderr)
 
 
-def _text_table(spec: str, text_column: str | None = None, id_column: str | None = None) -> Any:
+def _text_table(spec: str, text_column: str | None = None, id_column: str | None = None,
+                model: str = "dense") -> Any:
     from .table import SoftTable
     from .text import load_corpus
 
     corpus = load_corpus(data.resolve(spec), text_column=text_column, id_column=id_column)
     if corpus.skipped:
         _warn(f"{corpus.skipped_message()} (in {spec})")
-    return SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
+    return SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads,
+                                encoder=None if model == "dense" else model)
 
 
 def _load_table(path: str, *, verify: bool = True) -> Any:
@@ -357,7 +367,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_index(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    table = _text_table(args.corpus, args.text_column, args.id_column)
+    table = _text_table(args.corpus, args.text_column, args.id_column, args.model)
     table.save(args.output)
     print(f"indexed {len(table)} rows from {args.corpus!r} into {args.output} "
           f"({table.dim}-d keys, encoder {table.encoder.name}) in {time.perf_counter() - t0:.1f} s")
@@ -371,8 +381,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not os.path.isdir(args.beir_dir):
         raise FileNotFoundError(f"no BEIR folder at {args.beir_dir!r}; hint: it must hold corpus.jsonl, "
                                 "queries.jsonl and qrels/<split>.tsv")
+    if args.folds < 2:
+        raise UserError(f"--folds must be at least 2 for cross-validation, got {args.folds}")
     report = evaluate_beir(args.beir_dir, split=args.split, fit=args.fit, mode=args.mode,
-                           max_docs=args.max_docs, max_queries=args.max_queries)
+                           max_docs=args.max_docs, max_queries=args.max_queries, model=args.model,
+                           folds=args.folds)
     result = report.to_dict()
     if args.json:
         print(dumps(result))
@@ -403,7 +416,14 @@ def _print_eval(result: dict[str, Any], args: argparse.Namespace) -> None:
                   f"{_metric(m['recall@100'], 10)} {_metric(m['mrr@10'], 7)}")
     if any(m["queries"] == 0 for model in ("baseline", "fitted") for m in result.get(model, {}).values()):
         print("(— : a subset with no queries has no mean)")
-    print(f"\n{args.split} split of {args.beir_dir}, mode {args.mode}; took {result['seconds']:.1f} s")
+    for stage, sel in result.get("chosen", {}).items():
+        picked = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in sel.items()
+                           if k not in ("cv", "folds"))
+        print(f"\n{stage}: chosen by {sel['folds']}-fold cross-validation on the train split: {picked}")
+        for c in sel["cv"]:
+            print(f"  {c['name']:<16} CV nDCG@10 {c['cv_ndcg@10']:.4f}   unseen {_metric(c['cv_ndcg@10_unseen'], 6)}")
+    print(f"\n{args.split} split of {args.beir_dir}, model {result['model']}, mode {args.mode}; "
+          f"took {result['seconds']:.1f} s")
     if result.get("slice"):
         print(_slice_line(result["slice"]))
 

@@ -174,13 +174,18 @@ def weight_stats(table: SoftTable, queries: Any, *, temperature: float | None = 
     >>> rows.round(2), bool(np.isclose(entropy[1], np.log(3)))
     (array([1.69, 3.  ]), True)
     """
-    q = np.asarray(queries)
-    m = len(q)
+    import scipy.sparse as sp
+
+    blocks = isinstance(queries, list | tuple) and bool(queries) and all(
+        sp.issparse(b) or np.ndim(b) == 2 for b in queries)  # one query matrix per key block
+    q = queries if blocks or sp.issparse(queries) else np.asarray(queries)
+    m = q[0].shape[0] if blocks else q.shape[0]
     step = max(1, min(m, max_cells // max(len(table), 1)))
     entropy = np.empty(m, np.float64)  # (m,)
     effective = np.empty(m, np.float64)  # (m,)
     for start in range(0, m, step):
-        w = np.asarray(table.weights(q[start:start + step], temperature=temperature), np.float64)  # (b, n)
+        part = [x[start:start + step] for x in q] if blocks else q[start:start + step]
+        w = np.asarray(table.weights(part, temperature=temperature), np.float64)  # (b, n)
         logw = np.log(np.where(w > 0, w, 1.0))  # (b, n); 0 log 0 = 0
         entropy[start:start + step] = -(w * logw).sum(axis=1)  # (b,)
         effective[start:start + step] = 1.0 / (w * w).sum(axis=1)  # (b,)
