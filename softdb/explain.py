@@ -66,6 +66,8 @@ class Explanation:
     hard: np.ndarray
     soft_nearest: Any
     soft_hard_cosine: float
+    blocks: tuple = ()  # block tables: (name, weight) of each block
+    block_scores: tuple = ()  # block tables: per hit, each block's raw score (score = Σ weight · raw)
 
     def __str__(self) -> str:
         lines = [f"query: {self.query}", "",
@@ -73,6 +75,10 @@ class Explanation:
         for r, (i, s, w, p) in enumerate(zip(self.ids, self.scores, self.weights, self.payloads), 1):
             bar = "█" * int(round(w * 20))
             lines.append(f"{r:>4}  {str(i)[:34]:<34} {s:>7.3f} {w:>7.3f}  {bar} {snippet(p, 50)}")
+            if self.block_scores and i is not None:
+                lines.append(f"{'':>6}{'':<34} = " + " + ".join(
+                    (f"{raw * bw:.3g} {name}" if bw == 1 else f"{bw:.3g} × {raw:.3g} {name}")
+                    for (name, bw), raw in zip(self.blocks, self.block_scores[r - 1])))
         lines += [
             "",
             f"temperature {self.temperature:g}: the top {len(self.ids)} rows hold {self.covered:.1%} of the weight",
@@ -129,10 +135,22 @@ def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | No
     soft = table.lookup(query, temperature=temperature)  # (d_v,)
     hard = table.lookup(query, mode="hard")  # (d_v,)
     values = table.values
-    vn = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-30)  # (n, d_v)
     sn = soft / max(float(np.linalg.norm(soft)), 1e-30)
     hn = hard / max(float(np.linalg.norm(hard)), 1e-30)
-    nearest = table.ids[int(np.argmax(vn @ sn))]
+    import scipy.sparse as sp
+
+    if sp.issparse(values):  # no dense copy: cosine to each row from sparse products
+        norms = np.sqrt(np.asarray(values.multiply(values).sum(axis=1)).ravel())  # (n,)
+        sims = np.asarray(values @ sn).ravel() / np.maximum(norms, 1e-30)  # (n,)
+    else:
+        sims = (values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-30)) @ sn  # (n,)
+    nearest = table.ids[int(np.argmax(sims))]
+    blocks, parts = (), ()
+    if table.key_kind == "blocks":
+        names = _block_names(table)
+        blocks = tuple(zip(names, table.block_weights))
+        found = hits.rows[hits.rows >= 0]
+        parts = tuple(tuple(float(x) for x in row) for row in table.block_scores(query, found))
     pays = [None] * k if hits.payloads is None else list(hits.payloads)
     return Explanation(
         query=query if isinstance(query, str) else np.array2string(np.asarray(query), precision=3, threshold=8),
@@ -140,7 +158,19 @@ def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | No
         payloads=pays, temperature=table.temperature if temperature is None else float(temperature),
         entropy=entropy, effective_rows=float(1.0 / (w @ w)), covered=float(hits.weights.sum()),
         soft=soft, hard=hard, soft_nearest=nearest, soft_hard_cosine=float(sn @ hn),
+        blocks=blocks, block_scores=parts,
     )
+
+
+def _block_names(table: SoftTable) -> list[str]:
+    """"dense" / "bm25" for a hybrid text table, else each block's kind and index."""
+    from .text._hybrid import HybridEncoder
+
+    if isinstance(table.encoder, HybridEncoder):
+        return ["dense", "bm25"]
+    import scipy.sparse as sp
+
+    return [f"{'sparse' if sp.issparse(k) else 'dense'}{i}" for i, k in enumerate(table.keys)]
 
 
 def weight_stats(table: SoftTable, queries: Any, *, temperature: float | None = None,

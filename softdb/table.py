@@ -470,6 +470,31 @@ class SoftTable(ProjectedMode):
             return out[0]
         return out  # sparse and block queries stay 2-D; _queries marks one text as single
 
+    def block_scores(self, query: Any, rows: Any) -> np.ndarray:
+        """Each key block's raw score q_b·k_b of one query against some rows: (len(rows), n_blocks).
+
+        A row's score is ``block_scores @ block_weights``; explain shows the parts.
+
+        Examples
+        --------
+        >>> import scipy.sparse as sp
+        >>> t = SoftTable([np.eye(2, dtype=np.float32), sp.csr_matrix(np.array([[0, 4], [2, 0]], np.float32))],
+        ...               block_weights=[1.0, 0.5])
+        >>> t.block_scores([np.array([1, 0], np.float32), sp.csr_matrix(np.array([[0, 1]], np.float32))], [0, 1])
+        array([[1., 4.],
+               [0., 0.]])
+        """
+        if self._kind != "blocks":
+            raise ValueError(f"block_scores needs block keys, but this table's keys are {self._kind}")
+        r = self._rows
+        q, _ = self._queries(query, r)
+        idx = np.asarray(rows, np.int64)  # (k,)
+        out = np.zeros((len(idx), len(r.keys)))  # (k, n_blocks)
+        for b, (qb, kb) in enumerate(zip(q, r.keys)):
+            s = kb[idx] @ qb[:1].T  # (k, 1)
+            out[:, b] = (s.toarray() if sp.issparse(s) else np.asarray(s)).ravel()
+        return out
+
     def _tau(self, temperature: float | None) -> float:
         return self.temperature if temperature is None else _checks.as_temperature(temperature)
 
