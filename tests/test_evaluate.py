@@ -72,7 +72,7 @@ def test_beir_pipeline_on_a_scifact_slice(minilm):
     assert 0 < len(unseen) < len(qrels)  # the slice keeps both kinds of test query
     report = evaluate_beir(str(SCIFACT), split="test", fit="train", encoder=minilm)
     out = report.to_dict()
-    assert set(out) == {"baseline", "fitted", "slice", "seconds"}
+    assert set(out) == {"model", "baseline", "fitted", "slice", "seconds"} and out["model"] == "dense"
     for model in ("baseline", "fitted"):
         assert set(out[model]) == {"all", "unseen"}
         assert out[model]["all"]["queries"] == len(qrels)
@@ -119,11 +119,19 @@ def test_eval_json_has_exactly_the_documented_shape(tmp_path, capsys, monkeypatc
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td4\t1\r\n")
     assert main(["eval", str(root), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"baseline", "slice", "seconds"} and set(out["baseline"]) == {"all"}
+    # a train split exists, so the unseen-document figures are there without --fit too
+    assert set(out) == {"model", "baseline", "slice", "seconds"} and set(out["baseline"]) == {"all", "unseen"}
     assert out["slice"] is None  # the whole split
     assert set(out["baseline"]["all"]) == {"ndcg@10", "recall@100", "mrr@10", "queries"}
     assert out["baseline"]["all"]["queries"] == 2
     assert main(["eval", str(root), "--fit", "train", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"baseline", "fitted", "slice", "seconds"}
+    assert set(out) == {"model", "baseline", "fitted", "slice", "seconds"}
     assert set(out["fitted"]) == {"all", "unseen"} and out["fitted"]["unseen"]["queries"] == 2
+    # the hybrid adds what it chose on train, with every candidate's cross-validated score
+    assert main(["eval", str(root), "--model", "hybrid", "--folds", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"model", "baseline", "chosen", "slice", "seconds"} and out["model"] == "hybrid"
+    assert set(out["baseline"]) == {"all", "unseen"} and set(out["chosen"]) == {"baseline"}
+    chosen = out["chosen"]["baseline"]
+    assert chosen["folds"] == 2 and chosen["beta"] in [c["options"]["beta"] for c in chosen["cv"]]
