@@ -303,7 +303,9 @@ def evaluate_beir(
         Evaluate on a slice (the documents relevant to the kept queries are always
         kept): for quick checks and CI. Published figures use the whole split.
     fit_options : mapping, optional
-        Passed to :func:`softdb.projection.fit_beir_projection` (model "dense").
+        Passed to :func:`softdb.projection.fit_beir_projection` (model "dense"); for
+        "hybrid", ``{"candidates": {name: SoftTable.fit options}}`` replaces the
+        cross-validated fits (default :data:`softdb._beir_models.FIT_CANDIDATES`).
     model : {"dense", "bm25", "hybrid"}
         Frozen MiniLM, Lucene BM25, or [MiniLM | BM25] block keys scored
         cos + β·BM25 (see :mod:`softdb._beir_models`). Whenever the folder has a
@@ -369,8 +371,9 @@ def evaluate_beir(
             table = _beir_models.build_table(enc, chosen["baseline"].chosen["beta"])
         baseline = evaluate_table(table, qv, q_ids, qrels, subsets=subsets, mode=mode)
         if fit is not None:
-            fitted_table, chosen["fitted"] = _beir_models.select_fit(enc, table, enc.queries["train"], tr_ids,
-                                                                     tr_qrels, folds=folds)
+            fitted_table, chosen["fitted"] = _beir_models.select_fit(
+                enc, table, enc.queries["train"], tr_ids, tr_qrels, folds=folds,
+                candidates=(fit_options or {}).get("candidates"))
             fitted = evaluate_table(fitted_table, qv, q_ids, qrels, subsets=subsets, mode=mode)
         return BeirReport(baseline, fitted, time.perf_counter() - t0, None,
                           _slice_info(max_docs, max_queries, doc_ids, n_docs_total, q_ids, n_queries_total),
