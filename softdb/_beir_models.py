@@ -32,11 +32,13 @@ MODELS = ("dense", "bm25", "hybrid")
 #: β values cross-validated for ``cos + β·BM25``.
 BETA_GRID = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15)
 #: Fits cross-validated for ``--fit`` on a hybrid table (name -> SoftTable.fit options).
+#: "temperature" sets τ before the fit (the W_Q fits keep it; the blend fit learns it).
 FIT_CANDIDATES: dict[str, dict[str, Any]] = {
     "blend (β, τ)": {"learn": ("tau", "weights")},
-    "W_Q, λ 0.03": {"learn": ("q",), "reg": 0.03},
-    "W_Q, λ 0.1": {"learn": ("q",), "reg": 0.1},
-    "W_Q, λ 0.3": {"learn": ("q",), "reg": 0.3},
+    "W_Q, τ 0.05, λ 0.03": {"learn": ("q",), "reg": 0.03},
+    "W_Q, τ 0.05, λ 0.1": {"learn": ("q",), "reg": 0.1},
+    "W_Q, τ 0.02, λ 0.03": {"learn": ("q",), "reg": 0.03, "temperature": 0.02},
+    "W_Q, τ 0.02, λ 0.1": {"learn": ("q",), "reg": 0.1, "temperature": 0.02},
 }
 HYBRID_TAU = 0.05
 DENSE_TAU = 0.05
@@ -144,8 +146,10 @@ def select_beta(enc: Encoded, train_queries: Any, train_ids: Sequence[str], trai
 
 
 def _fitted(base: SoftTable, X: Any, targets: list, options: Mapping[str, Any]) -> SoftTable:
-    t = SoftTable(base.keys, ids=base.ids, block_weights=base.block_weights, temperature=base.temperature)
-    t.fit(X, targets, **dict(options))
+    opts = dict(options)
+    tau = opts.pop("temperature", base.temperature)
+    t = SoftTable(base.keys, ids=base.ids, block_weights=base.block_weights, temperature=tau)
+    t.fit(X, targets, **opts)
     return t
 
 
