@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from . import __version__
+from . import __version__, _cli_data, data
 from ._json import dumps
 
 __all__ = ["main"]
@@ -86,7 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="also read queries from FILE, one per line (blank lines skipped; '-' = stdin)")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--corpus", default="stdlib",
-                     help="'stdlib' (default), a folder of .txt/.md files, a .jsonl/.csv file, or a BEIR folder")
+                     help="'stdlib' (default), a folder of .txt/.md files, a .jsonl/.csv file, a BEIR folder or name")
     src.add_argument("--table", help="a table folder written by `softdb index`")
     _add_column_options(s)
     s.add_argument("-k", type=_positive_int, default=5,
@@ -108,7 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate search on a BEIR folder (nDCG@10, Recall@100, MRR@10)",
                         description="Evaluate frozen (and fitted) search on BEIR-format data with trec_eval.")
-    ev.add_argument("beir_dir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    ev.add_argument("beir_dir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or a name of `softdb data list`")
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
     ev.add_argument("--fit", metavar="SPLIT", help="fit a projection on this split (e.g. train)")
     ev.add_argument("--mode", choices=["soft", "hard"], default="soft")
@@ -124,6 +124,7 @@ def _build_parser() -> argparse.ArgumentParser:
         pass
     else:
         _cli_intuitions.add_parser(sub)
+    _cli_data.add_parser(sub)
     return parser
 
 
@@ -152,7 +153,7 @@ def _text_table(spec: str, text_column: str | None = None, id_column: str | None
     from .table import SoftTable
     from .text import load_corpus
 
-    corpus = load_corpus(spec, text_column=text_column, id_column=id_column)
+    corpus = load_corpus(data.resolve(spec), text_column=text_column, id_column=id_column)
     if corpus.skipped:
         _warn(f"{corpus.skipped_message()} (in {spec})")
     return SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
@@ -366,6 +367,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_beir
 
+    args.beir_dir = data.resolve(args.beir_dir)  # a name of `softdb data list`, or a folder
     if not os.path.isdir(args.beir_dir):
         raise FileNotFoundError(f"no BEIR folder at {args.beir_dir!r}; hint: it must hold corpus.jsonl, "
                                 "queries.jsonl and qrels/<split>.tsv")
@@ -406,7 +408,7 @@ def _print_eval(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(_slice_line(result["slice"]))
 
 
-COMMANDS = {"demo": _cmd_demo, "search": _cmd_search, "index": _cmd_index, "eval": _cmd_eval}
+COMMANDS = {"demo": _cmd_demo, "search": _cmd_search, "index": _cmd_index, "eval": _cmd_eval, "data": _cli_data.run}
 
 
 def main(argv: list[str] | None = None) -> int:
