@@ -440,5 +440,14 @@ def test_fit_report_repr_is_short():
 
 def test_readme_says_to_activate_the_venv():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    first_bare = readme.index("\nsoftdb search ")
+    first_bare = re.search(r"^softdb (demo|search|index|eval|data|intuitions)\b", readme, re.M).start()
     assert ". .venv/bin/activate" in readme[:first_bare]
+
+
+def test_queries_from_stdin(notes_table, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("yellow bananas\ncats at night\n"))
+    code, out, err = run(capsys, "search", "--queries", "-", "--table", notes_table, "-k", "1", "--json")
+    assert code == 0, err
+    assert [strict_loads(line)["query"] for line in out.splitlines()] == ["yellow bananas", "cats at night"]
