@@ -304,6 +304,8 @@ def test_cli_errors_exit_2_without_traceback(capsys, tmp_path):
                                        "(a mirror must serve the same zip under the same name)\n")
     assert main(["data", "get", "nope"]) == 2
     assert "softdb: error: unknown data set 'nope'" in capsys.readouterr().err
+    assert main(["search", "a claim", "--corpus", "fiqa"]) == 2  # --corpus takes names too
+    assert capsys.readouterr().err.startswith("softdb: error: data set 'fiqa' has not been downloaded (looked in ")
     with pytest.raises(SystemExit) as exc:
         main(["data"])
     assert exc.value.code == 2 and "softdb: error:" in capsys.readouterr().err
