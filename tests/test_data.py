@@ -337,3 +337,20 @@ def test_a_foreign_folder_at_the_target_is_left_alone(monkeypatch, tmp_path):
         with pytest.raises(data.DataError, match=re.escape(f"cannot move the unpacked data into {target}: ")):
             data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
     assert leftovers(tmp_path / "d") == ["scifact", "scifact/notes.txt"]
+
+
+@pytest.mark.parametrize("with_tqdm", [True, False])
+def test_progress_bar_with_or_without_tqdm(monkeypatch, capsys, tmp_path, with_tqdm):
+    import sys
+
+    blob = beir_zip()
+    publish(monkeypatch, blob)
+    if not with_tqdm:
+        monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` now raises ImportError
+    with Server({"/scifact.zip": blob}) as srv:
+        data.get("scifact", dir=tmp_path, url=srv.url("/scifact.zip"), timeout=5)
+    err = capsys.readouterr().err
+    if with_tqdm:
+        assert "scifact.zip: 100%" in err
+    else:
+        assert err == f"downloading scifact.zip ({len(blob) / 1e6:.1f} MB) ...\n"
