@@ -204,7 +204,7 @@ def _download(url: str, out: BinaryIO, *, timeout: float, label: str, progress: 
         response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) or file
     except urllib.error.HTTPError as exc:
         raise DataError(f"{url} answered HTTP {exc.code} {exc.reason}; check the address "
-                        "(a mirror must serve the same zip under the same name)") from None
+                        "(--url must name the zip itself, e.g. https://mirror/beir/scifact.zip)") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):

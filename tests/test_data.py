@@ -134,6 +134,14 @@ def test_get_into_dir(monkeypatch, tmp_path):
     assert path == tmp_path / "mine" / "scifact" and (path / "qrels" / "train.tsv").is_file()
 
 
+def test_get_from_a_file_url(monkeypatch, tmp_path):
+    blob = beir_zip()
+    publish(monkeypatch, blob)
+    (tmp_path / "scifact.zip").write_bytes(blob)
+    path = data.get("scifact", dir=tmp_path / "d", url=(tmp_path / "scifact.zip").as_uri(), progress=False)
+    assert (path / "corpus.jsonl").read_bytes() == (SLICE / "corpus.jsonl").read_bytes()
+
+
 def test_a_mirror_serving_another_zip_is_refused_by_beirs_md5(tmp_path):
     blob = beir_zip()  # not BEIR's scifact.zip: the published md5 does not match
     want = data.DATASETS["scifact"].md5
@@ -171,7 +179,8 @@ def test_a_truncated_download_leaves_nothing_behind(monkeypatch, tmp_path):
 def test_http_404(tmp_path):
     with Server({}) as srv:
         url = srv.url("/nowhere/scifact.zip")
-        msg = f"{url} answered HTTP 404 Not Found; check the address (a mirror must serve the same zip under the same name)"
+        msg = (f"{url} answered HTTP 404 Not Found; check the address "
+               "(--url must name the zip itself, e.g. https://mirror/beir/scifact.zip)")
         with pytest.raises(data.DataError, match=re.escape(msg)):
             data.get("scifact", dir=tmp_path / "d", url=url, timeout=5, progress=False)
     assert leftovers(tmp_path / "d") == []
@@ -301,7 +310,7 @@ def test_cli_errors_exit_2_without_traceback(capsys, tmp_path):
         url = srv.url("/scifact.zip")
         assert main(["data", "get", "scifact", "--url", url, "--dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"softdb: error: {url} answered HTTP 404 Not Found; check the address "
-                                       "(a mirror must serve the same zip under the same name)\n")
+                                       "(--url must name the zip itself, e.g. https://mirror/beir/scifact.zip)\n")
     assert main(["data", "get", "nope"]) == 2
     assert "softdb: error: unknown data set 'nope'" in capsys.readouterr().err
     assert main(["search", "a claim", "--corpus", "fiqa"]) == 2  # --corpus takes names too
