@@ -221,10 +221,11 @@ def _download(url: str, out: BinaryIO, *, timeout: float, label: str, progress: 
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         update, close = _progress(total, label, progress)
+        read = getattr(response, "read1", response.read)  # what has arrived, not a full chunk
         try:
             while True:
                 try:
-                    chunk = response.read(_CHUNK)
+                    chunk = read(_CHUNK)
                 except (socket.timeout, TimeoutError):
                     raise DataError(f"{url} stopped sending after {written} bytes (nothing for {timeout:g} s); "
                                     "try again") from None

@@ -363,3 +363,26 @@ def test_progress_bar_with_or_without_tqdm(monkeypatch, capsys, tmp_path, with_t
         assert "scifact.zip: 100%" in err
     else:
         assert err == f"downloading scifact.zip ({len(blob) / 1e6:.1f} MB) ...\n"
+
+
+def test_a_server_that_stalls_mid_download_fails_after_the_timeout(tmp_path):
+    done = threading.Event()
+
+    def stall(server: socket.socket) -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10)
+            done.wait(10)  # then say nothing more
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        worker = threading.Thread(target=stall, args=(server,), daemon=True)
+        worker.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/scifact.zip"
+        try:
+            with pytest.raises(data.DataError, match=re.escape(f"{url} stopped sending after 10 bytes (nothing for 0.3 s)")):
+                data.get("scifact", dir=tmp_path / "d", url=url, timeout=0.3, progress=False)
+        finally:
+            done.set()
+            worker.join(5)
+    assert leftovers(tmp_path / "d") == []
