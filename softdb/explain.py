@@ -15,7 +15,12 @@ import numpy as np
 
 from ._plan import Ask
 
-__all__ = ["Explanation", "explain", "snippet"]
+__all__ = ["Explanation", "WEAK_MATCH_COSINE", "explain", "snippet", "weight_stats"]
+
+#: Below this cosine, even the best hit is called a weak match. Measured with all-MiniLM-L6-v2
+#: (benchmarks/weak_match_threshold.py): no related query (0 of 320, SciFact and stdlib) has a
+#: best hit below 0.3, while 94% of unrelated ones do (median best hit 0.21).
+WEAK_MATCH_COSINE = 0.3
 
 
 def snippet(payload: Any, width: int = 60) -> str:
@@ -150,3 +155,48 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
         soft=soft, hard=hard, soft_nearest=nearest, soft_hard_cosine=float(sn @ hn),
         projected=p.state.projection is not None,
     )
+
+
+def weight_stats(table: Any, queries: Any, *, temperature: float | None = None,
+                 max_cells: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Entropy and effective number of rows of each query's full-table weights.
+
+    One streaming pass of the query plan (memory O(m × chunk)); with several heads
+    the mean of softmaxes needs the dense weights, so those are computed for a few
+    queries at a time, at most ``max_cells`` floats.
+
+    Parameters
+    ----------
+    table : SoftTable
+    queries : array_like of shape (m, d)
+    temperature : float, optional
+    max_cells : int
+        Queries per batch × rows, at most (tables with several heads).
+
+    Returns
+    -------
+    entropy : ndarray of shape (m,)
+        −Σ w log w in nats (0 = all the weight on one row; log n = uniform).
+    effective_rows : ndarray of shape (m,)
+        1 / Σ w²: how many rows the soft answer effectively blends.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(3), [[1.0], [2.0], [3.0]], temperature=0.5)
+    >>> entropy, rows = weight_stats(t, [[1.0, 0.2, 0.0], [0.0, 0.0, 0.0]])
+    >>> rows.round(2), bool(np.isclose(entropy[1], np.log(3)))
+    (array([1.69, 3.  ]), True)
+    """
+    q = np.asarray(queries)
+    proj = table.projection
+    m = len(q)
+    step = m if proj is None or proj.heads == 1 else max(1, min(m, max_cells // max(len(table), 1)))
+    entropy = np.empty(m, np.float64)  # (m,)
+    effective = np.empty(m, np.float64)  # (m,)
+    for start in range(0, m, max(step, 1)):
+        a = table.answer(q[start:start + step], Ask(stats=True), temperature=temperature).answers
+        entropy[start:start + step] = a.entropy  # (b,)
+        effective[start:start + step] = a.effective_rows  # (b,)
+    return entropy, effective
