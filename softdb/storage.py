@@ -69,6 +69,7 @@ import numpy as np
 from . import _manifest
 
 from ._tablestate import TableState
+from ._version import __version__
 
 __all__ = ["save_state", "load_state"]
 
@@ -201,8 +202,6 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
     >>> load_state(folder).rows.ids
     ('a', 'b', 7)
     """
-    from . import __version__
-
     rows = state.rows  # one version: add/remove swap it whole, never mutate it
     target, parent, aside = _names(path)
     proj_obj = state.projection
