@@ -70,6 +70,11 @@ class FitReport:
     stopped_early: bool = False
     val_metric: str | None = None
 
+    def _repr_html_(self) -> str:
+        from .views import fit_report_html
+
+        return fit_report_html(self)
+
 
 # ------------------------------------------------------------------ targets
 def as_targets(targets: Any, m: int, index: dict, name: str = "targets") -> tuple[np.ndarray, np.ndarray]:

@@ -64,6 +64,22 @@ class Explanation:
     soft_nearest: Any
     soft_hard_cosine: float
 
+    def _repr_html_(self) -> str:
+        from .views import explanation_html
+
+        return explanation_html(self)
+
+    def to_html(self, path: Any = None) -> str:
+        """The explorer as one self-contained HTML page (inline CSS/JS/SVG, works offline).
+
+        With ``path``, also writes it there. See :mod:`softdb.views`.
+        """
+        from .views import explanation_html, write_explanation_html
+
+        if path is not None:
+            write_explanation_html(self, path)
+        return explanation_html(self, standalone=True)
+
     def __str__(self) -> str:
         lines = [f"query: {self.query}", "",
                  f"{'rank':>4}  {'id':<34} {'score':>7} {'weight':>7}  payload"]
@@ -131,10 +147,12 @@ def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | No
     hn = hard / max(float(np.linalg.norm(hard)), 1e-30)
     nearest = table.ids[int(np.argmax(vn @ sn))]
     pays = [None] * k if hits.payloads is None else list(hits.payloads)
-    return Explanation(
+    e = Explanation(
         query=query if isinstance(query, str) else np.array2string(np.asarray(query), precision=3, threshold=8),
         ids=list(hits.ids), scores=[float(s) for s in hits.scores], weights=[float(x) for x in hits.weights],
         payloads=pays, temperature=table.temperature if temperature is None else float(temperature),
         entropy=entropy, effective_rows=float(1.0 / (w @ w)), covered=float(hits.weights.sum()),
         soft=soft, hard=hard, soft_nearest=nearest, soft_hard_cosine=float(sn @ hn),
     )
+    object.__setattr__(e, "_source", (table, query))  # lets a view compute its slider grid later
+    return e

@@ -1,0 +1,225 @@
+"""The view model: what every view shows, computed once per question.
+
+Views (notebook HTML, the standalone explorer, the web app, ``softdb search
+--json``) never do maths of their own; they render the plain, JSON-able
+objects built here.
+
+- :func:`temperature_grid`: the grid of temperatures the sliders snap to.
+- :func:`grid_log_sum_exp`: log Σ_j exp(s_j / τ) over the *whole* table for every
+  τ of a grid, from one pass of the kernel, so a view re-weights its hits exactly:
+  w_j(τ) = exp(s_j / τ − lse(τ)).
+- :func:`search_record`: the one JSON object of a search (the shape of
+  ``softdb search --json`` and of the web app's ``/api/search``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..explain import Explanation
+    from ..table import SoftTable
+
+__all__ = ["TemperatureGrid", "temperature_grid", "grid_log_sum_exp", "search_record", "jsonable",
+           "STEPS_PER_OCTAVE", "OCTAVES"]
+
+#: Grid points per doubling of τ: neighbours differ by 2^(1/8) ≈ 9 %.
+STEPS_PER_OCTAVE = 8
+#: The grid spans τ0 / 2^OCTAVES .. τ0 · 2^OCTAVES (τ0 / 32 .. 32 τ0).
+OCTAVES = 5
+
+
+@dataclass(frozen=True)
+class TemperatureGrid:
+    """Temperatures a slider snaps to, with the full-table log-sum-exp at each.
+
+    Attributes
+    ----------
+    temperatures : ndarray of float64, shape (g,)
+        τ0 · 2^(i / STEPS_PER_OCTAVE) for i = -OCTAVES·STEPS .. OCTAVES·STEPS, ascending.
+    base : int
+        Index of τ0 (the explained temperature) in ``temperatures``.
+    lse : ndarray of float64, shape (g,)
+        log Σ_j exp(s_j / τ) over every row of the table, at each τ.
+    lse_half : ndarray of float64, shape (g,)
+        The same at τ / 2: Σ_j w_j(τ)² = exp(lse_half − 2 lse), so the effective number
+        of rows 1 / Σ w² is exact at every grid point too.
+    """
+
+    temperatures: np.ndarray
+    base: int
+    lse: np.ndarray
+    lse_half: np.ndarray
+
+    def effective_rows(self) -> np.ndarray:
+        """1 / Σ_j w_j(τ)² at each grid temperature, shape (g,).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> g = TemperatureGrid(np.array([1.0]), 0, np.array([np.log(2.0)]), np.array([np.log(2.0)]))
+        >>> g.effective_rows()  # two rows of equal score: weights 1/2, 1/2
+        array([2.])
+        """
+        return np.exp(2 * self.lse - self.lse_half)  # (g,)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: ``{"temperatures", "base", "lse", "effective_rows"}``."""
+        return {"temperatures": [float(t) for t in self.temperatures], "base": int(self.base),
+                "lse": [float(x) for x in self.lse],
+                "effective_rows": [float(x) for x in self.effective_rows()]}
+
+
+def temperature_grid(tau: float) -> np.ndarray:
+    """The slider's grid around ``tau``: τ · 2^(i/8) for i = -40..40, shape (81,).
+
+    ``tau`` itself is the middle point, exactly.
+
+    Examples
+    --------
+    >>> g = temperature_grid(0.05)
+    >>> len(g), float(g[40]), bool(np.isclose(g[0], 0.05 / 32)), bool(np.isclose(g[-1], 0.05 * 32))
+    (81, 0.05, True, True)
+    """
+    i = np.arange(-OCTAVES * STEPS_PER_OCTAVE, OCTAVES * STEPS_PER_OCTAVE + 1)  # (g,)
+    grid = tau * np.exp2(i / STEPS_PER_OCTAVE)  # (g,)
+    grid[OCTAVES * STEPS_PER_OCTAVE] = tau  # exactly τ0, not τ0 · 2^0 rounded
+    return grid
+
+
+def _plain_query(table: SoftTable, query: np.ndarray) -> np.ndarray:
+    """The query as the kernel sees it: float of the table's dtype, unit for cosine."""
+    q = np.asarray(query, dtype=table.dtype).reshape(-1)  # (d,)
+    if table.metric == "cosine":
+        norm = float(np.sqrt(np.dot(q.astype(np.float64), q.astype(np.float64))))
+        if norm == 0:
+            raise ValueError("the query is a zero vector, which has no direction for metric='cosine'; "
+                             "hint: give a non-zero query")
+        q = (q / norm).astype(table.dtype)  # (d,)
+    return q
+
+
+def grid_log_sum_exp(table: SoftTable, query: Any, tau: float | None = None) -> TemperatureGrid | None:
+    """The full-table log-sum-exp of one query at every temperature of the slider grid.
+
+    One kernel pass: the query scaled by 1/τ for each τ of the grid (and for τ/2)
+    is a batch of queries, so the kernel returns every log-sum-exp at once, with
+    the same float32 scaling a ``search(temperature=τ)`` uses.
+
+    Parameters
+    ----------
+    table : SoftTable
+        A plain (unprojected) table; a projected one returns None (no slider).
+    query : array_like of shape (d,)
+        An encoded query.
+    tau : float, optional
+        τ0, the grid's centre; default the table's temperature.
+
+    Returns
+    -------
+    TemperatureGrid or None
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(2, dtype=np.float32), temperature=1.0)
+    >>> g = grid_log_sum_exp(t, [1.0, 0.0])
+    >>> w = np.exp(1.0 / g.temperatures[g.base] - g.lse[g.base])  # row 0's weight at τ0
+    >>> round(float(w), 4) == round(float(t.weights([1.0, 0.0])[0]), 4)
+    True
+    """
+    from .._kernel import stream
+
+    if table.projection is not None or len(table) == 0:
+        return None
+    tau0 = table.temperature if tau is None else float(tau)
+    temps = temperature_grid(tau0)  # (g,)
+    q = _plain_query(table, query)  # (d,)
+    scales = np.concatenate([1.0 / temps, 2.0 / temps])  # (2g,)  τ, then τ/2
+    qs = (q[None, :] * scales[:, None].astype(table.dtype)).astype(table.dtype)  # (2g, d)
+    r = stream(qs, table.keys, soft=True)  # one pass: lse of every scaled query
+    lse = r.lse.astype(np.float64)  # (2g,)
+    g = len(temps)
+    return TemperatureGrid(temps, OCTAVES * STEPS_PER_OCTAVE, lse[:g], lse[g:])
+
+
+def jsonable(x: Any) -> Any:
+    """A payload (or anything) as strict JSON: non-finite floats become None, others str.
+
+    Examples
+    --------
+    >>> jsonable({"a": float("nan"), "b": [1, 2.5], "c": object}) == {"a": None, "b": [1, 2.5], "c": "<class 'object'>"}
+    True
+    """
+    if x is None or isinstance(x, (bool, str, int)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, np.generic):
+        return jsonable(x.item())
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    return str(x)
+
+
+def _round(x: float) -> float | None:
+    x = float(x)
+    return round(x, 6) if math.isfinite(x) else None
+
+
+def hits_json(explanation: Explanation, mode: str) -> list[dict[str, Any]]:
+    """The hits of an explanation as ``[{"id", "score", "weight", "payload"}]`` ("weight": soft only)."""
+    out = []
+    e = explanation
+    for i, s, w, p in zip(e.ids, e.scores, e.weights, e.payloads):
+        if i is None:
+            continue
+        row: dict[str, Any] = {"id": jsonable(i), "score": _round(s)}
+        if mode == "soft":
+            row["weight"] = _round(w)
+        row["payload"] = jsonable(p)
+        out.append(row)
+    return out
+
+
+def search_record(explanation: Explanation, query: str, mode: str = "soft") -> dict[str, Any]:
+    """The JSON object of one search: the shape of ``softdb search --json`` and ``/api/search``.
+
+    Parameters
+    ----------
+    explanation : Explanation
+        What :func:`softdb.explain.explain` returned for the query.
+    query : str
+        The query text, echoed.
+    mode : {"soft", "hard"}
+        "hard" leaves the weights out (hits are the best rows by score).
+
+    Returns
+    -------
+    dict
+        ``{"query", "mode", "temperature", "hits": [{"id", "score", "weight", "payload"}],
+        "entropy", "effective_rows"}``; strict JSON (no NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], payloads=["ex", "why"], temperature=1.0)
+    >>> r = search_record(t.explain([1.0, 0.0], k=1), "x?")
+    >>> sorted(r), sorted(r["hits"][0]), r["hits"][0]["id"]
+    (['effective_rows', 'entropy', 'hits', 'mode', 'query', 'temperature'], ['id', 'payload', 'score', 'weight'], 'x')
+    >>> bool(abs(r["hits"][0]["weight"] - 1 / (1 + np.exp(-1.0))) < 1e-6)  # softmax([1, 0])[0]
+    True
+    """
+    return {"query": query, "mode": mode, "temperature": float(explanation.temperature),
+            "hits": hits_json(explanation, mode), "entropy": _round(explanation.entropy),
+            "effective_rows": _round(explanation.effective_rows)}
