@@ -99,6 +99,9 @@ def _build_parser() -> argparse.ArgumentParser:
         pass
     else:
         _cli_intuitions.add_parser(sub)
+    from . import _cli_views
+
+    _cli_views.add_parsers(sub)
     return parser
 
 
@@ -255,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in COMMANDS:
             return COMMANDS[args.command](args)
+        from . import _cli_views
+
+        if args.command in _cli_views.COMMANDS:
+            return _cli_views.run(args)
         from . import _cli_intuitions
 
         return _cli_intuitions.run(args)
