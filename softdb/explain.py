@@ -74,11 +74,12 @@ class Explanation:
 
         With ``path``, also writes it there. See :mod:`softdb.views`.
         """
-        from .views import explanation_html, write_explanation_html
+        from .views import explanation_html, write_html
 
+        page = explanation_html(self, standalone=True)
         if path is not None:
-            write_explanation_html(self, path)
-        return explanation_html(self, standalone=True)
+            write_html(path, page)
+        return page
 
     def __str__(self) -> str:
         lines = [f"query: {self.query}", "",

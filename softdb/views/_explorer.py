@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..explain import Explanation
     from ..table import SoftTable
 
-__all__ = ["explain_view", "explanation_grid", "explanation_data", "explanation_html", "write_explanation_html"]
+__all__ = ["explain_view", "explanation_grid", "explanation_data", "explanation_html", "write_explanation_html", "write_html"]
 
 #: Soft and hard answers of at most this many numbers are printed in full.
 SMALL_ANSWER = 8
@@ -213,7 +213,12 @@ def explanation_html(e: Explanation, *, standalone: bool = False) -> str:
 
 def write_explanation_html(e: Explanation, path: str | os.PathLike[str]) -> int:
     """Write the standalone explorer to ``path`` (atomically); returns its size in bytes."""
-    text = explanation_html(e, standalone=True).encode("utf-8")
+    return write_html(path, explanation_html(e, standalone=True))
+
+
+def write_html(path: str | os.PathLike[str], page: str) -> int:
+    """Write ``page`` to ``path`` atomically (a temporary file, then a rename); returns its size in bytes."""
+    text = page.encode("utf-8")
     tmp = f"{os.fspath(path)}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as f:

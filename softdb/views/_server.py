@@ -51,6 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "softdb"
     sys_version = ""
     protocol_version = "HTTP/1.1"  # keep-alive: every answer carries Content-Length
+    default_request_version = "HTTP/1.0"  # a garbled request line still gets a status line and headers
     app: App  # set on the subclass made per server
     quiet: bool = True
 
