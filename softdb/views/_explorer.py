@@ -133,7 +133,7 @@ def _answers_html(e: Explanation, data: dict[str, Any]) -> str:
         '<div class="sdbx-answer"><h4>hard answer <small>(the best row)</small></h4>'
         f'<p><b class="sdbx-id">{esc(data["hard"]["id"])}</b> {esc(hard_text)}</p>{vec(hard)}</div>'
         '<div class="sdbx-answer"><h4>soft answer <small>(the weighted blend, at the explained τ)</small></h4>'
-        f'<p>a blend of {fmt_num(e.effective_rows, 3)} rows; nearest row '
+        f'<p>a blend of ≈{fmt_num(e.effective_rows, 3)} rows at τ = {fmt_num(e.temperature)}; nearest row '
         f'<b class="sdbx-id">{esc(data["soft"]["nearest"])}</b>; cosine to the hard answer '
         f'<b>{fmt_num(e.soft_hard_cosine, 3)}</b></p>{vec(soft)}</div>'
         "</div>"
