@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 import numpy as np
 
 from ._html import asset, esc, fmt_num, script_json, snippet_text
-from ._model import jsonable, search_record, temperature_grid
+from ._model import jsonable, search_answer, search_record, temperature_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..table import SoftTable
@@ -216,15 +216,13 @@ class App:
 
     # ------------------------------------------------------------- endpoints
     def _search(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
-        from ..explain import explain
-
         self._check_names(params, ("q", "k", "temperature", "mode"))
         q = self._query_text(self._one(params, "q"))
         k = self._k(self._one(params, "k"), 10, MAX_K)
         tau = self._temperature(self._one(params, "temperature"))
         mode = self._mode(self._one(params, "mode"))
         qv = self.encoder.encode([q])[0]  # (d,)
-        return _json(200, search_record(explain(self.table, qv, k=k, temperature=tau), q, mode))
+        return _json(200, search_record(search_answer(self.table, qv, k, temperature=tau), q, mode))
 
     def _compare(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
         self._check_names(params, ("q", "k", "temperature"))

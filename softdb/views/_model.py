@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..explain import Explanation
     from ..table import SoftTable
 
-__all__ = ["TemperatureGrid", "temperature_grid", "grid_log_sum_exp", "search_record", "jsonable",
-           "STEPS_PER_OCTAVE", "OCTAVES"]
+__all__ = ["TemperatureGrid", "SearchAnswer", "temperature_grid", "grid_log_sum_exp", "search_answer",
+           "search_record", "jsonable", "STEPS_PER_OCTAVE", "OCTAVES"]
 
 #: Grid points per doubling of τ: neighbours differ by 2^(1/8) ≈ 9 %.
 STEPS_PER_OCTAVE = 8
@@ -148,6 +148,85 @@ def grid_log_sum_exp(table: SoftTable, query: Any, tau: float | None = None) -> 
     return TemperatureGrid(temps, OCTAVES * STEPS_PER_OCTAVE, lse[:g], lse[g:])
 
 
+class SearchAnswer(NamedTuple):
+    """One query's hits with the figures a search view prints (duck-types :class:`Explanation`).
+
+    Attributes
+    ----------
+    ids, scores, weights, payloads : lists of length k
+        Best first; weights are full-table softmax weights.
+    temperature, entropy, effective_rows : float
+        τ; entropy of the full-table weights (nats); 1 / Σ w².
+    """
+
+    ids: list
+    scores: list
+    weights: list
+    payloads: list
+    temperature: float
+    entropy: float
+    effective_rows: float
+
+
+def search_answer(table: SoftTable, query: Any, k: int, *, temperature: float | None = None) -> SearchAnswer:
+    """Hits, entropy and effective rows of one encoded query, from ONE kernel pass.
+
+    The pass keeps the top k, the log-sum-exp and the row of scaled scores (n,),
+    from which come the full-table weights, their entropy H = lse − Σ w s/τ and
+    1 / Σ w². A projected table goes through :func:`softdb.explain.explain`.
+
+    Parameters
+    ----------
+    table : SoftTable
+    query : array_like of shape (d,)
+    k : int
+        1 <= k <= len(table).
+    temperature : float, optional
+
+    Returns
+    -------
+    SearchAnswer
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", "c"], temperature=0.5)
+    >>> a = search_answer(t, [1.0, 0.5, 0.0], k=2)
+    >>> e = t.explain([1.0, 0.5, 0.0], k=2)
+    >>> a.ids == e.ids, bool(np.allclose(a.weights, e.weights)), bool(np.isclose(a.entropy, e.entropy))
+    (True, True, True)
+    """
+    from .. import _checks
+    from .._kernel import stream
+
+    if table.projection is not None:
+        from ..explain import explain
+
+        e = explain(table, np.asarray(query), k=k, temperature=temperature)
+        return SearchAnswer(e.ids, e.scores, e.weights, e.payloads, e.temperature, e.entropy, e.effective_rows)
+    tau = table.temperature if temperature is None else _checks.as_temperature(temperature)
+    k = _checks.as_k(k, len(table))
+    q = _plain_query(table, query)[None, :]  # (1, d)
+    scaled = np.empty((1, len(table)), table.dtype)  # (1, n)  receives scores / τ
+    r = stream(q, table.keys, scale=1.0 / tau, soft=True, k=k, dense=scaled,
+               key_norm_max=1.0 if table.metric == "cosine" else None)
+    lse = float(r.lse[0])
+    if not math.isfinite(lse):
+        raise _checks.scores_underflowed(tau, table.dtype)
+    z = scaled[0].astype(np.float64)  # (n,)  scores / τ
+    w = np.exp(z - lse)  # (n,)  full-table weights
+    total = float(w.sum())  # 1 up to the float32 rounding of lse
+    w /= total
+    entropy = float(lse + np.log(total) - w @ z)  # H = −Σ w log w = lse − Σ w z
+    rows = [int(x) for x in r.top_rows[0] if x >= 0]
+    top = r.top_scores[0][: len(rows)].astype(np.float64)  # (k,)
+    ids, pays = table.ids, table.payloads
+    return SearchAnswer([ids[x] for x in rows], [float(x) for x in top], [float(x) for x in w[rows]],
+                        [None if pays is None else pays[x] for x in rows], float(tau),
+                        max(entropy, 0.0), float(1.0 / (w @ w)))
+
+
 def jsonable(x: Any) -> Any:
     """A payload (or anything) as strict JSON: non-finite floats become None, others str.
 
@@ -176,7 +255,7 @@ def _round(x: float) -> float | None:
     return round(x, 6) if math.isfinite(x) else None
 
 
-def hits_json(explanation: Explanation, mode: str) -> list[dict[str, Any]]:
+def hits_json(explanation: Explanation | SearchAnswer, mode: str) -> list[dict[str, Any]]:
     """The hits of an explanation as ``[{"id", "score", "weight", "payload"}]`` ("weight": soft only)."""
     out = []
     e = explanation
@@ -191,13 +270,13 @@ def hits_json(explanation: Explanation, mode: str) -> list[dict[str, Any]]:
     return out
 
 
-def search_record(explanation: Explanation, query: str, mode: str = "soft") -> dict[str, Any]:
+def search_record(explanation: Explanation | SearchAnswer, query: str, mode: str = "soft") -> dict[str, Any]:
     """The JSON object of one search: the shape of ``softdb search --json`` and ``/api/search``.
 
     Parameters
     ----------
-    explanation : Explanation
-        What :func:`softdb.explain.explain` returned for the query.
+    explanation : Explanation or SearchAnswer
+        What :func:`softdb.explain.explain` or :func:`search_answer` returned for the query.
     query : str
         The query text, echoed.
     mode : {"soft", "hard"}
