@@ -150,6 +150,13 @@ def main() -> int:
                                                    for i in range(args.clients)])
         summary("warm-up (each pool query once)", lat, err, time.perf_counter() - t)
 
+        # one never-seen query loads the model (the on-disk embedding cache may hold the pool's queries)
+        tag = f"{os.getpid()}-{time.time_ns()}"
+        t = time.perf_counter()
+        lat, err, _ = run_clients(host, port, [[path(f"load the model {tag}", tau0)]])
+        print(f"first never-seen query (model load if not yet loaded): {lat[0] * 1e3:.0f} ms, errors {err}, "
+              f"server RSS now {rss_kb(proc.pid) / 1024:.0f} MiB")
+
         jobs = [[path(rng.choice(queries), float(rng.choice(grid))) for _ in range(args.requests)]
                 for _ in range(args.clients)]
         samples: list[tuple[float, int]] = []
@@ -178,7 +185,7 @@ def main() -> int:
               f"last quarter {rss[-q:].mean():.1f} MiB")
         print("  RSS samples (MiB):", " ".join(f"{x:.0f}" for x in rss[:: max(1, len(rss) // 16)]))
 
-        cold = [[path(f"{rng.choice(STYLES).format(rng.choice(TOPICS))} #{c}-{i}", tau0)
+        cold = [[path(f"{rng.choice(STYLES).format(rng.choice(TOPICS))} #{tag}-{c}-{i}", tau0)
                  for i in range(args.cold)] for c in range(args.clients)]
         t = time.perf_counter()
         lat, err, _ = run_clients(host, port, cold)
