@@ -1,14 +1,19 @@
-"""The explanation view: a readable "soft SELECT" behind one query."""
+"""The explanation view: a readable "soft SELECT" behind one query.
+
+One query, one encode, one pass of the query plan (:mod:`softdb._plan`): the top
+rows with their full-table weights, the entropy and effective number of rows of
+the weights, and the soft and hard answers, side by side in the same space (the
+projected values in projected mode).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .table import SoftTable
+from ._plan import Ask
 
 __all__ = ["Explanation", "explain", "snippet"]
 
@@ -41,13 +46,21 @@ class Explanation:
         1 / Σ w²: how many rows the soft answer effectively blends.
     covered : float
         Total weight of the k rows shown.
-    soft, hard : ndarray of shape (d_v,)
+    soft, hard : ndarray of shape (d_v,), or (d_out,) in projected mode
         The soft answer (weighted average of the values) and the hard one (the
-        best row's value).
+        best row's value); in projected mode both are in the projected value
+        space (with several heads, the hard answer is each head's best row).
     soft_nearest : id
-        The row whose value is closest (cosine) to the soft answer.
+        Among the rows shown, the one whose value (projected, in projected mode)
+        is closest (cosine) to the soft answer.
     soft_hard_cosine : float
         Cosine between the soft and the hard answer (1 = the blend is the top row).
+    projected : bool
+        The table is in projected mode: ``soft`` and ``hard`` are projected values.
+    taus, lse_at : tuples of float
+        Extra temperatures asked for (``explain(..., taus=...)``) and the full-table
+        log-sum-exp at each, from the same pass: a hit's weight at τ' is
+        exp(score / τ' − lse(τ')) exactly (what the HTML explorer's slider uses).
     """
 
     query: str
@@ -63,6 +76,9 @@ class Explanation:
     hard: np.ndarray
     soft_nearest: Any
     soft_hard_cosine: float
+    projected: bool = False
+    taus: tuple = ()
+    lse_at: tuple = ()
 
     def _repr_html_(self) -> str:
         from .views import explanation_html
@@ -94,19 +110,23 @@ class Explanation:
             f"1/Σw² = {self.effective_rows:.1f}",
             f"hard answer: {self.ids[0]} (the best row)",
         ]
+        space = " (projected values)" if self.projected else ""
         if self.soft.size <= 8:
             fmt = lambda v: "[" + ", ".join(f"{x:.3g}" for x in v) + "]"  # noqa: E731
-            lines.append(f"soft answer: {fmt(self.soft)}  vs hard value {fmt(self.hard)}")
+            lines.append(f"soft answer{space}: {fmt(self.soft)}  vs hard value {fmt(self.hard)}")
         else:
             lines.append(
-                f"soft answer: a blend of {self.effective_rows:.1f} rows; nearest row {self.soft_nearest}, "
-                f"cosine {self.soft_hard_cosine:.3f} to the hard answer"
+                f"soft answer{space}: a blend of {self.effective_rows:.1f} rows; nearest shown row "
+                f"{self.soft_nearest}, cosine {self.soft_hard_cosine:.3f} to the hard answer"
             )
         return "\n".join(lines)
 
 
-def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | None = None) -> Explanation:
+def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = None,
+            taus: tuple = ()) -> Explanation:
     """Explain one query: top rows with scores and weights, entropy, soft vs hard.
+
+    One encode and one pass over the table (per head), whatever is shown.
 
     Parameters
     ----------
@@ -116,6 +136,9 @@ def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | No
     k : int
         Rows to show (at most the table's size).
     temperature : float, optional
+    taus : tuple of float, optional
+        Extra temperatures: the log-sum-exp at each comes from the same pass
+        (plain or one-head tables only).
 
     Returns
     -------
@@ -136,24 +159,25 @@ def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | No
         if q.ndim != 1:
             raise ValueError(f"explain takes one query of shape (d,), got shape {q.shape}; hint: explain one at a time")
     k = min(k, len(table)) if len(table) else k
-    hits = table.search(query, k=k, temperature=temperature)
-    w = table.weights(query, temperature=temperature).astype(np.float64)  # (n,)
-    nz = w[w > 0]
-    entropy = float(-(nz * np.log(nz)).sum())
-    soft = table.lookup(query, temperature=temperature)  # (d_v,)
-    hard = table.lookup(query, mode="hard")  # (d_v,)
-    values = table.values
-    vn = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-30)  # (n, d_v)
+    taus = tuple(float(t) for t in taus)
+    p = table.answer(query, Ask(soft=True, hard=True, lse=True, stats=True, taus=taus), temperature=temperature, k=k)
+    hits = p.hits()  # (k,) each
+    a = p.answers
+    soft, hard = a.soft[0], a.hard[0]  # (d_out,), (d_out,)
+    hv = p.hit_values(hits.rows).astype(np.float64)  # (k, d_out)  values of the shown rows
+    hv /= np.maximum(np.linalg.norm(hv, axis=1, keepdims=True), 1e-30)
     sn = soft / max(float(np.linalg.norm(soft)), 1e-30)
     hn = hard / max(float(np.linalg.norm(hard)), 1e-30)
-    nearest = table.ids[int(np.argmax(vn @ sn))]
+    nearest = hits.ids[int(np.argmax(hv @ sn))]
     pays = [None] * k if hits.payloads is None else list(hits.payloads)
     e = Explanation(
         query=query if isinstance(query, str) else np.array2string(np.asarray(query), precision=3, threshold=8),
         ids=list(hits.ids), scores=[float(s) for s in hits.scores], weights=[float(x) for x in hits.weights],
-        payloads=pays, temperature=table.temperature if temperature is None else float(temperature),
-        entropy=entropy, effective_rows=float(1.0 / (w @ w)), covered=float(hits.weights.sum()),
+        payloads=pays, temperature=p.tau, entropy=float(a.entropy[0]),
+        effective_rows=float(a.effective_rows[0]), covered=float(hits.weights.sum()),
         soft=soft, hard=hard, soft_nearest=nearest, soft_hard_cosine=float(sn @ hn),
+        projected=p.state.projection is not None,
+        taus=taus, lse_at=tuple(float(x) for x in a.lse_at[0]) if taus else (),
     )
     object.__setattr__(e, "_source", (table, query))  # lets a view compute its slider grid later
     return e

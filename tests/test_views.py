@@ -97,13 +97,22 @@ def test_grid_is_centred_on_the_explained_temperature():
     np.testing.assert_allclose(g[1:] / g[:-1], 2 ** (1 / 8))
 
 
-def test_projected_table_has_no_grid():
+def test_several_heads_have_no_grid_one_head_reweights_exactly():
     from softdb import Projection
 
     t = _random_table(0)
-    t.projection = Projection(8)
-    assert grid_log_sum_exp(t, np.ones(8, np.float32)) is None
-    assert explanation_data(t.explain(np.ones(8, np.float32), k=3))["grid"] is None
+    q = np.random.default_rng(1).normal(size=8).astype(np.float32)
+    t.projection = Projection(8, 4, 4, heads=2, init="random", seed=3)
+    assert grid_log_sum_exp(t, q) is None
+    assert explanation_data(explain_view(t, q, k=3))["grid"] is None
+    t.projection = Projection(8, 4, init="random", seed=3)  # one head: one projected score per row
+    e = explain_view(t, q, k=3)
+    g = explanation_grid(e)
+    for i in (0, 30, 80):
+        tau = float(g.temperatures[i])
+        hits = t.search(q, k=3, temperature=tau)
+        assert list(hits.ids) == e.ids
+        np.testing.assert_allclose(np.exp(np.asarray(e.scores) / tau - g.lse[i]), hits.weights, rtol=1e-3)
 
 
 def test_explain_view_encodes_once_and_keeps_the_text(texts_table):
@@ -121,7 +130,8 @@ def test_explain_view_encodes_once_and_keeps_the_text(texts_table):
     t.encoder = Counting()
     e = explain_view(t, "csv", k=2)
     assert calls == [["csv"]]
-    assert e.query == "csv" and explanation_grid(e) is not None
+    assert e.query == "csv" and explanation_grid(e) is not None and calls == [["csv"]]
+    assert len(e.lse_at) == 2 * len(explanation_grid(e).temperatures)  # the grid came from the same pass
 
 
 # ------------------------------------------------------------ search record

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._html import asset, esc, fmt_num, script_json, snippet_text, sparkline, weight_bar
-from ._model import TemperatureGrid, grid_log_sum_exp, jsonable
+from ._model import TemperatureGrid, grid_from, grid_log_sum_exp, grid_taus, has_slider, jsonable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..explain import Explanation
@@ -68,20 +68,22 @@ def explain_view(table: SoftTable, query: Any, k: int = 10, *, temperature: floa
             raise TypeError("string queries need a table built from texts (SoftTable.from_texts), which "
                             "knows its encoder; this table has none; hint: pass an encoded query")
         query = table.encoder.encode([query])[0]  # (d,)  one encode for every answer below
-    e = explain(table, query, k=k, temperature=temperature)
+    tau0 = table.temperature if temperature is None else float(temperature)
+    taus = grid_taus(tau0) if has_slider(table) else ()
+    e = explain(table, query, k=k, temperature=temperature, taus=taus)  # one pass: hits, answers and the grid
     if label is not None:
         object.__setattr__(e, "query", label)
-    object.__setattr__(e, "_grid", grid_log_sum_exp(table, query, e.temperature))
     return e
 
 
 def explanation_grid(e: Explanation) -> TemperatureGrid | None:
-    """The explanation's slider grid: attached by :func:`explain_view`, else computed from its table."""
+    """The explanation's slider grid: from its own pass (:func:`explain_view`), else one more pass over its table."""
     grid = getattr(e, "_grid", None)
+    if grid is None and e.lse_at and tuple(e.taus) == grid_taus(e.temperature):
+        grid = grid_from(e.temperature, e.lse_at)
+        object.__setattr__(e, "_grid", grid)
     if grid is None and getattr(e, "_source", None) is not None:
         table, query = e._source  # type: ignore[attr-defined]
-        if isinstance(query, str):
-            query = table.encoder.encode([query])[0]  # (d,)
         grid = grid_log_sum_exp(table, query, e.temperature)
         object.__setattr__(e, "_grid", grid)
     return grid

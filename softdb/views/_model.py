@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..table import SoftTable
 
 __all__ = ["TemperatureGrid", "SearchAnswer", "temperature_grid", "grid_log_sum_exp", "search_answer",
-           "search_record", "jsonable", "STEPS_PER_OCTAVE", "OCTAVES"]
+           "search_record", "jsonable", "grid_taus", "grid_from", "has_slider", "STEPS_PER_OCTAVE", "OCTAVES"]
 
 #: Grid points per doubling of τ: neighbours differ by 2^(1/8) ≈ 9 %.
 STEPS_PER_OCTAVE = 8
@@ -91,31 +91,38 @@ def temperature_grid(tau: float) -> np.ndarray:
     return grid
 
 
-def _plain_query(table: SoftTable, query: np.ndarray) -> np.ndarray:
-    """The query as the kernel sees it: float of the table's dtype, unit for cosine."""
-    q = np.asarray(query, dtype=table.dtype).reshape(-1)  # (d,)
-    if table.metric == "cosine":
-        norm = float(np.sqrt(np.dot(q.astype(np.float64), q.astype(np.float64))))
-        if norm == 0:
-            raise ValueError("the query is a zero vector, which has no direction for metric='cosine'; "
-                             "hint: give a non-zero query")
-        q = (q / norm).astype(table.dtype)  # (d,)
-    return q
+def grid_taus(tau: float) -> tuple[float, ...]:
+    """The extra temperatures a slider needs from the plan: the grid, then the grid halved (2g values)."""
+    grid = temperature_grid(tau)  # (g,)
+    return tuple(float(t) for t in grid) + tuple(float(t) / 2 for t in grid)
+
+
+def grid_from(tau: float, lse_at: Any) -> TemperatureGrid:
+    """A :class:`TemperatureGrid` from the plan's log-sum-exp at :func:`grid_taus` (2g values)."""
+    temps = temperature_grid(tau)  # (g,)
+    lse = np.asarray(lse_at, dtype=np.float64)  # (2g,)
+    g = len(temps)
+    return TemperatureGrid(temps, OCTAVES * STEPS_PER_OCTAVE, lse[:g], lse[g:])
+
+
+def has_slider(table: SoftTable) -> bool:
+    """Plain and one-head tables: one score per row, so w(τ) = exp(s / τ − lse(τ)) holds."""
+    proj = table.projection
+    return len(table) > 0 and (proj is None or int(getattr(proj, "heads", 1)) == 1)
 
 
 def grid_log_sum_exp(table: SoftTable, query: Any, tau: float | None = None) -> TemperatureGrid | None:
     """The full-table log-sum-exp of one query at every temperature of the slider grid.
 
-    One kernel pass: the query scaled by 1/τ for each τ of the grid (and for τ/2)
-    is a batch of queries, so the kernel returns every log-sum-exp at once, with
-    the same float32 scaling a ``search(temperature=τ)`` uses.
+    One pass of the query plan (``Ask(lse=True, taus=...)``), with the same float32
+    scores a ``search(temperature=τ)`` uses.
 
     Parameters
     ----------
     table : SoftTable
-        A plain (unprojected) table; a projected one returns None (no slider).
-    query : array_like of shape (d,)
-        An encoded query.
+        A table with several projection heads returns None (a mean of softmaxes has
+        no single score per row to re-weight).
+    query : str or array_like of shape (d,)
     tau : float, optional
         τ0, the grid's centre; default the table's temperature.
 
@@ -133,19 +140,13 @@ def grid_log_sum_exp(table: SoftTable, query: Any, tau: float | None = None) -> 
     >>> round(float(w), 4) == round(float(t.weights([1.0, 0.0])[0]), 4)
     True
     """
-    from .._kernel import stream
+    from .._plan import Ask
 
-    if table.projection is not None or len(table) == 0:
+    if not has_slider(table):
         return None
     tau0 = table.temperature if tau is None else float(tau)
-    temps = temperature_grid(tau0)  # (g,)
-    q = _plain_query(table, query)  # (d,)
-    scales = np.concatenate([1.0 / temps, 2.0 / temps])  # (2g,)  τ, then τ/2
-    qs = (q[None, :] * scales[:, None].astype(table.dtype)).astype(table.dtype)  # (2g, d)
-    r = stream(qs, table.keys, soft=True)  # one pass: lse of every scaled query
-    lse = r.lse.astype(np.float64)  # (2g,)
-    g = len(temps)
-    return TemperatureGrid(temps, OCTAVES * STEPS_PER_OCTAVE, lse[:g], lse[g:])
+    p = table.answer(query, Ask(lse=True, taus=grid_taus(tau0)), temperature=tau0)
+    return grid_from(tau0, p.answers.lse_at[0])
 
 
 class SearchAnswer(NamedTuple):
@@ -169,16 +170,16 @@ class SearchAnswer(NamedTuple):
 
 
 def search_answer(table: SoftTable, query: Any, k: int, *, temperature: float | None = None) -> SearchAnswer:
-    """Hits, entropy and effective rows of one encoded query, from ONE kernel pass.
+    """Hits, entropy and effective rows of one query, from ONE pass of the query plan.
 
-    The pass keeps the top k, the log-sum-exp and the row of scaled scores (n,),
-    from which come the full-table weights, their entropy H = lse − Σ w s/τ and
-    1 / Σ w². A projected table goes through :func:`softdb.explain.explain`.
+    The pass keeps the top k with the log-sum-exp (full-table weights of the hits)
+    and the streaming entropy and 1 / Σ w² of the weights; no soft or hard answer,
+    no dense weights.
 
     Parameters
     ----------
     table : SoftTable
-    query : array_like of shape (d,)
+    query : str or array_like of shape (d,)
     k : int
         1 <= k <= len(table).
     temperature : float, optional
@@ -197,34 +198,15 @@ def search_answer(table: SoftTable, query: Any, k: int, *, temperature: float | 
     >>> a.ids == e.ids, bool(np.allclose(a.weights, e.weights)), bool(np.isclose(a.entropy, e.entropy))
     (True, True, True)
     """
-    from .. import _checks
-    from .._kernel import stream
+    from .._plan import Ask
 
-    if table.projection is not None:
-        from ..explain import explain
-
-        e = explain(table, np.asarray(query), k=k, temperature=temperature)
-        return SearchAnswer(e.ids, e.scores, e.weights, e.payloads, e.temperature, e.entropy, e.effective_rows)
-    tau = table.temperature if temperature is None else _checks.as_temperature(temperature)
-    k = _checks.as_k(k, len(table))
-    q = _plain_query(table, query)[None, :]  # (1, d)
-    scaled = np.empty((1, len(table)), table.dtype)  # (1, n)  receives scores / τ
-    r = stream(q, table.keys, scale=1.0 / tau, soft=True, k=k, dense=scaled,
-               key_norm_max=1.0 if table.metric == "cosine" else None)
-    lse = float(r.lse[0])
-    if not math.isfinite(lse):
-        raise _checks.scores_underflowed(tau, table.dtype)
-    z = scaled[0].astype(np.float64)  # (n,)  scores / τ
-    w = np.exp(z - lse)  # (n,)  full-table weights
-    total = float(w.sum())  # 1 up to the float32 rounding of lse
-    w /= total
-    entropy = float(lse + np.log(total) - w @ z)  # H = −Σ w log w = lse − Σ w z
-    rows = [int(x) for x in r.top_rows[0] if x >= 0]
-    top = r.top_scores[0][: len(rows)].astype(np.float64)  # (k,)
-    ids, pays = table.ids, table.payloads
-    return SearchAnswer([ids[x] for x in rows], [float(x) for x in top], [float(x) for x in w[rows]],
-                        [None if pays is None else pays[x] for x in rows], float(tau),
-                        max(entropy, 0.0), float(1.0 / (w @ w)))
+    p = table.answer(query, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
+    hits = p.hits()  # (k,) each
+    keep = [j for j, i in enumerate(hits.ids) if i is not None]
+    pays = hits.payloads
+    return SearchAnswer([hits.ids[j] for j in keep], [float(hits.scores[j]) for j in keep],
+                        [float(hits.weights[j]) for j in keep], [None if pays is None else pays[j] for j in keep],
+                        float(p.tau), float(p.answers.entropy[0]), float(p.answers.effective_rows[0]))
 
 
 def jsonable(x: Any) -> Any:
