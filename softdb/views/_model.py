@@ -201,12 +201,13 @@ def search_answer(table: SoftTable, query: Any, k: int, *, temperature: float | 
     from .._plan import Ask
 
     p = table.answer(query, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
-    hits = p.hits()  # (k,) each
-    keep = [j for j, i in enumerate(hits.ids) if i is not None]
-    pays = hits.payloads
-    return SearchAnswer([hits.ids[j] for j in keep], [float(hits.scores[j]) for j in keep],
-                        [float(hits.weights[j]) for j in keep], [None if pays is None else pays[j] for j in keep],
-                        float(p.tau), float(p.answers.entropy[0]), float(p.answers.effective_rows[0]))
+    a, rows = p.answers, p.state.rows  # the rows version the answer was computed on
+    found = [j for j, r in enumerate(a.rows[0]) if r >= 0]  # O(k): no id array over the table
+    top = [int(a.rows[0][j]) for j in found]
+    pays = rows.payloads
+    return SearchAnswer([rows.ids[r] for r in top], [float(a.scores[0][j]) for j in found],
+                        [float(a.hit_weights[0][j]) for j in found], [None if pays is None else pays[r] for r in top],
+                        float(p.tau), float(a.entropy[0]), float(a.effective_rows[0]))
 
 
 def jsonable(x: Any) -> Any:
