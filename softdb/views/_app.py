@@ -218,11 +218,15 @@ class App:
     def _search(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
         self._check_names(params, ("q", "k", "temperature", "mode"))
         q = self._query_text(self._one(params, "q"))
-        k = self._k(self._one(params, "k"), 10, MAX_K)
+        k_text = self._one(params, "k")
+        k = self._k(k_text, 10, MAX_K)
+        k_asked = None if k_text is None else int(k_text.strip(), 10)
         tau = self._temperature(self._one(params, "temperature"))
         mode = self._mode(self._one(params, "mode"))
         qv = self.encoder.encode([q])[0]  # (d,)
-        return _json(200, search_record(search_answer(self.table, qv, k, temperature=tau), q, mode))
+        a = search_answer(self.table, qv, k, temperature=tau)
+        return _json(200, search_record(a, q, mode=mode, table_rows=len(self.table), k=k, k_requested=k_asked,
+                                        cosine=self.table.metric == "cosine"))
 
     def _compare(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
         self._check_names(params, ("q", "k", "temperature"))

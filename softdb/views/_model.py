@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ..explain import WEAK_MATCH_COSINE
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..explain import Explanation
     from ..table import SoftTable
 
 __all__ = ["TemperatureGrid", "SearchAnswer", "temperature_grid", "grid_log_sum_exp", "search_answer",
-           "search_record", "jsonable", "grid_taus", "grid_from", "has_slider", "STEPS_PER_OCTAVE", "OCTAVES"]
+           "search_answers", "search_record", "hits_json", "jsonable", "grid_taus", "grid_from", "has_slider",
+           "STEPS_PER_OCTAVE", "OCTAVES"]
 
 #: Grid points per doubling of τ: neighbours differ by 2^(1/8) ≈ 9 %.
 STEPS_PER_OCTAVE = 8
@@ -169,45 +172,65 @@ class SearchAnswer(NamedTuple):
     effective_rows: float
 
 
-def search_answer(table: SoftTable, query: Any, k: int, *, temperature: float | None = None) -> SearchAnswer:
-    """Hits, entropy and effective rows of one query, from ONE pass of the query plan.
+def search_answers(table: SoftTable, queries: Any, k: int, *,
+                   temperature: float | None = None) -> list[SearchAnswer]:
+    """Hits, entropy and effective rows of a batch of queries, from ONE pass of the query plan.
 
     The pass keeps the top k with the log-sum-exp (full-table weights of the hits)
     and the streaming entropy and 1 / Σ w² of the weights; no soft or hard answer,
-    no dense weights.
+    no dense weights. ``softdb search --json`` and the web app's ``/api/search`` both
+    answer through it (and :func:`search_record`), so they cannot drift apart.
 
     Parameters
     ----------
     table : SoftTable
-    query : str or array_like of shape (d,)
+    queries : str, list of str, or array_like of shape (m, d) or (d,)
     k : int
         1 <= k <= len(table).
     temperature : float, optional
 
     Returns
     -------
-    SearchAnswer
+    list of SearchAnswer
+        One per query (a 1-D query or one string gives a list of one).
 
     Examples
     --------
     >>> import numpy as np
     >>> from softdb import SoftTable
     >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", "c"], temperature=0.5)
-    >>> a = search_answer(t, [1.0, 0.5, 0.0], k=2)
+    >>> a = search_answers(t, [[1.0, 0.5, 0.0]], k=2)[0]
     >>> e = t.explain([1.0, 0.5, 0.0], k=2)
     >>> a.ids == e.ids, bool(np.allclose(a.weights, e.weights)), bool(np.isclose(a.entropy, e.entropy))
     (True, True, True)
     """
     from .._plan import Ask
 
-    p = table.answer(query, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
+    p = table.answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
     a, rows = p.answers, p.state.rows  # the rows version the answer was computed on
-    found = [j for j, r in enumerate(a.rows[0]) if r >= 0]  # O(k): no id array over the table
-    top = [int(a.rows[0][j]) for j in found]
-    pays = rows.payloads
-    return SearchAnswer([rows.ids[r] for r in top], [float(a.scores[0][j]) for j in found],
-                        [float(a.hit_weights[0][j]) for j in found], [None if pays is None else pays[r] for r in top],
-                        float(p.tau), float(a.entropy[0]), float(a.effective_rows[0]))
+    pays, out = rows.payloads, []
+    for j in range(a.rows.shape[0]):
+        found = [c for c, r in enumerate(a.rows[j]) if r >= 0]  # O(k): no id array over the table
+        top = [int(a.rows[j][c]) for c in found]
+        out.append(SearchAnswer([rows.ids[r] for r in top], [float(a.scores[j][c]) for c in found],
+                                [float(a.hit_weights[j][c]) for c in found],
+                                [None if pays is None else pays[r] for r in top],
+                                float(p.tau), float(a.entropy[j]), float(a.effective_rows[j])))
+    return out
+
+
+def search_answer(table: SoftTable, query: Any, k: int, *, temperature: float | None = None) -> SearchAnswer:
+    """:func:`search_answers` for one query.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", "c"], temperature=0.5)
+    >>> search_answer(t, [1.0, 0.5, 0.0], k=2).ids
+    ['a', 'b']
+    """
+    return search_answers(table, query, k, temperature=temperature)[0]
 
 
 def jsonable(x: Any) -> Any:
@@ -233,16 +256,20 @@ def jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def _round(x: float) -> float | None:
     x = float(x)
     return round(x, 6) if math.isfinite(x) else None
 
 
-def hits_json(explanation: Explanation | SearchAnswer, mode: str) -> list[dict[str, Any]]:
-    """The hits of an explanation as ``[{"id", "score", "weight", "payload"}]`` ("weight": soft only)."""
+def hits_json(answer: Explanation | SearchAnswer, mode: str) -> list[dict[str, Any]]:
+    """The hits as ``[{"id", "score", "weight", "payload"}]`` ("weight": soft mode only); strict JSON."""
     out = []
-    e = explanation
-    for i, s, w, p in zip(e.ids, e.scores, e.weights, e.payloads):
+    for i, s, w, p in zip(answer.ids, answer.scores, answer.weights, answer.payloads):
         if i is None:
             continue
         row: dict[str, Any] = {"id": jsonable(i), "score": _round(s)}
@@ -253,35 +280,64 @@ def hits_json(explanation: Explanation | SearchAnswer, mode: str) -> list[dict[s
     return out
 
 
-def search_record(explanation: Explanation | SearchAnswer, query: str, mode: str = "soft") -> dict[str, Any]:
-    """The JSON object of one search: the shape of ``softdb search --json`` and ``/api/search``.
+def search_record(answer: Explanation | SearchAnswer, query: str, *, mode: str = "soft", table_rows: int,
+                  k: int | None = None, k_requested: int | None = None, min_score: float | None = None,
+                  cosine: bool = True) -> dict[str, Any]:
+    """The JSON object of one query's search: what ``softdb search --json`` prints and ``/api/search`` returns.
 
     Parameters
     ----------
-    explanation : Explanation or SearchAnswer
-        What :func:`softdb.explain.explain` or :func:`search_answer` returned for the query.
+    answer : SearchAnswer or Explanation
+        From :func:`search_answers` (or :func:`softdb.explain.explain`).
     query : str
         The query text, echoed.
     mode : {"soft", "hard"}
-        "hard" leaves the weights out (hits are the best rows by score).
+        "hard" leaves the weights out (the hits are the best rows by score).
+    table_rows : int
+        Rows in the table.
+    k : int, optional
+        Hits asked for after clamping to the table (default: as many as given).
+    k_requested : int, optional
+        The k asked for, when it was clamped (recorded only if it differs from ``k``).
+    min_score : float, optional
+        Hide hits scoring below it (``"hidden"`` counts them).
+    cosine : bool
+        The table's metric is cosine: say whether even the best hit is a weak match.
 
     Returns
     -------
     dict
-        ``{"query", "mode", "temperature", "hits": [{"id", "score", "weight", "payload"}],
-        "entropy", "effective_rows"}``; strict JSON (no NaN).
+        ``{"query", "mode", "temperature", "table_rows", "k", "hits": [{"id", "score", "weight",
+        "payload"}], "entropy", "effective_rows", "covered", "best_score", "weak_match",
+        "weak_match_below"}`` (+ ``"k_requested"``, ``"min_score"``, ``"hidden"`` when they apply);
+        strict JSON (no NaN).
 
     Examples
     --------
     >>> import numpy as np
     >>> from softdb import SoftTable
     >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], payloads=["ex", "why"], temperature=1.0)
-    >>> r = search_record(t.explain([1.0, 0.0], k=1), "x?")
-    >>> sorted(r), sorted(r["hits"][0]), r["hits"][0]["id"]
-    (['effective_rows', 'entropy', 'hits', 'mode', 'query', 'temperature'], ['id', 'payload', 'score', 'weight'], 'x')
+    >>> r = search_record(search_answer(t, [1.0, 0.0], k=1), "x?", table_rows=2, cosine=False)
+    >>> sorted(r["hits"][0]), r["hits"][0]["id"], r["k"], r["weak_match"]
+    (['id', 'payload', 'score', 'weight'], 'x', 1, None)
     >>> bool(abs(r["hits"][0]["weight"] - 1 / (1 + np.exp(-1.0))) < 1e-6)  # softmax([1, 0])[0]
     True
     """
-    return {"query": query, "mode": mode, "temperature": float(explanation.temperature),
-            "hits": hits_json(explanation, mode), "entropy": _round(explanation.entropy),
-            "effective_rows": _round(explanation.effective_rows)}
+    rows = hits_json(answer, mode)
+    shown = rows if min_score is None else [r for r in rows if r["score"] >= min_score]
+    best = rows[0]["score"] if rows else None
+    k = len(rows) if k is None else int(k)
+    out: dict[str, Any] = {
+        "query": query, "mode": mode, "temperature": float(answer.temperature), "table_rows": int(table_rows),
+        "k": k, "hits": shown, "entropy": _finite(answer.entropy), "effective_rows": _finite(answer.effective_rows),
+        "covered": float(sum(r["weight"] for r in rows)) if mode == "soft" else None,
+        "best_score": best,
+        "weak_match": (best is not None and best < WEAK_MATCH_COSINE) if cosine else None,
+        "weak_match_below": WEAK_MATCH_COSINE if cosine else None,
+    }
+    if k_requested is not None and k_requested != k:
+        out["k_requested"] = int(k_requested)
+    if min_score is not None:
+        out["min_score"] = float(min_score)
+        out["hidden"] = len(rows) - len(shown)
+    return out
