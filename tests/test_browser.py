@@ -131,6 +131,8 @@ def test_type_a_query_and_see_the_top_hit(browser, server, table):
     assert [h["id"] for h in hits] == list(expected.ids)
     assert "compress data with gzip" in hits[0]["text"]
     shot(browser, "serve_search")
+    severe = [x for x in browser.get_log("browser") if x["level"] == "SEVERE"]
+    assert not severe, severe  # no blocked script (CSP), no failed request
 
 
 def test_moving_the_slider_shows_the_apis_weights_at_that_temperature(browser, server):

@@ -240,23 +240,23 @@ def test_several_queries_one_encode_one_search(notes_table, tmp_path, capsys, mo
         singles.append(strict_loads(out))
 
     encodes, searches = [], []
-    real_encode, real_search = HashEncoder.encode, SoftTable.search
+    real_encode, real_answer = HashEncoder.encode, SoftTable.answer
 
     def spy_encode(self, texts, **kw):
         encodes.append(list(texts))
         return real_encode(self, texts, **kw)
 
-    def spy_search(self, q, *a, **kw):
+    def spy_answer(self, q, *a, **kw):  # the query plan: every answer of a call in one pass
         searches.append(np.shape(q))
-        return real_search(self, q, *a, **kw)
+        return real_answer(self, q, *a, **kw)
 
     monkeypatch.setattr(HashEncoder, "encode", spy_encode)
-    monkeypatch.setattr(SoftTable, "search", spy_search)
+    monkeypatch.setattr(SoftTable, "answer", spy_answer)
     code, out, err = run(capsys, "search", *queries[:2], "--queries", qfile, "--table", notes_table, "-k", "3",
                          "--json")
     assert code == 0, err
     assert encodes == [queries]  # one encoder call, every query, in order
-    assert searches == [(4, DIM)]  # one batched search
+    assert searches == [(4, DIM)]  # one plan pass for the batch
     lines = out.splitlines()
     assert len(lines) == 4
     batch = [strict_loads(line) for line in lines]

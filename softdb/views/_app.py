@@ -120,7 +120,8 @@ class App:
         self.grid = temperature_grid(table.temperature)  # (g,)
         self.page, self.script_hash = self._build_page(title)
         self.routes = {"/": self._page, "/index.html": self._page, "/api/search": self._search,
-                       "/api/compare": self._compare, "/api/health": self._health}
+                       "/api/compare": self._compare, "/api/health": self._health,
+                       "/favicon.ico": lambda params: (204, "image/x-icon", b"")}
 
     # ----------------------------------------------------------------- page
     def config(self) -> dict[str, Any]:

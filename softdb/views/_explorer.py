@@ -105,7 +105,16 @@ def explanation_data(e: Explanation) -> dict[str, Any]:
     dict
         ``{"query", "temperature", "hits": [{"id", "score", "weight", "text"}], "entropy",
         "effective_rows", "covered", "hard", "soft", "grid"}``; ``grid`` is None when
-        the table is projected (no slider).
+        the table has several heads (no slider).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], temperature=1.0)
+    >>> d = explanation_data(explain_view(t, [1.0, 0.0], k=2))
+    >>> [h["id"] for h in d["hits"]], len(d["grid"]["temperatures"]), d["hard"]["id"]
+    (['x', 'y'], 81, 'x')
     """
     grid = explanation_grid(e)
     hits = [{"id": jsonable(i), "score": float(s), "weight": float(w), "text": snippet_text(p)}
@@ -219,7 +228,15 @@ def write_explanation_html(e: Explanation, path: str | os.PathLike[str]) -> int:
 
 
 def write_html(path: str | os.PathLike[str], page: str) -> int:
-    """Write ``page`` to ``path`` atomically (a temporary file, then a rename); returns its size in bytes."""
+    """Write ``page`` to ``path`` atomically (a temporary file, then a rename); returns its size in bytes.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "x.html"
+    >>> write_html(path, "<p>é</p>") == len("<p>é</p>".encode()) == path.stat().st_size
+    True
+    """
     text = page.encode("utf-8")
     tmp = f"{os.fspath(path)}.tmp-{uuid.uuid4().hex[:8]}"
     try:

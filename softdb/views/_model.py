@@ -95,13 +95,28 @@ def temperature_grid(tau: float) -> np.ndarray:
 
 
 def grid_taus(tau: float) -> tuple[float, ...]:
-    """The extra temperatures a slider needs from the plan: the grid, then the grid halved (2g values)."""
+    """The extra temperatures a slider needs from the plan: the grid, then the grid halved (2g values).
+
+    Examples
+    --------
+    >>> t = grid_taus(0.05)
+    >>> len(t), t[40], t[81 + 40]
+    (162, 0.05, 0.025)
+    """
     grid = temperature_grid(tau)  # (g,)
     return tuple(float(t) for t in grid) + tuple(float(t) / 2 for t in grid)
 
 
 def grid_from(tau: float, lse_at: Any) -> TemperatureGrid:
-    """A :class:`TemperatureGrid` from the plan's log-sum-exp at :func:`grid_taus` (2g values)."""
+    """A :class:`TemperatureGrid` from the plan's log-sum-exp at :func:`grid_taus` (2g values).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = grid_from(1.0, np.zeros(162))
+    >>> g.base, len(g.lse), float(g.effective_rows()[0])
+    (40, 81, 1.0)
+    """
     temps = temperature_grid(tau)  # (g,)
     lse = np.asarray(lse_at, dtype=np.float64)  # (2g,)
     g = len(temps)
@@ -109,7 +124,15 @@ def grid_from(tau: float, lse_at: Any) -> TemperatureGrid:
 
 
 def has_slider(table: SoftTable) -> bool:
-    """Plain and one-head tables: one score per row, so w(τ) = exp(s / τ − lse(τ)) holds."""
+    """Plain and one-head tables: one score per row, so w(τ) = exp(s / τ − lse(τ)) holds.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> has_slider(SoftTable(np.eye(2, dtype=np.float32)))
+    True
+    """
     proj = table.projection
     return len(table) > 0 and (proj is None or int(getattr(proj, "heads", 1)) == 1)
 
