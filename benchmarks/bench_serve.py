@@ -1,8 +1,9 @@
 """Load benchmark of `softdb serve`: concurrent clients against a stdlib-corpus server on 127.0.0.1.
 
 The server runs in its own process (``softdb serve --corpus stdlib --port 0``, the real
-all-MiniLM-L6-v2), so its memory can be sampled alone (VmRSS from /proc every 0.2 s).
-The clients are threads of this process, each with one keep-alive connection.
+all-MiniLM-L6-v2), so its memory can be sampled alone (VmRSS from /proc every 0.05 s).
+Each client is a process of its own (so no client waits on another's GIL) with one
+keep-alive connection; it times each request from send to the last byte of the answer.
 
 Phases (all k = 10, soft mode, temperature drawn from the slider's grid):
 
@@ -35,7 +36,6 @@ import sys
 import threading
 import time
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -78,36 +78,37 @@ def start_server() -> tuple[subprocess.Popen, str, int]:
     raise RuntimeError("server did not start in 900 s")
 
 
+def _client(args: tuple[str, int, list[str]]) -> tuple[list[float], list[str]]:
+    """One client: its requests in order on one keep-alive connection; latencies (s) and errors."""
+    host, port, paths = args
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    lat, bad = [], []
+    for p in paths:
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", p)
+            resp = conn.getresponse()
+            body = resp.read()
+            ok = resp.status == 200 and len(json.loads(body)["hits"]) == 10
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
+            ok, body = False, repr(exc).encode()
+            conn.close()
+            conn = http.client.HTTPConnection(host, port, timeout=60)
+        lat.append(time.perf_counter() - t0)
+        if not ok:
+            bad.append(body[:200].decode("utf-8", "replace"))
+    conn.close()
+    return lat, bad
+
+
 def run_clients(host: str, port: int, jobs: list[list[str]]) -> tuple[list[float], int, list[str]]:
-    """Each job list runs on its own keep-alive connection; returns latencies (s), errors, first error texts."""
-    lat: list[float] = []
-    errors: list[str] = []
-    lock = threading.Lock()
+    """Each job list runs in its own client process, all at once; latencies (s), error count, first errors."""
+    import multiprocessing as mp
 
-    def client(paths: list[str]) -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=60)
-        mine, bad = [], []
-        for p in paths:
-            t0 = time.perf_counter()
-            try:
-                conn.request("GET", p)
-                resp = conn.getresponse()
-                body = resp.read()
-                ok = resp.status == 200 and len(json.loads(body)["hits"]) == 10
-            except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
-                ok, body = False, repr(exc).encode()
-                conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=60)
-            mine.append(time.perf_counter() - t0)
-            if not ok:
-                bad.append(body[:200].decode("utf-8", "replace"))
-        conn.close()
-        with lock:
-            lat.extend(mine)
-            errors.extend(bad)
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        list(pool.map(client, jobs))
+    with mp.get_context("fork").Pool(len(jobs)) as pool:
+        results = pool.map(_client, [(host, port, j) for j in jobs])
+    lat = [x for r in results for x in r[0]]
+    errors = [e for r in results for e in r[1]]
     return lat, len(errors), errors[:3]
 
 
@@ -166,7 +167,7 @@ def main() -> int:
             t_start = time.perf_counter()
             while not stop.is_set():
                 samples.append((time.perf_counter() - t_start, rss_kb(proc.pid)))
-                stop.wait(0.2)
+                stop.wait(0.05)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -180,7 +181,7 @@ def main() -> int:
             print("  first errors:", first)
         rss = np.array([s[1] for s in samples]) / 1024  # MiB
         q = max(1, len(rss) // 4)
-        print(f"server RSS over the run ({len(rss)} samples every 0.2 s): start {rss[0]:.1f} MiB, end {rss[-1]:.1f} "
+        print(f"server RSS over the run ({len(rss)} samples every 0.05 s): start {rss[0]:.1f} MiB, end {rss[-1]:.1f} "
               f"MiB, min {rss.min():.1f}, max {rss.max():.1f}; mean of first quarter {rss[:q].mean():.1f} vs "
               f"last quarter {rss[-q:].mean():.1f} MiB")
         print("  RSS samples (MiB):", " ".join(f"{x:.0f}" for x in rss[:: max(1, len(rss) // 16)]))

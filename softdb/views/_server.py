@@ -52,6 +52,9 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     protocol_version = "HTTP/1.1"  # keep-alive: every answer carries Content-Length
     default_request_version = "HTTP/1.0"  # a garbled request line still gets a status line and headers
+    # TCP_NODELAY: headers and body go out as two writes; with Nagle's algorithm the body would wait
+    # for the client's (delayed, up to 40 ms) ACK of the headers on a keep-alive connection.
+    disable_nagle_algorithm = True
     app: App  # set on the subclass made per server
     quiet: bool = True
 
