@@ -61,10 +61,11 @@ def rss_kb(pid: int) -> int:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
 
 
-def start_server() -> tuple[subprocess.Popen, str, int]:
+def start_server(table: str | None = None) -> tuple[subprocess.Popen, str, int]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "softdb.cli", "serve", "--corpus", "stdlib", "--port", "0",
-                             "--quiet"], stderr=subprocess.PIPE, text=True, env=env)
+    source = ["--table", table] if table else ["--corpus", "stdlib"]
+    proc = subprocess.Popen([sys.executable, "-m", "softdb.cli", "serve", *source, "--port", "0", "--quiet"],
+                            stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
@@ -128,13 +129,14 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=250, help="requests per client in the measured run")
     ap.add_argument("--pool", type=int, default=200, help="distinct queries in the measured run")
     ap.add_argument("--cold", type=int, default=10, help="never-seen queries per client in the cold phase")
+    ap.add_argument("--table", help="serve this saved table instead of the stdlib corpus (a smoke test)")
     args = ap.parse_args()
 
     print(f"machine: {os.cpu_count()} cores, load average before {os.getloadavg()}")
     t0 = time.perf_counter()
-    proc, host, port = start_server()
+    proc, host, port = start_server(args.table)
     print(f"server pid {proc.pid} on {host}:{port}, up in {time.perf_counter() - t0:.1f} s "
-          f"(stdlib corpus, all-MiniLM-L6-v2), RSS {rss_kb(proc.pid) / 1024:.0f} MiB")
+          f"({args.table or 'stdlib corpus, all-MiniLM-L6-v2'}), RSS {rss_kb(proc.pid) / 1024:.0f} MiB")
     try:
         conn = http.client.HTTPConnection(host, port, timeout=60)
         conn.request("GET", "/api/health")
