@@ -24,7 +24,7 @@ from softdb.views._server import is_loopback, start_server
 TEXTS = ["read rows from a csv file", "compress data with gzip", "<script>alert(1)</script> evil payload",
          "parse json text", "run a shell command and capture its output", "open a zip archive",
          "send an email message", "format dates and times", "walk a directory tree", "hash a password"]
-SWEEP_COUNTS: dict[int, int] = {}
+SWEEP_COUNTS: dict[tuple[str, int], int] = {}
 
 
 class CountingEncoder:
@@ -221,31 +221,37 @@ _param = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(q=st.one_of(st.none(), _any_text, st.text(min_size=490, max_size=520)),
        k=st.one_of(st.none(), st.integers(1, 20).map(str), _param),
        temperature=st.one_of(st.none(), st.floats(1e-3, 10.0).map(repr), _param),
        mode=st.one_of(st.none(), st.sampled_from(["soft", "hard"]), _param),
        extra=st.one_of(st.none(), st.none(), st.none(), st.tuples(_any_text, _any_text)),
-       raw=st.booleans())
-def test_bad_input_sweep_every_answer_is_200_or_a_json_400(server, q, k, temperature, mode, extra, raw):
-    params = {name: v for name, v in (("q", q), ("k", k), ("temperature", temperature), ("mode", mode))
-              if v is not None}
+       raw=st.booleans(), endpoint=st.sampled_from(["search", "search", "search", "compare"]),
+       more=st.lists(_any_text, max_size=10))
+def test_bad_input_sweep_every_answer_is_200_or_a_json_400(server, q, k, temperature, mode, extra, raw, endpoint,
+                                                         more):
+    params = [(name, v) for name, v in (("q", q), ("k", k), ("temperature", temperature), ("mode", mode))
+              if v is not None and not (endpoint == "compare" and name == "mode")]
+    if endpoint == "compare":  # several queries: repeated q parameters
+        params += [("q", m) for m in more]
     if extra is not None:
-        params[extra[0]] = extra[1]
+        params.append(extra)
     if raw:  # the characters as they are, percent-encoding only what HTTP itself cannot carry
-        qs = "&".join(f"{urllib.parse.quote(n, safe='%')}={urllib.parse.quote(v, safe='%=&')}"
-                      for n, v in params.items())
+        qs = "&".join(f"{urllib.parse.quote(n, safe='%')}={urllib.parse.quote(v, safe='%=&')}" for n, v in params)
     else:
         qs = urllib.parse.urlencode(params)
-    status, _, body = get(server, "/api/search?" + qs)
-    SWEEP_COUNTS[status] = SWEEP_COUNTS.get(status, 0) + 1
+    status, _, body = get(server, f"/api/{endpoint}?" + qs)
+    key = (endpoint, status)
+    SWEEP_COUNTS[key] = SWEEP_COUNTS.get(key, 0) + 1
     assert status in (200, 400), (status, body)
     assert isinstance(body, dict)
     if status == 400:
         assert body["status"] == 400 and body["error"]
-    else:
+    elif endpoint == "search":
         assert body["mode"] in ("soft", "hard") and isinstance(body["hits"], list)
+    else:
+        assert len(body["weights"]) == len(body["queries"]) and all(len(w) == len(body["ids"]) for w in body["weights"])
 
 
 def test_zz_sweep_counts(capsys):
@@ -253,7 +259,7 @@ def test_zz_sweep_counts(capsys):
     if SWEEP_COUNTS:
         with capsys.disabled():
             print(f"\nbad-input sweep: {sum(SWEEP_COUNTS.values())} requests, status counts {dict(sorted(SWEEP_COUNTS.items()))}")
-        assert set(SWEEP_COUNTS) <= {200, 400}
+        assert {status for _, status in SWEEP_COUNTS} <= {200, 400}
 
 
 # ------------------------------------------------------------- concurrency
