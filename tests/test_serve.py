@@ -302,3 +302,38 @@ def test_the_server_stops(table):
     srv.shutdown()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_seen_query_never_waits_for_a_slow_model_call():
+    """While one thread is inside a slow encode (say the model's first load), cached queries are answered."""
+    from softdb.views._app import _Encoder
+
+    gate, inside = threading.Event(), threading.Event()
+
+    class Slow:
+        name, dim = "slow", 64
+
+        def encode(self, texts, **kw):
+            if "slow" in texts:
+                inside.set()
+                assert gate.wait(10)
+            return HashEncoder().encode(texts)
+
+    enc = _Encoder(Slow())
+    first = enc.encode(["seen"])
+    t = threading.Thread(target=enc.encode, args=(["slow"],))
+    t.start()
+    assert inside.wait(10)
+    np.testing.assert_array_equal(enc.encode(["seen"]), first)  # answered while "slow" holds the model
+    gate.set()
+    t.join(10)
+    np.testing.assert_array_equal(enc.encode(["slow", "seen"]), HashEncoder().encode(["slow", "seen"]))
+
+
+def test_encoder_cache_is_bounded():
+    from softdb.views._app import _Encoder
+
+    enc = _Encoder(HashEncoder(), size=3)
+    out = enc.encode([f"q{i}" for i in range(5)])  # a batch larger than the cache still answers
+    np.testing.assert_array_equal(out, HashEncoder().encode([f"q{i}" for i in range(5)]))
+    assert len(enc.cache) == 3

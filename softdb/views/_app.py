@@ -64,28 +64,45 @@ def error_body(status: int, message: str) -> bytes:
 class _Encoder:
     """The table's encoder behind one lock, with an in-memory LRU of query embeddings.
 
-    The lock serialises calls into the model (sentence-transformers/torch make no
-    thread-safety promise); the cache makes a repeated query (a shared URL, the
-    slider moving over one query) skip the model entirely.
+    ``model_lock`` serialises calls into the model (sentence-transformers/torch make
+    no thread-safety promise); the LRU has its own short lock, so a query already
+    seen (a shared URL, the slider moving over one query) never waits for a model
+    call in progress, let alone for the model's first load.
     """
 
     def __init__(self, encoder: Any, size: int = ENCODE_CACHE) -> None:
         self.encoder, self.size = encoder, size
-        self.lock = threading.Lock()
+        self.model_lock = threading.Lock()
+        self.cache_lock = threading.Lock()
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
+    def _cached(self, texts: list[str]) -> list[str]:
+        """Texts not in the cache (the others are marked recently used)."""
+        with self.cache_lock:
+            for t in texts:
+                if t in self.cache:
+                    self.cache.move_to_end(t)
+            return [t for t in dict.fromkeys(texts) if t not in self.cache]
+
     def encode(self, texts: list[str]) -> np.ndarray:
-        with self.lock:
-            todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
-            if todo:
-                vecs = self.encoder.encode(todo)  # (len(todo), d)
+        todo = self._cached(texts)
+        if todo:
+            with self.model_lock:
+                todo = self._cached(todo)  # another thread may have encoded them meanwhile
+                vecs = self.encoder.encode(todo) if todo else []  # (len(todo), d)
+            with self.cache_lock:
                 for t, v in zip(todo, vecs):
                     self.cache[t] = v
-                    while len(self.cache) > self.size:
-                        self.cache.popitem(last=False)
-            for t in texts:
-                self.cache.move_to_end(t)
-            return np.stack([self.cache[t] for t in texts])  # (len(texts), d)
+                hits = [self.cache[t] if t in self.cache else None for t in texts]
+                while len(self.cache) > self.size:
+                    self.cache.popitem(last=False)
+        else:
+            with self.cache_lock:
+                hits = [self.cache.get(t) for t in texts]
+        if any(h is None for h in hits):  # evicted between the steps (a cache smaller than the batch)
+            with self.model_lock:
+                return np.asarray(self.encoder.encode(list(texts)))  # (len(texts), d)
+        return np.stack(hits)  # (len(texts), d)
 
 
 class App:
