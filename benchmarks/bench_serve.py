@@ -130,6 +130,7 @@ def main() -> int:
     ap.add_argument("--pool", type=int, default=200, help="distinct queries in the measured run")
     ap.add_argument("--cold", type=int, default=10, help="never-seen queries per client in the cold phase")
     ap.add_argument("--table", help="serve this saved table instead of the stdlib corpus (a smoke test)")
+    ap.add_argument("--repeat", type=int, default=1, help="run the measured phase this many times (fresh draws)")
     args = ap.parse_args()
 
     print(f"machine: {os.cpu_count()} cores, load average before {os.getloadavg()}")
@@ -160,33 +161,41 @@ def main() -> int:
         print(f"first never-seen query (model load if not yet loaded): {lat[0] * 1e3:.0f} ms, errors {err}, "
               f"server RSS now {rss_kb(proc.pid) / 1024:.0f} MiB")
 
-        jobs = [[path(rng.choice(queries), float(rng.choice(grid))) for _ in range(args.requests)]
-                for _ in range(args.clients)]
-        samples: list[tuple[float, int]] = []
-        stop = threading.Event()
+        p99s = []
+        for rep in range(args.repeat):
+            jobs = [[path(rng.choice(queries), float(rng.choice(grid))) for _ in range(args.requests)]
+                    for _ in range(args.clients)]
+            samples: list[tuple[float, int]] = []
+            stop = threading.Event()
 
-        def sample() -> None:
-            t_start = time.perf_counter()
-            while not stop.is_set():
-                samples.append((time.perf_counter() - t_start, rss_kb(proc.pid)))
-                stop.wait(0.05)
+            def sample() -> None:
+                t_start = time.perf_counter()
+                while not stop.is_set():
+                    samples.append((time.perf_counter() - t_start, rss_kb(proc.pid)))
+                    stop.wait(0.05)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        t = time.perf_counter()
-        lat, err, first = run_clients(host, port, jobs)
-        wall = time.perf_counter() - t
-        stop.set()
-        sampler.join()
-        summary(f"measured: {args.clients} clients x {args.requests}", lat, err, wall)
-        if first:
-            print("  first errors:", first)
-        rss = np.array([s[1] for s in samples]) / 1024  # MiB
-        q = max(1, len(rss) // 4)
-        print(f"server RSS over the run ({len(rss)} samples every 0.05 s): start {rss[0]:.1f} MiB, end {rss[-1]:.1f} "
-              f"MiB, min {rss.min():.1f}, max {rss.max():.1f}; mean of first quarter {rss[:q].mean():.1f} vs "
-              f"last quarter {rss[-q:].mean():.1f} MiB")
-        print("  RSS samples (MiB):", " ".join(f"{x:.0f}" for x in rss[:: max(1, len(rss) // 16)]))
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            t = time.perf_counter()
+            lat, err, first = run_clients(host, port, jobs)
+            wall = time.perf_counter() - t
+            stop.set()
+            sampler.join()
+            p99s.append(float(np.percentile(np.array(lat) * 1e3, 99)))
+            summary(f"measured: {args.clients} clients x {args.requests}" + (f" #{rep + 1}" if args.repeat > 1 else ""),
+                    lat, err, wall)
+            if first:
+                print("  first errors:", first)
+            rss = np.array([s[1] for s in samples]) / 1024  # MiB
+            q = max(1, len(rss) // 4)
+            print(f"server RSS over the run ({len(rss)} samples every 0.05 s): start {rss[0]:.1f} MiB, end "
+                  f"{rss[-1]:.1f} MiB, min {rss.min():.1f}, max {rss.max():.1f}; mean of first quarter "
+                  f"{rss[:q].mean():.1f} vs last quarter {rss[-q:].mean():.1f} MiB")
+            print("  RSS samples (MiB):", " ".join(f"{x:.0f}" for x in rss[:: max(1, len(rss) // 16)]))
+            print(f"  load average now {os.getloadavg()}")
+        if args.repeat > 1:
+            print(f"p99 of the {args.repeat} measured runs: {', '.join(f'{x:.1f}' for x in p99s)} ms; "
+                  f"median {float(np.median(p99s)):.1f} ms")
 
         cold = [[path(f"{rng.choice(STYLES).format(rng.choice(TOPICS))} #{tag}-{c}-{i}", tau0)
                  for i in range(args.cold)] for c in range(args.clients)]
