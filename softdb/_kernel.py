@@ -46,8 +46,9 @@ from ._states import HardState, KernelResult, KernelState, SoftState, TopKState,
 
 __all__ = ["KernelResult", "KernelState", "run", "stream", "chunk_rows"]
 
-#: Bytes of scores held per chunk: small enough for L2/L3, large enough for a fast GEMM.
-CHUNK_BYTES = 4 << 20
+#: Bytes of scores held per chunk: small enough for L3, large enough that the GEMM calls
+#: are few (each multithreaded BLAS call ends in a barrier, costly on a loaded machine).
+CHUNK_BYTES = 16 << 20
 #: With |scores / τ| <= FAST_BOUND, exp cannot overflow or underflow (float32), so the
 #: soft reduction needs no running max: one exp pass per chunk instead of three.
 FAST_BOUND = 40.0

@@ -197,6 +197,10 @@ class Planned:
     single : bool
         The call was one query (1-D or one string): ``one()`` strips the batch axis.
     heads : list of Head
+    queries : ndarray of shape (m, d)
+        The queries as the plan took them (encoded, unit rows for "cosine").
+    taus : tuple of float
+        The extra temperatures asked for.
     """
 
     answers: Answers
@@ -204,6 +208,8 @@ class Planned:
     tau: float
     single: bool
     heads: list = field(repr=False, default_factory=list)
+    queries: np.ndarray | None = field(repr=False, default=None)
+    taus: tuple = ()  # the extra temperatures of the ask (``answers.lse_at`` columns)
 
     def hits(self) -> SearchResult:
         """The top-k answers as a SearchResult ((k,) arrays for a single query)."""
@@ -216,6 +222,41 @@ class Planned:
     def one(self, x: np.ndarray | None) -> np.ndarray | None:
         """``x[0]`` for a single query, else ``x``."""
         return x[0] if self.single and x is not None else x
+
+    def hit_weights_at(self, i: int) -> np.ndarray:
+        """The hits' full-table weights at the i-th extra temperature of the ask: (m, k).
+
+        Exact re-weighting: w_j(τ_i) = exp(score_j / τ_i − lse(τ_i)) (one head).
+        """
+        a = self.answers
+        tau = self.taus[i]
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = np.exp(a.scores.astype(np.float64) / tau - a.lse_at[:, i, None])  # (m, k)
+        return np.where(a.rows >= 0, w, 0.0)
+
+    def effective_rows_at(self, i: int, i_half: int) -> np.ndarray:
+        """1 / Σ w² at the i-th extra temperature τ, given τ / 2 is the ``i_half``-th: (m,).
+
+        Σ_j w_j(τ)² = exp(lse(τ/2) − 2·lse(τ)), so no pass beyond the log-sum-exps is needed.
+        """
+        lse = self.answers.lse_at.astype(np.float64)
+        return np.exp(2.0 * lse[:, i] - lse[:, i_half])  # (m,)
+
+    def scores_of(self, rows: np.ndarray) -> np.ndarray:
+        """Scores of some ``rows`` (r,) for every query: (m, r), as search reports them.
+
+        One head: the raw score; several: log of the mean head weight (needs ``Ask(lse=True)``).
+        """
+        rows = np.asarray(rows, np.int64)
+        if len(self.heads) == 1:
+            h = self.heads[0]
+            return h.project(self.queries) @ np.asarray(h.keys[rows]).T  # (m, r)
+        out = None
+        for a, h in enumerate(self.heads):
+            la = (h.project(self.queries) @ np.asarray(h.keys[rows]).T).astype(np.float64) / self.tau
+            la -= self.answers.lse[:, a, None]  # (m, r)  log w^a
+            out = la if out is None else np.logaddexp(out, la)
+        return out - np.log(len(self.heads))  # (m, r)
 
     def hit_values(self, rows: np.ndarray) -> np.ndarray:
         """Values of ``rows`` in the answers' space (projected, concatenated over heads)."""

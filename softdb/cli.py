@@ -206,7 +206,8 @@ def _print_hit_rows(rows: list[dict[str, Any]], mode: str) -> None:
 
 # ----------------------------------------------------------------- commands
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .explain import explain
+    from ._plan import Ask
+    from ._tablestate import SearchResult
 
     t0 = time.perf_counter()
     print("softdb demo: attention as a soft database lookup over the Python standard library docs.")
@@ -216,20 +217,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"table: {len(table)} rows, {table.dim}-d unit keys, default τ = {table.temperature:g} "
           f"(built in {time.perf_counter() - t0:.1f} s)\n")
     vectors = table.encoder.encode(DEMO_QUERIES)  # one encode for all queries (cached)
-    for query, qv in zip(DEMO_QUERIES, vectors):
-        e = explain(table, qv, k=5)
+    # one pass for every query and every τ of the sweep: the log-sum-exp at τ gives the top hit's
+    # weight exp(s/τ − lse(τ)), and at τ/2 the effective rows 1/Σw² = exp(2·lse(τ) − lse(τ/2))
+    g = len(DEMO_TEMPERATURES)
+    sweep = tuple(DEMO_TEMPERATURES) + tuple(t / 2 for t in DEMO_TEMPERATURES)
+    p = table.answer(vectors, Ask(lse=True, stats=True, taus=sweep), k=5)
+    hits, a = p.hits(), p.answers
+    top_at = [p.hit_weights_at(i) for i in range(g)]  # g × (m, 5)
+    eff_at = [p.effective_rows_at(i, g + i) for i in range(g)]  # g × (m,)
+    for j, query in enumerate(DEMO_QUERIES):
+        one = SearchResult(*(None if x is None else x[j] for x in hits))
         print("=" * 100)
         print(f"query: {query!r}")
-        print(f"hard answer (argmax): {e.ids[0]}")
-        print(f"soft answer: weights over all {len(table)} rows at τ = {e.temperature:g}; the top 5:")
-        _print_hits(table.search(qv, k=5), "soft")
-        print(f"     the top 5 hold {e.covered:.0%} of the weight; entropy {e.entropy:.2f} nats; "
-              f"effective rows 1/Σw² = {e.effective_rows:.1f}")
+        print(f"hard answer (argmax): {one.ids[0]}")
+        print(f"soft answer: weights over all {len(table)} rows at τ = {p.tau:g}; the top 5:")
+        _print_hits(one, "soft")
+        print(f"     the top 5 hold {float(one.weights.sum()):.0%} of the weight; entropy {a.entropy[j]:.2f} nats; "
+              f"effective rows 1/Σw² = {a.effective_rows[j]:.1f}")
         print("  temperature sweep (weight of the top hit · effective number of rows attended):")
-        for tau in DEMO_TEMPERATURES:
-            et = explain(table, qv, k=1, temperature=tau)
-            bar = "█" * int(round(et.weights[0] * 30))
-            print(f"     τ = {tau:<5g} top weight {et.weights[0]:.3f} {bar:<30} effective rows {et.effective_rows:8.1f}")
+        for i, tau in enumerate(DEMO_TEMPERATURES):
+            top_w, eff = float(top_at[i][j, 0]), float(eff_at[i][j])
+            bar = "█" * int(round(top_w * 30))
+            print(f"     τ = {tau:<5g} top weight {top_w:.3f} {bar:<30} effective rows {eff:8.1f}")
         print()
     print("Small τ → the soft lookup becomes the hard one (one row gets all the weight);")
     print("large τ → the weights flatten towards the mean of all rows.")

@@ -139,14 +139,19 @@ def rank(table: SoftTable, queries: Any, query_ids: Sequence[str], *, k: int = 1
     """Search every query and return a trec run ``{query_id: {doc_id: score}}``.
 
     ``mode="soft"`` scores each document by its soft weight, ``"hard"`` by its raw
-    score; the orders agree because softmax is monotonic.
+    score; the orders agree because softmax is monotonic. One pass of the query
+    plan per batch; "hard" needs no log-sum-exp, so it computes no weights.
     """
+    from ._plan import Ask
+
     if mode not in ("soft", "hard"):
         raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
     k = min(k, len(table))
+    ask = Ask(lse=mode == "soft")
     run: dict[str, dict[str, float]] = {}
     for start in range(0, len(query_ids), batch):
-        hits = table.search(queries[start:start + batch], k=k)
+        p = table.answer(queries[start:start + batch], ask, k=k)
+        hits = p.state.rows.hits(p.answers.rows, p.answers.scores, p.answers.hit_weights)
         vals = hits.weights if mode == "soft" else hits.scores  # (b, k)
         for qid, ids, v in zip(query_ids[start:start + batch], hits.ids, vals.astype(np.float64)):
             run[qid] = dict(zip((str(i) for i in ids), v.tolist()))

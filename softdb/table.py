@@ -451,7 +451,7 @@ class SoftTable:
             heads = [Head(kh, vh, wq, nm) for kh, vh, wq, nm in
                      zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max)]
         tau = st.tau(temperature, None if proj is None else proj.params)
-        return Planned(answer(heads, q, ask, tau, mask, dtype=st.dtype), st, tau, single, heads)
+        return Planned(answer(heads, q, ask, tau, mask, dtype=st.dtype), st, tau, single, heads, q, ask.taus)
 
     def explain(self, query: Any, k: int = 5, *, temperature: float | None = None) -> Any:
         """A readable "soft SELECT" for one query (see :func:`softdb.explain.explain`).

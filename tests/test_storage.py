@@ -101,7 +101,7 @@ def test_verify_false_mmap_reads_no_data(tmp_path, monkeypatch):
 
 
 def test_projection_and_encoder_state(tmp_path):
-    projection = pytest.importorskip("softdb.projection")
+    from softdb import projection
 
     class Enc:
         name = "all-MiniLM-L6-v2"

@@ -286,3 +286,18 @@ def test_search_answer_one_pass_equals_explain_and_scipy(seed, metric, k, tau):
     nz = w[w > 0]
     assert a.entropy == pytest.approx(float(-(nz * np.log(nz)).sum()), rel=1e-3, abs=1e-5)
     assert a.effective_rows == pytest.approx(float(1 / (w @ w)), rel=1e-3)
+
+
+def test_search_answers_of_several_heads_match_explain():
+    from softdb import Projection
+    from softdb.views import search_answers
+
+    t = _random_table(11)
+    t.projection = Projection(8, 4, 4, heads=2, init="random", seed=1)
+    q = np.random.default_rng(12).normal(size=(3, 8)).astype(np.float32)
+    answers = search_answers(t, q, 4)
+    for j, a in enumerate(answers):
+        e = t.explain(q[j], k=4)
+        assert a.ids == e.ids
+        np.testing.assert_allclose(a.weights, e.weights, rtol=1e-5, atol=1e-7)
+        assert a.entropy == pytest.approx(e.entropy, rel=1e-4) and a.effective_rows == pytest.approx(e.effective_rows, rel=1e-4)

@@ -228,8 +228,16 @@ def search_answers(table: SoftTable, queries: Any, k: int, *,
     (True, True, True)
     """
     from .._plan import Ask
+    from ..explain import weight_stats
 
-    p = table.answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
+    proj = table.projection
+    if proj is None or proj.heads == 1:  # one pass: hits, their full-table weights, entropy, effective rows
+        p = table.answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
+        entropy, effective = p.answers.entropy, p.answers.effective_rows  # (m,), (m,)
+    else:  # a mean of several heads' softmaxes has no streaming entropy: dense weights, in batches
+        q = table.prepare(queries)  # (m, d)  encoded once
+        p = table.answer(q, Ask(k=k, lse=True), temperature=temperature, k=k)
+        entropy, effective = weight_stats(table, q, temperature=temperature)  # (m,), (m,)
     a, rows = p.answers, p.state.rows  # the rows version the answer was computed on
     pays, out = rows.payloads, []
     for j in range(a.rows.shape[0]):
@@ -238,7 +246,7 @@ def search_answers(table: SoftTable, queries: Any, k: int, *,
         out.append(SearchAnswer([rows.ids[r] for r in top], [float(a.scores[j][c]) for c in found],
                                 [float(a.hit_weights[j][c]) for c in found],
                                 [None if pays is None else pays[r] for r in top],
-                                float(p.tau), float(a.entropy[j]), float(a.effective_rows[j])))
+                                float(p.tau), float(entropy[j]), float(effective[j])))
     return out
 
 
