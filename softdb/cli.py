@@ -125,6 +125,9 @@ def _build_parser() -> argparse.ArgumentParser:
     else:
         _cli_intuitions.add_parser(sub)
     _cli_data.add_parser(sub)
+    from . import _cli_views
+
+    _cli_views.add_parsers(sub)
     return parser
 
 
@@ -296,41 +299,19 @@ def _clamped_k(k: int, n: int) -> int:
 
 
 def _search_results(table: Any, queries: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Encode every query in one call, search them as one batch; one JSON-ready dict per query."""
-    from ._plan import Ask
-    from .explain import WEAK_MATCH_COSINE, weight_stats
+    """Encode every query in one call, answer them in one pass; one JSON-ready dict per query.
+
+    The dicts are built by :func:`softdb.views.search_record`, as the web app's
+    ``/api/search`` answers are: one shape for both.
+    """
+    from .views import search_answers, search_record
 
     k = _clamped_k(args.k, len(table))
     qv = table.encoder.encode(queries)  # (m, d): one encoder call for all queries
-    proj = table.projection
-    if proj is None or proj.heads == 1:  # one pass for the batch: hits, weights, entropy, effective rows
-        p = table.answer(qv, Ask(lse=True, stats=True), temperature=args.temperature, k=k)
-        hits, entropy, effective = p.hits(), p.answers.entropy, p.answers.effective_rows
-    else:  # the mean of several heads' softmaxes: statistics from dense weights, in batches
-        p = table.answer(qv, Ask(lse=True), temperature=args.temperature, k=k)
-        hits = p.hits()
-        entropy, effective = weight_stats(table, qv, temperature=args.temperature)  # (m,) each
-    tau = p.tau
-    cosine = table.metric == "cosine"
-    results = []
-    for j, query in enumerate(queries):
-        one = type(hits)(*(None if a is None else a[j] for a in hits))
-        rows = _hits_json(one, args.mode)
-        shown = rows if args.min_score is None else [r for r in rows if r["score"] >= args.min_score]
-        best = rows[0]["score"] if rows else None
-        result = {"query": query, "mode": args.mode, "temperature": tau, "table_rows": len(table), "k": k,
-                  "hits": shown, "entropy": float(entropy[j]), "effective_rows": float(effective[j]),
-                  "covered": float(sum(r["weight"] for r in rows)) if args.mode == "soft" else None,
-                  "best_score": best,
-                  "weak_match": (best is not None and best < WEAK_MATCH_COSINE) if cosine else None,
-                  "weak_match_below": WEAK_MATCH_COSINE if cosine else None}
-        if k != args.k:
-            result["k_requested"] = args.k
-        if args.min_score is not None:
-            result["min_score"] = args.min_score
-            result["hidden"] = len(rows) - len(shown)
-        results.append(result)
-    return results
+    answers = search_answers(table, qv, k, temperature=args.temperature)  # one pass for the batch
+    return [search_record(a, query, mode=args.mode, table_rows=len(table), k=k, k_requested=args.k,
+                          min_score=args.min_score, cosine=table.metric == "cosine")
+            for query, a in zip(queries, answers)]
 
 
 def _print_search_result(result: dict[str, Any]) -> None:
@@ -434,6 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in COMMANDS:
             return COMMANDS[args.command](args)
+        from . import _cli_views
+
+        if args.command in _cli_views.COMMANDS:
+            return _cli_views.run(args)
         from . import _cli_intuitions
 
         return _cli_intuitions.run(args)
