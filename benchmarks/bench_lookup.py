@@ -280,6 +280,8 @@ METHODS: list[tuple[str, str, Callable[[Case], Callable[[], object]], str]] = [
     ("top10", KQ_GEMM, _gemm_kq, "numpy"),
     ("top10", "softdb kernel top-10", lambda c: lambda: stream(c.Q, c.K, k=K_TOP), "numpy"),
     ("top10", "softdb search k=10 +weights", lambda c: lambda: c.table.search(c.Q, k=K_TOP), "numpy"),
+    ("top10", "softdb search k=10, τ=0.05", lambda c: lambda: c.table.search(c.Q, k=K_TOP, temperature=0.05),
+     "numpy"),
     ("top10", "numpy float32 argpartition", _naive_top(np.float32), "numpy"),
     ("top10", "numpy float64 argpartition", _naive_top(np.float64), "numpy"),
     ("top10", "faiss IndexFlatIP k=10", _faiss_top, "faiss"),
