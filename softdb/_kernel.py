@@ -1,16 +1,26 @@
 """The one streaming engine that turns scores into answers.
 
-Every lookup walks the table in row chunks. Per chunk it does one GEMM for the
-scores, then feeds them to the reductions the lookup needs, each of which keeps
-only small running state per query:
+Every lookup walks the rows in chunks. Per chunk it asks a scorer for the scores
+(:mod:`softdb._scorers`: a GEMM for dense keys, a sparse product for CSR keys, a
+weighted sum for blocks of both), then feeds them to the reductions the lookup
+needs, each of which keeps only small running state per query
+(:mod:`softdb._states`):
 
 - soft:  running max ``mx``, running sum of exp ``se``, running weighted sum ``o``
          (the online softmax that FlashAttention uses), giving the soft answer and
-         the log-sum-exp of every query;
+         the log-sum-exp of every query; optionally Σ e·(l − mx) and Σ e² for the
+         entropy and the effective number of rows of the weights;
 - hard:  running best score and row (ties go to the lowest row);
 - top-k: running k best scores and rows; only scores at or above a lower bound
          of the query's final k-th best are gathered (found coarse to fine) and
-         merged in batches.
+         merged in batches;
+- grid:  the log-sum-exp at extra temperatures, in the same pass.
+
+:func:`run` returns that state (a :class:`~softdb._states.KernelState`, with global
+rows: a run over a part of a table passes its first row as ``offset``); states of
+disjoint parts merge exactly (:func:`~softdb._states.merge`), and
+:func:`~softdb._states.finalize` turns a state into answers. :func:`stream` is
+``finalize(run(DenseScorer(keys), ...))``.
 
 Chunks of scores are laid out by query, (m, c) = Q·K_chunkᵀ, except for top-k
 alone or with the log-sum-exp (``search``) from ROW_LAYOUT_MIN queries on: there
@@ -25,13 +35,16 @@ log-sum-exp -inf and a zero soft answer, never NaN.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from . import _checks
+from ._scorers import DenseScorer
+from ._states import HardState, KernelResult, KernelState, SoftState, TopKState, finalize
 
-__all__ = ["KernelResult", "stream", "chunk_rows"]
+__all__ = ["KernelResult", "KernelState", "run", "stream", "chunk_rows"]
 
 #: Bytes of scores held per chunk: small enough for L2/L3, large enough for a fast GEMM.
 CHUNK_BYTES = 4 << 20
@@ -57,18 +70,6 @@ TOPK_MERGE_MIN = 4096
 TOPK_GROUP_ROWS = 16
 
 
-@dataclass
-class KernelResult:
-    """Small per-query state left by the reductions (fields unused are None)."""
-
-    out: np.ndarray | None = None  # (m, d_v) soft answer
-    lse: np.ndarray | None = None  # (m,) log Σ exp(score / τ) over allowed rows
-    best_row: np.ndarray | None = None  # (m,) int64, -1 = no match
-    best_score: np.ndarray | None = None  # (m,) raw scores
-    top_rows: np.ndarray | None = None  # (m, k) int64, -1 = no match
-    top_scores: np.ndarray | None = None  # (m, k) raw scores, descending
-
-
 def chunk_rows(m: int, n: int, itemsize: int, chunk: int | None = None) -> int:
     """Rows per chunk: ``chunk`` if given, else CHUNK_BYTES worth of scores."""
     if chunk is not None:
@@ -76,7 +77,6 @@ def chunk_rows(m: int, n: int, itemsize: int, chunk: int | None = None) -> int:
     return int(min(max(n, 1), max(256, CHUNK_BYTES // (max(m, 1) * itemsize))))
 
 
-@np.errstate(over="ignore", invalid="ignore")  # overflow → ±inf scores; callers check results
 def stream(
     queries: np.ndarray,
     keys: np.ndarray,
@@ -91,7 +91,7 @@ def stream(
     key_norm_max: float | None = None,
     chunk: int | None = None,
 ) -> KernelResult:
-    """Stream ``keys`` in chunks and run the requested reductions.
+    """Stream dense ``keys`` in chunks and run the requested reductions.
 
     Parameters
     ----------
@@ -128,59 +128,139 @@ def stream(
     >>> int(r.best_row[0]), r.out.round(3).tolist()
     (1, [[0.007, 0.987, 0.007]])
     """
-    m, n = queries.shape[0], keys.shape[0]
-    dt = np.result_type(queries.dtype, keys.dtype)
-    step = chunk_rows(m, n, dt.itemsize, chunk)
-    res = KernelResult()
-    st = _State(m, dt, dense=dense, hard=hard, k=k, mask=mask)
+    return finalize(run(DenseScorer(keys, key_norm_max), queries, values, scale=scale, soft=soft, hard=hard,
+                        k=k, dense=dense, mask=mask, chunk=chunk))
 
-    q_use = queries  # one GEMM serves every reduction
-    if soft or dense is not None:
-        if 1e-12 <= scale <= 1e12:
-            q_use = queries * dt.type(scale)  # (m, d)  scores come out already divided by τ
-        else:
-            with np.errstate(over="ignore"):
-                st.post_scale = dt.type(scale)  # extreme τ: scale each chunk's scores instead
-        if st.post_scale is None and key_norm_max is not None and m:
-            bound = float(np.sqrt(np.einsum("ij,ij->i", q_use, q_use, dtype=np.float64)).max())
-            st.fast = bound * key_norm_max <= FAST_BOUND
+
+@np.errstate(over="ignore", invalid="ignore")  # overflow → ±inf scores; callers check results
+def run(
+    scorer: Any,
+    queries: Any,
+    values: Any = None,
+    *,
+    scale: float = 1.0,
+    soft: bool = False,
+    hard: bool = False,
+    k: int = 0,
+    dense: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    chunk: int | None = None,
+    offset: int = 0,
+    grid: Sequence[float] = (),
+    stats: bool = False,
+) -> KernelState:
+    """One streaming pass over ``scorer``'s rows; returns the mergeable per-query state.
+
+    Parameters
+    ----------
+    scorer : scorer
+        See :mod:`softdb._scorers` (e.g. ``DenseScorer(keys)``); holds n rows.
+    queries : any
+        What ``scorer.bind`` takes: (m, d) for dense keys.
+    values : ndarray or scipy.sparse matrix of shape (n, d_v), optional
+        With ``soft``, the values to blend.
+    scale : float
+        1 / τ of the soft reduction, ``dense`` and ``stats``.
+    soft, hard, k, dense, mask, chunk
+        As in :func:`stream`; ``mask`` and ``dense`` are over the scorer's own n rows.
+    offset : int
+        Global row of the scorer's row 0: hard and top-k report ``offset + row``.
+    grid : sequence of float
+        Extra scales 1 / τ_j: the state keeps the log-sum-exp at each (``KernelState.grid``).
+    stats : bool
+        With ``soft``, also keep what the entropy and the effective number of rows
+        (1 / Σ w²) of the weights need.
+
+    Returns
+    -------
+    KernelState
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb._scorers import DenseScorer
+    >>> from softdb._states import finalize
+    >>> st = run(DenseScorer(np.eye(3, dtype=np.float32)), np.array([[0, 5, 0]], np.float32), k=2, offset=10)
+    >>> finalize(st).top_rows.tolist()
+    [[11, 10]]
+    """
+    n = scorer.n
+    grid = tuple(float(g) for g in grid)
+    want_lse = soft or dense is not None
+    post_scale = None
+    if want_lse and not 1e-12 <= scale <= 1e12:
+        post_scale = scale  # extreme τ: scale each chunk's scores instead of the queries
+    pre = want_lse and post_scale is None
+    bound = scorer.bind(queries, scale if pre else 1.0)  # one score call serves every reduction
+    m, dt = bound.m, np.dtype(bound.dtype)
+    step = chunk_rows(m, n, dt.itemsize, chunk)
+    st = _State(m, dt, dense=dense, hard=hard, k=k, mask=mask)
+    if post_scale is not None:
+        with np.errstate(over="ignore"):
+            st.post_scale = dt.type(post_scale)
+    units = scale if want_lse else 1.0  # s holds raw score × units once post-scaled
+    if want_lse:
+        if post_scale is None and m and not stats:
+            ab = bound.abs_max()
+            st.fast = ab is not None and ab <= FAST_BOUND
         st.mx = np.full(m, 0.0 if st.fast else -np.inf, dt)  # (m,)  running max (fixed 0 if fast)
         st.se = np.zeros(m, dt)  # (m,)  running Σ exp(s - mx)
         if soft and values is not None:
             st.o = np.zeros((m, values.shape[1]), dt)  # (m, d_v)
             o_chunk = np.empty_like(st.o)  # (m, d_v)
+        if stats:
+            st.ent, st.sq = np.zeros(m, dt), np.zeros(m, dt)  # (m,), (m,)
+    st.grid = [_Lse(m, dt, g / units) for g in grid]
 
-    by_row = bool(k) and m >= ROW_LAYOUT_MIN and not hard and dense is None and st.o is None
+    by_row = (bool(k) and m >= ROW_LAYOUT_MIN and not hard and dense is None and st.o is None
+              and not grid and not stats and getattr(bound, "by_row", False))
     buf = np.empty(m * min(step, n), dt)  # (m·step,)  one score buffer for every chunk
     for start in range(0, n, step):
         stop = min(start + step, n)
         if by_row:
             s = buf[: m * (stop - start)].reshape(stop - start, m)  # (c, m)  contiguous view
-            np.matmul(keys[start:stop], q_use.T, out=s)  # (c, m)  scores (divided by τ when soft)
-            st.reduce_rows(s, start)
+            s = bound.scores_by_row(start, stop, s)  # (c, m)  scores (divided by τ when soft)
+            st.reduce_rows(s, start, start + offset)
             continue
         s = buf[: m * (stop - start)].reshape(m, stop - start)  # (m, c)  contiguous view
-        np.matmul(q_use, keys[start:stop].T, out=s)  # (m, c)  scores (divided by τ when soft)
-        st.reduce(s, start)
+        s = bound.scores(start, stop, s)  # (m, c)  scores (divided by τ when soft)
+        e = st.reduce(s, start, start + offset)  # (m, c)  exp(s - mx), or None
         if st.o is not None:
-            st.o += np.matmul(s, values[start:stop], out=o_chunk)  # (m, d_v)  s holds exp(s - mx)
+            v = values[start:stop]  # (c, d_v)
+            st.o += (v.T @ e.T).T if sp.issparse(v) else np.matmul(e, v, out=o_chunk)  # (m, d_v)
 
+    res = KernelState(score_scale=1.0 / scale if pre else 1.0, scale=float(scale), grid_scales=grid)
     if st.se is not None:
-        empty = st.se == 0  # (m,)  no allowed row
-        allowed = np.ones(m, bool) if mask is None else mask.any(axis=-1) & np.ones(m, bool)  # (m,)
-        if n and (empty & allowed).any():  # every allowed score / τ underflowed to -inf
-            raise _checks.scores_underflowed(1.0 / scale, dt)
-        with np.errstate(divide="ignore"):
-            res.lse = np.where(empty, -np.inf, st.mx + np.log(st.se)).astype(dt)  # (m,)
-        if st.o is not None:
-            res.out = st.o / np.where(empty, 1, st.se)[:, None]  # (m, d_v)  zeros for no match
-    unscale = dt.type(1.0 if q_use is queries or st.post_scale is not None else 1.0 / scale)  # raw scores
+        allowed = np.full(m, n > 0) if mask is None else mask.any(axis=-1) & np.full(m, n > 0)  # (m,)
+        res.soft = SoftState(st.mx, st.se, st.o, allowed, st.ent, st.sq)
     if hard:
-        res.best_row, res.best_score = st.best_r, st.best_s * unscale
+        res.hard = HardState(st.best_s, st.best_r)
     if k:
         st.top.merge()
-        res.top_rows, res.top_scores = st.top.r, st.top.s * unscale
+        res.top = TopKState(st.top.s, st.top.r)
+    res.grid = tuple(SoftState(g.mx, g.se) for g in st.grid)
     return res
+
+
+class _Lse:
+    """Running log-sum-exp of scores × ``ratio`` (a grid temperature), with a running max."""
+
+    def __init__(self, m: int, dt: np.dtype, ratio: float) -> None:
+        self.ratio = dt.type(ratio)
+        self.mx = np.full(m, -np.inf, dt)  # (m,)
+        self.se = np.zeros(m, dt)  # (m,)
+        self.buf = np.empty(0, dt)
+
+    def feed(self, s: np.ndarray) -> None:
+        if self.buf.size < s.size:
+            self.buf = np.empty(s.size, s.dtype)
+        t = np.multiply(s, self.ratio, out=self.buf[: s.size].reshape(s.shape))  # (m, c)
+        new_mx = np.maximum(self.mx, t.max(axis=1))  # (m,)
+        shift = np.where(new_mx == -np.inf, 0, new_mx).astype(t.dtype)  # (m,)
+        self.se *= np.exp(self.mx - shift)
+        t -= shift[:, None]
+        self.se += np.exp(t, out=t).sum(axis=1)
+        self.mx[:] = new_mx
 
 
 class _State:
@@ -189,14 +269,19 @@ class _State:
     def __init__(self, m: int, dt: np.dtype, *, dense, hard: bool, k: int, mask) -> None:
         self.dense, self.hard, self.k, self.mask = dense, hard, k, mask
         self.fast, self.post_scale = False, None
-        self.mx = self.se = self.o = None  # (m,), (m,), (m, d_v): set up by stream
+        self.mx = self.se = self.o = self.ent = self.sq = None  # (m,), (m,), (m, d_v), (m,), (m,): set up by run
+        self.grid: list[_Lse] = []
+        self.ebuf = np.empty(0, dt)
         if hard:
             self.best_s = np.full(m, -np.inf, dt)  # (m,)
             self.best_r = np.full(m, -1, np.int64)  # (m,)
         self.top = _TopK(m, k, dt) if k else None
 
-    def reduce(self, s: np.ndarray, start: int) -> None:
-        """Feed one chunk's scores (m, c) to every reduction; soft leaves exp(s - mx) in ``s``."""
+    def reduce(self, s: np.ndarray, start: int, row0: int) -> np.ndarray | None:
+        """Feed one chunk's scores (m, c) of local rows start.. (global row0..) to every reduction.
+
+        Returns exp(s - mx) (in ``s`` itself unless ``stats``), or None without soft.
+        """
         c = s.shape[1]
         if self.mask is not None:
             mask = self.mask
@@ -207,40 +292,53 @@ class _State:
             cs = np.take_along_axis(s, idx[:, None], axis=1)[:, 0]  # (m,)
             better = cs > self.best_s  # (m,)  strict: earlier chunks win ties
             self.best_s[better] = cs[better]
-            self.best_r[better] = idx[better] + start
+            self.best_r[better] = idx[better] + row0
         if self.top is not None:
-            self.top.feed(s, start)
-        if self.se is None:
-            return
-        if self.post_scale is not None:
+            self.top.feed(s, row0)
+        if self.post_scale is not None and (self.se is not None or self.grid):
             s *= self.post_scale
+        for g in self.grid:
+            g.feed(s)
+        if self.se is None:
+            return None
         if self.dense is not None:
             self.dense[:, start : start + c] = s
         mx, se = self.mx, self.se  # (m,), (m,)  updated in place
         if self.fast:
             np.exp(s, out=s)  # (m, c)  |s| <= FAST_BOUND: no shift needed
             se += s.sum(axis=1)
-            return
+            return s
         new_mx = np.maximum(mx, s.max(axis=1))  # (m,)
         shift = np.where(new_mx == -np.inf, 0, new_mx).astype(s.dtype)  # (m,)  all masked: 0
         alpha = np.exp(mx - shift)  # (m,)  rescale of old state; 0 while empty
         s -= shift[:, None]
-        np.exp(s, out=s)  # (m, c)
+        e = s
+        if self.ent is not None:
+            if self.ebuf.size < s.size:
+                self.ebuf = np.empty(s.size, s.dtype)
+            e = np.exp(s, out=self.ebuf[: s.size].reshape(s.shape))  # (m, c)
+            np.copyto(s, 0, where=e == 0)  # masked: 0·(-inf) would be NaN
+            self.ent[:] = np.where(se == 0, 0, alpha * (self.ent + (mx - shift) * se))  # rebase onto shift
+            self.ent += np.einsum("ij,ij->i", e, s)  # (m,)  Σ e (l - shift)
+            self.sq *= alpha * alpha
+            self.sq += np.einsum("ij,ij->i", e, e)  # (m,)  Σ e²
+        else:
+            np.exp(s, out=s)  # (m, c)
         se *= alpha
-        se += s.sum(axis=1)
+        se += e.sum(axis=1)
         if self.o is not None:
             self.o *= alpha[:, None]
         mx[:] = new_mx
+        return e
 
-
-    def reduce_rows(self, s: np.ndarray, start: int) -> None:
+    def reduce_rows(self, s: np.ndarray, start: int, row0: int) -> None:
         """``reduce`` for scores laid out by row, ``s`` (c, m): top-k, then the log-sum-exp."""
         c = s.shape[0]
         if self.mask is not None:
             mask = self.mask
             mc = mask[start : start + c, None] if mask.ndim == 1 else mask[:, start : start + c].T  # (c, 1)|(c, m)
             np.copyto(s, -np.inf, where=~mc)
-        self.top.feed_rows(s, start)
+        self.top.feed_rows(s, row0)
         if self.se is None:
             return
         if self.post_scale is not None:
