@@ -6,7 +6,8 @@ task carries only the shard's path and version (a :class:`ShardRef`) and loads
 the shard on a cache miss. So when a worker dies, Dask reruns its tasks on
 another worker, which simply loads the shard from disk; and a stale or
 changed shard is refused, never answered. Tasks return the kernel's small
-per-query partial state with *global* rows (see :mod:`softdb._merge`).
+per-query state, a :class:`softdb._states.KernelState` with *global* rows, which
+the client merges exactly (:func:`softdb._states.merge`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import storage
+from . import _kernel
 from ._kernel import stream
+from ._scorers import DenseScorer
 from ._shards import ShardRef, check_version
 
-__all__ = ["load", "answer", "forget", "CACHE_SHARDS"]
+__all__ = ["load", "run", "forget", "CACHE_SHARDS"]
 
 #: Shards one worker process keeps open (memory maps: file-backed, not private memory).
 CACHE_SHARDS = 256
@@ -125,4 +128,33 @@ def answer(ref: ShardRef, verify: bool, offset: int, q: np.ndarray, op: str, sca
         s = np.empty((len(q), len(keys)), keys.dtype)  # (m, n_shard)
         r = stream(q, keys, scale=scale, dense=s, mask=mk, key_norm_max=ref.key_norm_max)
         return {"dense": s, "lse": r.lse}
+    raise ValueError(f"unknown shard operation {op!r}")
+
+
+def run(ref: ShardRef, verify: bool, offset: int, q: np.ndarray, op: str, scale: float, k: int,
+        mask: tuple | None) -> tuple:
+    """One shard's mergeable state for queries ``q`` (m, d), rows global (``offset`` + local).
+
+    Returns ``(state, extra)``. ``op`` is "soft" (soft state with Σ e·v), "hard"
+    (hard state; extra: the best row's value (m, d_v)), "search" (top-k and soft
+    state, for the full-table log-sum-exp) or "dense" (soft state; extra: the
+    scaled scores (m, n_shard)). ``mask`` is this shard's slice, bit-packed: (bytes, shape).
+    """
+    got = _get(ref, verify)
+    keys, values = got.keys, got.keys if got.values is None else got.values
+    mk = _unpack(mask)
+    scorer = DenseScorer(keys, ref.key_norm_max)
+    if op == "soft":
+        return _kernel.run(scorer, q, values, scale=scale, soft=True, mask=mk, offset=offset), None
+    if op == "hard":
+        st = _kernel.run(scorer, q, hard=True, mask=mk, offset=offset)
+        local = st.hard.row - offset  # (m,)  -offset - 1 where no match
+        found = st.hard.row >= 0  # (m,)
+        val = np.where(found[:, None], values[np.where(found, local, 0)], 0).astype(keys.dtype, copy=False)
+        return st, val  # (m, d_v)
+    if op == "search":
+        return _kernel.run(scorer, q, scale=scale, soft=True, k=min(k, len(keys)), mask=mk, offset=offset), None
+    if op == "dense":
+        s = np.empty((len(q), len(keys)), keys.dtype)  # (m, n_shard)
+        return _kernel.run(scorer, q, scale=scale, dense=s, mask=mk, offset=offset), s
     raise ValueError(f"unknown shard operation {op!r}")

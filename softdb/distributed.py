@@ -5,7 +5,7 @@ A question goes to every shard as one small task carrying the queries; each
 worker streams its shard through the one kernel and returns only its partial
 per-query state (soft: answer and log-sum-exp; hard: best score, row and
 value; top-k: k best and log-sum-exp), and the client merges them exactly
-(:mod:`softdb._merge`). Answers equal those of one :class:`~softdb.SoftTable`
+(:func:`softdb._states.merge`). Answers equal those of one :class:`~softdb.SoftTable`
 holding all the rows in shard order, with the same tie rule (lowest row).
 
 Bytes moved per batch of m queries over p shards: p copies of the queries
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks, _merge, _shard_build, _shard_worker, _shards
+from . import _checks, _shard_build, _shard_worker, _shards, _states
 from ._projected import COSINE_TEMPERATURE
 from .table import SearchResult
 
@@ -77,6 +77,19 @@ def _read_version(root: str, verify: bool) -> _Version:
         ids.append(np.array(i, np.int64) if all(type(x) is int for x in i) else _objects(i))
         pays.append(None if m["payloads"] is None else _objects(m["payloads"]))
     return _Version(layout, ids, pays)
+
+
+def _nbytes(*objs: Any) -> int:
+    """Bytes of the arrays in kernel states (dataclasses of arrays) and plain arrays."""
+    total = 0
+    for o in objs:
+        if isinstance(o, np.ndarray):
+            total += o.nbytes
+        elif hasattr(o, "__dataclass_fields__"):
+            total += _nbytes(*(getattr(o, f) for f in o.__dataclass_fields__))
+        elif isinstance(o, tuple):
+            total += _nbytes(*o)
+    return total
 
 
 def _objects(items: list) -> np.ndarray:
@@ -327,13 +340,12 @@ class ShardedTable:
                 mk = mask[a:b] if mask.ndim == 1 else mask[:, a:b]  # (n_i,) | (m, n_i)
                 packed = (np.packbits(mk).tobytes(), mk.shape)
                 sent += len(packed[0])
-            jobs.append((r, (_shard_worker.answer, r, self._verify, a, q, op, scale, k, packed)))
+            jobs.append((r, (_shard_worker.run, r, self._verify, a, q, op, scale, k, packed)))
             sent += q.nbytes
         if not jobs:
             raise ValueError("the table has no rows; hint: add rows first")
         out = self._submit(jobs, op)
-        back = sum(a.nbytes for res in out for a in res.values())
-        self.last_batch_bytes = {"to_workers": sent, "from_workers": back}
+        self.last_batch_bytes = {"to_workers": sent, "from_workers": sum(_nbytes(st, x) for st, x in out)}
         return out
 
     # -------------------------------------------------------------- queries
@@ -379,14 +391,15 @@ class ShardedTable:
         mask = _checks.as_mask(mask, len(q), v.n, single)
         if mode == "hard":
             parts = self._run(v, "hard", q, 1.0, 0, mask)
-            _, _, part = _merge.merge_hard([p["score"] for p in parts], [p["row"] for p in parts])
+            best = _states.merge(*(st for st, _ in parts)).hard.row  # (m,)  global; ties: lowest row
             out = np.zeros((len(q), self.value_dim), self.dtype)  # (m, d_v)  no match: zeros
-            for i, p in enumerate(parts):
-                out[part == i] = p["value"][part == i]
+            for st, val in parts:
+                win = (st.hard.row == best) & (best >= 0)  # (m,)  this shard holds the winning row
+                out[win] = val[win]
         else:
             tau = self._tau(temperature)
             parts = self._run(v, "soft", q, 1.0 / tau, 0, mask)
-            out, _ = _merge.merge_soft([p["out"] for p in parts], [p["lse"] for p in parts])  # (m, d_v)
+            out = _states.finalize(_states.merge(*(st for st, _ in parts))).out  # (m, d_v)
             _checks.check_finite_result(out, "soft lookup", tau)
         return out[0] if single else out
 
@@ -404,8 +417,8 @@ class ShardedTable:
         mask = _checks.as_mask(mask, len(q), v.n, single)
         tau = self._tau(temperature)
         parts = self._run(v, "search", q, 1.0 / tau, k, mask)
-        rows, scores = _merge.merge_top_k([p["scores"] for p in parts], [p["rows"] for p in parts], k)
-        lse = _merge.merge_lse([p["lse"] for p in parts])  # (m,)
+        r = _states.finalize(_states.merge(*(st for st, _ in parts)))
+        rows, scores, lse = r.top_rows, r.top_scores, r.lse  # (m, k), (m, k), (m,)
         found = rows >= 0  # (m, k)
         with np.errstate(over="ignore", invalid="ignore"):
             logits = scores / np.asarray(tau, self.dtype)  # (m, k)
@@ -427,8 +440,8 @@ class ShardedTable:
         mask = _checks.as_mask(mask, len(q), v.n, single)
         tau = self._tau(temperature)
         parts = self._run(v, "dense", q, 1.0 / tau, 0, mask)
-        lse = _merge.merge_lse([p["lse"] for p in parts])  # (m,)
-        w = np.concatenate([p["dense"] for p in parts], axis=1)  # (m, n)  scores / τ
+        lse = _states.finalize(_states.merge(*(st for st, _ in parts))).lse  # (m,)
+        w = np.concatenate([dense for _, dense in parts], axis=1)  # (m, n)  scores / τ
         with np.errstate(invalid="ignore", over="ignore"):
             w -= np.where(lse == -np.inf, 0, lse)[:, None]
             np.exp(w, out=w)

@@ -114,10 +114,11 @@ def test_random_cosine_table_from_a_softtable(client, tmp_path):
     with ShardedTable.open(path, client=client) as t:
         assert (t.metric, t.temperature, t.value_dim) == ("cosine", ref.temperature, 24)
         _check_all(t, ref, q)
-        t.search(q, k=5)  # back: per shard m x k rows (int64) and scores (float32), m lse (float32)
-        assert t.last_batch_bytes == {"to_workers": 4 * q.nbytes, "from_workers": 4 * 30 * (5 * 12 + 4)}
-        t.lookup(q)  # back: per shard m x d_v answers and m lse: O(m d_v), never O(m n)
-        assert t.last_batch_bytes["from_workers"] == 4 * 30 * (24 + 1) * 4
+        # back per shard: m x k rows (int64) and scores (float32); m running max, sum (float32), allowed (bool)
+        t.search(q, k=5)
+        assert t.last_batch_bytes == {"to_workers": 4 * q.nbytes, "from_workers": 4 * 30 * (5 * 12 + 9)}
+        t.lookup(q)  # and m x d_v weighted sums (float32) for soft: O(m d_v), never O(m n)
+        assert t.last_batch_bytes["from_workers"] == 4 * 30 * (24 * 4 + 9)
 
 
 def test_memmapped_npy_and_string_queries(client, tmp_path):
