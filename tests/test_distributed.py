@@ -223,8 +223,8 @@ def test_flipped_byte_and_missing_file_are_named(client, tmp_path):
 def test_sigkill_a_worker_during_a_batch(client, tmp_path):
     """A worker dies mid-batch: its shards rerun elsewhere (reloaded from disk); the answer is exact."""
     rng = np.random.default_rng(5)
-    k = rng.standard_normal((120_000, 48)).astype(np.float32)
-    q = rng.standard_normal((1024, 48)).astype(np.float32)
+    k = rng.standard_normal((80_000, 48)).astype(np.float32)
+    q = rng.standard_normal((768, 48)).astype(np.float32)
     path = str(tmp_path / "kill")
     ShardedTable.create(path, k, shards=4)
     ref = SoftTable(k).search(q, k=10)
@@ -252,4 +252,3 @@ def test_sigkill_a_worker_during_a_batch(client, tmp_path):
         assert killed, "no batch was running long enough to kill a worker in it"
         client.wait_for_workers(2, timeout=60)  # the nanny restarts the dead worker
         _same_search(t.search(q, k=10), ref)  # and later batches are right again
-        _same_search(t.search(q[:7], k=3), SoftTable(k).search(q[:7], k=3))
