@@ -138,7 +138,7 @@ def run(ref: ShardRef, verify: bool, offset: int, q: np.ndarray, op: str, scale:
     Returns ``(state, extra)``. ``op`` is "soft" (soft state with Σ e·v), "hard"
     (hard state; extra: the best row's value (m, d_v)), "search" (top-k and soft
     state, for the full-table log-sum-exp) or "dense" (soft state; extra: the
-    scaled scores (m, n_shard)). ``mask`` is this shard's slice, bit-packed: (bytes, shape).
+    scaled scores (m, n_shard)) or "stats" (soft state with the entropy sums). ``mask`` is this shard's slice, bit-packed: (bytes, shape).
     """
     got = _get(ref, verify)
     keys, values = got.keys, got.keys if got.values is None else got.values
@@ -154,6 +154,8 @@ def run(ref: ShardRef, verify: bool, offset: int, q: np.ndarray, op: str, scale:
         return st, val  # (m, d_v)
     if op == "search":
         return _kernel.run(scorer, q, scale=scale, soft=True, k=min(k, len(keys)), mask=mk, offset=offset), None
+    if op == "stats":
+        return _kernel.run(scorer, q, scale=scale, soft=True, stats=True, mask=mk, offset=offset), None
     if op == "dense":
         s = np.empty((len(q), len(keys)), keys.dtype)  # (m, n_shard)
         return _kernel.run(scorer, q, scale=scale, dense=s, mask=mk, offset=offset), s

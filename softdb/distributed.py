@@ -450,6 +450,19 @@ class ShardedTable:
         _checks.check_finite_result(w, "weights", tau)
         return w[0] if single else w
 
+    def weight_stats(self, queries: Any, *, temperature: float | None = None,
+                     mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Entropy (nats) and effective rows 1/Σw² of each query's full-table weights, (m,) each.
+
+        One pass on the workers (the kernel's mergeable entropy sums); no weights move.
+        """
+        v = self._version
+        q, single = self._queries(queries, v)
+        mask = _checks.as_mask(mask, len(q), v.n, single)
+        tau = self._tau(temperature)
+        r = _states.finalize(_states.merge(*(st for st, _ in self._run(v, "stats", q, 1.0 / tau, 0, mask))))
+        return (r.entropy[0], r.effective_rows[0]) if single else (r.entropy, r.effective_rows)
+
     # ------------------------------------------------------------- mutation
     def add(self, keys: Any, values: Any = None, *, ids: Iterable[Hashable] | None = None,
             payloads: Sequence[Any] | None = None) -> None:

@@ -65,7 +65,15 @@ def _check_all(t, ref, q, mask=None):
     np.testing.assert_array_equal(t.lookup(q, mode="hard", mask=mask), ref.lookup(q, mode="hard", mask=mask))
     for k in (1, 7, 25):
         _same_search(t.search(q, k=k, mask=mask), ref.search(q, k=k, mask=mask))
-    np.testing.assert_allclose(t.weights(q, mask=mask), ref.weights(q, mask=mask), rtol=0, atol=1e-6)
+    w = ref.weights(q, mask=mask)  # (m, n)
+    np.testing.assert_allclose(t.weights(q, mask=mask), w, rtol=0, atol=1e-6)
+    w = np.atleast_2d(w).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(w > 0, w * np.log(w), 0).sum(axis=1)  # (m,)  float64 oracle
+        eff = np.where(w.sum(axis=1) > 0, 1 / (w**2).sum(axis=1), 0)  # (m,)
+    got_ent, got_eff = (np.atleast_1d(a) for a in t.weight_stats(q, mask=mask))
+    np.testing.assert_allclose(got_ent, ent, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got_eff, eff, rtol=1e-4)
 
 
 @pytest.fixture(scope="module")
