@@ -175,7 +175,7 @@ class ShardedTable:
         >>> path = os.path.join(tempfile.mkdtemp(), "t")
         >>> ShardedTable.create(path, np.eye(3, dtype=np.float32), shards=2)
         >>> sorted(os.listdir(path)), len(SoftTable.load(os.path.join(path, "shard-0001.g0")))
-        (['shard-0000.g0', 'shard-0001.g0', 'shards.json'], 2)
+        (['shard-0000.g0', 'shard-0001.g0', 'shards.json'], 1)
         """
         _shard_build.create(path, table_or_keys, values, ids=ids, payloads=payloads, shards=shards,
                             metric=metric, temperature=temperature)
