@@ -21,7 +21,6 @@ import numpy as np
 
 from . import storage
 from . import _kernel
-from ._kernel import stream
 from ._scorers import DenseScorer
 from ._shards import ShardRef, check_version
 
@@ -100,35 +99,6 @@ def _unpack(mask: tuple | None) -> np.ndarray | None:
         return None
     bits, shape = mask
     return np.unpackbits(np.frombuffer(bits, np.uint8), count=int(np.prod(shape))).view(bool).reshape(shape)
-
-
-def answer(ref: ShardRef, verify: bool, offset: int, q: np.ndarray, op: str, scale: float, k: int,
-           mask: tuple | None) -> dict:
-    """One shard's partial state for queries ``q`` (m, d); rows are global (``offset`` + local).
-
-    ``op`` is "soft" (out, lse), "hard" (best score, row and that row's value),
-    "search" (top-k rows and scores, lse) or "dense" (scaled scores (m, n_shard), lse).
-    ``mask`` is this shard's slice of the mask, bit-packed: (bytes, shape).
-    """
-    got = _get(ref, verify)
-    keys, values = got.keys, got.keys if got.values is None else got.values
-    mk = _unpack(mask)
-    if op == "soft":
-        r = stream(q, keys, values, scale=scale, soft=True, mask=mk, key_norm_max=ref.key_norm_max)
-        return {"out": r.out, "lse": r.lse}  # (m, d_v), (m,)
-    if op == "hard":
-        r = stream(q, keys, hard=True, mask=mk)
-        found = r.best_row >= 0  # (m,)
-        val = np.where(found[:, None], values[np.maximum(r.best_row, 0)], 0).astype(keys.dtype, copy=False)
-        return {"score": r.best_score, "row": np.where(found, r.best_row + offset, -1), "value": val}
-    if op == "search":
-        r = stream(q, keys, scale=scale, soft=True, k=min(k, len(keys)), mask=mk, key_norm_max=ref.key_norm_max)
-        return {"rows": np.where(r.top_rows >= 0, r.top_rows + offset, -1), "scores": r.top_scores, "lse": r.lse}
-    if op == "dense":
-        s = np.empty((len(q), len(keys)), keys.dtype)  # (m, n_shard)
-        r = stream(q, keys, scale=scale, dense=s, mask=mk, key_norm_max=ref.key_norm_max)
-        return {"dense": s, "lse": r.lse}
-    raise ValueError(f"unknown shard operation {op!r}")
 
 
 def run(ref: ShardRef, verify: bool, offset: int, q: np.ndarray, op: str, scale: float, k: int,
