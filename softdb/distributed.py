@@ -226,8 +226,11 @@ class ShardedTable:
             import dask
 
             with dask.config.set({"distributed.scheduler.work-stealing": False}):  # shards stay put
+                # memory_limit=0: memory-mapped shard pages count in a worker's RSS, and Dask would
+                # pause (at 80%) or kill (at 95%) a worker for page cache the kernel can drop at will
                 cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                                                    processes=True, host="127.0.0.1", dashboard_address=None,
+                                                   memory_limit=0,
                                                    scheduler_kwargs={"dashboard": False,  # no fixed :8787
                                                                      "dashboard_address": "127.0.0.1:0"})
             client = distributed.Client(cluster)

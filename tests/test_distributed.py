@@ -29,7 +29,7 @@ def client():
 
     with dask.config.set({"distributed.scheduler.work-stealing": False}):
         cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None,
+                                           dashboard_address=None, memory_limit=0,
                                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"})
     c = distributed.Client(cluster)
     try:
