@@ -5,6 +5,18 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# torch, the CPU build. PyPI's Linux torch is the CUDA build (several GB of nvidia-* wheels), so on
+# Linux we ask for the +cpu build from PyTorch's CPU wheel index. A CPU wheel that pip already sees
+# without any network (its find-links, a local index) is tried first, so a machine that cannot reach
+# PyTorch's host never waits on it. Override either: make TORCH_INDEX=<a mirror of that index>, or
+# make TORCH=torch==2.13.0 (macOS and Windows: PyPI's build is already the CPU one).
+TORCH_VERSION ?= 2.13.0
+ifeq ($(shell uname -s),Linux)
+TORCH ?= torch==$(TORCH_VERSION)+cpu
+else
+TORCH ?= torch==$(TORCH_VERSION)
+endif
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: demo test bench clean
 
@@ -12,7 +24,10 @@ $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# The CPU build of torch first: otherwise sentence-transformers pulls several GB of CUDA.
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-index --no-deps "$(TORCH)" 2>/dev/null \
+	  || { echo "no local wheel of $(TORCH): installing it from $(TORCH_INDEX)"; \
+	       $(PIP) install -q "$(TORCH)" --index-url "$(TORCH_INDEX)"; }
+	$(PIP) install -q "$(TORCH)"  # torch's own dependencies, from the usual index
 	$(PIP) install -q -e ".[text]"
 	touch $@
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from softdb import SoftTable
+from softdb.data import resolve
 from softdb.evaluate import evaluate_table, fit_beir_projection, unseen_queries
 from softdb.text import beir_corpus, beir_qrels, beir_queries, default_encoder
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
 
 #: Candidates measured before choosing the default (name -> fit_beir_projection options).
 CANDIDATES = {
@@ -38,7 +38,8 @@ DEFAULT_NAME = "W_Q, τ 0.02, λ 0.03 (default)"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("beir_dir", nargs="?", default=str(DEFAULT_DIR))
+    ap.add_argument("beir_dir", nargs="?", default="scifact",
+                    help="a BEIR folder, or a name fetched by `softdb data get` (default scifact)")
     ap.add_argument("--candidates", action="store_true", help="also fit the alternatives")
     ap.add_argument("--markdown", action="store_true", help="print a README-ready table")
     ap.add_argument("--json", help="also write the figures to this JSON file")
@@ -46,6 +47,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     enc = default_encoder()
+    try:
+        args.beir_dir = resolve(args.beir_dir)
+    except FileNotFoundError as exc:
+        ap.error(str(exc))
     corpus = beir_corpus(args.beir_dir)
     test_q, train_q = beir_queries(args.beir_dir, "test"), beir_queries(args.beir_dir, "train")
     test_qrels, train_qrels = beir_qrels(args.beir_dir, "test"), beir_qrels(args.beir_dir, "train")

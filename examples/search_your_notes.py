@@ -4,7 +4,8 @@ Build the table once and save it, then answer queries from the saved table: the
 same "build once, query many times" as `softdb index` and `softdb search --table`.
 
 Run:  python examples/search_your_notes.py [NOTES_FOLDER] ["query" ...]
-Without a folder it writes a few sample notes to a temporary folder first.
+Without a folder it writes a few sample notes to a temporary folder first; the
+temporary folder (sample notes and saved table) is removed at the end.
 """
 
 import sys
@@ -20,24 +21,25 @@ SAMPLE = {
     "recipes.txt": "Bread: 500 g flour, 350 g water, 10 g salt, 5 g yeast.\n\nSoak chickpeas overnight.",
 }
 
-work = Path(tempfile.mkdtemp(prefix="softdb-notes-"))
-if len(sys.argv) > 1:
-    notes, queries = Path(sys.argv[1]), sys.argv[2:]
-else:
-    notes, queries = work / "notes", []
-    for name, text in SAMPLE.items():
-        (notes / name).parent.mkdir(parents=True, exist_ok=True)
-        (notes / name).write_text(text)
-queries = queries or ["when is the budget meeting", "how much salt in bread", "how much sun for tomatoes"]
+with tempfile.TemporaryDirectory(prefix="softdb-notes-") as tmp:
+    work = Path(tmp)
+    if len(sys.argv) > 1:
+        notes, queries = Path(sys.argv[1]), sys.argv[2:]
+    else:
+        notes, queries = work / "notes", []
+        for name, text in SAMPLE.items():
+            (notes / name).parent.mkdir(parents=True, exist_ok=True)
+            (notes / name).write_text(text)
+    queries = queries or ["when is the budget meeting", "how much salt in bread", "how much sun for tomatoes"]
 
-corpus = folder_corpus(notes)  # ids like "work/meetings.md#0"
-table = SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
-table.save(work / "notes.table")  # atomic; records the encoder's name
-print(f"indexed {len(table)} paragraphs from {notes} into {work / 'notes.table'}\n")
+    corpus = folder_corpus(notes)  # ids like "work/meetings.md#0"
+    table = SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
+    table.save(work / "notes.table")  # atomic; records the encoder's name
+    print(f"indexed {len(table)} paragraphs from {notes} into {work / 'notes.table'}\n")
 
-saved = SoftTable.load(work / "notes.table")  # checksums verified; string queries work
-for query in queries:
-    hits = saved.search(query, k=2)
-    print(f"{query!r}")
-    for i, score, weight, payload in zip(hits.ids, hits.scores, hits.weights, hits.payloads):
-        print(f"   {weight:5.2f}  {score:5.2f}  {i}: {payload['text'][:60]}")
+    saved = SoftTable.load(work / "notes.table")  # checksums verified; string queries work
+    for query in queries:
+        hits = saved.search(query, k=2)
+        print(f"{query!r}")
+        for i, score, weight, payload in zip(hits.ids, hits.scores, hits.weights, hits.payloads):
+            print(f"   {weight:5.2f}  {score:5.2f}  {i}: {payload['text'][:60]}")

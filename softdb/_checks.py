@@ -113,7 +113,11 @@ def as_matrix(
         where = np.argwhere(bad)[0].tolist()
         if not np.isfinite(arr[tuple(where)]):
             what = f"{n_nan} NaN and {n_inf} inf values"
-            hint = "hint: drop or impute those rows before building the table"
+            if name == "queries":
+                hint = ("hint: the table is fine; fix the queries (a NaN often comes from normalising "
+                        "a zero vector) or drop those queries")
+            else:
+                hint = "hint: drop or impute those rows before building the table"
         else:
             what = f"values too large for {np.dtype(dtype).name} ({n_inf} became inf)"
             hint = "hint: rescale the vectors, or pass float64"
@@ -181,10 +185,10 @@ def as_ids(ids: Iterable[Hashable] | None, n: int, *, start: int = 0) -> tuple:
             )
     if len(set(ids)) != len(ids):
         seen: set = set()
-        dups = [i for i in ids if i in seen or seen.add(i)]  # type: ignore[func-returns-value]
+        dups = list(dict.fromkeys(i for i in ids if i in seen or seen.add(i)))  # type: ignore[func-returns-value]
         raise ValueError(
-            f"ids must be unique, but there are {len(dups)} duplicate ids, e.g. "
-            f"{_preview(dups)}; hint: de-duplicate the rows or give explicit ids"
+            f"ids must be unique, but {len(dups)} {'ids appear' if len(dups) > 1 else 'id appears'} "
+            f"more than once: {_preview(dups)}; hint: de-duplicate the rows or give explicit ids"
         )
     return ids
 

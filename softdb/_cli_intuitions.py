@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from typing import Any
+
+from ._json import dumps
 
 __all__ = ["add_parser", "run"]
 
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:  # e.g. sentence-transformers missing for the language claims
         return _error(str(exc))
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=1, ensure_ascii=False))
+        print(dumps([r.to_dict() for r in results], indent=1, ensure_ascii=False))
     else:
         held = sum(r.holds for r in results)
         print(f"\n{held} of {len(results)} claims hold ({time.perf_counter() - t_start:.1f} s)")

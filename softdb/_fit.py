@@ -70,6 +70,24 @@ class FitReport:
     stopped_early: bool = False
     val_metric: str | None = None
 
+    def __repr__(self) -> str:
+        """A one-line summary: first and last loss, not the whole history.
+
+        Examples
+        --------
+        >>> FitReport(tuple(np.linspace(2.0, 0.5, 500)), 499, 1.25, (), None, "lbfgs", True)
+        FitReport(optimizer='lbfgs', iterations=499, loss 2 → 0.5 (500 values in loss_history), converged=True, seconds=1.25)
+        """
+        loss = (f"loss {self.loss_history[0]:.4g} → {self.loss_history[-1]:.4g} "
+                f"({len(self.loss_history)} values in loss_history)") if self.loss_history else "no loss recorded"
+        val = ""
+        if self.val_metric_history and self.best_val_metric is not None:
+            val = (f", best {self.val_metric or 'validation metric'} {self.best_val_metric:.4g} "
+                   f"({len(self.val_metric_history)} values in val_metric_history)")
+        early = ", stopped_early=True" if self.stopped_early else ""
+        return (f"FitReport(optimizer={self.optimizer!r}, iterations={self.iterations}, {loss}{val}, "
+                f"converged={self.converged}{early}, seconds={self.seconds:.3g})")
+
 
 # ------------------------------------------------------------------ targets
 def as_targets(targets: Any, m: int, index: dict, name: str = "targets") -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from typing import Any
 
@@ -205,7 +206,12 @@ def loads(text: bytes, where: str, *, verify: bool = True) -> dict:
     if verify:
         want = m.get("checksum")
         if not isinstance(want, str) or want != _canonical_sha256(m):
-            raise ValueError(f"{where} is corrupted: its checksum does not match its content")
+            folder = os.path.dirname(where) or "."
+            raise ValueError(
+                f"{where} is corrupted: its checksum does not match its content (was it edited by hand?); "
+                f"hint: rebuild the table with `softdb index CORPUS -o {folder}`, or load it anyway with "
+                "SoftTable.load(…, verify=False) (on the command line: --no-verify)"
+            )
     n = _field(m, "n", (int,), where)
     dim = _field(m, "dim", (int,), where)
     value_dim = _field(m, "value_dim", (int,), where)

@@ -7,11 +7,13 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from typing import Any
+
+from . import __version__, _cli_data, data
+from ._json import dumps
 
 __all__ = ["main"]
 
@@ -44,6 +46,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -57,6 +69,7 @@ def _positive_int(text: str) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="softdb", description="Attention as a soft database lookup: search text with "
                      "real sentence embeddings and see the soft weights behind every answer.")
+    parser.add_argument("--version", action="version", version=f"softdb {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     sub.add_parser("demo", help="search the Python standard library docs and show soft vs hard retrieval",
@@ -66,31 +79,43 @@ def _build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("search", help="search a corpus or a saved table",
                        description="Search a corpus (encoded on the fly, cached) or a table saved by "
-                       "`softdb index`.")
-    s.add_argument("query", help="the query text")
+                       "`softdb index`. Several queries (positional, or --queries FILE) are encoded "
+                       "and searched together, with the model loaded once.")
+    s.add_argument("query", nargs="*", help="one or more query texts")
+    s.add_argument("--queries", metavar="FILE",
+                   help="also read queries from FILE, one per line (blank lines skipped; '-' = stdin)")
     src = s.add_mutually_exclusive_group()
     src.add_argument("--corpus", default="stdlib",
-                     help="'stdlib' (default), a folder of .txt/.md files, a .jsonl/.csv file, or a BEIR folder")
+                     help="'stdlib' (default), a folder of .txt/.md files, a .jsonl/.csv file, a BEIR folder or name")
     src.add_argument("--table", help="a table folder written by `softdb index`")
-    s.add_argument("-k", type=_positive_int, default=5, help="number of hits (default 5)")
+    _add_column_options(s)
+    s.add_argument("-k", type=_positive_int, default=5,
+                   help="number of hits (default 5; more than the table's rows shows all of them, with a note)")
     s.add_argument("--temperature", type=_positive_float, help="softmax temperature (default: the table's)")
     s.add_argument("--mode", choices=["soft", "hard"], default="soft",
                    help="soft: hits with their weights; hard: the best rows by score")
-    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.add_argument("--min-score", type=_finite_float, metavar="S",
+                   help="hide hits scoring below S (cosine, from -1 to 1, for text tables)")
+    _add_no_verify(s)
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object per query, one per line (JSON Lines)")
 
     ix = sub.add_parser("index", help="encode a corpus and save it as a table",
                         description="Build a table from a corpus and save it: build once, query many times.")
     ix.add_argument("corpus", help="'stdlib', a folder, a .jsonl/.csv file, or a BEIR folder")
     ix.add_argument("-o", "--output", required=True, help="the table folder to write")
+    _add_column_options(ix)
 
     ev = sub.add_parser("eval", help="evaluate search on a BEIR folder (nDCG@10, Recall@100, MRR@10)",
                         description="Evaluate frozen (and fitted) search on BEIR-format data with trec_eval.")
-    ev.add_argument("beir_dir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    ev.add_argument("beir_dir", help="a BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or a name of `softdb data list`")
     ev.add_argument("--split", default="test", help="split to evaluate (default test)")
     ev.add_argument("--fit", metavar="SPLIT", help="fit a projection on this split (e.g. train)")
     ev.add_argument("--mode", choices=["soft", "hard"], default="soft")
-    ev.add_argument("--max-docs", type=_positive_int, help="evaluate on a slice of the corpus")
-    ev.add_argument("--max-queries", type=_positive_int, help="evaluate on the first N queries")
+    ev.add_argument("--max-docs", type=_positive_int,
+                    help="evaluate on a slice of the corpus (the output says it is a slice)")
+    ev.add_argument("--max-queries", type=_positive_int,
+                    help="evaluate on the first N queries (the output says it is a slice)")
     ev.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
     try:
@@ -99,24 +124,47 @@ def _build_parser() -> argparse.ArgumentParser:
         pass
     else:
         _cli_intuitions.add_parser(sub)
+    _cli_data.add_parser(sub)
     return parser
 
 
+def _add_column_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text-column", metavar="NAME",
+                   help="for a .jsonl/.csv corpus: the column holding the text (default 'text')")
+    p.add_argument("--id-column", metavar="NAME",
+                   help="for a .jsonl/.csv corpus: the column holding unique ids (default: row numbers)")
+
+
+def _add_no_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="load --table without checking its checksums (e.g. a hand-edited manifest.json)")
+
+
 # ------------------------------------------------------------------ helpers
-def _text_table(spec: str) -> Any:
+def _warn(message: str) -> None:
+    print(f"softdb: warning: {message}", file=sys.stderr)
+
+
+def _note(message: str) -> None:
+    print(f"softdb: note: {message}", file=sys.stderr)
+
+
+def _text_table(spec: str, text_column: str | None = None, id_column: str | None = None) -> Any:
     from .table import SoftTable
     from .text import load_corpus
 
-    corpus = load_corpus(spec)
+    corpus = load_corpus(data.resolve(spec), text_column=text_column, id_column=id_column)
+    if corpus.skipped:
+        _warn(f"{corpus.skipped_message()} (in {spec})")
     return SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
 
 
-def _load_table(path: str) -> Any:
+def _load_table(path: str, *, verify: bool = True) -> Any:
     from .table import SoftTable
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"no table at {path!r}; hint: build one with `softdb index CORPUS -o {path}`")
-    return SoftTable.load(path)
+    return SoftTable.load(path, verify=verify)
 
 
 def _hits_json(hits: Any, mode: str) -> list[dict[str, Any]]:
@@ -134,22 +182,23 @@ def _hits_json(hits: Any, mode: str) -> list[dict[str, Any]]:
 
 
 def _print_hits(hits: Any, mode: str) -> None:
+    _print_hit_rows(_hits_json(hits, mode), mode)
+
+
+def _print_hit_rows(rows: list[dict[str, Any]], mode: str) -> None:
     from .explain import snippet
 
     if mode == "soft":
         print(f"{'rank':>4}  {'weight':>6}  {'':<20} {'score':>6}  id — summary")
     else:
         print(f"{'rank':>4}  {'score':>6}  id — summary")
-    pays = hits.payloads if hits.payloads is not None else [None] * len(hits.ids)
-    for r, (i, s, w, p) in enumerate(zip(hits.ids, hits.scores, hits.weights, pays), 1):
-        if i is None:
-            continue
-        text = snippet(p, 70)
+    for r, row in enumerate(rows, 1):
+        text = snippet(row["payload"], 70)
         if mode == "soft":
-            bar = "█" * int(round(float(w) * 20))
-            print(f"{r:>4}  {w:>6.3f}  {bar:<20} {s:>6.3f}  {i} — {text}")
+            bar = "█" * int(round(row["weight"] * 20))
+            print(f"{r:>4}  {row['weight']:>6.3f}  {bar:<20} {row['score']:>6.3f}  {row['id']} — {text}")
         else:
-            print(f"{r:>4}  {s:>6.3f}  {i} — {text}")
+            print(f"{r:>4}  {row['score']:>6.3f}  {row['id']} — {text}")
 
 
 # ----------------------------------------------------------------- commands
@@ -185,39 +234,130 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
-    if not args.query.strip():
-        raise UserError("the query is empty; hint: softdb search \"how do I read a csv file\"")
-    if args.table:
-        table = _load_table(args.table)
-    else:
-        table = _text_table(args.corpus)
-    k = min(args.k, len(table))
-    if table.encoder is None:
-        raise UserError(f"the table at {args.table!r} records no text encoder, so it cannot take text "
-                        "queries; hint: build it with `softdb index`")
-    qv = table.encoder.encode([args.query])[0]  # (d,)
-    hits = table.search(qv, k=k, temperature=args.temperature)
-    if args.json:
-        from .explain import explain
+def _search_queries(args: argparse.Namespace) -> list[str]:
+    """The queries of one `softdb search`: the positional ones, then those of --queries."""
+    queries = list(args.query)
+    for q in queries:
+        if not q.strip():
+            raise UserError("a query is empty; hint: softdb search \"how do I read a csv file\"")
+    if args.queries is not None:
+        if args.queries == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            try:
+                with open(args.queries, encoding="utf-8-sig") as f:
+                    lines = f.read().splitlines()
+            except OSError as exc:
+                raise UserError(f"cannot read --queries {args.queries!r}: {exc.strerror}; hint: a text file "
+                                "with one query per line") from None
+            except UnicodeDecodeError:
+                raise UserError(f"--queries {args.queries!r} is not UTF-8 text; hint: save it as UTF-8, "
+                                "one query per line") from None
+        from_file = [line.strip() for line in lines if line.strip()]
+        if not from_file:
+            raise UserError(f"--queries {args.queries!r} holds no queries; hint: one query per line")
+        queries += from_file
+    if not queries:
+        raise UserError("no query given; hint: softdb search \"how do I read a csv file\" "
+                        "(several queries: one argument each, or --queries FILE)")
+    return queries
 
-        e = explain(table, qv, k=k, temperature=args.temperature)
-        print(json.dumps({"query": args.query, "mode": args.mode, "temperature": e.temperature,
-                          "hits": _hits_json(hits, args.mode), "entropy": e.entropy,
-                          "effective_rows": e.effective_rows}, default=str))
-        return 0
+
+def _search_table(args: argparse.Namespace) -> Any:
+    if args.table:
+        if args.text_column is not None or args.id_column is not None:
+            raise UserError("--text-column/--id-column choose the columns of a --corpus .jsonl/.csv file; "
+                            "a --table was built with its columns already chosen; hint: drop them")
+        table = _load_table(args.table, verify=args.verify)
+        if table.encoder is None:
+            raise UserError(f"the table at {args.table!r} records no text encoder, so it cannot take text "
+                            "queries; hint: build it with `softdb index`")
+        return table
+    if not args.verify:
+        raise UserError("--no-verify applies to a saved --table; a --corpus is encoded afresh; hint: drop it")
+    return _text_table(args.corpus, args.text_column, args.id_column)
+
+
+def _clamped_k(k: int, n: int) -> int:
+    """The CLI clamps k to the table's rows (the Python API raises instead), and says so."""
+    if k <= n:
+        return k
+    _note(f"-k {k} is more than the table's {n} rows; showing all {n}")
+    return n
+
+
+def _search_results(table: Any, queries: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Encode every query in one call, search them as one batch; one JSON-ready dict per query."""
+    from .explain import WEAK_MATCH_COSINE, weight_stats
+
+    k = _clamped_k(args.k, len(table))
+    qv = table.encoder.encode(queries)  # (m, d): one encoder call for all queries
+    hits = table.search(qv, k=k, temperature=args.temperature)  # (m, k) each
+    entropy, effective = weight_stats(table, qv, temperature=args.temperature)  # (m,) each
     tau = table.temperature if args.temperature is None else args.temperature
-    if args.mode == "soft":
-        print(f"query: {args.query!r}   (soft lookup, τ = {tau:g}, {len(table)} rows)")
+    cosine = table.metric == "cosine"
+    results = []
+    for j, query in enumerate(queries):
+        one = type(hits)(*(None if a is None else a[j] for a in hits))
+        rows = _hits_json(one, args.mode)
+        shown = rows if args.min_score is None else [r for r in rows if r["score"] >= args.min_score]
+        best = rows[0]["score"] if rows else None
+        result = {"query": query, "mode": args.mode, "temperature": tau, "table_rows": len(table), "k": k,
+                  "hits": shown, "entropy": float(entropy[j]), "effective_rows": float(effective[j]),
+                  "covered": float(sum(r["weight"] for r in rows)) if args.mode == "soft" else None,
+                  "best_score": best,
+                  "weak_match": (best is not None and best < WEAK_MATCH_COSINE) if cosine else None,
+                  "weak_match_below": WEAK_MATCH_COSINE if cosine else None}
+        if k != args.k:
+            result["k_requested"] = args.k
+        if args.min_score is not None:
+            result["min_score"] = args.min_score
+            result["hidden"] = len(rows) - len(shown)
+        results.append(result)
+    return results
+
+
+def _print_search_result(result: dict[str, Any]) -> None:
+    """The text form of one query's result."""
+    if result["mode"] == "soft":
+        print(f"query: {result['query']!r}   (soft lookup, τ = {result['temperature']:g}, {result['table_rows']} rows)")
     else:
-        print(f"query: {args.query!r}   (hard lookup: best rows by score, {len(table)} rows)")
-    _print_hits(hits, args.mode)
+        print(f"query: {result['query']!r}   (hard lookup: best rows by score, {result['table_rows']} rows)")
+    if result["hits"]:
+        _print_hit_rows(result["hits"], result["mode"])
+    if result.get("hidden"):
+        if result["hits"]:
+            print(f"     ({result['hidden']} of the top {result['k']} hidden: score below --min-score "
+                  f"{result['min_score']:g})")
+        else:
+            print(f"     no hit scores --min-score {result['min_score']:g} or more "
+                  f"(the best scores {result['best_score']:.3f})")
+    if result["mode"] == "soft":
+        print(f"     the top {result['k']} hold {result['covered']:.0%} of the weight; "
+              f"entropy {result['entropy']:.2f} nats; effective rows 1/Σw² = {result['effective_rows']:.1f}")
+    if result["weak_match"]:
+        print(f"     weak match: even the best hit has cosine {result['best_score']:.3f} (below "
+              f"{result['weak_match_below']:g}); the corpus may hold nothing on this query: weights only "
+              "rank the rows against each other")
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    queries = _search_queries(args)
+    table = _search_table(args)
+    results = _search_results(table, queries, args)
+    for n, result in enumerate(results):
+        if args.json:
+            print(dumps(result))
+            continue
+        if n:
+            print()
+        _print_search_result(result)
     return 0
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    table = _text_table(args.corpus)
+    table = _text_table(args.corpus, args.text_column, args.id_column)
     table.save(args.output)
     print(f"indexed {len(table)} rows from {args.corpus!r} into {args.output} "
           f"({table.dim}-d keys, encoder {table.encoder.name}) in {time.perf_counter() - t0:.1f} s")
@@ -227,6 +367,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_beir
 
+    args.beir_dir = data.resolve(args.beir_dir)  # a name of `softdb data list`, or a folder
     if not os.path.isdir(args.beir_dir):
         raise FileNotFoundError(f"no BEIR folder at {args.beir_dir!r}; hint: it must hold corpus.jsonl, "
                                 "queries.jsonl and qrels/<split>.tsv")
@@ -234,18 +375,40 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                            max_docs=args.max_docs, max_queries=args.max_queries)
     result = report.to_dict()
     if args.json:
-        print(json.dumps(result))
+        print(dumps(result))
         return 0
-    print(f"{'model':<10} {'queries':<8} {'n':>4}  {'nDCG@10':>8} {'Recall@100':>10} {'MRR@10':>7}")
-    for model in ("baseline", "fitted"):
-        for subset, m in result.get(model, {}).items():
-            print(f"{model:<10} {subset:<8} {m['queries']:>4}  {m['ndcg@10']:>8.4f} {m['recall@100']:>10.4f} "
-                  f"{m['mrr@10']:>7.4f}")
-    print(f"\n{args.split} split of {args.beir_dir}, mode {args.mode}; took {result['seconds']:.1f} s")
+    _print_eval(result, args)
     return 0
 
 
-COMMANDS = {"demo": _cmd_demo, "search": _cmd_search, "index": _cmd_index, "eval": _cmd_eval}
+def _metric(x: float | None, width: int) -> str:
+    return f"{'—':>{width}}" if x is None else f"{x:>{width}.4f}"
+
+
+def _slice_line(sliced: dict[str, Any]) -> str:
+    parts = []
+    if sliced["max_docs"] is not None:
+        parts.append(f"{sliced['docs']} of {sliced['docs_total']} documents (--max-docs {sliced['max_docs']})")
+    if sliced["max_queries"] is not None:
+        parts.append(f"{sliced['queries']} of {sliced['queries_total']} queries "
+                     f"(--max-queries {sliced['max_queries']})")
+    return "on a slice: " + ", ".join(parts) + "; published figures use the whole split"
+
+
+def _print_eval(result: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"{'model':<10} {'queries':<8} {'n':>4}  {'nDCG@10':>8} {'Recall@100':>10} {'MRR@10':>7}")
+    for model in ("baseline", "fitted"):
+        for subset, m in result.get(model, {}).items():
+            print(f"{model:<10} {subset:<8} {m['queries']:>4}  {_metric(m['ndcg@10'], 8)} "
+                  f"{_metric(m['recall@100'], 10)} {_metric(m['mrr@10'], 7)}")
+    if any(m["queries"] == 0 for model in ("baseline", "fitted") for m in result.get(model, {}).values()):
+        print("(— : a subset with no queries has no mean)")
+    print(f"\n{args.split} split of {args.beir_dir}, mode {args.mode}; took {result['seconds']:.1f} s")
+    if result.get("slice"):
+        print(_slice_line(result["slice"]))
+
+
+COMMANDS = {"demo": _cmd_demo, "search": _cmd_search, "index": _cmd_index, "eval": _cmd_eval, "data": _cli_data.run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,16 +53,26 @@ def _pytrec_eval() -> Any:
 
 @dataclass(frozen=True)
 class Metrics:
-    """Mean metrics over a set of queries."""
+    """Mean metrics over a set of queries (NaN over no query: the mean does not exist)."""
 
     ndcg_at_10: float
     recall_at_100: float
     mrr_at_10: float
     queries: int
 
-    def to_dict(self) -> dict[str, float | int]:
-        return {"ndcg@10": self.ndcg_at_10, "recall@100": self.recall_at_100,
-                "mrr@10": self.mrr_at_10, "queries": self.queries}
+    def to_dict(self) -> dict[str, float | int | None]:
+        """The metrics as a JSON-ready dict; None (JSON null) for a metric over no query.
+
+        Examples
+        --------
+        >>> Metrics(float("nan"), float("nan"), float("nan"), 0).to_dict()
+        {'ndcg@10': None, 'recall@100': None, 'mrr@10': None, 'queries': 0}
+        """
+        def value(x: float) -> float | None:
+            return x if np.isfinite(x) else None
+
+        return {"ndcg@10": value(self.ndcg_at_10), "recall@100": value(self.recall_at_100),
+                "mrr@10": value(self.mrr_at_10), "queries": self.queries}
 
 
 def trec_eval(
@@ -233,17 +243,24 @@ def fit_beir_projection(
 
 @dataclass
 class BeirReport:
-    """What :func:`evaluate_beir` measured."""
+    """What :func:`evaluate_beir` measured.
+
+    ``slice`` is None for a run on the whole split; after ``max_docs`` or
+    ``max_queries`` it says so: ``{"max_docs", "max_queries", "docs",
+    "docs_total", "queries", "queries_total"}``.
+    """
 
     baseline: SplitReport
     fitted: SplitReport | None
     seconds: float
     fit_report: Any = None
+    slice: dict[str, int | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"baseline": self.baseline.to_dict()}
         if self.fitted is not None:
             out["fitted"] = self.fitted.to_dict()
+        out["slice"] = self.slice
         out["seconds"] = round(self.seconds, 3)
         return out
 
@@ -288,6 +305,7 @@ def evaluate_beir(
     qrels = beir_qrels(path, split)
     queries = beir_queries(path, split)
     q_ids, q_texts = list(queries.ids), list(queries.texts)
+    n_queries_total, n_docs_total = len(q_ids), len(corpus)
     train = None
     if fit is not None:
         train_qrels = beir_qrels(path, fit)
@@ -323,4 +341,8 @@ def evaluate_beir(
         fitted_table, fit_report = fit_beir_projection(table, tv, [targets[i] for i in usable],
                                                        **dict(fit_options or {}))
         fitted = evaluate_table(fitted_table, qv, q_ids, qrels, subsets=subsets, mode=mode)
-    return BeirReport(baseline, fitted, time.perf_counter() - t0, fit_report)
+    sliced = None
+    if max_docs is not None or max_queries is not None:
+        sliced = {"max_docs": max_docs, "max_queries": max_queries, "docs": len(doc_ids),
+                  "docs_total": n_docs_total, "queries": len(q_ids), "queries_total": n_queries_total}
+    return BeirReport(baseline, fitted, time.perf_counter() - t0, fit_report, sliced)

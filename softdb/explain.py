@@ -10,7 +10,10 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from .table import SoftTable
 
-__all__ = ["Explanation", "explain", "snippet"]
+__all__ = ["Explanation", "WEAK_MATCH_COSINE", "explain", "snippet", "weight_stats"]
+
+#: Below this cosine, even the best hit is called a weak match (see README, "Weak matches").
+WEAK_MATCH_COSINE = 0.3
 
 
 def snippet(payload: Any, width: int = 60) -> str:
@@ -138,3 +141,47 @@ def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | No
         entropy=entropy, effective_rows=float(1.0 / (w @ w)), covered=float(hits.weights.sum()),
         soft=soft, hard=hard, soft_nearest=nearest, soft_hard_cosine=float(sn @ hn),
     )
+
+
+def weight_stats(table: SoftTable, queries: Any, *, temperature: float | None = None,
+                 max_cells: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Entropy and effective number of rows of each query's full-table weights.
+
+    The weights are computed for a few queries at a time, so memory stays at about
+    ``max_cells`` floats however many queries there are.
+
+    Parameters
+    ----------
+    table : SoftTable
+    queries : array_like of shape (m, d)
+    temperature : float, optional
+    max_cells : int
+        Queries per batch × rows, at most.
+
+    Returns
+    -------
+    entropy : ndarray of shape (m,)
+        −Σ w log w in nats (0 = all the weight on one row; log n = uniform).
+    effective_rows : ndarray of shape (m,)
+        1 / Σ w²: how many rows the soft answer effectively blends.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(3), [[1.0], [2.0], [3.0]], temperature=0.5)
+    >>> entropy, rows = weight_stats(t, [[1.0, 0.2, 0.0], [0.0, 0.0, 0.0]])
+    >>> rows.round(2), bool(np.isclose(entropy[1], np.log(3)))
+    (array([1.69, 3.  ]), True)
+    """
+    q = np.asarray(queries)
+    m = len(q)
+    step = max(1, min(m, max_cells // max(len(table), 1)))
+    entropy = np.empty(m, np.float64)  # (m,)
+    effective = np.empty(m, np.float64)  # (m,)
+    for start in range(0, m, step):
+        w = np.asarray(table.weights(q[start:start + step], temperature=temperature), np.float64)  # (b, n)
+        logw = np.log(np.where(w > 0, w, 1.0))  # (b, n); 0 log 0 = 0
+        entropy[start:start + step] = -(w * logw).sum(axis=1)  # (b,)
+        effective[start:start + step] = 1.0 / (w * w).sum(axis=1)  # (b,)
+    return entropy, effective

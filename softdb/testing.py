@@ -2,9 +2,10 @@
 
 Each assertion raises :class:`AssertionError` when the intuition fails, with a
 message that shows the rows the query did retrieve: rank, id, score, weight and
-a snippet of the payload. Misuse (a batch where one query is expected, a weight
-outside [0, 1], an unknown id) raises ``ValueError``, ``TypeError`` or
-``KeyError`` instead, so a broken test is never mistaken for a failed intuition.
+a snippet of the payload. An id the table does not hold also fails the assertion
+(the row expected is not there), with a message naming the id. Misuse (a batch
+where one query is expected, a weight outside [0, 1]) raises ``ValueError`` or
+``TypeError`` instead, so a broken test is never mistaken for a failed intuition.
 
 Examples
 --------
@@ -51,6 +52,18 @@ def _one_query(table: SoftTable, query: Any) -> None:
             f"got an array of shape {q.shape}; hint: loop over the queries, or use "
             "assert_soft_close_to_hard for a batch"
         )
+
+
+def _row(table: SoftTable, row_id: Hashable, what: str) -> int:
+    """The row of ``row_id``; an AssertionError naming it if the table has no such row."""
+    try:
+        return table.row_of(row_id)
+    except KeyError:
+        sample = ", ".join(repr(i) for i in table.ids[:SHOWN]) + (", …" if len(table) > SHOWN else "")
+        raise AssertionError(
+            f"{what} {row_id!r} is not an id of the table ({len(table)} rows, ids [{sample}]); "
+            "hint: check the id, and that its row was added"
+        ) from None
 
 
 def _snippet(payload: Any) -> str:
@@ -107,7 +120,7 @@ def assert_retrieves(table: SoftTable, query: Any, expected_id: Hashable, k: int
     query : str or array_like of shape (d,)
         Strings need a table built with :meth:`SoftTable.from_texts`.
     expected_id : hashable
-        A row id of the table (``KeyError`` if unknown).
+        A row id of the table (an unknown id fails the assertion, naming it).
     k : int
     temperature : float, optional
         τ of the weights shown in the message (ranking does not depend on τ).
@@ -132,7 +145,7 @@ def assert_retrieves(table: SoftTable, query: Any, expected_id: Hashable, k: int
       (weights over all 2 rows at τ = 1.41421)
     """
     _one_query(table, query)
-    row = table.row_of(expected_id)
+    row = _row(table, expected_id, "expected id")
     hits = table.search(query, k=k, temperature=temperature)
     if row in {int(r) for r in np.asarray(hits.rows).ravel()}:
         return
@@ -159,7 +172,7 @@ def assert_weight_at_least(table: SoftTable, query: Any, row_id: Hashable, w: fl
     _one_query(table, query)
     if not (isinstance(w, int | float | np.floating | np.integer) and 0 <= float(w) <= 1):
         raise ValueError(f"w must be a weight between 0 and 1, got {w!r}")
-    row = table.row_of(row_id)
+    row = _row(table, row_id, "row id")
     got = float(np.asarray(table.weights(query, temperature=temperature))[row])
     if got < w:
         raise AssertionError(
@@ -180,7 +193,7 @@ def assert_attends_more(table: SoftTable, query: Any, id_a: Hashable, id_b: Hash
     >>> assert_attends_more(t, [0.2, 0.9], "y", "x")
     """
     _one_query(table, query)
-    ra, rb = table.row_of(id_a), table.row_of(id_b)
+    ra, rb = _row(table, id_a, "id_a"), _row(table, id_b, "id_b")
     w = np.asarray(table.weights(query, temperature=temperature), dtype=np.float64)  # (n,)
     if not w[ra] > w[rb]:
         raise AssertionError(

@@ -42,7 +42,7 @@ def test_row_counts_must_agree():
 
 
 def test_duplicate_and_unknown_ids(table):
-    with raises(ValueError, "ids must be unique, but there are 1 duplicate ids, e.g. ['a']"):
+    with raises(ValueError, "ids must be unique, but 1 id appears more than once: ['a']"):
         SoftTable(np.ones((3, 2)), ids=["a", "b", "a"])
     with raises(ValueError, "cannot add rows: 1 duplicate ids already in the table, e.g. ['r3']"):
         table.add(np.ones((1, 4)), np.ones((1, 3)), ids=["r3"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_soft_and_hard_rankings_agree_on_a_toy_table():
     assert soft.subsets["all"].ndcg_at_10 == pytest.approx(1.0)
 
 
-SCIFACT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "beir" / "scifact"
+SCIFACT = Path(__file__).resolve().parent / "data" / "scifact"  # the real slice shipped in the repo
 
 
 def _hand_ndcg10(ranked: list[str], relevant: dict[str, int]) -> float:
@@ -66,26 +67,34 @@ def test_beir_pipeline_on_a_scifact_slice(minilm):
     from softdb.evaluate import evaluate_beir
     from softdb.text import beir_qrels, beir_queries
 
-    report = evaluate_beir(str(SCIFACT), split="test", fit="train", encoder=minilm, max_docs=300, max_queries=20)
+    qrels, train_qrels = beir_qrels(SCIFACT, "test"), beir_qrels(SCIFACT, "train")
+    unseen = unseen_queries(qrels, train_qrels)
+    assert 0 < len(unseen) < len(qrels)  # the slice keeps both kinds of test query
+    report = evaluate_beir(str(SCIFACT), split="test", fit="train", encoder=minilm)
     out = report.to_dict()
-    assert set(out) == {"baseline", "fitted", "seconds"}
+    assert set(out) == {"baseline", "fitted", "slice", "seconds"}
     for model in ("baseline", "fitted"):
         assert set(out[model]) == {"all", "unseen"}
-        assert out[model]["all"]["queries"] == 20
-        for v in out[model]["all"].values():
-            assert 0 <= v <= 20
+        assert out[model]["all"]["queries"] == len(qrels)
+        assert out[model]["unseen"]["queries"] == len(unseen)
+        for subset in ("all", "unseen"):
+            for name in ("ndcg@10", "recall@100", "mrr@10"):
+                assert 0 <= out[model][subset][name] <= 1
     # the pipeline's baseline equals an independent brute-force cosine ranking scored by hand
-    qrels = beir_qrels(str(SCIFACT), "test")
-    q = beir_queries(str(SCIFACT), "test")
+    q = beir_queries(SCIFACT, "test")
     per_query = report.baseline.per_query
-    for qid, text in list(zip(q.ids, q.texts))[:5]:
+    for qid in q.ids[:5]:
         run = report.baseline.run[qid]
         ranked = sorted(run, key=lambda d: -run[d])
         assert per_query[qid]["ndcg@10"] == pytest.approx(_hand_ndcg10(ranked, qrels[qid]), abs=1e-4)
-    # soft and hard rankings agree (same slice: without --fit no train documents are added)
-    soft = evaluate_beir(str(SCIFACT), split="test", encoder=minilm, max_docs=300, max_queries=20, mode="soft")
-    hard = evaluate_beir(str(SCIFACT), split="test", encoder=minilm, max_docs=300, max_queries=20, mode="hard")
-    assert hard.baseline.subsets["all"] == soft.baseline.subsets["all"]
+    # the "unseen" figure is the mean over exactly the unseen queries
+    want = np.mean([report.baseline.per_query[qid]["ndcg@10"] for qid in unseen])
+    assert out["baseline"]["unseen"]["ndcg@10"] == pytest.approx(want, abs=1e-12)
+    # soft and hard rankings agree, on the whole slice and on a cut of it
+    for cut in ({}, {"max_docs": 150, "max_queries": 10}):
+        soft = evaluate_beir(str(SCIFACT), split="test", encoder=minilm, mode="soft", **cut)
+        hard = evaluate_beir(str(SCIFACT), split="test", encoder=minilm, mode="hard", **cut)
+        assert hard.baseline.subsets["all"] == soft.baseline.subsets["all"]
     # the fit was checked on held-out train queries and then refit on all of them
     assert report.fit_report.final.iterations >= 1
     assert report.fit_report.final.loss_history[-1] < report.fit_report.final.loss_history[0]
@@ -110,10 +119,11 @@ def test_eval_json_has_exactly_the_documented_shape(tmp_path, capsys, monkeypatc
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq2\td4\t1\r\n")
     assert main(["eval", str(root), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"baseline", "seconds"} and set(out["baseline"]) == {"all"}
+    assert set(out) == {"baseline", "slice", "seconds"} and set(out["baseline"]) == {"all"}
+    assert out["slice"] is None  # the whole split
     assert set(out["baseline"]["all"]) == {"ndcg@10", "recall@100", "mrr@10", "queries"}
     assert out["baseline"]["all"]["queries"] == 2
     assert main(["eval", str(root), "--fit", "train", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"baseline", "fitted", "seconds"}
+    assert set(out) == {"baseline", "fitted", "slice", "seconds"}
     assert set(out["fitted"]) == {"all", "unseen"} and out["fitted"]["unseen"]["queries"] == 2

@@ -20,10 +20,14 @@ def _env() -> dict:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
 def test_example_runs(script, tmp_path):
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=_env(),
+    tmp = tmp_path / "tmp"  # the example's temporary folder: it must clean up after itself
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=dict(_env(), TMPDIR=str(tmp)),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip(), f"{script.name} printed nothing"
+    left = sorted(p.name for p in tmp.glob("softdb*"))
+    assert not left, f"{script.name} left {left} behind in {tmp}"
 
 
 @pytest.mark.parametrize("test_file", TEST_FILES, ids=[p.name for p in TEST_FILES])

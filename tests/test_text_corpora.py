@@ -20,8 +20,7 @@ from softdb.text import (
 )
 from softdb.text._stdlib import _SKIP_MODULES, MAX_CHARS, _quiet_import
 
-SCIFACT = Path("/work/shared/data/beir/scifact")
-needs_scifact = pytest.mark.skipif(not SCIFACT.is_dir(), reason="scifact data not present")
+SCIFACT = Path(__file__).resolve().parent / "data" / "scifact"  # the real slice shipped in the repo
 
 
 # --- Corpus ----------------------------------------------------------------------------
@@ -159,7 +158,7 @@ def test_csv_corpus(tmp_path):
             "r.jsonl",
             '{"body": "x", "n": 1}\n',
             {},
-            "line 1 of {f} has no column 'text'; columns present: ['body', 'n']; pass text_column=/id_column= to choose one",
+            "line 1 of {f} has no column 'text'; columns present: ['body', 'n']; pass text_column=/id_column= (on the command line --text-column/--id-column) to choose one",
         ),
         (
             "r.jsonl",
@@ -254,17 +253,37 @@ def test_beir_errors(tmp_path):
         beir_corpus(tmp_path)
 
 
-@needs_scifact
-def test_scifact():
+def test_scifact_slice_is_intact():
+    """The shipped slice is byte for byte what scripts/cut_scifact_slice.py wrote."""
+    import hashlib
+
+    for line in (SCIFACT / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ")
+        assert hashlib.sha256((SCIFACT / name).read_bytes()).hexdigest() == digest, name
+    for split in ("train", "test"):
+        raw = (SCIFACT / "qrels" / f"{split}.tsv").read_bytes()
+        assert raw.startswith(b"query-id\tcorpus-id\tscore\r\n") and raw.count(b"\n") == raw.count(b"\r\n")
+
+
+def test_scifact_slice_matches_an_independent_reading():
+    import csv
+    import json
+
+    raw_docs = [json.loads(line) for line in (SCIFACT / "corpus.jsonl").read_text().splitlines()]
     corpus = beir_corpus(SCIFACT)
-    assert len(corpus) == 5183 and len(set(corpus.ids)) == 5183
-    for split, n_queries, n_judgments in [("train", 809, 919), ("test", 300, 339)]:
+    assert corpus.ids == [d["_id"] for d in raw_docs] and len(set(corpus.ids)) == len(raw_docs)
+    assert corpus.texts == [f"{d['title']} {d['text']}".strip() for d in raw_docs]
+    raw_queries = {q["_id"]: q["text"] for q in map(json.loads, (SCIFACT / "queries.jsonl").read_text().splitlines())}
+    for split in ("train", "test"):
+        with open(SCIFACT / "qrels" / f"{split}.tsv", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        want: dict[str, dict[str, int]] = {}
+        for r in rows:
+            want.setdefault(r["query-id"], {})[r["corpus-id"].rstrip("\r")] = int(r["score"])
         qrels = beir_qrels(SCIFACT, split)
-        assert len(qrels) == n_queries
-        assert sum(map(len, qrels.values())) == n_judgments
-        assert {s for docs in qrels.values() for s in docs.values()} == {1}
+        assert qrels == want and {s for docs in qrels.values() for s in docs.values()} == {1}
         ids, texts = beir_queries(SCIFACT, split)
-        assert sorted(ids) == sorted(qrels) and all(texts)
+        assert sorted(ids) == sorted(qrels) and texts == [raw_queries[i] for i in ids]
         assert {d for docs in qrels.values() for d in docs} <= set(corpus.ids)
 
 

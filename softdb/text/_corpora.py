@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 from softdb.text._corpus import Corpus
+from softdb.text._decode import decode_text
 from softdb.text._stdlib import stdlib_corpus
 
 __all__ = [
@@ -51,15 +52,21 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
     """Paragraphs of the .txt and .md files under a folder.
 
     Files are found recursively (hidden files and folders, starting with ".", are
-    skipped) and read in sorted order of their relative paths, as UTF-8 (undecodable
-    bytes are replaced). Each file is split on blank lines; empty paragraphs are
-    dropped and line endings normalised.
+    skipped) and read in sorted order of their relative paths. Each file is split on
+    blank lines; empty paragraphs are dropped and line endings normalised.
+
+    Decoding: a byte-order mark decides (UTF-8/16/32); else valid UTF-8 is UTF-8;
+    else the file is read as cp1252/latin-1 (so a latin-1 "Café" stays "Café").
+    A file holding a NUL byte, or whose text is over 5% control characters, is
+    not text (an executable renamed ``.txt``): it is skipped and named in
+    ``Corpus.skipped``.
 
     Returns
     -------
     Corpus
         id ``"relative/path.md#n"`` with n counting a file's paragraphs from 0;
-        payload ``{"path": "relative/path.md", "paragraph": n, "text": the paragraph}``.
+        payload ``{"path": "relative/path.md", "paragraph": n, "text": the paragraph}``;
+        ``skipped``: the relative paths of the files that are not text.
 
     Examples
     --------
@@ -83,15 +90,19 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
     ids: list[str] = []
     texts: list[str] = []
     payloads: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for rel, p in sorted(files):
-        raw = p.read_bytes().decode("utf-8-sig", errors="replace")
-        raw = raw.replace("\r\n", "\n").replace("\r", "\n")
+        decoded = decode_text(p.read_bytes())
+        if decoded is None:
+            skipped.append(rel)
+            continue
+        raw = decoded[0].replace("\r\n", "\n").replace("\r", "\n")
         paragraphs = [q.strip() for q in re.split(r"\n[ \t]*\n", raw)]
         for n, para in enumerate(q for q in paragraphs if q):
             ids.append(f"{rel}#{n}")
             texts.append(para)
             payloads.append({"path": rel, "paragraph": n, "text": para})
-    return Corpus(ids, texts, payloads)
+    return Corpus(ids, texts, payloads, tuple(skipped))
 
 
 # --- JSONL / CSV -----------------------------------------------------------------------
@@ -176,7 +187,8 @@ def table_file_corpus(
             if col is not None and col not in rec:
                 raise ValueError(
                     f"line {lineno} of {p} has no column {col!r}; columns present: "
-                    f"{sorted(rec)}; pass text_column=/id_column= to choose one"
+                    f"{sorted(rec)}; pass text_column=/id_column= (on the command line "
+                    "--text-column/--id-column) to choose one"
                 )
         text = rec[text_column]
         if text is None or isinstance(text, (dict, list, bool)):
@@ -305,10 +317,19 @@ def beir_queries(path: str | os.PathLike[str], split: str) -> Queries:
 # --- one entry point -------------------------------------------------------------------
 
 
-def load_corpus(spec: str | os.PathLike[str]) -> Corpus:
+def load_corpus(
+    spec: str | os.PathLike[str], *, text_column: str | None = None, id_column: str | None = None
+) -> Corpus:
     """Load a corpus from ``"stdlib"``, a BEIR folder, a folder, or a .jsonl/.csv file.
 
     A folder holding ``corpus.jsonl`` is read as BEIR; any other folder as notes.
+
+    Parameters
+    ----------
+    spec : str or path-like
+    text_column, id_column : str, optional
+        For a .jsonl/.csv file: the columns holding the text (default "text")
+        and the ids (default: row numbers); see :func:`table_file_corpus`.
 
     Raises
     ------
@@ -326,6 +347,12 @@ def load_corpus(spec: str | os.PathLike[str]) -> Corpus:
         raise TypeError(
             f"corpus spec must be a str or path but got {type(spec).__name__}; {_SPEC_HINT}"
         )
+    is_table_file = Path(spec).suffix.lower() in (".jsonl", ".csv")
+    if (text_column is not None or id_column is not None) and not is_table_file:
+        raise ValueError(
+            f"text_column/id_column (--text-column/--id-column) choose the columns of a .jsonl or "
+            f".csv file, but corpus {str(spec)!r} is not one; drop them, or pass a .jsonl/.csv file"
+        )
     if isinstance(spec, str) and spec == "stdlib":
         corpus = stdlib_corpus()
     else:
@@ -335,14 +362,15 @@ def load_corpus(spec: str | os.PathLike[str]) -> Corpus:
         if p.is_dir():
             corpus = beir_corpus(p) if (p / "corpus.jsonl").is_file() else folder_corpus(p)
         elif p.suffix.lower() in (".jsonl", ".csv"):
-            corpus = table_file_corpus(p)
+            corpus = table_file_corpus(p, text_column=text_column or "text", id_column=id_column)
         else:
             raise ValueError(
                 f"cannot read corpus file {str(spec)!r} (suffix {p.suffix!r}); {_SPEC_HINT}"
             )
     if len(corpus) == 0:
+        skipped = f" ({corpus.skipped_message()})" if corpus.skipped else ""
         raise ValueError(
-            f"corpus {str(spec)!r} has no texts; a folder needs non-empty .txt or .md files "
-            "and a table file at least one row"
+            f"corpus {str(spec)!r} has no texts{skipped}; a folder needs non-empty .txt or .md "
+            "files and a table file at least one row"
         )
     return corpus

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+#: How many skipped file names a warning shows.
+SHOW_SKIPPED = 5
+
 __all__ = ["Corpus"]
 
 
@@ -20,6 +23,9 @@ class Corpus:
         What gets encoded.
     payloads : list, length n
         Anything to return with a hit (dicts for the built-in loaders).
+    skipped : tuple of str
+        Files a loader left out because they are not text (see
+        :func:`~softdb.text.folder_corpus`); empty for the other loaders.
 
     Examples
     --------
@@ -31,6 +37,7 @@ class Corpus:
     ids: list[Any]
     texts: list[str]
     payloads: list[Any]
+    skipped: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n_ids, n_texts, n_payloads = len(self.ids), len(self.texts), len(self.payloads)
@@ -45,4 +52,19 @@ class Corpus:
 
     def __repr__(self) -> str:
         first = f", first id {self.ids[0]!r}" if self.ids else ""
-        return f"<Corpus of {len(self)} texts{first}>"
+        skipped = f", {len(self.skipped)} files skipped" if self.skipped else ""
+        return f"<Corpus of {len(self)} texts{first}{skipped}>"
+
+    def skipped_message(self) -> str | None:
+        """One line saying which files were skipped, or None if none were.
+
+        Examples
+        --------
+        >>> Corpus([], [], [], skipped=("a.bin.txt",)).skipped_message()
+        'skipped 1 file that is not text: a.bin.txt'
+        """
+        n = len(self.skipped)
+        if not n:
+            return None
+        names = ", ".join(self.skipped[:SHOW_SKIPPED]) + (f", … ({n - SHOW_SKIPPED} more)" if n > SHOW_SKIPPED else "")
+        return f"skipped {n} file{'s' if n > 1 else ''} that {'are' if n > 1 else 'is'} not text: {names}"
