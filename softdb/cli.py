@@ -7,12 +7,14 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from functools import partial
 from typing import Any
 
-from . import __version__, _cli_data, data
+from . import __version__, _cli_data, _cli_shards, data
 from ._json import dumps
 
 __all__ = ["main"]
@@ -97,14 +99,16 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-score", type=_finite_float, metavar="S",
                    help="hide hits scoring below S (cosine, from -1 to 1, for text tables)")
     _add_no_verify(s)
+    _cli_shards.add_search_arguments(s)
     s.add_argument("--json", action="store_true",
                    help="print one JSON object per query, one per line (JSON Lines)")
 
     ix = sub.add_parser("index", help="encode a corpus and save it as a table",
                         description="Build a table from a corpus and save it: build once, query many times.")
-    ix.add_argument("corpus", help="'stdlib', a folder, a .jsonl/.csv file, or a BEIR folder")
+    ix.add_argument("corpus", nargs="?", help="'stdlib', a folder, a .jsonl/.csv file, or a BEIR folder")
     ix.add_argument("-o", "--output", required=True, help="the table folder to write")
     _add_column_options(ix)
+    _cli_shards.add_index_arguments(ix, _positive_int)
 
     ev = sub.add_parser("eval", help="evaluate search on a BEIR folder (nDCG@10, Recall@100, MRR@10)",
                         description="Evaluate frozen (and fitted) search on BEIR-format data with trec_eval.")
@@ -157,14 +161,6 @@ def _text_table(spec: str, text_column: str | None = None, id_column: str | None
     if corpus.skipped:
         _warn(f"{corpus.skipped_message()} (in {spec})")
     return SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
-
-
-def _load_table(path: str, *, verify: bool = True) -> Any:
-    from .table import SoftTable
-
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no table at {path!r}; hint: build one with `softdb index CORPUS -o {path}`")
-    return SoftTable.load(path, verify=verify)
 
 
 def _hits_json(hits: Any, mode: str) -> list[dict[str, Any]]:
@@ -263,12 +259,15 @@ def _search_queries(args: argparse.Namespace) -> list[str]:
     return queries
 
 
-def _search_table(args: argparse.Namespace) -> Any:
+def _search_table(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    if args.scheduler and not args.table:
+        raise UserError("--scheduler runs a sharded --table on a Dask cluster; hint: add --table DIR")
     if args.table:
         if args.text_column is not None or args.id_column is not None:
             raise UserError("--text-column/--id-column choose the columns of a --corpus .jsonl/.csv file; "
                             "a --table was built with its columns already chosen; hint: drop them")
-        table = _load_table(args.table, verify=args.verify)
+        table = stack.enter_context(_cli_shards.open_table(args.table, verify=args.verify,
+                                                           scheduler=args.scheduler))  # maybe sharded
         if table.encoder is None:
             raise UserError(f"the table at {args.table!r} records no text encoder, so it cannot take text "
                             "queries; hint: build it with `softdb index`")
@@ -293,7 +292,8 @@ def _search_results(table: Any, queries: list[str], args: argparse.Namespace) ->
     k = _clamped_k(args.k, len(table))
     qv = table.encoder.encode(queries)  # (m, d): one encoder call for all queries
     hits = table.search(qv, k=k, temperature=args.temperature)  # (m, k) each
-    entropy, effective = weight_stats(table, qv, temperature=args.temperature)  # (m,) each
+    stats = getattr(table, "weight_stats", None)  # a ShardedTable sums them on its workers
+    entropy, effective = (stats or partial(weight_stats, table))(qv, temperature=args.temperature)  # (m,) each
     tau = table.temperature if args.temperature is None else args.temperature
     cosine = table.metric == "cosine"
     results = []
@@ -343,8 +343,8 @@ def _print_search_result(result: dict[str, Any]) -> None:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     queries = _search_queries(args)
-    table = _search_table(args)
-    results = _search_results(table, queries, args)
+    with contextlib.ExitStack() as stack:  # a sharded table's cluster closes at the end
+        results = _search_results(_search_table(args, stack), queries, args)
     for n, result in enumerate(results):
         if args.json:
             print(dumps(result))
@@ -356,6 +356,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    done = _cli_shards.index(args, lambda a: _text_table(a.corpus, a.text_column, a.id_column))
+    if done is not None:  # --shards or --vectors
+        return done
+    if args.corpus is None:
+        raise UserError("give a CORPUS to index, or --vectors EMB.npy; hint: softdb index stdlib -o my_table")
     t0 = time.perf_counter()
     table = _text_table(args.corpus, args.text_column, args.id_column)
     table.save(args.output)

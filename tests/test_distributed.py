@@ -260,3 +260,52 @@ def test_sigkill_a_worker_during_a_batch(client, tmp_path):
         assert killed, "no batch was running long enough to kill a worker in it"
         client.wait_for_workers(2, timeout=60)  # the nanny restarts the dead worker
         _same_search(t.search(q, k=10), ref)  # and later batches are right again
+
+
+def test_cli_index_vectors_then_search_on_the_cluster(client, tmp_path, capsys):
+    import json
+
+    from softdb.cli import main
+    from softdb.explain import weight_stats
+    from softdb.text import HashEncoder
+
+    enc = HashEncoder(32)
+    texts = [f"{w} file number {i}" for i, w in enumerate(["csv", "gzip", "json", "zip", "tar"] * 30)]
+    np.save(tmp_path / "emb.npy", enc.encode(texts))
+    (tmp_path / "ids.txt").write_text("\n".join(f"d{i}" for i in range(len(texts))) + "\n")
+    out = str(tmp_path / "vt")
+    assert main(["index", "--vectors", str(tmp_path / "emb.npy"), "--ids", str(tmp_path / "ids.txt"), "-o", out,
+                 "--shards", "3", "--encoder", "hash-32"]) == 0
+    assert "indexed 150 vectors (32-d, cosine)" in capsys.readouterr().out
+    queries = ["a csv file", "gzip"]
+    assert main(["search", *queries, "--table", out, "--scheduler", client.scheduler.address, "-k", "4",
+                 "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    ref = SoftTable(enc.encode(texts), ids=[f"d{i}" for i in range(len(texts))], metric="cosine")
+    qv = enc.encode(queries)
+    hits = ref.search(qv, k=4)
+    entropy, effective = weight_stats(ref, qv)
+    for j, line in enumerate(lines):
+        assert [h["id"] for h in line["hits"]] == hits.ids[j].tolist()
+        assert line["entropy"] == pytest.approx(float(entropy[j]), rel=1e-4)
+        assert line["effective_rows"] == pytest.approx(float(effective[j]), rel=1e-4)
+    assert main(["search", "x", "--table", str(tmp_path / "emb.npy"), "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert main(["index", "--vectors", str(tmp_path / "nope.npy"), "-o", str(tmp_path / "v2")]) == 2
+    assert f"--vectors {str(tmp_path / 'nope.npy')!r} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_index_corpus_with_shards(client, tmp_path, capsys, minilm):
+    from softdb.cli import main
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name, text in [("csv", "read rows from a csv file"), ("gz", "compress data with gzip"),
+                       ("sh", "run a shell command"), ("js", "parse a json document")]:
+        (docs / f"{name}.txt").write_text(text)
+    out = str(tmp_path / "ct")
+    assert main(["index", str(docs), "-o", out, "--shards", "2"]) == 0
+    assert "as 2 shards" in capsys.readouterr().out
+    assert main(["search", "gzip compression", "--table", out, "--scheduler", client.scheduler.address,
+                 "-k", "1", "--json"]) == 0
+    assert '"id": "gz' in capsys.readouterr().out
