@@ -129,13 +129,14 @@ def open_table(path: str, *, verify: bool = True, scheduler: str | None = None) 
 
         yield SoftTable.load(path, verify=verify)
         return
-    from .distributed import ShardedTable, _dask
+    from ._shard_tasks import dask
+    from .distributed import ShardedTable
 
     if scheduler is None:
         with ShardedTable.open(path, verify=verify) as t:
             yield t
         return
-    distributed = _dask()
+    distributed = dask()
     try:
         client = distributed.Client(scheduler, timeout=30)
     except OSError as exc:

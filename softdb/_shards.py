@@ -33,7 +33,7 @@ import numpy as np
 
 from . import _manifest, storage
 
-__all__ = ["ShardRef", "Layout", "read_layout", "write_shard", "write_layout", "chunk_rows", "FILE"]
+__all__ = ["ShardRef", "Layout", "Version", "read_version", "read_layout", "write_shard", "write_layout", "chunk_rows", "FILE"]
 
 FILE = "shards.json"
 FORMAT = "softdb-sharded"
@@ -213,3 +213,78 @@ def remove_unused(root: str, keep: set[str]) -> None:
     for name in os.listdir(root):
         if name.startswith("shard-") and name not in keep and os.path.isdir(os.path.join(root, name)):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+class Version:
+    """One immutable version of the table: its shards, offsets, ids and payloads."""
+
+    def __init__(self, layout: Layout, ids: list[np.ndarray], payloads: list[np.ndarray | None]) -> None:
+        self.layout, self.ids, self.payloads = layout, ids, payloads
+        self.offsets = np.concatenate([[0], np.cumsum([r.n for r in layout.shards])]).astype(np.int64)  # (p + 1,)
+        self.n = int(self.offsets[-1])
+        self._index: dict | None = None
+
+    def index(self) -> dict:
+        """id -> (shard, local row); built on first use (add / remove), O(n) Python objects."""
+        if self._index is None:
+            self._index = {}
+            for s, ids in enumerate(self.ids):
+                self._index.update(zip(ids.tolist(), zip([s] * len(ids), range(len(ids)))))
+        return self._index
+
+    def take(self, arrays: list[np.ndarray | None], rows: np.ndarray) -> np.ndarray:
+        """Per-shard ids (or payloads) of global ``rows`` (any shape); None where row is -1."""
+        out = np.empty(rows.shape, object)
+        shard = np.searchsorted(self.offsets, rows, side="right") - 1  # (...)  -1 stays below shard 0
+        for s, arr in enumerate(arrays):
+            sel = (rows >= 0) & (shard == s)
+            if arr is not None and sel.any():
+                out[sel] = arr[rows[sel] - self.offsets[s]].tolist()
+        return out
+
+
+def _read_version(root: str, verify: bool) -> _Version:
+    layout = _shards.read_layout(root, verify=verify)
+    ids, pays = [], []
+    for ref in layout.shards:
+        m = _shards.shard_manifest(ref, verify=verify)
+        i = m["ids"]
+        ids.append(np.array(i, np.int64) if all(type(x) is int for x in i) else _objects(i))
+        pays.append(None if m["payloads"] is None else _objects(m["payloads"]))
+    return _Version(layout, ids, pays)
+
+
+def _nbytes(*objs: Any) -> int:
+    """Bytes of the arrays in kernel states (dataclasses of arrays) and plain arrays."""
+    total = 0
+    for o in objs:
+        if isinstance(o, np.ndarray):
+            total += o.nbytes
+        elif hasattr(o, "__dataclass_fields__"):
+            total += _nbytes(*(getattr(o, f) for f in o.__dataclass_fields__))
+        elif isinstance(o, tuple):
+            total += _nbytes(*o)
+    return total
+
+
+def _objects(items: list) -> np.ndarray:
+    out = np.empty(len(items), object)
+    out[:] = items
+    return out
+
+
+def read_version(root: str, verify: bool) -> Version:
+    layout = read_layout(root, verify=verify)
+    ids, pays = [], []
+    for ref in layout.shards:
+        m = shard_manifest(ref, verify=verify)
+        i = m["ids"]
+        ids.append(np.array(i, np.int64) if all(type(x) is int for x in i) else _objects(i))
+        pays.append(None if m["payloads"] is None else _objects(m["payloads"]))
+    return Version(layout, ids, pays)
+
+
+def _objects(items: list) -> np.ndarray:
+    out = np.empty(len(items), object)
+    out[:] = items
+    return out

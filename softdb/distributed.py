@@ -19,83 +19,17 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from . import _checks, _shard_build, _shard_worker, _shards, _states
+from . import _checks, _shard_build, _shards, _states
 from ._projected import COSINE_TEMPERATURE
+from ._shard_tasks import Cluster
 from .table import SearchResult
 
 __all__ = ["ShardedTable"]
-
-
-def _dask() -> Any:
-    try:
-        import distributed
-    except ImportError:
-        raise ImportError('softdb.distributed needs Dask\'s distributed scheduler; hint: pip install "softdb[dask]"') from None
-    return distributed
-
-
-class _Version:
-    """One immutable version of the table: its shards, offsets, ids and payloads."""
-
-    def __init__(self, layout: _shards.Layout, ids: list[np.ndarray], payloads: list[np.ndarray | None]) -> None:
-        self.layout, self.ids, self.payloads = layout, ids, payloads
-        self.offsets = np.concatenate([[0], np.cumsum([r.n for r in layout.shards])]).astype(np.int64)  # (p + 1,)
-        self.n = int(self.offsets[-1])
-        self._index: dict | None = None
-
-    def index(self) -> dict:
-        """id -> (shard, local row); built on first use (add / remove), O(n) Python objects."""
-        if self._index is None:
-            self._index = {}
-            for s, ids in enumerate(self.ids):
-                self._index.update(zip(ids.tolist(), zip([s] * len(ids), range(len(ids)))))
-        return self._index
-
-    def take(self, arrays: list[np.ndarray | None], rows: np.ndarray) -> np.ndarray:
-        """Per-shard ids (or payloads) of global ``rows`` (any shape); None where row is -1."""
-        out = np.empty(rows.shape, object)
-        shard = np.searchsorted(self.offsets, rows, side="right") - 1  # (...)  -1 stays below shard 0
-        for s, arr in enumerate(arrays):
-            sel = (rows >= 0) & (shard == s)
-            if arr is not None and sel.any():
-                out[sel] = arr[rows[sel] - self.offsets[s]].tolist()
-        return out
-
-
-def _read_version(root: str, verify: bool) -> _Version:
-    layout = _shards.read_layout(root, verify=verify)
-    ids, pays = [], []
-    for ref in layout.shards:
-        m = _shards.shard_manifest(ref, verify=verify)
-        i = m["ids"]
-        ids.append(np.array(i, np.int64) if all(type(x) is int for x in i) else _objects(i))
-        pays.append(None if m["payloads"] is None else _objects(m["payloads"]))
-    return _Version(layout, ids, pays)
-
-
-def _nbytes(*objs: Any) -> int:
-    """Bytes of the arrays in kernel states (dataclasses of arrays) and plain arrays."""
-    total = 0
-    for o in objs:
-        if isinstance(o, np.ndarray):
-            total += o.nbytes
-        elif hasattr(o, "__dataclass_fields__"):
-            total += _nbytes(*(getattr(o, f) for f in o.__dataclass_fields__))
-        elif isinstance(o, tuple):
-            total += _nbytes(*o)
-    return total
-
-
-def _objects(items: list) -> np.ndarray:
-    out = np.empty(len(items), object)
-    out[:] = items
-    return out
 
 
 class ShardedTable:
@@ -213,58 +147,25 @@ class ShardedTable:
         >>> with ShardedTable.open("my_sharded_table") as t:  # doctest: +SKIP
         ...     t.search(queries, k=10)
         """
-        distributed = _dask()
         self = cls.__new__(cls)
         self._root = os.path.abspath(os.fspath(path))
-        self._verify, self.timeout = bool(verify), float(timeout)
-        self._version = _read_version(self._root, verify)
+        self._version = _shards.read_version(self._root, verify)
         self._lock = threading.Lock()
-        self._where: dict[int, str] = {}
-        self._own = None
-        self.last_batch_bytes = {"to_workers": 0, "from_workers": 0}
-        if client is None:
-            import dask
-
-            with dask.config.set({"distributed.scheduler.work-stealing": False}):  # shards stay put
-                # memory_limit=0: memory-mapped shard pages count in a worker's RSS, and Dask would
-                # pause (at 80%) or kill (at 95%) a worker for page cache the kernel can drop at will
-                cluster = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                                                   processes=True, host="127.0.0.1", dashboard_address=None,
-                                                   memory_limit=0,
-                                                   scheduler_kwargs={"dashboard": False,  # no fixed :8787
-                                                                     "dashboard_address": "127.0.0.1:0"})
-            client = distributed.Client(cluster)
-            self._own = cluster
-        self._client = client
         self._encoder = None
+        self._cluster = None
+        self._cluster = Cluster(self._root, client, n_workers=n_workers, threads_per_worker=threads_per_worker,
+                                verify=bool(verify), timeout=timeout)
         try:
-            self._load_all()
+            self._cluster.load_all(self._version)
         except BaseException:
             self.close()
             raise
         return self
 
-    def _load_all(self) -> None:
-        refs = self._version.layout.shards
-        got = self._submit([(r, (_shard_worker.load, r, self._verify)) for r in refs if r.n], "load")
-        for r, info in zip([r for r in refs if r.n], got):
-            if info["worker"]:
-                self._where[r.index] = info["worker"]
-
     def close(self) -> None:
         """Release what this table started: its LocalCluster, or its cached shards on a given cluster."""
-        client, self._client = getattr(self, "_client", None), None
-        if client is None:
-            return
-        if self._own is not None:
-            client.close()
-            self._own.close()
-            self._own = None
-        else:
-            try:
-                client.run(_shard_worker.forget, self._root)
-            except Exception:  # noqa: BLE001 - the cluster may be gone already; nothing left to release
-                pass
+        if getattr(self, "_cluster", None) is not None:
+            self._cluster.close()
 
     def __enter__(self) -> ShardedTable:
         return self
@@ -273,86 +174,14 @@ class ShardedTable:
         self.close()
 
     def __del__(self) -> None:  # pragma: no cover - best effort
-        if getattr(self, "_own", None) is not None:
+        if getattr(self, "_cluster", None) is not None and self._cluster.own is not None:
             try:
                 self.close()
             except Exception:  # noqa: BLE001
                 pass
 
-    # ------------------------------------------------------------ the tasks
-    def _placement(self, refs: list) -> list[str]:
-        """A live worker per shard: where it was, else the least loaded."""
-        alive = sorted(self._client.ncores())
-        if not alive:
-            raise RuntimeError("the Dask cluster has no workers; hint: start some with `dask worker ADDRESS`")
-        load = {w: 0 for w in alive}
-        for w in self._where.values():
-            if w in load:
-                load[w] += 1
-        out = []
-        for r in refs:
-            w = self._where.get(r.index)
-            if w not in load:
-                w = min(alive, key=lambda a: (load[a], a))
-                load[w] += 1
-                self._where[r.index] = w
-            out.append(w)
-        return out
-
-    def _submit(self, jobs: list[tuple[_shards.ShardRef, tuple]], what: str) -> list[Any]:
-        """Run one task per shard (near its worker); all results, or an error naming the shards."""
-        if self._client is None:
-            raise RuntimeError("this ShardedTable is closed; hint: ShardedTable.open(path) again")
-        distributed = _dask()
-        token = uuid.uuid4().hex[:12]
-        workers = self._placement([r for r, _ in jobs])
-        futs = [self._client.submit(*call, key=f"softdb-{what}-{r.index}-{token}", workers=[w],
-                                    allow_other_workers=True, pure=False)
-                for (r, call), w in zip(jobs, workers)]
-        try:
-            for f in distributed.as_completed(futs, timeout=self.timeout):
-                if f.status == "error":
-                    break  # fail fast: the error below names the shard
-        except TimeoutError:
-            names = ", ".join(f"{r.index} ({r.folder})" for (r, _), f in zip(jobs, futs) if not f.done())
-            for f in futs:
-                f.release()
-            raise TimeoutError(f"{what}: shards {names} did not answer within {self.timeout:g} s, so there "
-                               "is no complete answer; hint: check the workers, or raise timeout=") from None
-        try:
-            for (r, _), f in zip(jobs, futs):
-                if f.status == "error":
-                    exc = f.exception()
-                    if isinstance(exc, OSError | ValueError | TypeError) and f"shard {r.index}" in str(exc):
-                        raise exc
-                    raise RuntimeError(f"{what}: shard {r.index} ({r.folder}) failed: "
-                                       f"{type(exc).__name__}: {exc}") from exc
-            return self._client.gather(futs)
-        finally:
-            for f in futs:
-                f.release()
-
-    def _run(self, v: _Version, op: str, q: np.ndarray, scale: float, k: int, mask: np.ndarray | None) -> list:
-        jobs, sent = [], 0
-        for r in v.layout.shards:
-            if not r.n:
-                continue
-            a, b = int(v.offsets[r.index]), int(v.offsets[r.index + 1])
-            packed = None
-            if mask is not None:
-                mk = mask[a:b] if mask.ndim == 1 else mask[:, a:b]  # (n_i,) | (m, n_i)
-                packed = (np.packbits(mk).tobytes(), mk.shape)
-                sent += len(packed[0])
-            jobs.append((r, (_shard_worker.run, r, self._verify, a, q, op, scale, k, packed)))
-            sent += q.nbytes
-        if not jobs:
-            raise ValueError("the table has no rows; hint: add rows first")
-        out = self._submit(jobs, op)
-        self.last_batch_bytes = {"to_workers": sent, "from_workers": sum(_nbytes(st, x) for st, x in out)}
-        return out
-
     # -------------------------------------------------------------- queries
-    def _queries(self, queries: Any, v: _Version) -> tuple[np.ndarray, bool]:
+    def _queries(self, queries: Any, v: _shards.Version) -> tuple[np.ndarray, bool]:
         if isinstance(queries, str) or (
             isinstance(queries, list | tuple) and queries and all(isinstance(x, str) for x in queries)
         ):
@@ -393,7 +222,7 @@ class ShardedTable:
         q, single = self._queries(queries, v)
         mask = _checks.as_mask(mask, len(q), v.n, single)
         if mode == "hard":
-            parts = self._run(v, "hard", q, 1.0, 0, mask)
+            parts = self._cluster.run(v, "hard", q, 1.0, 0, mask)
             best = _states.merge(*(st for st, _ in parts)).hard.row  # (m,)  global; ties: lowest row
             out = np.zeros((len(q), self.value_dim), self.dtype)  # (m, d_v)  no match: zeros
             for st, val in parts:
@@ -401,7 +230,7 @@ class ShardedTable:
                 out[win] = val[win]
         else:
             tau = self._tau(temperature)
-            parts = self._run(v, "soft", q, 1.0 / tau, 0, mask)
+            parts = self._cluster.run(v, "soft", q, 1.0 / tau, 0, mask)
             out = _states.finalize(_states.merge(*(st for st, _ in parts))).out  # (m, d_v)
             _checks.check_finite_result(out, "soft lookup", tau)
         return out[0] if single else out
@@ -419,7 +248,7 @@ class ShardedTable:
         k = _checks.as_k(k, v.n)
         mask = _checks.as_mask(mask, len(q), v.n, single)
         tau = self._tau(temperature)
-        parts = self._run(v, "search", q, 1.0 / tau, k, mask)
+        parts = self._cluster.run(v, "search", q, 1.0 / tau, k, mask)
         r = _states.finalize(_states.merge(*(st for st, _ in parts)))
         rows, scores, lse = r.top_rows, r.top_scores, r.lse  # (m, k), (m, k), (m,)
         found = rows >= 0  # (m, k)
@@ -442,7 +271,7 @@ class ShardedTable:
                 "avoids; hint: search(queries, k) gives the top rows' weights, lookup() the soft answer")
         mask = _checks.as_mask(mask, len(q), v.n, single)
         tau = self._tau(temperature)
-        parts = self._run(v, "dense", q, 1.0 / tau, 0, mask)
+        parts = self._cluster.run(v, "dense", q, 1.0 / tau, 0, mask)
         lse = _states.finalize(_states.merge(*(st for st, _ in parts))).lse  # (m,)
         w = np.concatenate([dense for _, dense in parts], axis=1)  # (m, n)  scores / τ
         with np.errstate(invalid="ignore", over="ignore"):
@@ -463,7 +292,7 @@ class ShardedTable:
         q, single = self._queries(queries, v)
         mask = _checks.as_mask(mask, len(q), v.n, single)
         tau = self._tau(temperature)
-        r = _states.finalize(_states.merge(*(st for st, _ in self._run(v, "stats", q, 1.0 / tau, 0, mask))))
+        r = _states.finalize(_states.merge(*(st for st, _ in self._cluster.run(v, "stats", q, 1.0 / tau, 0, mask))))
         return (r.entropy[0], r.effective_rows[0]) if single else (r.entropy, r.effective_rows)
 
     # ------------------------------------------------------------- mutation
@@ -517,7 +346,7 @@ class ShardedTable:
                 changes[s] = (keep, None, v.ids[s][keep].tolist(), pays)
             self._commit(v, changes)
 
-    def _commit(self, v: _Version, changes: dict) -> None:
+    def _commit(self, v: _shards.Version, changes: dict) -> None:
         """Write the changed shards as new folders, then swap shards.json and the in-memory version."""
         lay = v.layout
         gen = lay.generation + 1
@@ -527,7 +356,7 @@ class ShardedTable:
         for s, (keep, new, ids, pays) in changes.items():
             entries[s] = _shard_build.rewrite_shard(lay.shards[s], gen, meta, keep, new, ids, pays)
         _shards.write_layout(self._root, _shards.layout_dict(gen, meta, entries), replace=True)
-        new_v = _read_version(self._root, verify=False)
+        new_v = _shards.read_version(self._root, verify=False)
         self._version = new_v
         _shards.remove_unused(self._root, {os.path.basename(r.folder) for r in lay.shards + new_v.layout.shards})
 
@@ -588,7 +417,21 @@ class ShardedTable:
     @property
     def client(self) -> Any:
         """The ``distributed.Client`` the table answers through."""
-        return self._client
+        return self._cluster.client
+
+    @property
+    def last_batch_bytes(self) -> dict:
+        """Bytes of the last batch: ``to_workers`` (queries, mask) and ``from_workers`` (states)."""
+        return self._cluster.last_batch_bytes
+
+    @property
+    def timeout(self) -> float:
+        """Seconds a batch may take before it raises, naming the shards that did not answer."""
+        return self._cluster.timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self._cluster.timeout = float(seconds)
 
     @property
     def encoder(self) -> Any:
