@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--keep-emb", action="store_true", help="keep DIR/emb.npy after building")
     ap.add_argument("--no-verify", action="store_true", help="open without reading every checksum")
     ap.add_argument("--clean", action="store_true", help="delete DIR/emb.npy and DIR/table at the end")
+    ap.add_argument("--reuse", action="store_true", help="DIR/table exists: skip generating and building")
     args = ap.parse_args()
 
     from softdb.distributed import ShardedTable
@@ -92,20 +93,21 @@ def main() -> None:
     print(f"{args.rows} x {args.dim} float32 keys = {gb:.1f} GB; RAM {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 1e9:.1f} GB; "
           f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     mon = PeakPrivate()
-    if not os.path.exists(emb):
+    if not (args.reuse and os.path.exists(os.path.join(table, "shards.json"))):
+        if not os.path.exists(emb):
+            t0 = time.perf_counter()
+            generate(emb, args.rows, args.dim)
+            print(f"generate emb.npy: {time.perf_counter() - t0:.1f} s")
+            mon.report("gen")
+        src = np.load(emb, mmap_mode="r")
+        assert src.shape == (args.rows, args.dim), src.shape
         t0 = time.perf_counter()
-        generate(emb, args.rows, args.dim)
-        print(f"generate emb.npy: {time.perf_counter() - t0:.1f} s")
-        mon.report("gen")
-    src = np.load(emb, mmap_mode="r")
-    assert src.shape == (args.rows, args.dim), src.shape
-    t0 = time.perf_counter()
-    ShardedTable.create(table, src, shards=args.shards)
-    print(f"create ({args.shards} shards): {time.perf_counter() - t0:.1f} s")
-    mon.report("create")
-    del src
-    if not args.keep_emb:
-        os.remove(emb)
+        ShardedTable.create(table, src, shards=args.shards)
+        print(f"create ({args.shards} shards): {time.perf_counter() - t0:.1f} s")
+        mon.report("create")
+        del src
+        if not args.keep_emb:
+            os.remove(emb)
     q = np.random.default_rng(1).standard_normal((args.queries, args.dim), dtype=np.float32)
     t0 = time.perf_counter()
     with ShardedTable.open(table, n_workers=args.workers, verify=not args.no_verify, timeout=3600) as t:
