@@ -8,11 +8,11 @@ value; top-k: k best and log-sum-exp), and the client merges them exactly
 (:func:`softdb._states.merge`). Answers equal those of one :class:`~softdb.SoftTable`
 holding all the rows in shard order, with the same tie rule (lowest row).
 
-Bytes moved per batch of m queries over p shards: p copies of the queries
-(m·d floats) out, and p partial states back, m·(d_v + 2) floats for soft and
-hard, m·(2k + 1) for ``search``; never O(m·n) (``weights`` excepted, which is
-m × n by nature and refused above :attr:`ShardedTable.weights_limit` cells).
-A mask adds n/8 bytes (bit-packed), (m, n) masks m·n/8.
+Bytes moved per batch of m queries (width d) over p shards: p copies of the
+queries (4·m·d) out, and p partial states back: m·(4·d_v + 9) for soft lookups,
+m·(4·d_v + 12) for hard ones, m·(12·k + 9) for ``search``; never O(m·n)
+(``weights`` excepted: it is m × n by nature, refused above
+:attr:`ShardedTable.weights_limit` cells). A mask adds n/8 bytes (bit-packed).
 """
 
 from __future__ import annotations
