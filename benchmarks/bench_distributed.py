@@ -42,7 +42,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", help="where to write the sharded table (default: a temporary folder)")
+    ap.add_argument("--local-blas-threads", type=int,
+                    help="BLAS threads of the in-process table (default: all cores; on a loaded machine "
+                    "OpenBLAS threads spin against other jobs, so 1 shows the per-core cost)")
     args = ap.parse_args()
+    if args.local_blas_threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(args.local_blas_threads, user_api="blas")  # this process only; workers have 1
 
     from softdb import SoftTable
     from softdb.distributed import ShardedTable
@@ -56,7 +63,8 @@ def main() -> None:
     ShardedTable.create(path, ref, shards=args.shards)
     build = time.perf_counter() - t0
     print(f"n={args.n} d={args.dim} m={args.m} k={args.k}: {args.shards} shards on {args.workers} worker "
-          f"processes vs one in-process SoftTable; {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f} "
+          f"processes vs one in-process SoftTable (BLAS threads: {args.local_blas_threads or 'all'}); "
+          f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.1f} "
           f"(create {build:.1f} s)")
     try:
         with ShardedTable.open(path, n_workers=args.workers, threads_per_worker=1) as t:
