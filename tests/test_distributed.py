@@ -236,6 +236,10 @@ def test_sigkill_a_worker_during_a_batch(client, tmp_path):
     path = str(tmp_path / "kill")
     ShardedTable.create(path, k, shards=4)
     ref = SoftTable(k).search(q, k=10)
+
+    def loads():
+        return __import__("softdb._shard_worker", fromlist=["_loads"])._loads
+
     with ShardedTable.open(path, client=client, timeout=120) as t:
         killed = False
         for _attempt in range(5):  # bounded: retry if a batch ends before the kill lands
@@ -250,6 +254,7 @@ def test_sigkill_a_worker_during_a_batch(client, tmp_path):
                 victim = busy[0] if busy else None
                 time.sleep(0.005)
             if victim is not None and th.is_alive():
+                before = client.run(loads)  # {worker: shards it loaded from disk so far}
                 os.kill(pids[victim], signal.SIGKILL)
                 killed = True
             th.join(timeout=150)
@@ -259,6 +264,8 @@ def test_sigkill_a_worker_during_a_batch(client, tmp_path):
                 break
         assert killed, "no batch was running long enough to kill a worker in it"
         client.wait_for_workers(2, timeout=60)  # the nanny restarts the dead worker
+        after = client.run(loads)
+        assert sum(n - before.get(w, 0) for w, n in after.items()) >= 1, (before, after)  # reloaded from disk
         _same_search(t.search(q, k=10), ref)  # and later batches are right again
 
 
