@@ -369,6 +369,11 @@ class ShardedTable:
                 f"metric={self.metric!r}, temperature={self.temperature:g}, dtype={self.dtype.name})")
 
     @property
+    def path(self) -> str:
+        """The table's folder (absolute)."""
+        return self._root
+
+    @property
     def n_shards(self) -> int:
         return len(self._version.layout.shards)
 

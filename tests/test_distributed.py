@@ -316,3 +316,24 @@ def test_cli_index_corpus_with_shards(client, tmp_path, capsys, minilm):
     assert main(["search", "gzip compression", "--table", out, "--scheduler", client.scheduler.address,
                  "-k", "1", "--json"]) == 0
     assert '"id": "gz' in capsys.readouterr().out
+
+
+def test_busy_workers_give_a_timeout_naming_every_shard(ties_table, client):
+    """Workers that cannot answer in time: a clear error naming the shards, never a partial answer."""
+    t, ref, q = ties_table
+    gate = distributed.Event("softdb-test-gate", client=client)
+    blockers = [client.submit(lambda: distributed.Event("softdb-test-gate").wait(60), workers=[w], pure=False)
+                for w in sorted(client.ncores())]  # occupy each worker's only thread
+    try:
+        while sum(len(v) for v in client.processing().values()) < len(blockers):
+            time.sleep(0.01)
+        t.timeout = 1.0
+        names = ", ".join(f"{i} ({t.path}/shard-{i:04d}.g0)" for i in range(4))
+        with pytest.raises(TimeoutError, match=re.escape(f"search: shards {names} did not answer within 1 s, "
+                                                         "so there is no complete answer")):
+            t.search(q, k=3)
+    finally:
+        gate.set()
+        distributed.wait(blockers, timeout=60)
+        t.timeout = 120.0
+    _same_search(t.search(q, k=3), ref.search(q, k=3))
