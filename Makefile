@@ -18,7 +18,7 @@ TORCH ?= torch==$(TORCH_VERSION)
 endif
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-fast bench clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.full: $(VENV)/.base
-	$(PIP) install -q -e ".[text,eval,plot,bench,dask,dev]"
+	$(PIP) install -q -e ".[text,eval,plot,bench,dask,views,dev]"
 	touch $@
 
 demo: $(VENV)/.base
@@ -40,6 +40,11 @@ demo: $(VENV)/.base
 
 test: $(VENV)/.full
 	$(PY) -m pytest -q
+
+# The development loop: everything but the tests marked slow (the real model, subprocess
+# crash and benchmark runs, the large property suites). CI and `make test` run them all.
+test-fast: $(VENV)/.full
+	$(PY) -m pytest -q -m "not slow"
 
 bench: $(VENV)/.full
 	$(PY) benchmarks/bench_lookup.py

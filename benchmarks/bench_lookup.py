@@ -5,7 +5,11 @@ For every table size n and query count m (d = 384, float32 unit vectors, seeded)
 it times, in this one process:
 
 - softdb: ``table.lookup`` (soft), ``table.lookup(mode="hard")``, the kernel's
-  top-10 alone, and ``table.search(k=10)`` (top-10 plus full-table weights);
+  top-10 alone, ``table.search(k=10)`` (top-10 plus full-table weights), and, on
+  the same keys as a K = V table (a text table, as ``from_texts`` builds), the
+  query plan's "explain" (top-10, soft and hard answers, entropy, effective rows:
+  one pass) and "search --json" (top-10, weights, entropy, effective rows: one
+  pass, as ``softdb search --json`` asks it) of the first query;
 - (a) the bare GEMMs the lookup needs, into preallocated outputs: Q@K.T, plus W@V
   for soft. This is the practical limit and the denominator of every ratio. For
   hard and top-10 the same scores as K@Q.T are shown too: that orientation is often
@@ -13,7 +17,13 @@ it times, in this one process:
 - (b) naive numpy building the full (m, n) score matrix, in float32 and float64;
 - (c) ``scipy.special.softmax``;
 - (d) ``torch.nn.functional.scaled_dot_product_attention`` on CPU;
-- (e) FAISS ``IndexFlatIP`` for hard (k=1) and top-10.
+- (e) FAISS ``IndexFlatIP`` for hard (k=1) and top-10;
+- (f) top-10 with a bare torch ``mm`` + ``topk``, and sentence-transformers'
+  ``util.semantic_search`` (its default cosine score).
+
+``--breakdown`` also prints where search(k=10) spends its time (chunked GEMM, exp and
+column sums, top-k candidates and merge), and ``--heads-memory N`` the peak extra
+memory of a 2-head projected search over N rows (tracemalloc).
 
 Timing is round-robin: each round runs every method once (in a rotated order),
 so background load hits all methods alike; one warm-up round, then the median of
@@ -27,6 +37,9 @@ high-water mark (/proc/self/clear_refs) and reports VmHWM - VmRSS.
     python benchmarks/bench_lookup.py --markdown     # also a README-ready table
     python benchmarks/bench_lookup.py --data clustered --sizes 100k --queries 256
                                                      # queries whose best scores differ
+    python benchmarks/bench_lookup.py --sizes 100k --queries 256 --breakdown
+    python benchmarks/bench_lookup.py --sizes 1M --queries 1 --no-memory  # explain, search --json
+    python benchmarks/bench_lookup.py --heads-memory 1M --sizes 10k --queries 1 --no-memory
 """
 
 from __future__ import annotations
@@ -48,8 +61,11 @@ import scipy
 import scipy.special
 
 import softdb
-from softdb import SoftTable
-from softdb._kernel import stream
+from softdb import Projection, SoftTable
+from softdb._kernel import _column_sums, _TopK, chunk_rows, stream
+from softdb._plan import Ask
+from softdb._tablestate import TableState
+from softdb.explain import explain
 
 try:
     import torch
@@ -60,9 +76,13 @@ try:
     import faiss
 except ImportError:  # pragma: no cover - optional peer
     faiss = None
+try:
+    from sentence_transformers import util as st_util
+except ImportError:  # pragma: no cover - optional peer
+    st_util = None
 
 D, K_TOP, SEED = 384, 10, 0
-HEADER = f"{'n':>8} {'m':>4}  {'lookup':<6}  {'method':<28} {'ms':>10} {'x limit':>8} {'peak extra MB':>14}"
+HEADER = f"{'n':>8} {'m':>4}  {'lookup':<6}  {'method':<30} {'ms':>10} {'x limit':>8} {'peak extra MB':>14}"
 SOFT_LIMIT, QK_LIMIT = "GEMM Q@K.T + W@V (limit)", "GEMM Q@K.T (limit)"
 KQ_GEMM = "GEMM K@Q.T (same scores)"  # the other orientation: often a little faster
 
@@ -111,6 +131,12 @@ class Case:
         self.K, self.V = table.keys, table.values  # (n, d) each, read-only views of the table's rows
         self.tau = table.temperature  # √d: the Transformer's (and SDPA's default) scaling
         self._cache: dict[str, object] = {}
+
+    @property
+    def kv_table(self) -> SoftTable:
+        """The same keys as a K = V table (sharing the arrays, no copy)."""
+        return self.get("kv", lambda: SoftTable.from_state(TableState.build(
+            self.table.state.rows.keys, None, ids=None, payloads=None, metric="dot", temperature=None, unit=True)))
 
     def get(self, name: str, build: Callable[[], object]) -> object:
         if name not in self._cache:
@@ -186,6 +212,39 @@ def _torch_sdpa(c: Case) -> Callable[[], object]:
     return run
 
 
+def _torch_mm_topk(c: Case) -> Callable[[], object]:
+    q, k, _ = c.get("torch", lambda: _torch_tensors(c))
+
+    def run() -> object:
+        with torch.inference_mode():
+            return torch.topk(torch.mm(q[0], k[0].T), K_TOP, dim=1)  # (m, k) values and indices
+    return run
+
+
+def _st_semantic_search(c: Case) -> Callable[[], object]:
+    q, k, _ = c.get("torch", lambda: _torch_tensors(c))
+    return lambda: st_util.semantic_search(q[0], k[0], top_k=K_TOP)  # its default: cosine
+
+
+def _explain(c: Case) -> Callable[[], object]:
+    t = c.kv_table
+    return lambda: explain(t, c.Q[0], k=K_TOP)
+
+
+def _search_json(c: Case) -> Callable[[], object]:
+    """What `softdb search --json` computes for a batch of query vectors: one plan call."""
+    t = c.kv_table
+
+    def run() -> object:
+        p = t.answer(c.Q[:1], Ask(lse=True, stats=True), k=K_TOP)
+        hits = p.hits()
+        return [{"hits": [{"id": i, "score": float(s), "weight": float(w)} for i, s, w in zip(*row)],
+                 "entropy": float(e), "effective_rows": float(r)}
+                for row, e, r in zip(zip(hits.ids, hits.scores, hits.weights), p.answers.entropy,
+                                     p.answers.effective_rows)]
+    return run
+
+
 def _faiss_index(c: Case) -> object:
     index = faiss.IndexFlatIP(D)
     index.add(np.ascontiguousarray(c.K))  # FAISS keeps its own copy of the keys
@@ -224,8 +283,15 @@ METHODS: list[tuple[str, str, Callable[[Case], Callable[[], object]], str]] = [
     ("top10", "numpy float32 argpartition", _naive_top(np.float32), "numpy"),
     ("top10", "numpy float64 argpartition", _naive_top(np.float64), "numpy"),
     ("top10", "faiss IndexFlatIP k=10", _faiss_top, "faiss"),
+    ("top10", "torch mm + topk", _torch_mm_topk, "torch"),
+    ("top10", "st util.semantic_search", _st_semantic_search, "st"),
+    ("plan", "softdb search k=10 (1 query)", lambda c: lambda: c.kv_table.search(c.Q[0], k=K_TOP), "numpy"),
+    ("plan", "softdb explain (1 query)", _explain, "numpy"),
+    ("plan", "softdb search --json (1 query)", _search_json, "numpy"),
 ]
-AVAILABLE = {"numpy": True, "torch": torch is not None, "faiss": faiss is not None}
+AVAILABLE = {"numpy": True, "torch": torch is not None, "faiss": faiss is not None,
+             "st": torch is not None and st_util is not None}
+PLAN_BASE = "softdb search k=10 (1 query)"  # the denominator of the plan rows' second ratio
 
 
 # --------------------------------------------------------------------------- memory
@@ -257,7 +323,7 @@ def child_memory(runtime: str, n: int, ms: list[int]) -> dict:
     for m in ms:
         case = Case(table, q_all[:m])
         for lookup, name, build, rt in METHODS:
-            if rt != runtime:
+            if rt != runtime or (lookup == "plan" and m != 1):
                 continue
             fn = build(case)
             fn()  # lazy initialisation (thread pools, dispatch) is not the method's memory
@@ -289,6 +355,8 @@ def time_case(case: Case, repeats: int, pause: float) -> dict[tuple[str, str], f
     """Round-robin timing: every round runs each method once, in a rotated order."""
     fns: dict[str, tuple[Callable[[], object], str]] = {}
     for lookup, name, build, rt in METHODS:
+        if lookup == "plan" and len(case.Q) != 1:
+            continue  # one query: explain's use
         if AVAILABLE[rt] and name not in fns:
             fns[name] = (build(case), rt)
     names = list(fns)
@@ -349,6 +417,62 @@ def default_repeats(n: int) -> int:
     return 15 if n <= 10_000 else 7 if n <= 100_000 else 3
 
 
+def breakdown(table: SoftTable, Q: np.ndarray, repeats: int) -> None:
+    """Where search(k=10) spends its time: each stage added to the chunked GEMM, timed round-robin."""
+    m, n = Q.shape[0], len(table)
+    K, tau = table.keys, table.temperature
+    step = chunk_rows(m, n, 4)
+    buf = np.empty(m * min(step, n), np.float32)  # (m·step,)
+    Qs = Q * np.float32(1 / tau)  # (m, d)
+
+    def stages(upto: int) -> Callable[[], object]:
+        def run() -> None:
+            top = _TopK(m, K_TOP, np.dtype(np.float32))
+            for s0 in range(0, n, step):
+                s = buf[: m * min(step, n - s0)].reshape(-1, m)  # (c, m)
+                np.matmul(K[s0:s0 + step], Qs.T, out=s)
+                if upto >= 1:
+                    top.feed_rows(s, s0)
+                if upto >= 2:
+                    np.exp(s, out=s)
+                if upto >= 3:
+                    _column_sums(s)
+            top.merge()
+        return run
+
+    S = np.empty((m, n), np.float32)
+    fns = {"bare GEMM Q@K.T": lambda: np.matmul(Q, K.T, out=S), "chunked GEMM K@Q.T": stages(0),
+           "+ top-k candidates and merge": stages(1), "+ exp": stages(2), "+ column sums (= search kernel)": stages(3),
+           "table.search(k=10)": lambda: table.search(Q, k=K_TOP)}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for r in range(repeats + 1):
+        for nm in names[r % len(names):] + names[: r % len(names)]:
+            t0 = time.perf_counter()
+            fns[nm]()
+            if r:
+                times[nm].append(time.perf_counter() - t0)
+    base = float(np.median(times["bare GEMM Q@K.T"]))
+    print(f"\nsearch(k=10) breakdown at n = {n}, m = {m} ({step} rows per chunk; median of {repeats}):")
+    prev = None
+    for nm in names:
+        t = float(np.median(times[nm]))
+        step_ms = "" if prev is None or nm.startswith(("bare", "table")) else f"  (+{(t - prev) * 1e3:.1f} ms)"
+        print(f"  {nm:<34} {t * 1e3:9.1f} ms  {t / base:5.2f}x{step_ms}")
+        prev = t if not nm.startswith("bare") else None if nm.startswith("bare") else prev
+
+
+def heads_memory(n: int, m: int = 256) -> None:
+    """Peak extra memory (tracemalloc) of search(k=10) on a 2-head projected table of n rows."""
+    q_all, keys, _ = make_data(n, m)
+    table = SoftTable(keys, projection=Projection(D, heads=2, init="random"))
+    del keys
+    table.search(q_all[:2], k=K_TOP)  # projects the rows once (cached, not part of a search)
+    gc.collect()
+    mb = numpy_peak_mb(lambda: table.search(q_all, k=K_TOP))
+    print(f"\n2-head projected search(k=10): n = {n}, m = {m}, d = {D}: peak extra memory {mb:.1f} MB")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small sizes for a smoke run (< 30 s)")
@@ -359,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     ap.add_argument("--data", choices=("random", "clustered"), default="random",
                     help="random unit vectors (default), or clustered ones whose queries differ in their best scores")
+    ap.add_argument("--breakdown", action="store_true", help="also time the stages of search(k=10)")
+    ap.add_argument("--heads-memory", help="peak extra memory of a 2-head projected search over this many rows")
     ap.add_argument("--child-memory", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child_memory:
@@ -375,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     print(f"load average at start: {load:.2f}" + (" (busy: other jobs will slow every method; rerun when quieter)"
                                                    if load > 0.5 * (os.cpu_count() or 1) else ""))
-    for rt in ("torch", "faiss"):
+    for rt in ("torch", "faiss", "st"):
         if not AVAILABLE[rt]:
             print(f"note: {rt} is not installed, its rows are skipped; pip install \"softdb[bench]\"")
     print(HEADER)
@@ -386,12 +512,14 @@ def main(argv: list[str] | None = None) -> int:
         del keys, values
         child_mb = {}
         if not args.no_memory:  # before the peers' copies (float64, FAISS) exist in this process
-            for rt in ("torch", "faiss"):
+            for rt in ("torch", "faiss", "st"):
                 if AVAILABLE[rt]:
                     child_mb[rt] = measure_child(rt, n, ms)
         for m in ms:
             case = Case(table, q_all[:m])
             t = time_case(case, args.repeats or default_repeats(n), pause)
+            if args.breakdown and m > 1:
+                breakdown(table, case.Q, args.repeats or default_repeats(n))
             for lookup, name, build, rt in METHODS:
                 if name not in t:
                     continue
@@ -407,12 +535,15 @@ def main(argv: list[str] | None = None) -> int:
                     mb = res if isinstance(res, str) else res.get(f"{lookup}/{name}", {}).get(str(m), "n/a")
                 limit = t[SOFT_LIMIT if lookup == "soft" else QK_LIMIT]
                 rows.append((n, m, lookup, name, t[name], t[name] / limit, mb))
-                print(f"{n:>8} {m:>4}  {lookup:<6}  {name:<28} {t[name]:>10.2f} {t[name] / limit:>8.2f} "
-                      f"{fmt_mb(mb):>14}", flush=True)
+                extra = f"  ({t[name] / t[PLAN_BASE]:.2f}x search k=10)" if lookup == "plan" else ""
+                print(f"{n:>8} {m:>4}  {lookup:<6}  {name:<30} {t[name]:>10.2f} {t[name] / limit:>8.2f} "
+                      f"{fmt_mb(mb):>14}{extra}", flush=True)
             del case
             gc.collect()
         del table, q_all
         gc.collect()
+    if args.heads_memory:
+        heads_memory(parse_sizes(args.heads_memory)[0])
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     if args.markdown:
         print_markdown(rows, sizes, ms)

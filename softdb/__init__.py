@@ -2,7 +2,7 @@
 
 from ._fit import FitReport
 from .projection import Projection
+from ._version import __version__
 from .table import SearchResult, SoftTable
 
-__version__ = "0.1.0"
 __all__ = ["SoftTable", "SearchResult", "Projection", "FitReport", "__version__"]

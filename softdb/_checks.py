@@ -1,7 +1,7 @@
 """Input validation for the core table.
 
 Every user-facing error of the core lives here, so that messages stay consistent:
-each says what must hold, what was received, and a hint (see STYLE.md).
+each says what must hold, what was received, and a hint.
 """
 
 from __future__ import annotations

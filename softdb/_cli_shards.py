@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["add_index_arguments", "add_search_arguments", "index", "open_table", "is_sharded"]
+__all__ = ["add_index_arguments", "add_search_arguments", "index", "open_table", "is_sharded",
+           "is_sharded_table", "search_answers"]
 
 
 def add_index_arguments(ix: argparse.ArgumentParser, positive_int: Any) -> None:
@@ -42,6 +43,32 @@ def add_search_arguments(s: argparse.ArgumentParser) -> None:
 
 def is_sharded(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "shards.json"))
+
+
+def is_sharded_table(table: Any) -> bool:
+    from .distributed import ShardedTable
+
+    return isinstance(table, ShardedTable)
+
+
+def search_answers(table: Any, queries: Any, k: int, *, temperature: float | None = None) -> list:
+    """:func:`softdb.views.search_answers` for a ShardedTable: hits, entropy and effective rows.
+
+    Two passes on the workers (``search``, then ``weight_stats``); no weights move.
+    """
+    from .views._model import SearchAnswer
+
+    hits = table.search(queries, k=k, temperature=temperature)  # (m, k) each
+    entropy, effective = table.weight_stats(queries, temperature=temperature)  # (m,) each
+    tau = table.temperature if temperature is None else temperature
+    out = []
+    for j in range(hits.rows.shape[0]):
+        found = hits.rows[j] >= 0  # (k,)
+        pays = [None] * int(found.sum()) if hits.payloads is None else hits.payloads[j][found].tolist()
+        out.append(SearchAnswer(hits.ids[j][found].tolist(), hits.scores[j][found].astype(float).tolist(),
+                                hits.weights[j][found].astype(float).tolist(), pays, float(tau),
+                                float(entropy[j]), float(effective[j])))
+    return out
 
 
 def _read_ids(path: str, n: int) -> list[str]:

@@ -1,6 +1,9 @@
-"""Fitting a table's projection: parameter packing, L-BFGS, Adam, early stopping.
+"""Fitting a projection on arrays: parameter packing, L-BFGS, Adam, early stopping.
 
-The losses and their gradients live in :mod:`softdb.projection`; this module maps
+:func:`fit_arrays` takes keys, values, queries, targets and the starting weights as
+arrays and returns the fitted weights; :meth:`softdb.SoftTable.fit` only wires a
+table to it (prepares the queries and targets, writes the weights back).
+The losses and their gradients live in :mod:`softdb._losses`; this module maps
 the learned parts (full matrices, tied W_Q = W_K, low-rank updates W₀ + A Bᵀ,
 log τ) to one flat float64 vector, adds the regularisation λ Σ ‖W − W₀‖², and
 runs the optimiser.
@@ -12,19 +15,15 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import logsumexp
 
-from ._losses import _batch_size, rows_loss, values_loss
+from ._losses import rows_loss, values_loss
+from ._plan import Ask, Head, answer
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .projection import Projection
-    from .table import SoftTable
-
-__all__ = ["FitReport", "Objective", "fit_table", "as_targets"]
+__all__ = ["FitReport", "Objective", "fit_arrays", "check_options", "as_targets"]
 
 LOSSES = ("rows", "values")
 OPTIMIZERS = ("auto", "lbfgs", "adam")
@@ -69,6 +68,11 @@ class FitReport:
     converged: bool
     stopped_early: bool = False
     val_metric: str | None = None
+
+    def _repr_html_(self) -> str:
+        from .views import fit_report_html
+
+        return fit_report_html(self)
 
     def __repr__(self) -> str:
         """A one-line summary: first and last loss, not the whole history.
@@ -253,26 +257,26 @@ class Objective:
 
 
 def _rows_eval(X, K, targets, W_Q, W_K, log_tau, heads) -> tuple[float, float]:
-    """recall@1 (top row by mean head weight is a target) and mean −log Σ_T w̄."""
+    """recall@1 (top row by mean head weight is a target) and mean −log Σ_T w̄, via the plan."""
     indptr, cols = targets
-    m, n, dh = X.shape[0], K.shape[0], W_Q.shape[1] // heads
+    m, dh = X.shape[0], W_Q.shape[1] // heads
     kp = K @ W_K  # (n, d_k)
-    beta = math.exp(-log_tau)
-    hits, nll = 0, 0.0
-    b = _batch_size(n, heads + 1)
-    for s0 in range(0, m, b):
-        s1 = min(m, s0 + b)
-        qb = X[s0:s1] @ W_Q  # (b, d_k)
-        logw = np.stack([qb[:, a * dh:(a + 1) * dh] @ kp[:, a * dh:(a + 1) * dh].T for a in range(heads)])
-        logw *= beta  # (h, b, n)
-        logw -= logsumexp(logw, axis=2, keepdims=True)
-        logw = logsumexp(logw, axis=0) - math.log(heads)  # (b, n)  log mean weight
-        top = logw.argmax(axis=1)  # (b,)
-        for i in range(s1 - s0):
-            t = cols[indptr[s0 + i]:indptr[s0 + i + 1]]  # (t_i,)
-            hits += int(top[i] in t)
-            nll -= float(logsumexp(logw[i, t]))
-    return hits / m, nll / m
+    hs = [Head(np.ascontiguousarray(kp[:, a * dh:(a + 1) * dh]), None, np.ascontiguousarray(W_Q[:, a * dh:(a + 1) * dh]))
+          for a in range(heads)]
+    tau = math.exp(log_tau)
+    res = answer(hs, X, Ask(k=1, lse=True), tau)  # one streaming pass per head (+ one for heads > 1)
+    counts = np.diff(indptr)  # (m,)  every query has >= 1 target
+    qi = np.repeat(np.arange(m), counts)  # (t,)
+    hits = np.zeros(m, bool)
+    np.logical_or.at(hits, qi, cols == res.rows[qi, 0])
+    qa = X @ W_Q  # (m, d_k)
+    s = np.einsum("thd,thd->th", qa[qi].reshape(-1, heads, dh), kp[cols].reshape(-1, heads, dh))  # (t, h)
+    logw = s / tau - res.lse[qi]  # (t, h)  log w^a of each target
+    mx = logw.max(axis=1, keepdims=True)  # (t, 1)
+    logw = (mx + np.log(np.exp(logw - mx).sum(axis=1, keepdims=True)))[:, 0] - math.log(heads)  # (t,)  log w̄
+    top = np.maximum.reduceat(logw, indptr[:-1])  # (m,)
+    nll = -(top + np.log(np.add.reduceat(np.exp(logw - top[qi]), indptr[:-1])))  # (m,)  −log Σ_T w̄
+    return float(hits.mean()), float(nll.mean())
 
 
 # ------------------------------------------------------------------ optimisers
@@ -359,30 +363,8 @@ def _run_adam(obj: Objective, X, target, tracker: _Tracker, max_iter: int, batch
 
 
 # ------------------------------------------------------------------ entry point
-def fit_table(
-    table: SoftTable,
-    queries: Any,
-    targets: Any,
-    *,
-    loss: str = "rows",
-    optimizer: str = "auto",
-    max_iter: int = 100,
-    reg: float = 0.0,
-    validation: tuple[Any, Any] | None = None,
-    patience: int = 10,
-    batch_size: int = 256,
-    learning_rate: float = 0.01,
-    seed: int = 0,
-    verbose: bool = False,
-) -> FitReport:
-    """Fit ``table.projection`` in float64 and write the result back (see SoftTable.fit)."""
-    t0 = time.perf_counter()
-    proj: Projection | None = table.projection
-    if proj is None:
-        raise ValueError(
-            "this table has no projection to fit; hint: table.projection = Projection(table.dim) "
-            "(or SoftTable(..., projection=Projection(d)))"
-        )
+def check_options(loss: str, optimizer: str, max_iter: Any, batch_size: Any, patience: Any, reg: Any) -> None:
+    """Raise on a bad fit option (before any work)."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}; "
                          "hint: 'rows' for target row ids, 'values' for target vectors")
@@ -393,38 +375,71 @@ def fit_table(
             raise ValueError(f"{name} must be a positive int, got {val!r}")
     if not (isinstance(reg, int | float) and math.isfinite(reg) and reg >= 0):
         raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
-    rows = table._rows
-    K = rows.keys.astype(np.float64)  # (n, d)
-    V = rows.values.astype(np.float64) if loss == "values" else None  # (n, d_v)
 
-    def prepare(q: Any, t: Any, what: str) -> tuple[np.ndarray, Any]:
-        x, _ = table._queries(q, rows)
-        x = x.astype(np.float64)  # (m, d)
-        if loss == "rows":
-            return x, as_targets(t, len(x), rows.index, what)
-        y = np.asarray(t, dtype=np.float64)  # (m, d_out)
-        y = y[:, None] if y.ndim == 1 and proj.d_out == 1 else y
-        if y.shape != (len(x), proj.d_out):
-            raise ValueError(
-                f"{what} must have shape ({len(x)}, {proj.d_out}) (one answer of width d_out={proj.d_out} "
-                f"per query), got {y.shape}; hint: loss='values' targets are vectors, loss='rows' takes ids"
-            )
-        if not np.isfinite(y).all():
-            raise ValueError(f"{what} must be finite")
-        return x, y
 
-    X, target = prepare(queries, targets, "targets")
-    val = None
-    if validation is not None:
-        val = prepare(validation[0], validation[1], "validation targets")
-    params = proj._params
-    log_tau = math.log(table._projected_tau(None))
-    obj = Objective(loss, K, V, params.W_Q, params.W_K, params.W_V, log_tau, heads=proj.heads,
-                    tied=proj.tied, learn=proj.learn, learn_temperature=proj.learn_temperature,
-                    rank=proj.rank, reg=reg, seed=seed)
+def fit_arrays(
+    K: np.ndarray,
+    V: np.ndarray | None,
+    X: np.ndarray,
+    target: Any,
+    W_Q: np.ndarray,
+    W_K: np.ndarray,
+    W_V: np.ndarray | None,
+    log_tau: float,
+    *,
+    loss: str = "rows",
+    heads: int = 1,
+    tied: bool = False,
+    learn: Sequence[str] = ("q", "k", "v"),
+    learn_temperature: bool = False,
+    rank: int | None = None,
+    optimizer: str = "auto",
+    max_iter: int = 100,
+    reg: float = 0.0,
+    validation: tuple[np.ndarray, Any] | None = None,
+    patience: int = 10,
+    batch_size: int = 256,
+    learning_rate: float = 0.01,
+    seed: int = 0,
+    verbose: bool = False,
+) -> tuple[dict[str, Any], FitReport]:
+    """Fit projection weights in float64 on arrays (see SoftTable.fit for the options).
+
+    Parameters
+    ----------
+    K : ndarray of shape (n, d)
+        Keys (unit rows for metric="cosine"), float64.
+    V : ndarray of shape (n, d_v), optional
+        Values (loss="values" only).
+    X : ndarray of shape (m, d)
+        Training queries, float64.
+    target : (indptr, rows) or ndarray of shape (m, d_out)
+        loss="rows": CSR row targets from :func:`as_targets`; loss="values": target answers.
+    W_Q, W_K, W_V, log_tau
+        The starting weights (W₀) and log τ.
+    validation : (X_val, target_val), optional
+
+    Returns
+    -------
+    update : dict
+        Keyword arguments for ``Projection.set_weights`` (the learned parts only).
+    report : FitReport
+
+    Examples
+    --------
+    >>> x = np.eye(3)
+    >>> update, report = fit_arrays(x, None, x, as_targets(["b", "c", "a"], 3, {"a": 0, "b": 1, "c": 2}),
+    ...                             np.eye(3), np.eye(3), None, 0.0)
+    >>> sorted(update), report.optimizer
+    (['W_K', 'W_Q'], 'lbfgs')
+    """
+    t0 = time.perf_counter()
+    check_options(loss, optimizer, max_iter, batch_size, patience, reg)
+    obj = Objective(loss, K, V, W_Q, W_K, W_V, log_tau, heads=heads, tied=tied, learn=learn,
+                    learn_temperature=learn_temperature, rank=rank, reg=reg, seed=seed)
     if optimizer == "auto":
         optimizer = "lbfgs" if len(X) * len(K) <= AUTO_LBFGS_MAX else "adam"
-    tracker = _Tracker(obj, val, patience, higher_better=loss == "rows", verbose=verbose)
+    tracker = _Tracker(obj, validation, patience, higher_better=loss == "rows", verbose=verbose)
     if optimizer == "lbfgs":
         theta, iters, converged = _run_lbfgs(obj, X, target, tracker, int(max_iter))
     else:
@@ -442,13 +457,12 @@ def fit_table(
         update["W_V"] = W_V
     if obj.learn_tau:
         update["temperature"] = math.exp(log_tau)
-    proj.set_weights(**update)
     best = None
     if tracker.vals:
         best = max(tracker.vals) if loss == "rows" else min(tracker.vals)
-    return FitReport(
+    return update, FitReport(
         loss_history=tuple(tracker.losses), iterations=iters, seconds=time.perf_counter() - t0,
         val_metric_history=tuple(tracker.vals), best_val_metric=best, optimizer=optimizer,
         converged=converged, stopped_early=tracker.stopped_early,
-        val_metric=None if val is None else ("recall@1" if loss == "rows" else "mse"),
+        val_metric=None if validation is None else ("recall@1" if loss == "rows" else "mse"),
     )

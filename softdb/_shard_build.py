@@ -1,8 +1,9 @@
 """Writing sharded tables: create one from a table or (memory-mapped) arrays, rewrite a shard.
 
 Rows are validated and prepared (finite; unit rows for "cosine") one chunk at a
-time by an ordinary :class:`~softdb.SoftTable` of that chunk, so they come out
-exactly as one SoftTable of all rows would hold them, and memory stays one chunk.
+time with the table's own checks and arithmetic (``_checks.as_matrix``,
+``_tablestate.unit_rows``), so they come out exactly as one SoftTable of all rows
+would hold them, and memory stays one chunk.
 """
 
 from __future__ import annotations
@@ -15,21 +16,23 @@ import numpy as np
 
 from . import _checks, _shards, storage
 from ._shards import ShardRef
+from ._tablestate import unit_rows
 
 __all__ = ["create", "rewrite_shard", "prepare_rows"]
 
 
 def prepare_rows(keys: Any, values: Any, metric: str, dtype: np.dtype | None, where: str) -> tuple:
-    """Validated (keys, values or None) of one chunk, as a SoftTable of it holds them."""
-    from .table import SoftTable
-
+    """Validated (keys, values or None) of one chunk, exactly as a SoftTable of it holds them."""
     try:
         k = _checks.as_matrix(keys, "keys", dtype=dtype)
         v = None if values is None else _checks.as_matrix(values, "values", dtype=k.dtype)
-        t = SoftTable(k, v, metric=metric)
+        if v is not None:
+            _checks.check_same_rows(len(k), "keys", len(v), "values")
+        if metric == "cosine":
+            k = unit_rows(k, "keys", k.dtype)  # (c, d)  the arithmetic of TableState.build
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{where}: {exc}") from None
-    return t.keys, (None if values is None else t.values)
+    return k, v
 
 
 def _as_source(x: Any, name: str) -> Any:

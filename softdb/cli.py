@@ -11,7 +11,6 @@ import contextlib
 import os
 import sys
 import time
-from functools import partial
 from typing import Any
 
 from . import __version__, _cli_data, _cli_shards, data
@@ -129,6 +128,9 @@ def _build_parser() -> argparse.ArgumentParser:
     else:
         _cli_intuitions.add_parser(sub)
     _cli_data.add_parser(sub)
+    from . import _cli_views
+
+    _cli_views.add_parsers(sub)
     return parser
 
 
@@ -199,7 +201,8 @@ def _print_hit_rows(rows: list[dict[str, Any]], mode: str) -> None:
 
 # ----------------------------------------------------------------- commands
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .explain import explain
+    from ._plan import Ask
+    from ._tablestate import SearchResult
 
     t0 = time.perf_counter()
     print("softdb demo: attention as a soft database lookup over the Python standard library docs.")
@@ -209,20 +212,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"table: {len(table)} rows, {table.dim}-d unit keys, default τ = {table.temperature:g} "
           f"(built in {time.perf_counter() - t0:.1f} s)\n")
     vectors = table.encoder.encode(DEMO_QUERIES)  # one encode for all queries (cached)
-    for query, qv in zip(DEMO_QUERIES, vectors):
-        e = explain(table, qv, k=5)
+    # one pass for every query and every τ of the sweep: the log-sum-exp at τ gives the top hit's
+    # weight exp(s/τ − lse(τ)), and at τ/2 the effective rows 1/Σw² = exp(2·lse(τ) − lse(τ/2))
+    g = len(DEMO_TEMPERATURES)
+    sweep = tuple(DEMO_TEMPERATURES) + tuple(t / 2 for t in DEMO_TEMPERATURES)
+    p = table.answer(vectors, Ask(lse=True, stats=True, taus=sweep), k=5)
+    hits, a = p.hits(), p.answers
+    top_at = [p.hit_weights_at(i) for i in range(g)]  # g × (m, 5)
+    eff_at = [p.effective_rows_at(i, g + i) for i in range(g)]  # g × (m,)
+    for j, query in enumerate(DEMO_QUERIES):
+        one = SearchResult(*(None if x is None else x[j] for x in hits))
         print("=" * 100)
         print(f"query: {query!r}")
-        print(f"hard answer (argmax): {e.ids[0]}")
-        print(f"soft answer: weights over all {len(table)} rows at τ = {e.temperature:g}; the top 5:")
-        _print_hits(table.search(qv, k=5), "soft")
-        print(f"     the top 5 hold {e.covered:.0%} of the weight; entropy {e.entropy:.2f} nats; "
-              f"effective rows 1/Σw² = {e.effective_rows:.1f}")
+        print(f"hard answer (argmax): {one.ids[0]}")
+        print(f"soft answer: weights over all {len(table)} rows at τ = {p.tau:g}; the top 5:")
+        _print_hits(one, "soft")
+        print(f"     the top 5 hold {float(one.weights.sum()):.0%} of the weight; entropy {a.entropy[j]:.2f} nats; "
+              f"effective rows 1/Σw² = {a.effective_rows[j]:.1f}")
         print("  temperature sweep (weight of the top hit · effective number of rows attended):")
-        for tau in DEMO_TEMPERATURES:
-            et = explain(table, qv, k=1, temperature=tau)
-            bar = "█" * int(round(et.weights[0] * 30))
-            print(f"     τ = {tau:<5g} top weight {et.weights[0]:.3f} {bar:<30} effective rows {et.effective_rows:8.1f}")
+        for i, tau in enumerate(DEMO_TEMPERATURES):
+            top_w, eff = float(top_at[i][j, 0]), float(eff_at[i][j])
+            bar = "█" * int(round(top_w * 30))
+            print(f"     τ = {tau:<5g} top weight {top_w:.3f} {bar:<30} effective rows {eff:8.1f}")
         print()
     print("Small τ → the soft lookup becomes the hard one (one row gets all the weight);")
     print("large τ → the weights flatten towards the mean of all rows.")
@@ -286,35 +297,20 @@ def _clamped_k(k: int, n: int) -> int:
 
 
 def _search_results(table: Any, queries: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Encode every query in one call, search them as one batch; one JSON-ready dict per query."""
-    from .explain import WEAK_MATCH_COSINE, weight_stats
+    """Encode every query in one call, answer them in one pass; one JSON-ready dict per query.
+
+    The dicts are built by :func:`softdb.views.search_record`, as the web app's
+    ``/api/search`` answers are: one shape for both.
+    """
+    from .views import search_answers, search_record
 
     k = _clamped_k(args.k, len(table))
     qv = table.encoder.encode(queries)  # (m, d): one encoder call for all queries
-    hits = table.search(qv, k=k, temperature=args.temperature)  # (m, k) each
-    stats = getattr(table, "weight_stats", None)  # a ShardedTable sums them on its workers
-    entropy, effective = (stats or partial(weight_stats, table))(qv, temperature=args.temperature)  # (m,) each
-    tau = table.temperature if args.temperature is None else args.temperature
-    cosine = table.metric == "cosine"
-    results = []
-    for j, query in enumerate(queries):
-        one = type(hits)(*(None if a is None else a[j] for a in hits))
-        rows = _hits_json(one, args.mode)
-        shown = rows if args.min_score is None else [r for r in rows if r["score"] >= args.min_score]
-        best = rows[0]["score"] if rows else None
-        result = {"query": query, "mode": args.mode, "temperature": tau, "table_rows": len(table), "k": k,
-                  "hits": shown, "entropy": float(entropy[j]), "effective_rows": float(effective[j]),
-                  "covered": float(sum(r["weight"] for r in rows)) if args.mode == "soft" else None,
-                  "best_score": best,
-                  "weak_match": (best is not None and best < WEAK_MATCH_COSINE) if cosine else None,
-                  "weak_match_below": WEAK_MATCH_COSINE if cosine else None}
-        if k != args.k:
-            result["k_requested"] = args.k
-        if args.min_score is not None:
-            result["min_score"] = args.min_score
-            result["hidden"] = len(rows) - len(shown)
-        results.append(result)
-    return results
+    answer = _cli_shards.search_answers if _cli_shards.is_sharded_table(table) else search_answers
+    answers = answer(table, qv, k, temperature=args.temperature)  # one pass (sharded: on the workers)
+    return [search_record(a, query, mode=args.mode, table_rows=len(table), k=k, k_requested=args.k,
+                          min_score=args.min_score, cosine=table.metric == "cosine")
+            for query, a in zip(queries, answers)]
 
 
 def _print_search_result(result: dict[str, Any]) -> None:
@@ -423,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in COMMANDS:
             return COMMANDS[args.command](args)
+        from . import _cli_views
+
+        if args.command in _cli_views.COMMANDS:
+            return _cli_views.run(args)
         from . import _cli_intuitions
 
         return _cli_intuitions.run(args)

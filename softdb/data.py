@@ -204,7 +204,7 @@ def _download(url: str, out: BinaryIO, *, timeout: float, label: str, progress: 
         response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) or file
     except urllib.error.HTTPError as exc:
         raise DataError(f"{url} answered HTTP {exc.code} {exc.reason}; check the address "
-                        "(a mirror must serve the same zip under the same name)") from None
+                        "(--url must name the zip itself, e.g. https://mirror/beir/scifact.zip)") from None
     except urllib.error.URLError as exc:
         reason = exc.reason
         if isinstance(reason, (socket.timeout, TimeoutError)):
@@ -221,10 +221,11 @@ def _download(url: str, out: BinaryIO, *, timeout: float, label: str, progress: 
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         update, close = _progress(total, label, progress)
+        read = getattr(response, "read1", response.read)  # what has arrived, not a full chunk
         try:
             while True:
                 try:
-                    chunk = response.read(_CHUNK)
+                    chunk = read(_CHUNK)
                 except (socket.timeout, TimeoutError):
                     raise DataError(f"{url} stopped sending after {written} bytes (nothing for {timeout:g} s); "
                                     "try again") from None

@@ -25,9 +25,8 @@ from typing import Any
 import numpy as np
 
 from . import _checks, _shard_build, _shards, _states
-from ._projected import COSINE_TEMPERATURE
 from ._shard_tasks import Cluster
-from .table import SearchResult
+from ._tablestate import COSINE_TEMPERATURE, SearchResult, unit_rows
 
 __all__ = ["ShardedTable"]
 
@@ -196,14 +195,8 @@ class ShardedTable:
         q = q[None, :] if single else q  # (m, d)
         _checks.check_width(q.shape[1], self.dim, "queries")
         _checks.check_not_empty(v.n)
-        if self.metric == "cosine":  # the same arithmetic as SoftTable's, so scores match bit for bit
-            norms = np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64))  # (m,)
-            zero = np.flatnonzero(norms == 0)
-            if zero.size:
-                raise ValueError(
-                    f"queries has {zero.size} zero vectors (first at row {int(zero[0])}), which have no "
-                    "direction for metric='cosine'; hint: drop them or use metric='dot'")
-            q = (q / norms[:, None]).astype(self.dtype, copy=False)  # (m, d)
+        if self.metric == "cosine":  # SoftTable's own arithmetic, so scores match bit for bit
+            q = unit_rows(q, "queries", self.dtype)  # (m, d)
         return np.ascontiguousarray(q), single
 
     def _tau(self, temperature: float | None) -> float:

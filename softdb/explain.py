@@ -1,18 +1,25 @@
-"""The explanation view: a readable "soft SELECT" behind one query."""
+"""The explanation view: a readable "soft SELECT" behind one query.
+
+One query, one encode, one pass of the query plan (:mod:`softdb._plan`): the top
+rows with their full-table weights, the entropy and effective number of rows of
+the weights, and the soft and hard answers, side by side in the same space (the
+projected values in projected mode).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .table import SoftTable
+from ._plan import Ask
 
 __all__ = ["Explanation", "WEAK_MATCH_COSINE", "explain", "snippet", "weight_stats"]
 
-#: Below this cosine, even the best hit is called a weak match (see README, "Weak matches").
+#: Below this cosine, even the best hit is called a weak match. Measured with all-MiniLM-L6-v2
+#: (benchmarks/weak_match_threshold.py): no related query (0 of 320, SciFact and stdlib) has a
+#: best hit below 0.3, while 94% of unrelated ones do (median best hit 0.21).
 WEAK_MATCH_COSINE = 0.3
 
 
@@ -44,13 +51,21 @@ class Explanation:
         1 / Σ w²: how many rows the soft answer effectively blends.
     covered : float
         Total weight of the k rows shown.
-    soft, hard : ndarray of shape (d_v,)
+    soft, hard : ndarray of shape (d_v,), or (d_out,) in projected mode
         The soft answer (weighted average of the values) and the hard one (the
-        best row's value).
+        best row's value); in projected mode both are in the projected value
+        space (with several heads, the hard answer is each head's best row).
     soft_nearest : id
-        The row whose value is closest (cosine) to the soft answer.
+        Among the rows shown, the one whose value (projected, in projected mode)
+        is closest (cosine) to the soft answer.
     soft_hard_cosine : float
         Cosine between the soft and the hard answer (1 = the blend is the top row).
+    projected : bool
+        The table is in projected mode: ``soft`` and ``hard`` are projected values.
+    taus, lse_at : tuples of float
+        Extra temperatures asked for (``explain(..., taus=...)``) and the full-table
+        log-sum-exp at each, from the same pass: a hit's weight at τ' is
+        exp(score / τ' − lse(τ')) exactly (what the HTML explorer's slider uses).
     """
 
     query: str
@@ -66,6 +81,26 @@ class Explanation:
     hard: np.ndarray
     soft_nearest: Any
     soft_hard_cosine: float
+    projected: bool = False
+    taus: tuple = ()
+    lse_at: tuple = ()
+
+    def _repr_html_(self) -> str:
+        from .views import explanation_html
+
+        return explanation_html(self)
+
+    def to_html(self, path: Any = None) -> str:
+        """The explorer as one self-contained HTML page (inline CSS/JS/SVG, works offline).
+
+        With ``path``, also writes it there. See :mod:`softdb.views`.
+        """
+        from .views import explanation_html, write_html
+
+        page = explanation_html(self, standalone=True)
+        if path is not None:
+            write_html(path, page)
+        return page
 
     def __str__(self) -> str:
         lines = [f"query: {self.query}", "",
@@ -80,19 +115,23 @@ class Explanation:
             f"1/Σw² = {self.effective_rows:.1f}",
             f"hard answer: {self.ids[0]} (the best row)",
         ]
+        space = " (projected values)" if self.projected else ""
         if self.soft.size <= 8:
             fmt = lambda v: "[" + ", ".join(f"{x:.3g}" for x in v) + "]"  # noqa: E731
-            lines.append(f"soft answer: {fmt(self.soft)}  vs hard value {fmt(self.hard)}")
+            lines.append(f"soft answer{space}: {fmt(self.soft)}  vs hard value {fmt(self.hard)}")
         else:
             lines.append(
-                f"soft answer: a blend of {self.effective_rows:.1f} rows; nearest row {self.soft_nearest}, "
-                f"cosine {self.soft_hard_cosine:.3f} to the hard answer"
+                f"soft answer{space}: a blend of {self.effective_rows:.1f} rows; nearest shown row "
+                f"{self.soft_nearest}, cosine {self.soft_hard_cosine:.3f} to the hard answer"
             )
         return "\n".join(lines)
 
 
-def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | None = None) -> Explanation:
+def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = None,
+            taus: tuple = ()) -> Explanation:
     """Explain one query: top rows with scores and weights, entropy, soft vs hard.
+
+    One encode and one pass over the table (per head), whatever is shown.
 
     Parameters
     ----------
@@ -102,6 +141,9 @@ def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | No
     k : int
         Rows to show (at most the table's size).
     temperature : float, optional
+    taus : tuple of float, optional
+        Extra temperatures: the log-sum-exp at each comes from the same pass
+        (plain or one-head tables only).
 
     Returns
     -------
@@ -122,33 +164,37 @@ def explain(table: SoftTable, query: Any, k: int = 5, *, temperature: float | No
         if q.ndim != 1:
             raise ValueError(f"explain takes one query of shape (d,), got shape {q.shape}; hint: explain one at a time")
     k = min(k, len(table)) if len(table) else k
-    hits = table.search(query, k=k, temperature=temperature)
-    w = table.weights(query, temperature=temperature).astype(np.float64)  # (n,)
-    nz = w[w > 0]
-    entropy = float(-(nz * np.log(nz)).sum())
-    soft = table.lookup(query, temperature=temperature)  # (d_v,)
-    hard = table.lookup(query, mode="hard")  # (d_v,)
-    values = table.values
-    vn = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-30)  # (n, d_v)
+    taus = tuple(float(t) for t in taus)
+    p = table.answer(query, Ask(soft=True, hard=True, lse=True, stats=True, taus=taus), temperature=temperature, k=k)
+    hits = p.hits()  # (k,) each
+    a = p.answers
+    soft, hard = a.soft[0], a.hard[0]  # (d_out,), (d_out,)
+    hv = p.hit_values(hits.rows).astype(np.float64)  # (k, d_out)  values of the shown rows
+    hv /= np.maximum(np.linalg.norm(hv, axis=1, keepdims=True), 1e-30)
     sn = soft / max(float(np.linalg.norm(soft)), 1e-30)
     hn = hard / max(float(np.linalg.norm(hard)), 1e-30)
-    nearest = table.ids[int(np.argmax(vn @ sn))]
+    nearest = hits.ids[int(np.argmax(hv @ sn))]
     pays = [None] * k if hits.payloads is None else list(hits.payloads)
-    return Explanation(
+    e = Explanation(
         query=query if isinstance(query, str) else np.array2string(np.asarray(query), precision=3, threshold=8),
         ids=list(hits.ids), scores=[float(s) for s in hits.scores], weights=[float(x) for x in hits.weights],
-        payloads=pays, temperature=table.temperature if temperature is None else float(temperature),
-        entropy=entropy, effective_rows=float(1.0 / (w @ w)), covered=float(hits.weights.sum()),
+        payloads=pays, temperature=p.tau, entropy=float(a.entropy[0]),
+        effective_rows=float(a.effective_rows[0]), covered=float(hits.weights.sum()),
         soft=soft, hard=hard, soft_nearest=nearest, soft_hard_cosine=float(sn @ hn),
+        projected=p.state.projection is not None,
+        taus=taus, lse_at=tuple(float(x) for x in a.lse_at[0]) if taus else (),
     )
+    object.__setattr__(e, "_source", (table, query))  # lets a view compute its slider grid later
+    return e
 
 
-def weight_stats(table: SoftTable, queries: Any, *, temperature: float | None = None,
+def weight_stats(table: Any, queries: Any, *, temperature: float | None = None,
                  max_cells: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
     """Entropy and effective number of rows of each query's full-table weights.
 
-    The weights are computed for a few queries at a time, so memory stays at about
-    ``max_cells`` floats however many queries there are.
+    One streaming pass of the query plan (memory O(m × chunk)); with several heads
+    the mean of softmaxes needs the dense weights, so those are computed for a few
+    queries at a time, at most ``max_cells`` floats.
 
     Parameters
     ----------
@@ -156,7 +202,7 @@ def weight_stats(table: SoftTable, queries: Any, *, temperature: float | None = 
     queries : array_like of shape (m, d)
     temperature : float, optional
     max_cells : int
-        Queries per batch × rows, at most.
+        Queries per batch × rows, at most (tables with several heads).
 
     Returns
     -------
@@ -175,13 +221,13 @@ def weight_stats(table: SoftTable, queries: Any, *, temperature: float | None = 
     (array([1.69, 3.  ]), True)
     """
     q = np.asarray(queries)
+    proj = table.projection
     m = len(q)
-    step = max(1, min(m, max_cells // max(len(table), 1)))
+    step = m if proj is None or proj.heads == 1 else max(1, min(m, max_cells // max(len(table), 1)))
     entropy = np.empty(m, np.float64)  # (m,)
     effective = np.empty(m, np.float64)  # (m,)
-    for start in range(0, m, step):
-        w = np.asarray(table.weights(q[start:start + step], temperature=temperature), np.float64)  # (b, n)
-        logw = np.log(np.where(w > 0, w, 1.0))  # (b, n); 0 log 0 = 0
-        entropy[start:start + step] = -(w * logw).sum(axis=1)  # (b,)
-        effective[start:start + step] = 1.0 / (w * w).sum(axis=1)  # (b,)
+    for start in range(0, m, max(step, 1)):
+        a = table.answer(q[start:start + step], Ask(stats=True), temperature=temperature).answers
+        entropy[start:start + step] = a.entropy  # (b,)
+        effective[start:start + step] = a.effective_rows  # (b,)
     return entropy, effective

@@ -218,9 +218,17 @@ def temperature_sweep(
     base = table.temperature
     taus = np.logspace(np.log10(base) - 2, np.log10(base) + 2, 25) if temperatures is None else \
         np.asarray(temperatures, dtype=np.float64)
-    top = table.search(query, k=k)
-    rows = np.asarray(top.rows).ravel()  # (k,)
-    w = np.array([np.atleast_2d(table.weights(query, temperature=t))[0, rows] for t in taus])  # (n_tau, k)
+    from ._plan import Ask
+
+    proj = table.projection
+    if proj is None or proj.heads == 1:  # one pass: the top k at the table's τ, and lse at every τ
+        p = table.answer(query, Ask(taus=tuple(float(t) for t in taus)), k=k)
+        top = p.hits()
+        w = np.stack([p.hit_weights_at(i)[0] for i in range(len(taus))])  # (n_tau, k)
+    else:  # the mean of several heads' softmaxes is no function of one log-sum-exp: dense weights
+        top = table.search(query, k=k)
+        rows = np.asarray(top.rows).ravel()  # (k,)
+        w = np.array([np.atleast_2d(table.weights(query, temperature=t))[0, rows] for t in taus])  # (n_tau, k)
     ax = _new_axes(ax, (6.5, 4))
     for j, row_id in enumerate(np.asarray(top.ids).ravel()):
         ax.plot(taus, w[:, j], marker="o", markersize=3, label=_short(row_id, 32))

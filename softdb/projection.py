@@ -210,6 +210,8 @@ class Projection:
     W_K = property(lambda self: self._params.W_K, doc="Read-only (d, d_k) float64.")
     W_V = property(lambda self: self._params.W_V, doc="Read-only (d_v, d_out) float64, or None.")
     version = property(lambda self: self._params.version, doc="Increases on every weight change.")
+    params = property(lambda self: self._params, doc="The current immutable weights version: W_Q, W_K, W_V, "
+                      "log_tau (None: the table's τ) and version; read it once for a consistent set.")
 
     @property
     def temperature(self) -> float | None:
@@ -285,7 +287,7 @@ class Projection:
             raise ValueError(f"{name} must be finite; hint: the fit may have diverged, lower the learning rate")
         return _frozen(arr)
 
-    def _bind(self, d: int, d_v: int) -> None:
+    def bind(self, d: int, d_v: int) -> None:
         """Check that a table of key width d and value width d_v fits; create W_V if unset."""
         if d != self._d:
             raise ValueError(
@@ -303,8 +305,8 @@ class Projection:
                                    old.version + 1)
 
     # ------------------------------------------------------------ projecting
-    def _project_rows(self, params: _Params, keys: np.ndarray, values: np.ndarray) -> _ProjectedRows:
-        """Project a rows version once; the table caches the result."""
+    def project_rows(self, params: _Params, keys: np.ndarray, values: np.ndarray) -> _ProjectedRows:
+        """Project a rows version with ``params`` (the table caches the result)."""
         dt = keys.dtype
         h = self._heads
         kp = keys @ params.W_K.astype(dt)  # (n, d_k)

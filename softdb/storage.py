@@ -21,7 +21,7 @@ stay ints and strings stay strings); ``payloads`` is a JSON list or null.
 
 Atomic save
 -----------
-:func:`save_table` reads one snapshot of the rows, writes every file into a
+:func:`save_state` writes one version of the rows, writes every file into a
 fresh temporary folder ``.<name>.softdb-tmp-<pid>-<random>`` next to the
 target (same file system), fsyncs each file and the folder, and then swaps
 it in. A rename cannot replace a non-empty folder, so overwriting takes two
@@ -39,7 +39,7 @@ is complete, so the state on disk after a crash at any moment reads as:
 - ``<name>`` is missing but ``.<name>.softdb-old`` exists: the process died
   between steps 1 and 2, and the aside copy *is* the table (the old one).
 
-:func:`load_table` follows these two rules, and the next save finishes or
+:func:`load_state` follows these two rules, and the next save finishes or
 discards whatever a killed save left behind, including temporary folders.
 Saves and loads of tables in one parent folder are serialised by an advisory
 ``flock`` on that folder (exclusive to save, shared to load), so a load in
@@ -62,16 +62,16 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import _manifest
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .table import SoftTable
+from ._tablestate import TableState
+from ._version import __version__
 
-__all__ = ["save_table", "load_table", "NpyWriter", "write_manifest", "publish", "open_arrays"]
+__all__ = ["save_state", "load_state", "NpyWriter", "write_manifest", "publish", "open_arrays"]
 
 _TMP = ".softdb-tmp-"
 _OLD = ".softdb-old"
@@ -250,17 +250,18 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def save_table(table: SoftTable, path: str | os.PathLike[str]) -> None:
-    """Save ``table`` to the folder ``path`` atomically (see the module docstring).
+def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
+    """Save a table state to the folder ``path`` atomically (see the module docstring).
 
-    The table is read once: a save running while other threads add or remove
-    rows writes one consistent version. If ``path`` already holds a table it
+    A state is one consistent version: a save running while other threads add or
+    remove rows writes the version it was given. If ``path`` already holds a table it
     is replaced; after a crash at any moment ``path`` loads as the old table
     or the new one, never a mix.
 
     Parameters
     ----------
-    table : SoftTable
+    state : TableState
+        ``table.state`` (what :meth:`SoftTable.save` passes).
     path : str or PathLike
         The table folder. Its parent folder must exist. An existing file, or a
         non-empty folder that is not a softdb table, is never overwritten.
@@ -282,17 +283,15 @@ def save_table(table: SoftTable, path: str | os.PathLike[str]) -> None:
     >>> from softdb import SoftTable
     >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", 7], payloads=["x", None, {"k": 1}])
     >>> folder = os.path.join(tempfile.mkdtemp(), "t")
-    >>> save_table(t, folder)
+    >>> save_state(t.state, folder)
     >>> sorted(os.listdir(folder))
     ['keys.npy', 'manifest.json']
-    >>> load_table(folder).ids
+    >>> load_state(folder).rows.ids
     ('a', 'b', 7)
     """
-    from . import __version__
-
-    rows = table._rows  # one snapshot: add/remove swap it whole, never mutate it
+    rows = state.rows  # one version: add/remove swap it whole, never mutate it
     _names(path)  # a bad path fails before any work
-    proj_obj = getattr(table, "projection", None)
+    proj_obj = state.projection
     proj_arrays: dict[str, np.ndarray] = {}
     proj = None
     if proj_obj is not None:
@@ -301,21 +300,23 @@ def save_table(table: SoftTable, path: str | os.PathLike[str]) -> None:
             if not _manifest._ARRAY_NAME.match(str(name)):
                 raise ValueError(f"projection array name {name!r} must be letters, digits and _")
         proj = {"config": config, "arrays": {k: f"projection.{k}.npy" for k in proj_arrays}}
-    enc = getattr(table, "encoder", None)
+    enc = state.encoder
     encoder = None
     if enc is not None:
         encoder = {"name": getattr(enc, "name", None)}
         if getattr(enc, "version", None) is not None:
             encoder["version"] = enc.version
-    meta = dict(n=len(rows.ids), dim=table._dim, value_dim=table._value_dim, dtype=rows.keys.dtype,
-                metric=table._metric, temperature=table._temperature, shared_kv=table._shared_kv,
+    elif state.encoder_name:
+        encoder = {"name": state.encoder_name}
+    meta = dict(n=len(rows.ids), dim=state.dim, value_dim=state.value_dim, dtype=rows.keys.dtype,
+                metric=state.metric, temperature=state.temperature, shared_kv=state.shared_kv,
                 ids=rows.ids, payloads=rows.payloads, version=__version__, projection=proj, encoder=encoder)
     manifest = _manifest.build(**meta, files={}, created="")  # raises before touching the disk
 
     def build(tmp: str) -> None:
         files: dict = {}
         _write_npy(tmp, "keys.npy", rows.keys, files)
-        if not table._shared_kv:
+        if not state.shared_kv:
             _write_npy(tmp, "values.npy", rows.values, files)
         for name, arr in proj_arrays.items():
             _write_npy(tmp, f"projection.{name}.npy", np.asarray(arr), files)
@@ -398,8 +399,8 @@ def _check_rows(arr: np.ndarray, fpath: str, unit: bool) -> None:
                 raise ValueError(f"{fpath}: metric is 'cosine' but its keys are not unit rows")
 
 
-def load_table(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool = True) -> SoftTable:
-    """Load a table saved by :func:`save_table`.
+def load_state(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool = True) -> TableState:
+    """Load the state of a table saved by :func:`save_state` (:meth:`SoftTable.load` wraps it).
 
     Parameters
     ----------
@@ -417,7 +418,9 @@ def load_table(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool
 
     Returns
     -------
-    SoftTable
+    TableState
+        With the projection (if any) and the encoder's name; the encoder itself
+        is rebuilt on first use.
 
     Raises
     ------
@@ -434,9 +437,9 @@ def load_table(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool
     >>> from softdb import SoftTable
     >>> folder = os.path.join(tempfile.mkdtemp(), "t")
     >>> SoftTable(np.eye(2), [[1.0], [2.0]], ids=["1", 1]).save(folder)
-    >>> t = load_table(folder, mmap=True)
-    >>> t.ids, type(t.keys.base).__name__, t.lookup([9.0, 0.0], mode="hard")
-    (('1', 1), 'memmap', array([1.]))
+    >>> st = load_state(folder, mmap=True)
+    >>> st.rows.ids, type(st.rows.keys).__name__
+    (('1', 1), 'memmap')
     """
     target, parent, aside = _names(path)
     with _locked(parent, exclusive=False):
@@ -451,10 +454,10 @@ def load_table(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool
 
 
 def open_arrays(folder: str, *, mmap: bool, verify: bool) -> tuple[dict, dict[str, np.ndarray]]:
-    """Check and open the manifest and array files of one table folder (no SoftTable built).
+    """Check and open the manifest and array files of one table folder (no table state built).
 
     Returns the parsed manifest and ``{file name: array}``; keys and values are
-    memory-mapped when ``mmap``. Every check of :func:`load_table` runs here, and
+    memory-mapped when ``mmap``. Every check of :func:`load_state` runs here, and
     every error names the file.
     """
     mpath = os.path.join(folder, "manifest.json")
@@ -477,26 +480,24 @@ def open_arrays(folder: str, *, mmap: bool, verify: bool) -> tuple[dict, dict[st
     return m, arrays
 
 
-def _load_folder(folder: str, *, mmap: bool, verify: bool) -> SoftTable:
-    from .table import SoftTable
-
+def _load_folder(folder: str, *, mmap: bool, verify: bool) -> TableState:
     mpath = os.path.join(folder, "manifest.json")
     m, arrays = open_arrays(folder, mmap=mmap, verify=verify)
     keys = arrays["keys.npy"]
     values = None if m["shared_kv"] else arrays["values.npy"]
     payloads = None if m["payloads"] is None else tuple(m["payloads"])
     try:
-        table = SoftTable._from_parts(keys, values, ids=tuple(m["ids"]), payloads=payloads,
-                                      metric=m["metric"], temperature=m["temperature"])
+        state = TableState.build(keys, values, ids=tuple(m["ids"]), payloads=payloads, metric=m["metric"],
+                                 temperature=m["temperature"], unit=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{mpath}: {exc}") from None
     proj = m.get("projection")
     if proj is not None:
         from .projection import Projection
 
-        state = {name: arrays[fname] for name, fname in proj["arrays"].items()}
-        table.projection = Projection.from_state(proj["config"], state)
+        arrs = {name: arrays[fname] for name, fname in proj["arrays"].items()}
+        state = state.with_(projection=Projection.from_state(proj["config"], arrs))
     enc = m.get("encoder")
     if isinstance(enc, dict):
-        table._encoder_name = enc.get("name")
-    return table
+        state = state.with_(encoder_name=enc.get("name"))
+    return state

@@ -1,69 +1,34 @@
-"""SoftTable: rows of (id, key, value, payload) answered by soft, hard and top-k lookups."""
+"""SoftTable: rows of (id, key, value, payload) answered by soft, hard and top-k lookups.
+
+The table wires three parts: its state (:mod:`softdb._tablestate`, swapped whole on
+every change), the query plan (:mod:`softdb._plan`, one kernel pass per question)
+and, in projected mode, a cache of projected rows (:mod:`softdb._projected`).
+"""
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _answers, _checks
-from ._kernel import stream
-from ._projected import COSINE_TEMPERATURE, ProjectedMode
+from . import _checks
+from ._plan import Ask, Head, answer
+from ._projected import ProjectionCache
+from ._tablestate import COSINE_TEMPERATURE, Planned, Rows, SearchResult, TableState, unit_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     from os import PathLike
 
+    from ._fit import FitReport
     from .projection import Projection
 
-__all__ = ["SoftTable", "SearchResult"]
+__all__ = ["SoftTable", "SearchResult", "COSINE_TEMPERATURE"]
 
 
-
-class SearchResult(NamedTuple):
-    """Top-k hits of a search, best first.
-
-    Attributes
-    ----------
-    ids : ndarray of object, shape (m, k) or (k,)
-        Row ids; ``None`` where there is no match (all rows masked).
-    scores : ndarray of shape (m, k) or (k,)
-        Raw similarity (dot product, or cosine); ``-inf`` for no match.
-    weights : ndarray of shape (m, k) or (k,)
-        Each hit's weight under the softmax over the *whole* table (not
-        renormalised over the k hits); 0 for no match.
-    payloads : ndarray of object, shape (m, k) or (k,), or None
-        Payload of each hit, when the table has payloads.
-    rows : ndarray of int64, shape (m, k) or (k,)
-        Row positions in the table at search time; -1 for no match.
-    """
-
-    ids: np.ndarray
-    scores: np.ndarray
-    weights: np.ndarray
-    payloads: np.ndarray | None
-    rows: np.ndarray
-
-
-@dataclass(frozen=True)
-class _Rows:
-    """One immutable version of the table's rows. Mutation swaps in a new one."""
-
-    keys: np.ndarray  # (n, d)  read-only; unit rows when metric="cosine"
-    values: np.ndarray  # (n, d_v)  read-only; `keys` itself when K = V
-    ids: tuple
-    payloads: tuple | None
-    index: dict = field(repr=False)  # id -> row
-    key_norm_max: float = 0.0
-
-    @classmethod
-    def build(cls, keys, values, ids, payloads) -> _Rows:
-        for a in (keys, values):
-            a.flags.writeable = False  # arrays are the table's own: freeze them
-        norm_max = float(np.sqrt(np.einsum("ij,ij->i", keys, keys, dtype=np.float64)).max()) if len(keys) else 0.0
-        return cls(keys, values, ids, payloads, dict(zip(ids, range(len(ids)))), norm_max)
+_NO_K = object()  # answer(k=...) not given
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -72,7 +37,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return v
 
 
-class SoftTable(ProjectedMode):
+class SoftTable:
     """A table of keys and values answered by soft (attention) lookups.
 
     A query q scores every key, s_j = q·k_j (or the cosine), the scores become
@@ -145,110 +110,169 @@ class SoftTable(ProjectedMode):
         temperature: float | None = None,
         projection: Projection | None = None,
     ) -> None:
-        self._metric = _checks.as_metric(metric)
-        self._temperature = None if temperature is None else _checks.as_temperature(temperature)
+        _checks.as_metric(metric)
+        if temperature is not None:
+            _checks.as_temperature(temperature)
         k = _checks.as_matrix(keys, "keys", copy=True)
-        self._dtype = k.dtype
-        self._dim = k.shape[1]
-        self._shared_kv = values is None
-        if self._shared_kv:
-            v = None
-        else:
-            v = _checks.as_matrix(values, "values", dtype=self._dtype, copy=True)
+        v = None
+        if values is not None:
+            v = _checks.as_matrix(values, "values", dtype=k.dtype, copy=True)
             _checks.check_same_rows(len(k), "keys", len(v), "values")
-        self._value_dim = self._dim if v is None else v.shape[1]
-        self._has_payloads = payloads is not None
-        self._lock = threading.Lock()
-        self.encoder = None
-        self._rows = self._make_rows(k, v, ids, payloads, start_id=0)
-        self._init_projection(projection)
+        self._adopt(TableState.build(k, v, ids=ids, payloads=payloads, metric=metric, temperature=temperature))
+        if projection is not None:
+            self.projection = projection
 
-    # ------------------------------------------------------------------ rows
-    def _prepare_keys(self, k: np.ndarray, name: str) -> np.ndarray:
-        if self._metric != "cosine" or not len(k):
-            return k
-        norms = np.sqrt(np.einsum("ij,ij->i", k, k, dtype=np.float64))  # (n,)
-        zero = np.flatnonzero(norms == 0)
-        if zero.size:
-            raise ValueError(
-                f"{name} has {zero.size} zero vectors (first at row {int(zero[0])}), which have no "
-                "direction for metric='cosine'; hint: drop them or use metric='dot'"
-            )
-        return (k / norms[:, None]).astype(self._dtype, copy=False)  # (n, d)
+    @classmethod
+    def from_state(cls, state: TableState) -> SoftTable:
+        """A table over an existing state, arrays not copied (how :meth:`load` builds tables).
 
-    def _make_rows(self, k, v, ids, payloads, *, start_id: int) -> _Rows:
-        n = len(k)
-        ids = _checks.as_ids(ids, n, start=start_id)
-        payloads = _checks.as_payloads(payloads, n)
-        if payloads is None and self._has_payloads:
-            payloads = (None,) * n
-        k = self._prepare_keys(k, "keys")
-        v = k if v is None else v
-        return _Rows.build(k, v, ids, payloads)
+        ``state`` comes from :meth:`TableState.build` (the one construction path,
+        also behind ``__init__``); its arrays may be read-only memory maps.
+        """
+        table = cls.__new__(cls)
+        table._adopt(state)
+        return table
+
+    def _adopt(self, state: TableState) -> None:
+        self._lock = threading.Lock()  # serialises writers; readers take one state and go
+        self._proj_cache = ProjectionCache()
+        self._state = state
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> TableState:
+        """The current :class:`~softdb._tablestate.TableState` (internal, documented there).
+
+        One consistent version: rows, metric, τ, projection, encoder. Changes
+        swap in a new state, so a reader that takes it once never sees a mix.
+        """
+        return self._state
 
     def __len__(self) -> int:
-        return len(self._rows.ids)
+        return len(self._state.rows.ids)
+
+    def _repr_html_(self) -> str:
+        from .views import table_html
+
+        return table_html(self)
 
     def __repr__(self) -> str:
+        st = self._state
         return (
-            f"SoftTable(n={len(self)}, dim={self._dim}, value_dim={self._value_dim}, "
-            f"metric={self._metric!r}, temperature={self.temperature:g}, dtype={self._dtype.name})"
+            f"SoftTable(n={len(self)}, dim={st.dim}, value_dim={st.value_dim}, "
+            f"metric={st.metric!r}, temperature={self.temperature:g}, dtype={st.dtype.name})"
         )
 
     @property
     def dim(self) -> int:
         """Width d of the keys (and of queries)."""
-        return self._dim
+        return self._state.dim
 
     @property
     def value_dim(self) -> int:
         """Width d_v of the values (and of soft answers)."""
-        return self._value_dim
+        return self._state.value_dim
 
     @property
     def dtype(self) -> np.dtype:
         """float32, or float64 when the keys were given as float64."""
-        return self._dtype
+        return self._state.dtype
 
     @property
     def metric(self) -> str:
-        return self._metric
+        return self._state.metric
 
     @property
     def temperature(self) -> float:
         """The default τ of lookups (see the class docstring for the default)."""
-        if self._projection is not None:
-            return self._projected_tau(None)
-        if self._temperature is not None:
-            return self._temperature
-        return COSINE_TEMPERATURE if self._metric == "cosine" else float(np.sqrt(self._dim))
+        return self._state.tau()
 
     @property
     def ids(self) -> tuple:
         """Row ids, in row order."""
-        return self._rows.ids
+        return self._state.rows.ids
 
     @property
     def keys(self) -> np.ndarray:
         """Read-only keys (n, d); unit rows when metric="cosine"."""
-        return _readonly(self._rows.keys)
+        return _readonly(self._state.rows.keys)
 
     @property
     def values(self) -> np.ndarray:
         """Read-only values (n, d_v)."""
-        return _readonly(self._rows.values)
+        return _readonly(self._state.rows.values)
 
     @property
     def payloads(self) -> tuple | None:
         """Per-row payloads, or None if the table has none."""
-        return self._rows.payloads
+        return self._state.rows.payloads
 
     def row_of(self, id: Hashable) -> int:
         """Row position of ``id``."""
         try:
-            return self._rows.index[id]
+            return self._state.rows.index[id]
         except (KeyError, TypeError):
             raise KeyError(f"unknown id {id!r}; hint: table.ids lists the ids in the table") from None
+
+    @property
+    def encoder(self) -> Any:
+        """The text encoder of a table built from texts (None otherwise).
+
+        A loaded table rebuilds it from the name its manifest recorded, lazily.
+        """
+        st = self._state
+        if st.encoder is None and st.encoder_name:
+            from .text import encoder_from_name
+
+            enc = encoder_from_name(st.encoder_name)
+            with self._lock:
+                if self._state.encoder is None and self._state.encoder_name == st.encoder_name:
+                    self._state = self._state.with_(encoder=enc)
+            return enc
+        return st.encoder
+
+    @encoder.setter
+    def encoder(self, encoder: Any) -> None:
+        with self._lock:
+            self._state = self._state.with_(encoder=encoder, encoder_name=getattr(encoder, "name", None))
+
+    def set_encoder_name(self, name: str | None) -> None:
+        """Record the encoder by name only; :attr:`encoder` builds it on first use (used by load)."""
+        with self._lock:
+            self._state = self._state.with_(encoder=None, encoder_name=name)
+
+    @property
+    def projection(self) -> Projection | None:
+        """The table's :class:`softdb.Projection`, or None (plain mode).
+
+        Setting it checks the widths (creating W_V for this table's value width
+        if the projection has none yet); ``None`` returns to plain mode.
+
+        Examples
+        --------
+        >>> from softdb import Projection, SoftTable
+        >>> t = SoftTable(np.eye(2, dtype=np.float32), [[1.0], [2.0]], temperature=1.0)
+        >>> t.projection = Projection(2)
+        >>> t.projection.W_V.shape
+        (1, 1)
+        """
+        return self._state.projection
+
+    @projection.setter
+    def projection(self, projection: Projection | None) -> None:
+        from .projection import Projection
+
+        st = self._state
+        if projection is not None:
+            if not isinstance(projection, Projection):
+                raise TypeError(
+                    f"projection must be a softdb.Projection or None, got {type(projection).__name__}; "
+                    f"hint: Projection({st.dim})"
+                )
+            projection.bind(st.dim, st.value_dim)
+        with self._lock:
+            self._state = self._state.with_(projection=projection)
+            self._proj_cache.clear()
 
     # -------------------------------------------------------------- mutation
     def add(
@@ -277,9 +301,10 @@ class SoftTable(ProjectedMode):
         >>> len(t), t.ids
         (3, (0, 1, 'both'))
         """
-        k = _checks.as_matrix(keys, "keys", dtype=self._dtype, copy=True)
-        _checks.check_width(k.shape[1], self._dim, "new keys")
-        if self._shared_kv:
+        st = self._state
+        k = _checks.as_matrix(keys, "keys", dtype=st.dtype, copy=True)
+        _checks.check_width(k.shape[1], st.dim, "new keys")
+        if st.shared_kv:
             if values is not None:
                 raise ValueError(
                     "this table's values are its keys (it was built with values=None), "
@@ -289,26 +314,29 @@ class SoftTable(ProjectedMode):
         else:
             if values is None:
                 raise ValueError(
-                    f"add() needs values of width {self._value_dim} for the {len(k)} new rows, "
+                    f"add() needs values of width {st.value_dim} for the {len(k)} new rows, "
                     "because this table has separate values; hint: add(keys, values)"
                 )
-            v = _checks.as_matrix(values, "values", dtype=self._dtype, copy=True)
-            _checks.check_width(v.shape[1], self._value_dim, "new values", "the table's values")
+            v = _checks.as_matrix(values, "values", dtype=st.dtype, copy=True)
+            _checks.check_width(v.shape[1], st.value_dim, "new values", "the table's values")
             _checks.check_same_rows(len(k), "keys", len(v), "values")
-        if payloads is not None and not self._has_payloads:
-            self._has_payloads = True
+        new_pay = _checks.as_payloads(payloads, len(k))
+        if st.metric == "cosine":
+            k = unit_rows(k, "keys", st.dtype)
         with self._lock:
-            old = self._rows
+            st = self._state
+            old = st.rows
             start = max((i for i in old.ids if isinstance(i, int)), default=-1) + 1
-            new = self._make_rows(k, v, ids, payloads, start_id=start)
-            _checks.check_new_ids(old.index, new.ids)
-            keys_all = np.concatenate([old.keys, new.keys])  # (n + n_new, d)
-            values_all = keys_all if self._shared_kv else np.concatenate([old.values, new.values])
+            new_ids = _checks.as_ids(ids, len(k), start=start)
+            _checks.check_new_ids(old.index, new_ids)
+            has_payloads = st.has_payloads or new_pay is not None  # only once the rows are valid
+            keys_all = np.concatenate([old.keys, k])  # (n + n_new, d)
+            values_all = keys_all if st.shared_kv else np.concatenate([old.values, v])
             pay = None
-            if self._has_payloads:
-                pay = (old.payloads or (None,) * len(old.ids)) + (new.payloads or (None,) * len(new.ids))
-            self._rows = _Rows.build(keys_all, values_all, old.ids + new.ids, pay)
-            self._on_rows_changed()
+            if has_payloads:
+                pay = (old.payloads or (None,) * len(old.ids)) + (new_pay or (None,) * len(k))
+            rows = Rows.build(keys_all, values_all, old.ids + new_ids, pay)
+            self._state = st.with_(rows=rows, has_payloads=has_payloads)
 
     def remove(self, ids: Iterable[Hashable]) -> None:
         """Remove the rows with these ids (unknown ids are an error).
@@ -324,53 +352,106 @@ class SoftTable(ProjectedMode):
             ids = [ids]  # type: ignore[list-item]
         ids = list(ids)
         with self._lock:
-            old = self._rows
+            st = self._state
+            old = st.rows
             _checks.check_known_ids(old.index, ids)
             drop = np.zeros(len(old.ids), bool)
             drop[[old.index[i] for i in ids]] = True
             keep = np.flatnonzero(~drop)
             keys = old.keys[keep]  # (n - r, d)  a new array
-            values = keys if self._shared_kv else old.values[keep]
+            values = keys if st.shared_kv else old.values[keep]
             kept_ids = tuple(old.ids[i] for i in keep)
             pay = None if old.payloads is None else tuple(old.payloads[i] for i in keep)
-            self._rows = _Rows.build(keys, values, kept_ids, pay)
-            self._on_rows_changed()
-
-    def _on_rows_changed(self) -> None:
-        """Hook for cached derived state (projected rows) to refresh."""
-        self._proj_cache = None
+            self._state = st.with_(rows=Rows.build(keys, values, kept_ids, pay))
 
     # --------------------------------------------------------------- lookups
-    def _queries(self, queries: Any, rows: _Rows) -> tuple[np.ndarray, bool]:
+    def _snapshot(self) -> tuple[TableState, Any]:
+        """One consistent (state, projected rows or None); projects at most once per version."""
+        st = self._state
+        if st.projection is None:
+            return st, None
+        return st, self._proj_cache.get(st.rows, st.projection)
+
+    def _queries(self, queries: Any, st: TableState) -> tuple[np.ndarray, bool]:
+        """Queries → (m, d) in the table's dtype (encoded, checked, unit for "cosine"), and single."""
         if isinstance(queries, str) or (
             isinstance(queries, list | tuple) and queries and all(isinstance(q, str) for q in queries)
         ):
             queries = self._encode_queries(queries)
-        q = _checks.as_matrix(queries, "queries", dtype=self._dtype, allow_1d=True)
+        q = _checks.as_matrix(queries, "queries", dtype=st.dtype, allow_1d=True)
         single = q.ndim == 1
         q = q[None, :] if single else q
-        _checks.check_width(q.shape[1], self._dim, "queries")
-        _checks.check_not_empty(len(rows.ids))
-        if self._metric == "cosine":
-            q = self._prepare_keys(q, "queries")
+        _checks.check_width(q.shape[1], st.dim, "queries")
+        _checks.check_not_empty(len(st.rows.ids))
+        if st.metric == "cosine":
+            q = unit_rows(q, "queries", st.dtype)
         return q, single
 
-    @property
-    def encoder(self) -> Any:
-        """The text encoder of a table built from texts (None otherwise).
+    def _encode_queries(self, queries: str | Sequence[str]) -> np.ndarray:
+        encoder = self.encoder
+        if encoder is None:
+            raise TypeError(
+                "string queries need a table built from texts (SoftTable.from_texts), "
+                "which knows its encoder; this table has none; hint: encode the query "
+                "yourself, or set table.encoder"
+            )
+        texts = [queries] if isinstance(queries, str) else list(queries)
+        out = encoder.encode(texts)
+        return out[0] if isinstance(queries, str) else out
 
-        A loaded table rebuilds it from the name its manifest recorded, lazily.
+    def prepare(self, queries: Any) -> np.ndarray:
+        """Queries as the plan takes them: (m, d), encoded, checked, unit rows for "cosine".
+
+        For softdb's own modules (``fit``, the CLI): encode once, then ask many times.
         """
-        if self._encoder is None and getattr(self, "_encoder_name", None):
-            from .text import encoder_from_name
+        return self._queries(queries, self._state)[0]
 
-            self._encoder = encoder_from_name(self._encoder_name)
-        return self._encoder
+    def answer(
+        self,
+        queries: Any,
+        ask: Ask,
+        *,
+        temperature: float | None = None,
+        mask: Any = None,
+        k: Any = _NO_K,
+    ) -> Planned:
+        """Answer through the query plan, in one pass (internal: for softdb's own modules).
 
-    @encoder.setter
-    def encoder(self, encoder: Any) -> None:
-        self._encoder = encoder
-        self._encoder_name = getattr(encoder, "name", None)
+        Parameters
+        ----------
+        queries : array_like of shape (m, d) or (d,), or str / list of str
+        ask : softdb._plan.Ask
+            What to compute (soft, hard, top-k, log-sum-exp, weights, statistics, extra τ).
+        temperature : float, optional
+        mask : array_like of bool, shape (n,) or (m, n), optional
+        k : int, optional
+            Checked against the table's size (of the same version) and put into ``ask``.
+
+        Returns
+        -------
+        softdb._tablestate.Planned
+
+        Examples
+        --------
+        >>> from softdb._plan import Ask
+        >>> t = SoftTable(np.eye(2, dtype=np.float32), temperature=1.0)
+        >>> p = t.answer([1.0, 0.0], Ask(hard=True, stats=True))
+        >>> p.one(p.answers.hard), round(float(p.one(p.answers.effective_rows)), 3)
+        (array([1., 0.], dtype=float32), 1.648)
+        """
+        st, proj = self._snapshot()
+        q, single = self._queries(queries, st)
+        n = len(st.rows.ids)
+        if k is not _NO_K:
+            ask = Ask(**{**ask.__dict__, "k": _checks.as_k(k, n)})
+        mask = _checks.as_mask(mask, len(q), n, single)
+        if proj is None:
+            heads = [Head(st.rows.keys, st.rows.values, None, st.rows.key_norm_max)]
+        else:
+            heads = [Head(kh, vh, wq, nm) for kh, vh, wq, nm in
+                     zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max)]
+        tau = st.tau(temperature, None if proj is None else proj.params)
+        return Planned(answer(heads, q, ask, tau, mask, dtype=st.dtype), st, tau, single, heads, q, ask.taus)
 
     def explain(self, query: Any, k: int = 5, *, temperature: float | None = None) -> Any:
         """A readable "soft SELECT" for one query (see :func:`softdb.explain.explain`).
@@ -386,20 +467,6 @@ class SoftTable(ProjectedMode):
         from .explain import explain
 
         return explain(self, query, k, temperature=temperature)
-
-    def _encode_queries(self, queries: str | Sequence[str]) -> np.ndarray:
-        if self.encoder is None:
-            raise TypeError(
-                "string queries need a table built from texts (SoftTable.from_texts), "
-                "which knows its encoder; this table has none; hint: encode the query "
-                "yourself, or set table.encoder"
-            )
-        texts = [queries] if isinstance(queries, str) else list(queries)
-        out = self.encoder.encode(texts)
-        return out[0] if isinstance(queries, str) else out
-
-    def _tau(self, temperature: float | None) -> float:
-        return self.temperature if temperature is None else _checks.as_temperature(temperature)
 
     def lookup(
         self,
@@ -435,23 +502,11 @@ class SoftTable(ProjectedMode):
         array([0.], dtype=float32)
         """
         mode = _checks.as_mode(mode)
-        rows, proj = self._snapshot()
-        q, single = self._queries(queries, rows)
-        mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
-        if proj is not None:
-            tau = self._projected_tau(temperature, proj.params)
-            out = _answers.lookup_projected(q, proj, mode, tau, mask, self._dtype)
-        elif mode == "hard":
-            r = stream(q, rows.keys, hard=True, mask=mask)
-            out = np.where((r.best_row >= 0)[:, None], rows.values[np.maximum(r.best_row, 0)], 0)
-            out = out.astype(self._dtype, copy=False)  # (m, d_v)
-        else:
-            tau = self._tau(temperature)
-            r = stream(q, rows.keys, rows.values, scale=1.0 / tau, soft=True, mask=mask,
-                       key_norm_max=rows.key_norm_max)
-            out = r.out  # (m, d_v)
-            _checks.check_finite_result(out, "soft lookup", tau)
-        return out[0] if single else out
+        p = self.answer(queries, Ask(soft=mode == "soft", hard=mode == "hard"), temperature=temperature, mask=mask)
+        if mode == "hard":
+            return p.one(p.answers.hard)
+        _checks.check_finite_result(p.answers.soft, "soft lookup", p.tau)
+        return p.one(p.answers.soft)
 
     def weights(
         self,
@@ -481,21 +536,9 @@ class SoftTable(ProjectedMode):
         >>> t.weights([1.0, 0.0]).round(4)
         array([0.7311, 0.2689], dtype=float32)
         """
-        rows, proj = self._snapshot()
-        q, single = self._queries(queries, rows)
-        mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
-        if proj is None:
-            tau = self._tau(temperature)
-            w = _answers.dense_weights(q, rows.keys, tau, mask, rows.key_norm_max, self._dtype)  # (m, n)
-        else:
-            tau = self._projected_tau(temperature, proj.params)
-            w = _answers.dense_weights(q @ proj.w_q[0], proj.keys[0], tau, mask, proj.key_norm_max[0],
-                                       self._dtype)  # (m, n)
-            for w_q, k, nm in zip(proj.w_q[1:], proj.keys[1:], proj.key_norm_max[1:]):
-                w += _answers.dense_weights(q @ w_q, k, tau, mask, nm, self._dtype)  # (m, n)
-            w /= len(proj.keys)  # mean over heads
-        _checks.check_finite_result(w, "weights", tau)
-        return w[0] if single else w
+        p = self.answer(queries, Ask(weights=True), temperature=temperature, mask=mask)
+        _checks.check_finite_result(p.answers.weights, "weights", p.tau)
+        return p.one(p.answers.weights)
 
     def search(
         self,
@@ -529,33 +572,123 @@ class SoftTable(ProjectedMode):
         >>> hits.ids, hits.scores, hits.weights.round(3)
         (array(['y', 'z'], dtype=object), array([2., 1.], dtype=float32), array([0.665, 0.245], dtype=float32))
         """
-        rows, proj = self._snapshot()
-        q, single = self._queries(queries, rows)
-        k = _checks.as_k(k, len(rows.ids))
-        mask = _checks.as_mask(mask, len(q), len(rows.ids), single)
+        p = self.answer(queries, Ask(lse=True), temperature=temperature, mask=mask, k=k)
+        _checks.check_finite_result(p.answers.hit_weights, "search weights", p.tau)
+        return p.hits()
+
+    # ------------------------------------------------------------- fitting
+    def fit(
+        self,
+        queries: Any,
+        targets: Any,
+        *,
+        loss: str = "rows",
+        optimizer: str = "auto",
+        max_iter: int = 100,
+        reg: float = 0.0,
+        validation: tuple[Any, Any] | None = None,
+        patience: int = 10,
+        batch_size: int = 256,
+        learning_rate: float = 0.01,
+        seed: int = 0,
+        verbose: bool = False,
+    ) -> FitReport:
+        """Fit the table's projection to training queries, in float64.
+
+        Parameters
+        ----------
+        queries : array_like of shape (m, d)
+            Raw training queries (normalised first when metric="cosine").
+        targets : sequence or array_like
+            loss="rows": one row id per query, or a list of ids per query; the
+            loss is the mean of −log Σ_{j∈targets} w̄_j over the whole table
+            (w̄: mean weight over heads). loss="values": (m, d_out) target answers;
+            the loss is the mean squared error of the soft lookup.
+        loss : {"rows", "values"}
+        optimizer : {"auto", "lbfgs", "adam"}
+            "lbfgs": full batch, scipy L-BFGS-B. "adam": mini-batches of queries
+            (each against the whole table). "auto": L-BFGS up to 2·10⁷ query × row
+            scores, else Adam.
+        max_iter : int
+            L-BFGS iterations or Adam epochs.
+        reg : float
+            λ of the penalty λ Σ ‖W − W₀‖² towards the starting weights.
+        validation : (queries, targets), optional
+            Evaluated after every iteration: recall@1 (rows; ties broken by the
+            validation loss) or MSE (values). The best weights are kept, and the
+            fit stops after ``patience`` iterations without improvement.
+        patience : int
+        batch_size : int
+            Adam mini-batch size (queries).
+        learning_rate : float
+            Adam step size.
+        seed : int
+            Seeds Adam's shuffling and the low-rank factors.
+        verbose : bool
+            Print the loss (and validation metric) of every iteration.
+
+        Returns
+        -------
+        FitReport
+
+        Notes
+        -----
+        What is learned is set on the projection: ``learn`` (subset of "q", "k",
+        "v"; W_V only matters to loss="values"), ``tied``, ``rank`` (low-rank
+        update W₀ + A Bᵀ) and ``learn_temperature`` (log τ). The fit reads one
+        version of the rows and writes the weights back with
+        ``projection.set_weights`` (lookups then re-project the rows).
+
+        Examples
+        --------
+        >>> from softdb import Projection, SoftTable
+        >>> x = np.eye(3, dtype=np.float32)
+        >>> t = SoftTable(x, ids=["a", "b", "c"], projection=Projection(3))
+        >>> t.search(x, k=1).ids.ravel().tolist()  # identity: each row retrieves itself
+        ['a', 'b', 'c']
+        >>> report = t.fit(x, ["b", "c", "a"])  # a → b → c → a
+        >>> t.search(x, k=1).ids.ravel().tolist(), report.loss_history[-1] < 0.01
+        (['b', 'c', 'a'], True)
+        """
+        from ._fit import as_targets, check_options, fit_arrays
+
+        st = self._state
+        proj = st.projection
         if proj is None:
-            tau = self._tau(temperature)
-            top_rows, top_scores, w = _answers.top_k(q, rows.keys, k, tau, mask, rows.key_norm_max, self._dtype)
-        elif len(proj.keys) == 1:
-            tau = self._projected_tau(temperature, proj.params)
-            top_rows, top_scores, w = _answers.top_k(q @ proj.w_q[0], proj.keys[0], k, tau, mask,
-                                                     proj.key_norm_max[0], self._dtype)
-        else:
-            tau = self._projected_tau(temperature, proj.params)
-            top_rows, top_scores, w = _answers.top_k_heads(q, proj, k, tau, mask, self._dtype)
-        _checks.check_finite_result(w, "search weights", tau)
-        ids_arr = np.empty(len(rows.ids) + 1, object)
-        ids_arr[:-1] = rows.ids  # row -1 maps to the trailing None
-        hit_ids = ids_arr[top_rows]  # (m, k)
-        pays = None
-        if rows.payloads is not None:
-            pay_arr = np.empty(len(rows.ids) + 1, object)
-            pay_arr[:-1] = rows.payloads
-            pays = pay_arr[top_rows]  # (m, k)
-        res = SearchResult(hit_ids, top_scores, w, pays, top_rows)
-        if single:
-            res = SearchResult(*(None if a is None else a[0] for a in res))
-        return res
+            raise ValueError(
+                "this table has no projection to fit; hint: table.projection = Projection(table.dim) "
+                "(or SoftTable(..., projection=Projection(d)))"
+            )
+        check_options(loss, optimizer, max_iter, batch_size, patience, reg)
+        rows = st.rows
+
+        def prepare(q: Any, t: Any, what: str) -> tuple[np.ndarray, Any]:
+            x = self._queries(q, st)[0].astype(np.float64)  # (m, d)
+            if loss == "rows":
+                return x, as_targets(t, len(x), rows.index, what)
+            y = np.asarray(t, dtype=np.float64)  # (m, d_out)
+            y = y[:, None] if y.ndim == 1 and proj.d_out == 1 else y
+            if y.shape != (len(x), proj.d_out):
+                raise ValueError(
+                    f"{what} must have shape ({len(x)}, {proj.d_out}) (one answer of width d_out={proj.d_out} "
+                    f"per query), got {y.shape}; hint: loss='values' targets are vectors, loss='rows' takes ids"
+                )
+            if not np.isfinite(y).all():
+                raise ValueError(f"{what} must be finite")
+            return x, y
+
+        X, target = prepare(queries, targets, "targets")
+        val = None if validation is None else prepare(validation[0], validation[1], "validation targets")
+        params = proj.params
+        update, report = fit_arrays(
+            rows.keys.astype(np.float64), rows.values.astype(np.float64) if loss == "values" else None,
+            X, target, params.W_Q, params.W_K, params.W_V, math.log(st.tau(None, params)),
+            loss=loss, heads=proj.heads, tied=proj.tied, learn=proj.learn,
+            learn_temperature=proj.learn_temperature, rank=proj.rank, optimizer=optimizer,
+            max_iter=max_iter, reg=reg, validation=val, patience=patience, batch_size=batch_size,
+            learning_rate=learning_rate, seed=seed, verbose=verbose)
+        proj.set_weights(**update)
+        return report
 
     # ------------------------------------------------------ delegated features
     @classmethod
@@ -602,46 +735,19 @@ class SoftTable(ProjectedMode):
         return table
 
     # ----------------------------------------------------------- persistence
-    @classmethod
-    def _from_parts(
-        cls,
-        keys: np.ndarray,
-        values: np.ndarray | None,
-        *,
-        ids: tuple,
-        payloads: tuple | None,
-        metric: str,
-        temperature: float | None,
-    ) -> SoftTable:
-        """Rebuild a table from validated arrays without copying them (used by load).
-
-        ``keys`` must already be unit rows for metric="cosine"; ``values=None``
-        means K = V. Arrays may be read-only memory maps.
-        """
-        table = cls.__new__(cls)
-        table._metric = _checks.as_metric(metric)
-        table._temperature = None if temperature is None else _checks.as_temperature(temperature)
-        table._dtype = keys.dtype
-        table._dim = keys.shape[1]
-        table._shared_kv = values is None
-        table._value_dim = table._dim if values is None else values.shape[1]
-        table._has_payloads = payloads is not None
-        table._lock = threading.Lock()
-        table.encoder = None
-        ids = _checks.as_ids(ids, len(keys))
-        table._rows = _Rows.build(keys, keys if values is None else values, ids, payloads)
-        table._init_projection(None)
-        return table
-
     def save(self, path: str | PathLike[str]) -> None:
         """Save the table to a folder, atomically (see :mod:`softdb.storage`)."""
-        from .storage import save_table
+        from .storage import save_state
 
-        save_table(self, path)
+        save_state(self.state, path)
 
     @classmethod
     def load(cls, path: str | PathLike[str], *, mmap: bool = False, verify: bool = True) -> SoftTable:
         """Load a table saved by :meth:`save` (see :mod:`softdb.storage`)."""
-        from .storage import load_table
+        from .storage import load_state
 
-        return load_table(path, mmap=mmap, verify=verify)
+        state = load_state(path, mmap=mmap, verify=verify)
+        table = cls.from_state(state.with_(projection=None))
+        if state.projection is not None:
+            table.projection = state.projection
+        return table

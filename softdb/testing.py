@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _checks
+from ._plan import Ask
 from .table import SoftTable
 
 __all__ = ["assert_retrieves", "assert_weight_at_least", "assert_attends_more", "assert_soft_close_to_hard"]
@@ -78,35 +80,37 @@ def _snippet(payload: Any) -> str:
     return s if len(s) <= _SNIPPET else s[: _SNIPPET - 1] + "…"
 
 
-def _rows_table(table: SoftTable, query: Any, k: int, extra: tuple[Hashable, ...] = (),
-                temperature: float | None = None) -> str:
-    """The top ``max(k, SHOWN)`` rows, plus the ``extra`` ids wherever they rank, as text."""
-    w = np.asarray(table.weights(query, temperature=temperature), dtype=np.float64)  # (n,)
-    n = len(w)
-    shown = min(max(k, SHOWN), n)
-    hits = table.search(query, k=shown, temperature=temperature)
-    rows = [int(r) for r in np.asarray(hits.rows).ravel()]
-    order = {r: i + 1 for i, r in enumerate(rows)}
-    extra_rows = [table.row_of(i) for i in extra if table.row_of(i) not in order]
-    if extra_rows:
-        full = table.search(query, k=n, temperature=temperature)
-        rank_of = {int(r): i + 1 for i, r in enumerate(np.asarray(full.rows).ravel())}
-        scores = dict(zip((int(r) for r in np.asarray(full.rows).ravel()), np.asarray(full.scores).ravel()))
+def _ask(table: SoftTable, query: Any, k: int, temperature: float | None, *, weights: bool = True) -> Any:
+    """One pass for one query (or a batch): the top max(k, SHOWN) rows and, with ``weights``, every weight."""
+    shown = min(max(k, SHOWN), len(table))
+    return table.answer(query, Ask(lse=True, weights=weights), temperature=temperature, k=shown)
+
+
+def _rows_table(table: SoftTable, p: Any, j: int = 0, extra_rows: tuple[int, ...] = ()) -> str:
+    """Query ``j``'s top rows of the pass ``p``, plus ``extra_rows`` wherever they rank, as text."""
+    a = p.answers
+    rows = [int(r) for r in a.rows[j] if r >= 0]
+    order = {r: i for i, r in enumerate(rows)}
+    extra = [r for r in dict.fromkeys(extra_rows) if r not in order]
     lines = [f"  {'rank':>4}  {'id':<24} {'score':>9} {'weight':>8}  payload"]
-    payloads = table.payloads
-    for r in rows + extra_rows:
+    payloads = p.state.rows.payloads
+    ids = p.state.rows.ids
+    if extra:
+        w = a.weights[j].astype(np.float64)  # (n,)
+        extra_scores = p.scores_of(np.asarray(extra))[j]  # (e,)
+    for i, r in enumerate(rows + extra):
         if r in order:
-            rank, score = order[r], np.asarray(hits.scores).ravel()[order[r] - 1]
+            rank, score, weight = order[r] + 1, a.scores[j, order[r]], a.hit_weights[j, order[r]]
         else:
-            if len(lines) == shown + 1:
+            if i == len(rows):
                 lines.append(f"  {'…':>4}")
-            rank, score = rank_of[r], scores[r]
-        rid = repr(table.ids[r])
+            rank = 1 + int((w > w[r]).sum() + (w[:r] == w[r]).sum())  # ties: the lower row first
+            score, weight = extra_scores[i - len(rows)], w[r]
+        rid = repr(ids[r])
         rid = rid if len(rid) <= 24 else rid[:23] + "…"
         pay = _snippet(payloads[r]) if payloads is not None else ""
-        lines.append(f"  {rank:>4}  {rid:<24} {float(score):>9.4g} {w[r]:>8.4f}  {pay}".rstrip())
-    tau = table.temperature if temperature is None else temperature
-    lines.append(f"  (weights over all {n} rows at τ = {tau:g})")
+        lines.append(f"  {rank:>4}  {rid:<24} {float(score):>9.4g} {float(weight):>8.4f}  {pay}".rstrip())
+    lines.append(f"  (weights over all {len(ids)} rows at τ = {p.tau:g})")
     return "\n".join(lines)
 
 
@@ -146,15 +150,16 @@ def assert_retrieves(table: SoftTable, query: Any, expected_id: Hashable, k: int
     """
     _one_query(table, query)
     row = _row(table, expected_id, "expected id")
-    hits = table.search(query, k=k, temperature=temperature)
-    if row in {int(r) for r in np.asarray(hits.rows).ravel()}:
+    p = _ask(table, query, k, temperature)  # one pass, whether the assertion holds or fails
+    top = p.answers.rows[0]  # (max(k, SHOWN),)
+    if row in set(top[:k].tolist()):
         return
-    full = table.search(query, k=len(table), temperature=temperature)
-    rank = int(np.flatnonzero(np.asarray(full.rows).ravel() == row)[0]) + 1
-    w = float(np.asarray(table.weights(query, temperature=temperature))[row])
+    w = p.answers.weights[0].astype(np.float64)  # (n,)
+    hit = np.flatnonzero(top == row)
+    rank = int(hit[0]) + 1 if hit.size else 1 + int((w > w[row]).sum() + (w[:row] == w[row]).sum())
     raise AssertionError(
         f"expected {expected_id!r} in the top {k} for {_describe_query(query)}, but it ranked {rank} "
-        f"with weight {w:.4f}:\n" + _rows_table(table, query, k, (expected_id,), temperature)
+        f"with weight {w[row]:.4f}:\n" + _rows_table(table, p, 0, (row,))
     )
 
 
@@ -173,11 +178,12 @@ def assert_weight_at_least(table: SoftTable, query: Any, row_id: Hashable, w: fl
     if not (isinstance(w, int | float | np.floating | np.integer) and 0 <= float(w) <= 1):
         raise ValueError(f"w must be a weight between 0 and 1, got {w!r}")
     row = _row(table, row_id, "row id")
-    got = float(np.asarray(table.weights(query, temperature=temperature))[row])
+    p = _ask(table, query, 1, temperature)  # one pass: the weight, and the rows a failure shows
+    got = float(p.answers.weights[0, row])
     if got < w:
         raise AssertionError(
             f"expected weight >= {w:g} on {row_id!r} for {_describe_query(query)}, got {got:.4f}:\n"
-            + _rows_table(table, query, 1, (row_id,), temperature)
+            + _rows_table(table, p, 0, (row,))
         )
 
 
@@ -194,12 +200,13 @@ def assert_attends_more(table: SoftTable, query: Any, id_a: Hashable, id_b: Hash
     """
     _one_query(table, query)
     ra, rb = _row(table, id_a, "id_a"), _row(table, id_b, "id_b")
-    w = np.asarray(table.weights(query, temperature=temperature), dtype=np.float64)  # (n,)
+    p = _ask(table, query, 1, temperature)  # one pass: the weights, and the rows a failure shows
+    w = p.answers.weights[0].astype(np.float64)  # (n,)
     if not w[ra] > w[rb]:
         raise AssertionError(
             f"expected {_describe_query(query)} to attend more to {id_a!r} than to {id_b!r}, "
             f"but their weights are {w[ra]:.4f} and {w[rb]:.4f}:\n"
-            + _rows_table(table, query, 1, (id_a, id_b), temperature)
+            + _rows_table(table, p, 0, (ra, rb))
         )
 
 
@@ -236,9 +243,12 @@ def assert_soft_close_to_hard(table: SoftTable, queries: Any, tol: float, *,
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
     single = isinstance(queries, str) or np.ndim(queries) == 1 and not (
         isinstance(queries, list | tuple) and queries and isinstance(queries[0], str))
-    soft = np.atleast_2d(table.lookup(queries, temperature=temperature))  # (m, d_v)
-    hard = np.atleast_2d(table.lookup(queries, mode="hard"))  # (m, d_v)
-    gaps = np.abs(soft.astype(np.float64) - hard).max(axis=1)  # (m,)
+    shown = min(SHOWN, len(table)) if len(table) else None
+    ask = Ask(soft=True, hard=True, lse=True)
+    p = table.answer(queries, ask, temperature=temperature) if shown is None else \
+        table.answer(queries, ask, temperature=temperature, k=shown)  # one pass: soft, hard, the rows shown
+    _checks.check_finite_result(p.answers.soft, "soft lookup", p.tau)
+    gaps = np.abs(p.answers.soft.astype(np.float64) - p.answers.hard).max(axis=1)  # (m,)
     worst = int(np.argmax(gaps))
     if gaps[worst] > tol:
         if single:
@@ -252,5 +262,5 @@ def assert_soft_close_to_hard(table: SoftTable, queries: Any, tol: float, *,
             f"soft answers differ from hard ones by more than tol={tol:g} for {bad} of {len(gaps)} queries; "
             f"the worst is query {worst} ({_describe_query(q)}) with max |soft − hard| = {gaps[worst]:.4g}; "
             "its weights are spread over several rows (lower the temperature or the tolerance):\n"
-            + _rows_table(table, q, 1, (), temperature)
+            + _rows_table(table, p, worst)
         )

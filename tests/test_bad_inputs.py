@@ -417,7 +417,7 @@ def test_files(data):
             words = ["manifest.json"]
         if how == "bad payload":
             bad = draw(st.sampled_from([object(), (1, 2), {1: 2}, math.nan, np.float32(1), {"s": {1}}]))
-            t2 = SoftTable(table.keys, None if table._shared_kv else table.values,
+            t2 = SoftTable(table.keys, None if table.state.shared_kv else table.values,
                            ids=table.ids, payloads=[bad, *table.payloads[1:]], metric=table.metric)
             res = attempt("save (payloads)", lambda: t2.save(path), ["payloads[0]"])
             assert isinstance(res, Exception)

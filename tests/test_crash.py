@@ -111,7 +111,7 @@ def table_b() -> SoftTable:
 
 def same(t: SoftTable, ref: SoftTable) -> bool:
     return (t.ids == ref.ids and [type(i) for i in t.ids] == [type(i) for i in ref.ids]
-            and t.payloads == ref.payloads and t.metric == ref.metric and t._temperature == ref._temperature
+            and t.payloads == ref.payloads and t.metric == ref.metric and t.state.temperature == ref.state.temperature
             and t.dtype == ref.dtype and t.keys.shape == ref.keys.shape and t.values.shape == ref.values.shape
             and np.array_equal(t.keys, ref.keys) and np.array_equal(t.values, ref.values))
 

@@ -134,6 +134,14 @@ def test_get_into_dir(monkeypatch, tmp_path):
     assert path == tmp_path / "mine" / "scifact" and (path / "qrels" / "train.tsv").is_file()
 
 
+def test_get_from_a_file_url(monkeypatch, tmp_path):
+    blob = beir_zip()
+    publish(monkeypatch, blob)
+    (tmp_path / "scifact.zip").write_bytes(blob)
+    path = data.get("scifact", dir=tmp_path / "d", url=(tmp_path / "scifact.zip").as_uri(), progress=False)
+    assert (path / "corpus.jsonl").read_bytes() == (SLICE / "corpus.jsonl").read_bytes()
+
+
 def test_a_mirror_serving_another_zip_is_refused_by_beirs_md5(tmp_path):
     blob = beir_zip()  # not BEIR's scifact.zip: the published md5 does not match
     want = data.DATASETS["scifact"].md5
@@ -171,7 +179,8 @@ def test_a_truncated_download_leaves_nothing_behind(monkeypatch, tmp_path):
 def test_http_404(tmp_path):
     with Server({}) as srv:
         url = srv.url("/nowhere/scifact.zip")
-        msg = f"{url} answered HTTP 404 Not Found; check the address (a mirror must serve the same zip under the same name)"
+        msg = (f"{url} answered HTTP 404 Not Found; check the address "
+               "(--url must name the zip itself, e.g. https://mirror/beir/scifact.zip)")
         with pytest.raises(data.DataError, match=re.escape(msg)):
             data.get("scifact", dir=tmp_path / "d", url=url, timeout=5, progress=False)
     assert leftovers(tmp_path / "d") == []
@@ -301,9 +310,11 @@ def test_cli_errors_exit_2_without_traceback(capsys, tmp_path):
         url = srv.url("/scifact.zip")
         assert main(["data", "get", "scifact", "--url", url, "--dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err == (f"softdb: error: {url} answered HTTP 404 Not Found; check the address "
-                                       "(a mirror must serve the same zip under the same name)\n")
+                                       "(--url must name the zip itself, e.g. https://mirror/beir/scifact.zip)\n")
     assert main(["data", "get", "nope"]) == 2
     assert "softdb: error: unknown data set 'nope'" in capsys.readouterr().err
+    assert main(["search", "a claim", "--corpus", "fiqa"]) == 2  # --corpus takes names too
+    assert capsys.readouterr().err.startswith("softdb: error: data set 'fiqa' has not been downloaded (looked in ")
     with pytest.raises(SystemExit) as exc:
         main(["data"])
     assert exc.value.code == 2 and "softdb: error:" in capsys.readouterr().err
@@ -335,3 +346,43 @@ def test_a_foreign_folder_at_the_target_is_left_alone(monkeypatch, tmp_path):
         with pytest.raises(data.DataError, match=re.escape(f"cannot move the unpacked data into {target}: ")):
             data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
     assert leftovers(tmp_path / "d") == ["scifact", "scifact/notes.txt"]
+
+
+@pytest.mark.parametrize("with_tqdm", [True, False])
+def test_progress_bar_with_or_without_tqdm(monkeypatch, capsys, tmp_path, with_tqdm):
+    import sys
+
+    blob = beir_zip()
+    publish(monkeypatch, blob)
+    if not with_tqdm:
+        monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` now raises ImportError
+    with Server({"/scifact.zip": blob}) as srv:
+        data.get("scifact", dir=tmp_path, url=srv.url("/scifact.zip"), timeout=5)
+    err = capsys.readouterr().err
+    if with_tqdm:
+        assert "scifact.zip: 100%" in err
+    else:
+        assert err == f"downloading scifact.zip ({len(blob) / 1e6:.1f} MB) ...\n"
+
+
+def test_a_server_that_stalls_mid_download_fails_after_the_timeout(tmp_path):
+    done = threading.Event()
+
+    def stall(server: socket.socket) -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10)
+            done.wait(10)  # then say nothing more
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        worker = threading.Thread(target=stall, args=(server,), daemon=True)
+        worker.start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/scifact.zip"
+        try:
+            with pytest.raises(data.DataError, match=re.escape(f"{url} stopped sending after 10 bytes (nothing for 0.3 s)")):
+                data.get("scifact", dir=tmp_path / "d", url=url, timeout=0.3, progress=False)
+        finally:
+            done.set()
+            worker.join(5)
+    assert leftovers(tmp_path / "d") == []

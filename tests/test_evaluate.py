@@ -65,7 +65,7 @@ def _hand_ndcg10(ranked: list[str], relevant: dict[str, int]) -> float:
 @pytest.mark.slow
 def test_beir_pipeline_on_a_scifact_slice(minilm):
     from softdb.evaluate import evaluate_beir
-    from softdb.text import beir_qrels, beir_queries
+    from softdb.text import beir_corpus, beir_qrels, beir_queries
 
     qrels, train_qrels = beir_qrels(SCIFACT, "test"), beir_qrels(SCIFACT, "train")
     unseen = unseen_queries(qrels, train_qrels)
@@ -80,12 +80,18 @@ def test_beir_pipeline_on_a_scifact_slice(minilm):
         for subset in ("all", "unseen"):
             for name in ("ndcg@10", "recall@100", "mrr@10"):
                 assert 0 <= out[model][subset][name] <= 1
-    # the pipeline's baseline equals an independent brute-force cosine ranking scored by hand
+    # the pipeline's baseline equals an independent brute-force cosine ranking scored by hand:
+    # float64 cosine of the same model's embeddings, computed apart from the pipeline
     q = beir_queries(SCIFACT, "test")
+    corpus = beir_corpus(SCIFACT)
+    D = minilm.encode(list(corpus.texts)).astype(np.float64)  # (n_docs, d)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    Qv = minilm.encode(list(q.texts[:5])).astype(np.float64)  # (5, d)
     per_query = report.baseline.per_query
-    for qid in q.ids[:5]:
+    for qid, v in zip(q.ids[:5], Qv):
+        ranked = [corpus.ids[i] for i in np.argsort(-(D @ (v / np.linalg.norm(v))), kind="stable")]
         run = report.baseline.run[qid]
-        ranked = sorted(run, key=lambda d: -run[d])
+        assert sorted(run, key=lambda d: -run[d])[:10] == ranked[:10]
         assert per_query[qid]["ndcg@10"] == pytest.approx(_hand_ndcg10(ranked, qrels[qid]), abs=1e-4)
     # the "unseen" figure is the mean over exactly the unseen queries
     want = np.mean([report.baseline.per_query[qid]["ndcg@10"] for qid in unseen])
@@ -95,6 +101,70 @@ def test_beir_pipeline_on_a_scifact_slice(minilm):
         soft = evaluate_beir(str(SCIFACT), split="test", encoder=minilm, mode="soft", **cut)
         hard = evaluate_beir(str(SCIFACT), split="test", encoder=minilm, mode="hard", **cut)
         assert hard.baseline.subsets["all"] == soft.baseline.subsets["all"]
+    # the fit was checked on held-out train queries and then refit on all of them
+    assert report.fit_report.final.iterations >= 1
+    assert report.fit_report.final.loss_history[-1] < report.fit_report.final.loss_history[0]
+
+
+def _beir_folder(root, rng) -> tuple[list, list, dict]:
+    """A small BEIR folder: 80 documents of random words, train and test queries."""
+    import json
+
+    words = [f"w{i}" for i in range(400)]
+    docs = [(f"d{i}", " ".join(rng.choice(words, 2)), " ".join(rng.choice(words, 8))) for i in range(80)]
+    queries, qrels = [], {"train": [], "test": []}
+    for i in range(24):
+        split = "test" if i % 2 else "train"
+        d = docs[int(rng.integers(0, 80))]
+        queries.append((f"q{i}", " ".join(rng.choice((d[1] + " " + d[2]).split(), 4))))
+        qrels[split].append((f"q{i}", d[0]))
+    (root / "qrels").mkdir(parents=True)
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in docs))
+    (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": i, "text": x}) for i, x in queries))
+    for split, pairs in qrels.items():
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in pairs))
+    return docs, queries, {q: {d: 1} for q, d in qrels["test"]}
+
+
+class _WordVectors:
+    """A deterministic encoder with continuous embeddings (sum of seeded word vectors): no ties."""
+
+    name, dim = "test-word-vectors", 32
+
+    def encode(self, texts, **kw):
+        rows = []
+        for t in texts:
+            v = sum(np.random.default_rng([int(w[1:])]).standard_normal(self.dim) for w in t.split())
+            rows.append(v / np.linalg.norm(v))
+        return np.asarray(rows, np.float32).reshape(len(rows), self.dim)
+
+
+def test_beir_pipeline_equals_an_independent_brute_force_ranking(tmp_path):
+    from softdb.evaluate import evaluate_beir
+
+    enc = _WordVectors()
+    docs, queries, test_qrels = _beir_folder(tmp_path / "beir", np.random.default_rng(5))
+    report = evaluate_beir(str(tmp_path / "beir"), split="test", fit="train", encoder=enc)
+    out = report.to_dict()
+    assert {"baseline", "fitted", "seconds"} <= set(out)
+    for model in ("baseline", "fitted"):
+        assert set(out[model]) == {"all", "unseen"} and out[model]["all"]["queries"] == len(test_qrels)
+    # brute force, apart from the pipeline: float64 cosine of the encoded texts, stable order
+    D = enc.encode([(t + " " + x).strip() for _, t, x in docs]).astype(np.float64)  # (80, d)
+    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    by_id = dict((q, x) for q, x in queries)
+    for qid, rel in test_qrels.items():
+        qv = enc.encode([by_id[qid]])[0].astype(np.float64)
+        s = D @ (qv / np.linalg.norm(qv))  # (80,)
+        ranked = [docs[i][0] for i in np.argsort(-s, kind="stable")]
+        run = report.baseline.run[qid]
+        assert len(set(run.values())) == len(run)  # no tied weights: trec_eval would order ties by id
+        assert sorted(run, key=lambda d: -run[d])[:10] == ranked[:10]
+        assert report.baseline.per_query[qid]["ndcg@10"] == pytest.approx(_hand_ndcg10(ranked, rel), abs=1e-4)
+    soft = evaluate_beir(str(tmp_path / "beir"), split="test", encoder=enc, mode="soft")
+    hard = evaluate_beir(str(tmp_path / "beir"), split="test", encoder=enc, mode="hard")
+    assert hard.baseline.subsets["all"] == soft.baseline.subsets["all"]
     # the fit was checked on held-out train queries and then refit on all of them
     assert report.fit_report.final.iterations >= 1
     assert report.fit_report.final.loss_history[-1] < report.fit_report.final.loss_history[0]

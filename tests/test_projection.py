@@ -295,7 +295,7 @@ def test_state_round_trip(kw):
 
     p = Projection(6, **kw)
     if p.W_V is None:
-        p._bind(6, 5)
+        p.bind(6, 5)
     p.set_weights(W_Q=p.W_Q + 0.5)
     config, arrays = p.get_state()
     config = json.loads(json.dumps(config))  # JSON-able

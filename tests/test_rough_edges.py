@@ -239,24 +239,26 @@ def test_several_queries_one_encode_one_search(notes_table, tmp_path, capsys, mo
         code, out, _ = run(capsys, "search", q, "--table", notes_table, "-k", "3", "--json")
         singles.append(strict_loads(out))
 
+    from softdb import _plan
+
     encodes, searches = [], []
-    real_encode, real_search = HashEncoder.encode, SoftTable.search
+    real_encode, real_run = HashEncoder.encode, _plan.run
 
     def spy_encode(self, texts, **kw):
         encodes.append(list(texts))
         return real_encode(self, texts, **kw)
 
-    def spy_search(self, q, *a, **kw):
+    def spy_run(scorer, q, *a, **kw):  # every kernel pass of the query plan
         searches.append(np.shape(q))
-        return real_search(self, q, *a, **kw)
+        return real_run(scorer, q, *a, **kw)
 
     monkeypatch.setattr(HashEncoder, "encode", spy_encode)
-    monkeypatch.setattr(SoftTable, "search", spy_search)
+    monkeypatch.setattr(_plan, "run", spy_run)
     code, out, err = run(capsys, "search", *queries[:2], "--queries", qfile, "--table", notes_table, "-k", "3",
                          "--json")
     assert code == 0, err
     assert encodes == [queries]  # one encoder call, every query, in order
-    assert searches == [(4, DIM)]  # one batched search
+    assert searches == [(4, DIM)]  # one kernel pass for the batch: hits, weights, entropy, effective rows
     lines = out.splitlines()
     assert len(lines) == 4
     batch = [strict_loads(line) for line in lines]
@@ -440,5 +442,14 @@ def test_fit_report_repr_is_short():
 
 def test_readme_says_to_activate_the_venv():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    first_bare = readme.index("\nsoftdb search ")
+    first_bare = re.search(r"^softdb (demo|search|index|eval|data|intuitions)\b", readme, re.M).start()
     assert ". .venv/bin/activate" in readme[:first_bare]
+
+
+def test_queries_from_stdin(notes_table, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("yellow bananas\ncats at night\n"))
+    code, out, err = run(capsys, "search", "--queries", "-", "--table", notes_table, "-k", "1", "--json")
+    assert code == 0, err
+    assert [strict_loads(line)["query"] for line in out.splitlines()] == ["yellow bananas", "cats at night"]

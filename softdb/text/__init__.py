@@ -17,8 +17,9 @@ from softdb.text._corpora import (
     table_file_corpus,
 )
 from softdb.text._corpus import Corpus
-from softdb.text._encoders import Encoder, HashEncoder, encoder_from_name
+from softdb.text._encoders import Encoder, HashEncoder
 from softdb.text._models import DEFAULT_MODEL, verify_default_model
+from softdb.text._names import encoder_from_name
 from softdb.text._sentence import SentenceEncoder, default_encoder
 from softdb.text._stdlib import stdlib_corpus
 

@@ -1,6 +1,7 @@
 """The :class:`Encoder` protocol and :class:`HashEncoder`, a model-free fake.
 
-The real encoder, :class:`~softdb.text.SentenceEncoder`, lives in ``_sentence``.
+The real encoder, :class:`~softdb.text.SentenceEncoder`, lives in ``_sentence``;
+rebuilding either from a saved name, :func:`~softdb.text.encoder_from_name`, in ``_names``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Encoder", "HashEncoder", "encoder_from_name"]
+__all__ = ["Encoder", "HashEncoder"]
 
 
 @runtime_checkable
@@ -131,27 +132,3 @@ class HashEncoder:
         empty = ~out.any(axis=1)  # (n,) texts with no tokens (or cancelling ones)
         out[empty] = 1.0 / np.sqrt(self.dim)
         return _normalise(out)  # (n, dim)
-
-
-def encoder_from_name(name: str) -> Encoder:
-    """Rebuild an encoder from the ``name`` a saved table recorded.
-
-    ``"hash-<dim>"`` gives ``HashEncoder(dim)``; the default model's name gives
-    :func:`default_encoder`; anything else ``SentenceEncoder(name)``.
-
-    Examples
-    --------
-    >>> encoder_from_name("hash-32")
-    HashEncoder(dim=32, name='hash-32')
-    """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"encoder name must be a non-empty str but got {name!r}")
-    m = re.fullmatch(r"hash-(\d+)", name)
-    if m:
-        return HashEncoder(int(m.group(1)))
-    from softdb.text._models import DEFAULT_MODEL
-    from softdb.text._sentence import SentenceEncoder, default_encoder
-
-    if name in (DEFAULT_MODEL, "all-MiniLM-L6-v2"):
-        return default_encoder()
-    return SentenceEncoder(name)

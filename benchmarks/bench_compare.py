@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""Compare this checkout's lookups with another commit's, interleaved in one process.
+
+The other commit is exported with ``git archive`` into a temporary folder and
+imported under its own module objects, so both versions run on the same data,
+round-robin (every round runs each method of both versions once, in a rotated
+order): background load hits them alike. Ratios are to the bare Q@K.T GEMM of
+the same round; the last column is this checkout's time over the other's.
+
+    python benchmarks/bench_compare.py --base HEAD~1 --sizes 100k --queries 1,256
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(HERE), str(HERE / "benchmarks")]  # this checkout first
+from bench_lookup import K_TOP, make_data, parse_sizes  # noqa: E402
+
+
+def _import_softdb(root: Path):
+    """Import the softdb package found in ``root`` as a fresh module tree."""
+    for name in [k for k in sys.modules if k == "softdb" or k.startswith("softdb.")]:
+        del sys.modules[name]
+    sys.path.insert(0, str(root))
+    try:
+        import softdb
+        import softdb._kernel  # noqa: F401
+    finally:
+        sys.path.pop(0)
+    mods = {k: v for k, v in sys.modules.items() if k == "softdb" or k.startswith("softdb.")}
+    return softdb, mods
+
+
+def methods(sd, Q, K, V) -> dict:
+    t = sd.SoftTable(K, V)
+    kv = sd.SoftTable(K)
+    stream = sys.modules["softdb._kernel"].stream
+    out = {
+        "lookup soft": lambda: t.lookup(Q),
+        "lookup hard": lambda: t.lookup(Q, mode="hard"),
+        "kernel top-10": lambda: stream(Q, t.keys, k=K_TOP),
+        "search k=10": lambda: t.search(Q, k=K_TOP),
+        "weights": lambda: t.weights(Q) if len(K) * len(Q) <= 30_000_000 else None,
+        "explain (K=V, 1 query)": lambda: kv.explain(Q[0], k=K_TOP),
+    }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", default="HEAD~1", help="the commit to compare with (default HEAD~1)")
+    ap.add_argument("--sizes", default="100k")
+    ap.add_argument("--queries", default="1,256")
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args(argv)
+    rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", args.base], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = subprocess.run(["git", "-C", str(HERE), "archive", rev, "softdb"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
+        base_sd, base_mods = _import_softdb(Path(tmp))
+        head_sd, head_mods = _import_softdb(HERE)
+        print(f"base {rev} vs this checkout; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        print(f"{'n':>8} {'m':>4}  {'method':<24} {'base ms':>9} {'x GEMM':>7} {'head ms':>9} {'x GEMM':>7} {'head/base':>9}")
+        for n in parse_sizes(args.sizes):
+            for m in parse_sizes(args.queries):
+                Q, K, V = make_data(n, m)
+                S = np.empty((m, n), np.float32)
+                fns = {("gemm", "Q@K.T"): lambda: np.matmul(Q, K.T, out=S)}
+                for tag, sd, mods in (("base", base_sd, base_mods), ("head", head_sd, head_mods)):
+                    sys.modules.update(mods)
+                    for name, fn in methods(sd, Q, K, V).items():
+                        # lazy imports inside softdb resolve through sys.modules: give each its own
+                        fns[(tag, name)] = lambda fn=fn, mods=mods: (sys.modules.update(mods), fn())
+                times = {key: [] for key in fns}
+                keys = list(fns)
+                for r in range(args.repeats + 1):
+                    for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+                        t0 = time.perf_counter()
+                        fns[key]()
+                        if r:
+                            times[key].append(time.perf_counter() - t0)
+                med = {key: float(np.median(v)) for key, v in times.items()}
+                g = med[("gemm", "Q@K.T")]
+                for name in [k[1] for k in keys if k[0] == "head"]:
+                    b, h = med[("base", name)], med[("head", name)]
+                    print(f"{n:>8} {m:>4}  {name:<24} {b * 1e3:>9.1f} {b / g:>7.2f} {h * 1e3:>9.1f} {h / g:>7.2f} "
+                          f"{h / b:>9.2f}", flush=True)
+        print(f"load average at end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
