@@ -165,6 +165,14 @@ def _text_table(spec: str, text_column: str | None = None, id_column: str | None
     return SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
 
 
+def _load_table(path: str, *, verify: bool = True) -> Any:
+    from .table import SoftTable
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no table at {path!r}; hint: build one with `softdb index CORPUS -o {path}`")
+    return SoftTable.load(path, verify=verify)
+
+
 def _hits_json(hits: Any, mode: str) -> list[dict[str, Any]]:
     out = []
     for i, s, w, p in zip(hits.ids, hits.scores, hits.weights, hits.payloads if hits.payloads is not None
