@@ -69,6 +69,11 @@ class FitReport:
     stopped_early: bool = False
     val_metric: str | None = None
 
+    def _repr_html_(self) -> str:
+        from .views import fit_report_html
+
+        return fit_report_html(self)
+
     def __repr__(self) -> str:
         """A one-line summary: first and last loss, not the whole history.
 

@@ -67,6 +67,23 @@ class SearchResult(NamedTuple):
     payloads: np.ndarray | None
     rows: np.ndarray
 
+    def to_dicts(self) -> list:
+        """Hits as ``{"id", "score", "weight", "payload"}`` dicts (see :func:`softdb.views.to_dicts`)."""
+        from .views import to_dicts
+
+        return to_dicts(self)
+
+    def to_pandas(self) -> Any:
+        """Hits as a pandas DataFrame (see :func:`softdb.views.to_pandas`; needs ``softdb[views]``)."""
+        from .views import to_pandas
+
+        return to_pandas(self)
+
+    def _repr_html_(self) -> str:
+        from .views import search_result_html
+
+        return search_result_html(self)
+
 
 @dataclass(frozen=True)
 class Rows:

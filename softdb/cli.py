@@ -7,12 +7,13 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from typing import Any
 
-from . import __version__, _cli_data, data
+from . import __version__, _cli_data, _cli_shards, data
 from ._json import dumps
 
 __all__ = ["main"]
@@ -97,14 +98,16 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-score", type=_finite_float, metavar="S",
                    help="hide hits scoring below S (cosine, from -1 to 1, for text tables)")
     _add_no_verify(s)
+    _cli_shards.add_search_arguments(s)
     s.add_argument("--json", action="store_true",
                    help="print one JSON object per query, one per line (JSON Lines)")
 
     ix = sub.add_parser("index", help="encode a corpus and save it as a table",
                         description="Build a table from a corpus and save it: build once, query many times.")
-    ix.add_argument("corpus", help="'stdlib', a folder, a .jsonl/.csv file, or a BEIR folder")
+    ix.add_argument("corpus", nargs="?", help="'stdlib', a folder, a .jsonl/.csv file, or a BEIR folder")
     ix.add_argument("-o", "--output", required=True, help="the table folder to write")
     _add_column_options(ix)
+    _cli_shards.add_index_arguments(ix, _positive_int)
 
     ev = sub.add_parser("eval", help="evaluate search on a BEIR folder (nDCG@10, Recall@100, MRR@10)",
                         description="Evaluate frozen (and fitted) search on BEIR-format data with trec_eval.")
@@ -125,6 +128,9 @@ def _build_parser() -> argparse.ArgumentParser:
     else:
         _cli_intuitions.add_parser(sub)
     _cli_data.add_parser(sub)
+    from . import _cli_views
+
+    _cli_views.add_parsers(sub)
     return parser
 
 
@@ -272,12 +278,15 @@ def _search_queries(args: argparse.Namespace) -> list[str]:
     return queries
 
 
-def _search_table(args: argparse.Namespace) -> Any:
+def _search_table(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    if args.scheduler and not args.table:
+        raise UserError("--scheduler runs a sharded --table on a Dask cluster; hint: add --table DIR")
     if args.table:
         if args.text_column is not None or args.id_column is not None:
             raise UserError("--text-column/--id-column choose the columns of a --corpus .jsonl/.csv file; "
                             "a --table was built with its columns already chosen; hint: drop them")
-        table = _load_table(args.table, verify=args.verify)
+        table = stack.enter_context(_cli_shards.open_table(args.table, verify=args.verify,
+                                                           scheduler=args.scheduler))  # maybe sharded
         if table.encoder is None:
             raise UserError(f"the table at {args.table!r} records no text encoder, so it cannot take text "
                             "queries; hint: build it with `softdb index`")
@@ -296,41 +305,20 @@ def _clamped_k(k: int, n: int) -> int:
 
 
 def _search_results(table: Any, queries: list[str], args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Encode every query in one call, search them as one batch; one JSON-ready dict per query."""
-    from ._plan import Ask
-    from .explain import WEAK_MATCH_COSINE, weight_stats
+    """Encode every query in one call, answer them in one pass; one JSON-ready dict per query.
+
+    The dicts are built by :func:`softdb.views.search_record`, as the web app's
+    ``/api/search`` answers are: one shape for both.
+    """
+    from .views import search_answers, search_record
 
     k = _clamped_k(args.k, len(table))
     qv = table.encoder.encode(queries)  # (m, d): one encoder call for all queries
-    proj = table.projection
-    if proj is None or proj.heads == 1:  # one pass for the batch: hits, weights, entropy, effective rows
-        p = table.answer(qv, Ask(lse=True, stats=True), temperature=args.temperature, k=k)
-        hits, entropy, effective = p.hits(), p.answers.entropy, p.answers.effective_rows
-    else:  # the mean of several heads' softmaxes: statistics from dense weights, in batches
-        p = table.answer(qv, Ask(lse=True), temperature=args.temperature, k=k)
-        hits = p.hits()
-        entropy, effective = weight_stats(table, qv, temperature=args.temperature)  # (m,) each
-    tau = p.tau
-    cosine = table.metric == "cosine"
-    results = []
-    for j, query in enumerate(queries):
-        one = type(hits)(*(None if a is None else a[j] for a in hits))
-        rows = _hits_json(one, args.mode)
-        shown = rows if args.min_score is None else [r for r in rows if r["score"] >= args.min_score]
-        best = rows[0]["score"] if rows else None
-        result = {"query": query, "mode": args.mode, "temperature": tau, "table_rows": len(table), "k": k,
-                  "hits": shown, "entropy": float(entropy[j]), "effective_rows": float(effective[j]),
-                  "covered": float(sum(r["weight"] for r in rows)) if args.mode == "soft" else None,
-                  "best_score": best,
-                  "weak_match": (best is not None and best < WEAK_MATCH_COSINE) if cosine else None,
-                  "weak_match_below": WEAK_MATCH_COSINE if cosine else None}
-        if k != args.k:
-            result["k_requested"] = args.k
-        if args.min_score is not None:
-            result["min_score"] = args.min_score
-            result["hidden"] = len(rows) - len(shown)
-        results.append(result)
-    return results
+    answer = _cli_shards.search_answers if _cli_shards.is_sharded_table(table) else search_answers
+    answers = answer(table, qv, k, temperature=args.temperature)  # one pass (sharded: on the workers)
+    return [search_record(a, query, mode=args.mode, table_rows=len(table), k=k, k_requested=args.k,
+                          min_score=args.min_score, cosine=table.metric == "cosine")
+            for query, a in zip(queries, answers)]
 
 
 def _print_search_result(result: dict[str, Any]) -> None:
@@ -359,8 +347,8 @@ def _print_search_result(result: dict[str, Any]) -> None:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     queries = _search_queries(args)
-    table = _search_table(args)
-    results = _search_results(table, queries, args)
+    with contextlib.ExitStack() as stack:  # a sharded table's cluster closes at the end
+        results = _search_results(_search_table(args, stack), queries, args)
     for n, result in enumerate(results):
         if args.json:
             print(dumps(result))
@@ -372,6 +360,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    done = _cli_shards.index(args, lambda a: _text_table(a.corpus, a.text_column, a.id_column))
+    if done is not None:  # --shards or --vectors
+        return done
+    if args.corpus is None:
+        raise UserError("give a CORPUS to index, or --vectors EMB.npy; hint: softdb index stdlib -o my_table")
     t0 = time.perf_counter()
     table = _text_table(args.corpus, args.text_column, args.id_column)
     table.save(args.output)
@@ -434,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in COMMANDS:
             return COMMANDS[args.command](args)
+        from . import _cli_views
+
+        if args.command in _cli_views.COMMANDS:
+            return _cli_views.run(args)
         from . import _cli_intuitions
 
         return _cli_intuitions.run(args)

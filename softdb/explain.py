@@ -62,6 +62,10 @@ class Explanation:
         Cosine between the soft and the hard answer (1 = the blend is the top row).
     projected : bool
         The table is in projected mode: ``soft`` and ``hard`` are projected values.
+    taus, lse_at : tuples of float
+        Extra temperatures asked for (``explain(..., taus=...)``) and the full-table
+        log-sum-exp at each, from the same pass: a hit's weight at τ' is
+        exp(score / τ' − lse(τ')) exactly (what the HTML explorer's slider uses).
     """
 
     query: str
@@ -78,6 +82,25 @@ class Explanation:
     soft_nearest: Any
     soft_hard_cosine: float
     projected: bool = False
+    taus: tuple = ()
+    lse_at: tuple = ()
+
+    def _repr_html_(self) -> str:
+        from .views import explanation_html
+
+        return explanation_html(self)
+
+    def to_html(self, path: Any = None) -> str:
+        """The explorer as one self-contained HTML page (inline CSS/JS/SVG, works offline).
+
+        With ``path``, also writes it there. See :mod:`softdb.views`.
+        """
+        from .views import explanation_html, write_html
+
+        page = explanation_html(self, standalone=True)
+        if path is not None:
+            write_html(path, page)
+        return page
 
     def __str__(self) -> str:
         lines = [f"query: {self.query}", "",
@@ -104,7 +127,8 @@ class Explanation:
         return "\n".join(lines)
 
 
-def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = None) -> Explanation:
+def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = None,
+            taus: tuple = ()) -> Explanation:
     """Explain one query: top rows with scores and weights, entropy, soft vs hard.
 
     One encode and one pass over the table (per head), whatever is shown.
@@ -117,6 +141,9 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
     k : int
         Rows to show (at most the table's size).
     temperature : float, optional
+    taus : tuple of float, optional
+        Extra temperatures: the log-sum-exp at each comes from the same pass
+        (plain or one-head tables only).
 
     Returns
     -------
@@ -137,7 +164,8 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
         if q.ndim != 1:
             raise ValueError(f"explain takes one query of shape (d,), got shape {q.shape}; hint: explain one at a time")
     k = min(k, len(table)) if len(table) else k
-    p = table.answer(query, Ask(soft=True, hard=True, lse=True, stats=True), temperature=temperature, k=k)
+    taus = tuple(float(t) for t in taus)
+    p = table.answer(query, Ask(soft=True, hard=True, lse=True, stats=True, taus=taus), temperature=temperature, k=k)
     hits = p.hits()  # (k,) each
     a = p.answers
     soft, hard = a.soft[0], a.hard[0]  # (d_out,), (d_out,)
@@ -147,14 +175,17 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
     hn = hard / max(float(np.linalg.norm(hard)), 1e-30)
     nearest = hits.ids[int(np.argmax(hv @ sn))]
     pays = [None] * k if hits.payloads is None else list(hits.payloads)
-    return Explanation(
+    e = Explanation(
         query=query if isinstance(query, str) else np.array2string(np.asarray(query), precision=3, threshold=8),
         ids=list(hits.ids), scores=[float(s) for s in hits.scores], weights=[float(x) for x in hits.weights],
         payloads=pays, temperature=p.tau, entropy=float(a.entropy[0]),
         effective_rows=float(a.effective_rows[0]), covered=float(hits.weights.sum()),
         soft=soft, hard=hard, soft_nearest=nearest, soft_hard_cosine=float(sn @ hn),
         projected=p.state.projection is not None,
+        taus=taus, lse_at=tuple(float(x) for x in a.lse_at[0]) if taus else (),
     )
+    object.__setattr__(e, "_source", (table, query))  # lets a view compute its slider grid later
+    return e
 
 
 def weight_stats(table: Any, queries: Any, *, temperature: float | None = None,

@@ -151,6 +151,11 @@ class SoftTable:
     def __len__(self) -> int:
         return len(self._state.rows.ids)
 
+    def _repr_html_(self) -> str:
+        from .views import table_html
+
+        return table_html(self)
+
     def __repr__(self) -> str:
         st = self._state
         return (

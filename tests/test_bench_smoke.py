@@ -27,3 +27,20 @@ def test_bench_lookup_quick_runs_and_prints_the_table():
                    "softdb explain (1 query)", "softdb search --json (1 query)", "x search k=10)"):
         assert method in out
     assert "| lookup | method |" in out  # the README table
+
+
+@pytest.mark.timeout(300)
+def test_bench_serve_runs_against_a_small_table(tmp_path):
+    from softdb import SoftTable
+    from softdb.text import HashEncoder
+
+    table = tmp_path / "t"
+    SoftTable.from_texts([f"note number {i} about topic {i % 5}" for i in range(30)], encoder=HashEncoder()).save(table)
+    bench = BENCH.parent / "bench_serve.py"
+    p = subprocess.run([sys.executable, str(bench), "--table", str(table), "--clients", "2", "--requests", "5",
+                        "--pool", "6", "--cold", "2"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    measured = next(line for line in p.stdout.splitlines() if line.startswith("measured:"))
+    assert "n=   10" in measured and "errors 0" in measured
+    assert "server RSS over the run" in p.stdout

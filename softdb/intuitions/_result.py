@@ -56,6 +56,11 @@ class Intuition:
         object.__setattr__(self, "figures", figs)
         object.__setattr__(self, "holds", bool(self.holds))
 
+    def _repr_html_(self) -> str:
+        from ..views import intuition_html
+
+        return intuition_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         """``{"name", "claim", "figures", "holds"}``, ready for ``json.dumps``.
 
