@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100k")
     ap.add_argument("--queries", default="1,256")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--methods", help="comma-separated substrings: time only the methods whose name has one")
     args = ap.parse_args(argv)
     rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", args.base], capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 for tag, sd, mods in (("base", base_sd, base_mods), ("head", head_sd, head_mods)):
                     _activate(mods)
                     for name, fn in methods(sd, Q, K, V).items():
+                        if args.methods and not any(w in name for w in args.methods.split(",")):
+                            continue
                         # lazy imports inside softdb resolve through sys.modules: give each its own
                         fns[(tag, name)] = lambda fn=fn, mods=mods: (_activate(mods), fn())
                 times = {key: [] for key in fns}
