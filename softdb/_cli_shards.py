@@ -37,7 +37,7 @@ def add_index_arguments(ix: argparse.ArgumentParser, positive_int: Any) -> None:
 
 def add_search_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--scheduler", metavar="ADDRESS",
-                   help="with a sharded --table: the Dask scheduler to use, e.g. tcp://10.0.0.1:8786 "
+                   help="with a sharded --table: the Dask scheduler to use, e.g. tcp://scheduler-host:8786 "
                    "(default: a local cluster on this machine)")
 
 
