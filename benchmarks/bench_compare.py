@@ -33,12 +33,22 @@ def _import_softdb(root: Path):
         del sys.modules[name]
     sys.path.insert(0, str(root))
     try:
+        import importlib
+
         import softdb
-        import softdb._kernel  # noqa: F401
+        for name in ("_kernel", "explain", "storage", "projection", "_fit", "text"):  # what is imported lazily
+            importlib.import_module(f"softdb.{name}")
     finally:
         sys.path.pop(0)
     mods = {k: v for k, v in sys.modules.items() if k == "softdb" or k.startswith("softdb.")}
     return softdb, mods
+
+
+def _activate(mods: dict) -> None:
+    """Make ``mods`` the softdb in sys.modules (lazy imports inside softdb resolve through it)."""
+    for name in [k for k in sys.modules if (k == "softdb" or k.startswith("softdb.")) and k not in mods]:
+        del sys.modules[name]
+    sys.modules.update(mods)
 
 
 def methods(sd, Q, K, V) -> dict:
@@ -62,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100k")
     ap.add_argument("--queries", default="1,256")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--methods", help="comma-separated substrings: time only the methods whose name has one")
     args = ap.parse_args(argv)
     rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", args.base], capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -78,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                 S = np.empty((m, n), np.float32)
                 fns = {("gemm", "Q@K.T"): lambda: np.matmul(Q, K.T, out=S)}
                 for tag, sd, mods in (("base", base_sd, base_mods), ("head", head_sd, head_mods)):
-                    sys.modules.update(mods)
+                    _activate(mods)
                     for name, fn in methods(sd, Q, K, V).items():
+                        if args.methods and not any(w in name for w in args.methods.split(",")):
+                            continue
                         # lazy imports inside softdb resolve through sys.modules: give each its own
-                        fns[(tag, name)] = lambda fn=fn, mods=mods: (sys.modules.update(mods), fn())
+                        fns[(tag, name)] = lambda fn=fn, mods=mods: (_activate(mods), fn())
                 times = {key: [] for key in fns}
                 keys = list(fns)
                 for r in range(args.repeats + 1):

@@ -280,6 +280,8 @@ METHODS: list[tuple[str, str, Callable[[Case], Callable[[], object]], str]] = [
     ("top10", KQ_GEMM, _gemm_kq, "numpy"),
     ("top10", "softdb kernel top-10", lambda c: lambda: stream(c.Q, c.K, k=K_TOP), "numpy"),
     ("top10", "softdb search k=10 +weights", lambda c: lambda: c.table.search(c.Q, k=K_TOP), "numpy"),
+    ("top10", "softdb search k=10, τ=0.05", lambda c: lambda: c.table.search(c.Q, k=K_TOP, temperature=0.05),
+     "numpy"),
     ("top10", "numpy float32 argpartition", _naive_top(np.float32), "numpy"),
     ("top10", "numpy float64 argpartition", _naive_top(np.float64), "numpy"),
     ("top10", "faiss IndexFlatIP k=10", _faiss_top, "faiss"),
@@ -417,10 +419,14 @@ def default_repeats(n: int) -> int:
     return 15 if n <= 10_000 else 7 if n <= 100_000 else 3
 
 
-def breakdown(table: SoftTable, Q: np.ndarray, repeats: int) -> None:
-    """Where search(k=10) spends its time: each stage added to the chunked GEMM, timed round-robin."""
+def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, tau: float = 0.05) -> None:
+    """Where search(k=10) spends its time: each stage added to the chunked GEMM, timed round-robin.
+
+    At τ = 0.05 (the cosine default: scores / τ up to ±20 on unit vectors), against the
+    bare GEMM and two peers, torch mm + topk and sentence-transformers' semantic_search.
+    """
     m, n = Q.shape[0], len(table)
-    K, tau = table.keys, table.temperature
+    K = table.keys
     step = chunk_rows(m, n, 4)
     buf = np.empty(m * min(step, n), np.float32)  # (m·step,)
     Qs = Q * np.float32(1 / tau)  # (m, d)
@@ -443,7 +449,18 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int) -> None:
     S = np.empty((m, n), np.float32)
     fns = {"bare GEMM Q@K.T": lambda: np.matmul(Q, K.T, out=S), "chunked GEMM K@Q.T": stages(0),
            "+ top-k candidates and merge": stages(1), "+ exp": stages(2), "+ column sums (= search kernel)": stages(3),
-           "table.search(k=10)": lambda: table.search(Q, k=K_TOP)}
+           "table.search(k=10)": lambda: table.search(Q, k=K_TOP, temperature=tau)}
+    if torch is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            tq, tk = torch.from_numpy(Q), torch.from_numpy(np.asarray(K))
+
+        def mm_topk() -> object:
+            with torch.inference_mode():
+                return torch.topk(torch.mm(tq, tk.T), K_TOP, dim=1)
+        fns["peer: torch mm + topk"] = mm_topk
+        if st_util is not None:
+            fns["peer: st util.semantic_search"] = lambda: st_util.semantic_search(tq, tk, top_k=K_TOP)
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for r in range(repeats + 1):
@@ -453,13 +470,15 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int) -> None:
             if r:
                 times[nm].append(time.perf_counter() - t0)
     base = float(np.median(times["bare GEMM Q@K.T"]))
-    print(f"\nsearch(k=10) breakdown at n = {n}, m = {m} ({step} rows per chunk; median of {repeats}):")
+    print(f"\nsearch(k=10) breakdown at n = {n}, m = {m}, τ = {tau:g} ({step} rows per chunk; median of "
+          f"{repeats}, load {os.getloadavg()[0]:.1f}):")
     prev = None
     for nm in names:
         t = float(np.median(times[nm]))
-        step_ms = "" if prev is None or nm.startswith(("bare", "table")) else f"  (+{(t - prev) * 1e3:.1f} ms)"
+        staged = nm.startswith(("chunked", "+"))
+        step_ms = f"  (+{(t - prev) * 1e3:.1f} ms)" if staged and prev is not None else ""
         print(f"  {nm:<34} {t * 1e3:9.1f} ms  {t / base:5.2f}x{step_ms}")
-        prev = t if not nm.startswith("bare") else None if nm.startswith("bare") else prev
+        prev = t if staged else None
 
 
 def heads_memory(n: int, m: int = 256) -> None:

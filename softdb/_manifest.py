@@ -26,6 +26,7 @@ __all__ = [
     "check_json_value",
     "file_entry",
     "check_header",
+    "checksum",
 ]
 
 FORMAT = "softdb-table"
@@ -153,6 +154,11 @@ def _canonical_sha256(m: dict) -> str:
     body = {k: v for k, v in m.items() if k != "checksum"}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def checksum(m: dict) -> str:
+    """The sha256 of the canonical JSON of every field of ``m`` but ``checksum`` (see :func:`dumps`)."""
+    return _canonical_sha256(m)
 
 
 def dumps(m: dict) -> bytes:

@@ -42,9 +42,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ._kernel import run
-from ._scorers import DenseScorer
+from ._scorers import CsrScorer, DenseScorer
 from ._states import finalize
 
 __all__ = ["Head", "Ask", "Answers", "answer", "values_at"]
@@ -56,8 +57,12 @@ class Head:
 
     Attributes
     ----------
-    keys : ndarray of shape (n, d_h)
+    keys : ndarray of shape (n, d_h), scipy.sparse matrix, or a scorer
         The head's keys (the table's keys in plain mode; projected keys otherwise).
+        A scorer (anything with ``n`` and ``bind``, see :mod:`softdb._scorers`, e.g. a
+        ``BlockScorer([DenseScorer(emb), CsrScorer(bm25)], weights)``) is used as is;
+        a scipy.sparse matrix is scored by a ``CsrScorer`` (built per call: pass the
+        scorer itself to build it once).
     values : ndarray of shape (n, d_vh), optional
         Needed for soft and hard answers only.
     w_q : ndarray of shape (d, d_h), optional
@@ -73,11 +78,19 @@ class Head:
     weights: Any = None  # block weights, when ``keys`` are softdb._keys.Blocks
 
     def scorer(self) -> Any:
-        if isinstance(self.keys, np.ndarray):
-            return DenseScorer(self.keys, self.key_norm_max)
-        from ._keys import scorer
+        if hasattr(self.keys, "bind"):
+            return self.keys
+        if not isinstance(self.keys, np.ndarray) and not sp.issparse(self.keys):
+            from ._keys import scorer
 
-        return scorer(self.keys, self.weights, self.key_norm_max)  # CSR or blocks [dense | sparse]
+            return scorer(self.keys, self.weights, self.key_norm_max)  # blocks [dense | sparse]
+        if sp.issparse(self.keys):
+            return CsrScorer(self.keys, self.key_norm_max)
+        return DenseScorer(self.keys, self.key_norm_max)
+
+    @property
+    def n(self) -> int:
+        return self.keys.n if hasattr(self.keys, "bind") else self.keys.shape[0]
 
     def project(self, q: Any) -> Any:
         if self.w_q is None:
@@ -186,7 +199,8 @@ def answer(
     heads : sequence of Head
         One (plain mode or one projection head) or several.
     queries : ndarray of shape (m, d)
-        Encoded (and, for metric="cosine", normalised) queries.
+        Encoded (and, for metric="cosine", normalised) queries; whatever the heads'
+        scorers take (e.g. a list of one matrix per block for a BlockScorer head).
     ask : Ask
     tau : float
         The temperature τ > 0.
@@ -199,7 +213,9 @@ def answer(
     -------
     Answers
     """
-    dtype = np.dtype(queries.dtype if dtype is None else dtype)
+    if dtype is None:
+        dtype = queries.dtype if hasattr(queries, "dtype") else np.float32
+    dtype = np.dtype(dtype)
     if len(heads) == 1:
         return _one_head(heads[0], queries, ask, tau, mask, dtype)
     return _heads(heads, queries, ask, tau, mask, dtype)
@@ -216,9 +232,9 @@ def _dense_to_weights(w: np.ndarray, lse: np.ndarray) -> np.ndarray:
 
 
 def _one_head(head: Head, q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> Answers:
-    n = head.keys.shape[0]
-    qh = head.project(q)  # (m, d_h)
-    m = qh.shape[0]
+    n = head.n
+    qh = head.project(q)  # (m, d_h); for a BlockScorer head, one query matrix per block
+    m = qh.shape[0] if hasattr(qh, "shape") else qh[0].shape[0]
     need_lse = ask.soft or ask.lse or ask.weights or ask.stats
     dense = np.empty((m, n), dtype) if ask.weights else None  # (m, n)
     state = run(head.scorer(), qh, head.values if ask.soft else None, scale=1.0 / tau, soft=need_lse,
@@ -247,7 +263,7 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
     if ask.taus:
         raise ValueError("log-sum-exp at extra temperatures is defined for one head only; "
                          "hint: ask a table without heads, or one head at a time")
-    m, n, h = q.shape[0], heads[0].keys.shape[0], len(heads)
+    m, n, h = q.shape[0], heads[0].n, len(heads)
     want_weights = ask.weights or ask.stats  # the mean of softmaxes has no streaming entropy
     qs = [hd.project(q) for hd in heads]  # h × (m, d_h)
     outs, lses, best, w = [], [], [], None
@@ -294,7 +310,7 @@ class _MeanHeads:
     """
 
     def __init__(self, heads: Sequence[Head], lse: np.ndarray, tau: float) -> None:
-        self.heads, self.n, self.tau = heads, heads[0].keys.shape[0], tau
+        self.heads, self.n, self.tau = heads, heads[0].n, tau
         self.lse = np.where(lse == -np.inf, 0, lse)  # (m, h)  no match: scores stay -inf
 
     def bind(self, queries: Sequence[np.ndarray], scale: float = 1.0) -> _MeanHeadsBound:

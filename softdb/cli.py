@@ -7,12 +7,13 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from typing import Any
 
-from . import __version__, _cli_data, data
+from . import __version__, _cli_data, _cli_shards, data
 from ._json import dumps
 
 __all__ = ["main"]
@@ -97,17 +98,19 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-score", type=_finite_float, metavar="S",
                    help="hide hits scoring below S (cosine, from -1 to 1, for text tables)")
     _add_no_verify(s)
+    _cli_shards.add_search_arguments(s)
     s.add_argument("--json", action="store_true",
                    help="print one JSON object per query, one per line (JSON Lines)")
 
     ix = sub.add_parser("index", help="encode a corpus and save it as a table",
                         description="Build a table from a corpus and save it: build once, query many times.")
-    ix.add_argument("corpus", help="'stdlib', a folder, a .jsonl/.csv file, or a BEIR folder")
+    ix.add_argument("corpus", nargs="?", help="'stdlib', a folder, a .jsonl/.csv file, or a BEIR folder")
     ix.add_argument("-o", "--output", required=True, help="the table folder to write")
     ix.add_argument("--model", choices=["dense", "bm25", "hybrid"], default="dense",
                     help="dense: MiniLM (default); bm25: sparse BM25 keys; hybrid: [MiniLM | BM25] blocks, "
                     "scored cos + 0.05·BM25")
     _add_column_options(ix)
+    _cli_shards.add_index_arguments(ix, _positive_int)
 
     ev = sub.add_parser("eval", help="evaluate search on a BEIR folder (nDCG@10, Recall@100, MRR@10)",
                         description="Evaluate frozen (and fitted) search on BEIR-format data with trec_eval.")
@@ -285,12 +288,15 @@ def _search_queries(args: argparse.Namespace) -> list[str]:
     return queries
 
 
-def _search_table(args: argparse.Namespace) -> Any:
+def _search_table(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
+    if args.scheduler and not args.table:
+        raise UserError("--scheduler runs a sharded --table on a Dask cluster; hint: add --table DIR")
     if args.table:
         if args.text_column is not None or args.id_column is not None:
             raise UserError("--text-column/--id-column choose the columns of a --corpus .jsonl/.csv file; "
                             "a --table was built with its columns already chosen; hint: drop them")
-        table = _load_table(args.table, verify=args.verify)
+        table = stack.enter_context(_cli_shards.open_table(args.table, verify=args.verify,
+                                                           scheduler=args.scheduler))  # maybe sharded
         if table.encoder is None:
             raise UserError(f"the table at {args.table!r} records no text encoder, so it cannot take text "
                             "queries; hint: build it with `softdb index`")
@@ -318,7 +324,8 @@ def _search_results(table: Any, queries: list[str], args: argparse.Namespace) ->
 
     k = _clamped_k(args.k, len(table))
     qv = table.encoder.encode(queries)  # (m, d): one encoder call for all queries
-    answers = search_answers(table, qv, k, temperature=args.temperature)  # one pass for the batch
+    answer = _cli_shards.search_answers if _cli_shards.is_sharded_table(table) else search_answers
+    answers = answer(table, qv, k, temperature=args.temperature)  # one pass (sharded: on the workers)
     return [search_record(a, query, mode=args.mode, table_rows=len(table), k=k, k_requested=args.k,
                           min_score=args.min_score, cosine=table.metric == "cosine")
             for query, a in zip(queries, answers)]
@@ -350,8 +357,8 @@ def _print_search_result(result: dict[str, Any]) -> None:
 
 def _cmd_search(args: argparse.Namespace) -> int:
     queries = _search_queries(args)
-    table = _search_table(args)
-    results = _search_results(table, queries, args)
+    with contextlib.ExitStack() as stack:  # a sharded table's cluster closes at the end
+        results = _search_results(_search_table(args, stack), queries, args)
     for n, result in enumerate(results):
         if args.json:
             print(dumps(result))
@@ -363,6 +370,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
+    done = _cli_shards.index(args, lambda a: _text_table(a.corpus, a.text_column, a.id_column))
+    if done is not None:  # --shards or --vectors
+        return done
+    if args.corpus is None:
+        raise UserError("give a CORPUS to index, or --vectors EMB.npy; hint: softdb index stdlib -o my_table")
     t0 = time.perf_counter()
     table = _text_table(args.corpus, args.text_column, args.id_column, args.model)
     table.save(args.output)

@@ -83,7 +83,7 @@ from . import _manifest
 from ._tablestate import TableState
 from ._version import __version__
 
-__all__ = ["save_state", "load_state"]
+__all__ = ["save_state", "load_state", "NpyWriter", "write_manifest", "publish", "open_arrays"]
 
 _TMP = ".softdb-tmp-"
 _OLD = ".softdb-old"
@@ -157,6 +157,93 @@ def _write_npy(folder: str, fname: str, arr: np.ndarray, files: dict) -> None:
     files[fname] = _manifest.file_entry(w.sha.hexdigest(), w.n, arr)
 
 
+class NpyWriter:
+    """Write one ``.npy`` file of a known shape chunk by chunk, hashing as it goes.
+
+    Memory is one chunk, not the array: the way to build a table folder larger
+    than RAM (used by :mod:`softdb.distributed`). ``close()`` checks that every
+    row arrived, fsyncs, and returns the file's manifest entry.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> w = NpyWriter(folder, "keys.npy", (3, 2), np.float32)
+    >>> w.write(np.ones((2, 2), np.float32)); w.write(np.zeros((1, 2), np.float32))
+    >>> w.close()["shape"], float(np.load(os.path.join(folder, "keys.npy")).sum())
+    ([3, 2], 4.0)
+    """
+
+    def __init__(self, folder: str, fname: str, shape: tuple, dtype: Any) -> None:
+        self.fname, self.shape, self.dtype = fname, tuple(int(s) for s in shape), np.dtype(dtype)
+        self.rows = 0
+        self.f = open(os.path.join(folder, fname), "xb")
+        self.w = _HashingWriter(self.f)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_1_0(self.w, header)
+
+    def write(self, chunk: np.ndarray) -> None:
+        """Append rows ``chunk`` (c, *shape[1:]) of this file's dtype."""
+        chunk = np.ascontiguousarray(chunk, dtype=self.dtype)
+        if chunk.shape[1:] != self.shape[1:] or self.rows + len(chunk) > self.shape[0]:
+            raise ValueError(f"{self.fname}: a chunk of shape {chunk.shape} does not fit the "
+                             f"{self.rows} of {self.shape} rows written so far")
+        self.w.write(chunk.data if chunk.size else b"")
+        self.rows += len(chunk)
+
+    def close(self) -> dict:
+        """Finish the file (all rows must be written); return its manifest entry."""
+        try:
+            if self.rows != self.shape[0]:
+                raise ValueError(f"{self.fname}: {self.rows} rows written, but its header says {self.shape[0]}")
+            self.f.flush()
+            os.fsync(self.f.fileno())
+        finally:
+            self.f.close()
+        return _manifest.file_entry(self.w.sha.hexdigest(), self.w.n, self)  # self has .shape, .dtype
+
+
+def write_manifest(folder: str, manifest: dict) -> bytes:
+    """Write ``manifest.json`` (with its checksum) into ``folder``, fsync it and the folder."""
+    text = _manifest.dumps(manifest)
+    with open(os.path.join(folder, "manifest.json"), "xb") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(folder)
+    return text
+
+
+def publish(build: Any, path: str | os.PathLike[str]) -> None:
+    """Atomically make ``path`` the folder that ``build(tmp)`` fills (the save protocol above).
+
+    ``build`` receives a fresh temporary folder next to ``path`` and must
+    write everything into it; on any error the temporary folder is removed and
+    ``path`` is untouched. An existing table (or sharded table) at ``path`` is replaced.
+    """
+    target, parent, aside = _names(path)
+    with _locked(parent, exclusive=True):
+        if os.path.lexists(target) and not os.path.isdir(target):
+            raise ValueError(f"cannot save to {target}: it is a file, not a table folder")
+        if os.path.isdir(target) and os.listdir(target) and not (
+                _is_table(target) or os.path.exists(os.path.join(target, "shards.json"))):
+            raise ValueError(
+                f"cannot save to {target}: it is a non-empty folder that is not a softdb table, "
+                "and saving would replace it; hint: choose a new path"
+            )
+        for stale in glob.glob(glob.escape(os.path.join(parent, f".{os.path.basename(target)}{_TMP}")) + "*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed save: we hold the lock
+        tmp = os.path.join(parent, f".{os.path.basename(target)}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
+        os.mkdir(tmp)
+        try:
+            build(tmp)
+            _fsync_dir(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _swap_in(tmp, target, parent, aside)
+
+
 def _is_table(folder: str) -> bool:
     """A softdb table, or the damaged remains of one: safe for save to replace."""
     names = os.listdir(folder)
@@ -215,7 +302,7 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
     ('a', 'b', 7)
     """
     rows = state.rows  # one version: add/remove swap it whole, never mutate it
-    target, parent, aside = _names(path)
+    _names(path)  # a bad path fails before any work
     proj_obj = state.projection
     proj_arrays: dict[str, np.ndarray] = {}
     proj = None
@@ -244,39 +331,20 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
                 ids=rows.ids, payloads=rows.payloads, version=__version__, projection=proj, encoder=encoder)
     manifest = _manifest.build(**meta, files={}, created="")  # raises before touching the disk
 
-    with _locked(parent, exclusive=True):
-        if os.path.lexists(target) and not os.path.isdir(target):
-            raise ValueError(f"cannot save to {target}: it is a file, not a table folder")
-        if os.path.isdir(target) and os.listdir(target) and not _is_table(target):
-            raise ValueError(
-                f"cannot save to {target}: it is a non-empty folder that is not a softdb table, "
-                "and saving would replace it; hint: choose a new path"
-            )
-        for stale in glob.glob(glob.escape(os.path.join(parent, f".{os.path.basename(target)}{_TMP}")) + "*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed save: we hold the lock
-        tmp = os.path.join(parent, f".{os.path.basename(target)}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
-        os.mkdir(tmp)
-        try:
-            files: dict = {}
-            for fname, arr in key_arrays.items():
-                _write_npy(tmp, fname, arr, files)
-            for name, arr in enc_arrays.items():
-                _write_npy(tmp, f"encoder.{name}.npy", np.asarray(arr), files)
-            if not state.shared_kv:
-                _write_npy(tmp, "values.npy", rows.values, files)
-            for name, arr in proj_arrays.items():
-                _write_npy(tmp, f"projection.{name}.npy", np.asarray(arr), files)
-            manifest.update(files=files, created=_now())
-            text = _manifest.dumps(manifest)
-            with open(os.path.join(tmp, "manifest.json"), "xb") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            _fsync_dir(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _swap_in(tmp, target, parent, aside)
+    def build(tmp: str) -> None:
+        files: dict = {}
+        for fname, arr in key_arrays.items():
+            _write_npy(tmp, fname, arr, files)
+        for name, arr in enc_arrays.items():
+            _write_npy(tmp, f"encoder.{name}.npy", np.asarray(arr), files)
+        if not state.shared_kv:
+            _write_npy(tmp, "values.npy", rows.values, files)
+        for name, arr in proj_arrays.items():
+            _write_npy(tmp, f"projection.{name}.npy", np.asarray(arr), files)
+        manifest.update(files=files, created=_now())
+        write_manifest(tmp, manifest)
+
+    publish(build, path)
 
 
 def _encoder_state(enc: Any) -> tuple[dict, dict[str, np.ndarray]] | None:
@@ -446,7 +514,13 @@ def load_state(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool
         return _load_folder(folder, mmap=mmap, verify=verify)
 
 
-def _load_folder(folder: str, *, mmap: bool, verify: bool) -> TableState:
+def open_arrays(folder: str, *, mmap: bool, verify: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    """Check and open the manifest and array files of one table folder (no table state built).
+
+    Returns the parsed manifest and ``{file name: array}``; keys and values are
+    memory-mapped when ``mmap``. Every check of :func:`load_state` runs here, and
+    every error names the file.
+    """
     mpath = os.path.join(folder, "manifest.json")
     try:
         with open(mpath, "rb") as f:
@@ -461,9 +535,18 @@ def _load_folder(folder: str, *, mmap: bool, verify: bool) -> TableState:
     key_meta = m.get("keys")
     values = None if m["shared_kv"] else arrays["values.npy"]
     check = verify or not mmap
-    keys = _load_keys(folder, key_meta, arrays, m, check)
+    _load_keys(folder, key_meta, arrays, m, check)  # every key file checked (dense rows, CSR structure)
     if check and values is not None:
         _check_rows(values, os.path.join(folder, "values.npy"), unit=False)
+    return m, arrays
+
+
+def _load_folder(folder: str, *, mmap: bool, verify: bool) -> TableState:
+    mpath = os.path.join(folder, "manifest.json")
+    m, arrays = open_arrays(folder, mmap=mmap, verify=verify)
+    key_meta = m.get("keys")
+    keys = _load_keys(folder, key_meta, arrays, m, False)  # checked by open_arrays
+    values = None if m["shared_kv"] else arrays["values.npy"]
     payloads = None if m["payloads"] is None else tuple(m["payloads"])
     try:
         state = TableState.build(

@@ -291,6 +291,7 @@ def one_lookup(draw, category: str, table: SoftTable, bad: str | None = None) ->
 
 
 # ----------------------------------------------------------------------- tests
+@pytest.mark.slow
 @timeout
 @SETTINGS
 @given(st.data())
@@ -316,6 +317,7 @@ def test_constructor(data):
         one_lookup(draw, "lookup after construction", table)
 
 
+@pytest.mark.slow
 @timeout
 @settings(SETTINGS, max_examples=500)
 @given(st.data())
@@ -327,6 +329,7 @@ def test_lookups(data):
     one_lookup(draw, "lookup", table, bad)
 
 
+@pytest.mark.slow
 @timeout
 @SETTINGS
 @given(st.data())
@@ -374,6 +377,7 @@ def test_add_remove(data):
         one_lookup(draw, "lookup after mutation", table)
 
 
+@pytest.mark.slow
 @timeout
 @settings(SETTINGS, max_examples=150)
 @given(st.data())

@@ -12,6 +12,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_lookup.py"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_bench_lookup_quick_runs_and_prints_the_table():
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
@@ -22,7 +23,8 @@ def test_bench_lookup_quick_runs_and_prints_the_table():
     header = next((line for line in out.splitlines() if line.split()[:4] == ["n", "m", "lookup", "method"]), None)
     assert header is not None, out[-2000:]
     assert "x limit" in header and "peak extra MB" in header
-    for method in ("softdb lookup", "softdb lookup hard", "softdb kernel top-10", "GEMM Q@K.T (limit)"):
+    for method in ("softdb lookup", "softdb lookup hard", "softdb kernel top-10", "GEMM Q@K.T (limit)",
+                   "softdb explain (1 query)", "softdb search --json (1 query)", "x search k=10)"):
         assert method in out
     assert "| lookup | method |" in out  # the README table
 

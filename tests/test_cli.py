@@ -78,6 +78,7 @@ def test_search_a_folder_of_notes(tmp_path, capsys, monkeypatch):
     assert "banana" in json.dumps(json.loads(out)["hits"][0]["payload"])
 
 
+@pytest.mark.slow
 def test_user_errors_exit_2_without_traceback(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     cases = [

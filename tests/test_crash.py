@@ -14,7 +14,8 @@ import pytest
 
 from softdb import SoftTable
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+pytestmark = [pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)"),
+              pytest.mark.slow]  # subprocesses killed mid-save
 
 # One "zygote" subprocess imports softdb and builds both tables once (imports
 # take seconds on a loaded machine), then forks a fresh saver per command:

@@ -130,3 +130,23 @@ def test_scorer_errors_say_what_must_hold():
     b = BlockScorer([s, s])
     with pytest.raises(ValueError, match=re.escape("takes a sequence of 2 query matrices, one per block")):
         b.bind(np.ones((1, 3), np.float32))
+
+
+def test_the_plan_takes_sparse_keys_and_blocks_as_heads():
+    from softdb._plan import Ask, Head, answer
+
+    rng = np.random.default_rng(7)
+    K1 = (rng.integers(0, 3, (30, 6)) * (rng.random((30, 6)) < 0.4)).astype(np.float32)
+    K0 = rng.integers(-2, 3, (30, 4)).astype(np.float32)
+    V = rng.integers(0, 3, (30, 2)).astype(np.float32)
+    Q0, Q1 = rng.integers(-2, 3, (5, 4)).astype(np.float32), rng.integers(0, 2, (5, 6)).astype(np.float32)
+    ask = Ask(soft=True, hard=True, lse=True, k=4)
+    dense = answer([Head(np.hstack([K0, 2 * K1]), V)], np.hstack([Q0, Q1]), ask, tau=0.5)
+    hybrid = BlockScorer([DenseScorer(K0), CsrScorer(sp.csr_matrix(K1))], weights=[1.0, 2.0])
+    via_blocks = answer([Head(hybrid, V)], [Q0, sp.csr_matrix(Q1)], ask, tau=0.5, dtype=np.float32)
+    np.testing.assert_array_equal(via_blocks.rows, dense.rows)
+    np.testing.assert_array_equal(via_blocks.hard, dense.hard)
+    np.testing.assert_allclose(via_blocks.soft, dense.soft, rtol=1e-5)
+    via_csr = answer([Head(sp.csr_matrix(K1), V)], Q1, ask, tau=0.5)
+    ref = answer([Head(K1, V)], Q1, ask, tau=0.5)
+    np.testing.assert_array_equal(via_csr.rows, ref.rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.special import logsumexp, softmax
+from scipy.special import softmax
 
 from softdb import SearchResult, SoftTable
 

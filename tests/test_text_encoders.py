@@ -322,6 +322,7 @@ def test_sentence_encoder_argument_errors(tmp_path):
         SentenceEncoder(f)
 
 
+@pytest.mark.slow
 def test_unknown_model_fails_fast_offline(tmp_path):
     pytest.importorskip("sentence_transformers")
     enc = SentenceEncoder("no-such-org/no-such-model-softdb", cache=False)
