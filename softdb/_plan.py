@@ -250,9 +250,10 @@ def _one_head(head: Head, q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> A
         out.rows, out.scores = r.top_rows, r.top_scores  # (m, k), (m, k)
         if r.lse is not None:
             found = r.top_rows >= 0  # (m, k)
-            with np.errstate(over="ignore", invalid="ignore"):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # τ below float32: inf, checked
                 logits = r.top_scores / np.asarray(tau, r.top_scores.dtype)  # (m, k)
                 w = np.where(found, np.exp(logits - np.where(found, r.lse[:, None], 0)), 0)
+                w = np.minimum(w, 1)  # float32 rounding of score / τ against the log-sum-exp: no weight above 1
             out.hit_weights = w.astype(dtype, copy=False)
     if dense is not None:
         out.weights = _dense_to_weights(dense, r.lse)
