@@ -57,9 +57,16 @@ class ShardedTable:
     >>> keys = np.eye(4, dtype=np.float32)
     >>> path = os.path.join(tempfile.mkdtemp(), "t")
     >>> ShardedTable.create(path, keys, ids=list("abcd"), shards=2, temperature=0.1)
-    >>> with ShardedTable.open(path, n_workers=1) as t:  # doctest: +SKIP
-    ...     t.search([0, 0, 1, 0], k=1).ids
-    array(['c'], dtype=object)
+    >>> sorted(os.listdir(path))  # two ordinary table folders and the shard manifest
+    ['shard-0000.g0', 'shard-0001.g0', 'shards.json']
+    >>> SoftTable.load(os.path.join(path, "shard-0001.g0")).ids
+    ('c', 'd')
+
+    Answering needs a cluster (a LocalCluster on 127.0.0.1 when none is given;
+    ``tests/test_distributed.py`` runs this)::
+
+        with ShardedTable.open(path, n_workers=1) as t:
+            t.search([0, 0, 1, 0], k=1).ids      # array(['c'], dtype=object)
     """
 
     #: ``weights`` refuses to gather more than this many (query, row) cells from the workers.
@@ -143,8 +150,10 @@ class ShardedTable:
 
         Examples
         --------
-        >>> with ShardedTable.open("my_sharded_table") as t:  # doctest: +SKIP
-        ...     t.search(queries, k=10)
+        ::
+
+            with ShardedTable.open("my_sharded_table") as t:   # starts, then closes, a LocalCluster
+                t.search(queries, k=10)
         """
         self = cls.__new__(cls)
         self._root = os.path.abspath(os.fspath(path))
@@ -208,7 +217,9 @@ class ShardedTable:
 
         Examples
         --------
-        >>> t.lookup(queries, mode="hard")  # doctest: +SKIP
+        ::
+
+            t.lookup(queries, mode="hard")   # (m, d_v): the best row's value, ties to the lowest global row
         """
         mode = _checks.as_mode(mode)
         v = self._version
@@ -234,7 +245,9 @@ class ShardedTable:
 
         Examples
         --------
-        >>> t.search(queries, k=10).ids  # doctest: +SKIP
+        ::
+
+            t.search(queries, k=10).ids      # (m, 10) global ids, best first
         """
         v = self._version
         q, single = self._queries(queries, v)
