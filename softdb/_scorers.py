@@ -126,6 +126,15 @@ class _DenseBound:
     def scores_by_row(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         return np.matmul(self.scorer.keys[start:stop], self.q.T, out=out)  # (c, m)
 
+    def scores_one(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """``scores`` of a single query (m = 1) by numpy's own loop: no BLAS call, no thread barrier."""
+        np.einsum("cd,d->c", self.scorer.keys[start:stop], self.q[0], out=out[0])  # (c,)
+        return out  # (1, c)
+
+    def row_bytes(self) -> int:
+        """Bytes of one key row."""
+        return self.scorer.keys.shape[1] * self.scorer.keys.itemsize
+
     def abs_max(self) -> float:
         return _query_norm_max(self.q) * self.scorer.key_norm_max
 
