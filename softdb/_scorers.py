@@ -27,6 +27,10 @@ A **bound scorer** answers for its m queries:
 ``scores_by_row(start, stop, out)`` -> ndarray of shape (c, m), optional
     The same scores laid out by row, into a (c, m) ``out``; ``by_row`` says
     whether it exists (the kernel's top-k prefers this layout).
+``scores_one(start, stop, out)`` and ``row_bytes()``, optional
+    For a single query (m = 1): the scores computed without a BLAS call (no thread
+    barrier per chunk), and the bytes of one key row; with them the kernel streams a
+    one-query soft answer in cache-sized chunks (``BLEND_CHUNK_BYTES``).
 ``abs_max()`` -> float or None
     An upper bound of |score| over every (query, row), or None if unknown; lets
     the soft reduction skip its running max when exp cannot overflow.
