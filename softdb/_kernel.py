@@ -49,6 +49,11 @@ __all__ = ["KernelResult", "KernelState", "run", "stream", "chunk_rows"]
 #: Bytes of scores held per chunk: small enough for L3, large enough that the GEMM calls
 #: are few (each multithreaded BLAS call ends in a barrier, costly on a loaded machine).
 CHUNK_BYTES = 16 << 20
+#: A single query with a soft answer over dense values (``explain``, ``lookup`` of one
+#: query) reads chunks of about this many bytes of keys, scored and blended by numpy's own
+#: loops (no BLAS call, so no thread barrier per chunk): the values (the keys again when
+#: K = V) are still in cache when the chunk is blended, so memory is swept once.
+BLEND_CHUNK_BYTES = 16 << 20
 #: With |scores / τ| <= FAST_BOUND, exp cannot overflow or underflow (float32), so the
 #: soft reduction needs no running max: one exp pass per chunk instead of three.
 FAST_BOUND = 40.0
@@ -195,6 +200,11 @@ def run(
     bound = scorer.bind(queries, scale if pre else 1.0)  # one score call serves every reduction
     m, dt = bound.m, np.dtype(bound.dtype)
     step = chunk_rows(m, n, dt.itemsize, chunk)
+    blend = (soft and m == 1 and isinstance(values, np.ndarray) and values.dtype == dt
+             and hasattr(bound, "scores_one"))  # one query: cache-sized chunks, no BLAS
+    if blend and chunk is None:
+        row_bytes = bound.row_bytes() + values.shape[1] * values.itemsize
+        step = int(min(max(n, 1), max(256, BLEND_CHUNK_BYTES // max(row_bytes, 1))))
     st = _State(m, dt, dense=dense, hard=hard, k=k, mask=mask)
     if post_scale is not None:
         with np.errstate(over="ignore"):
@@ -224,9 +234,11 @@ def run(
             st.reduce_rows(s, start, start + offset)
             continue
         s = buf[: m * (stop - start)].reshape(m, stop - start)  # (m, c)  contiguous view
-        s = bound.scores(start, stop, s)  # (m, c)  scores (divided by τ when soft)
+        s = bound.scores_one(start, stop, s) if blend else bound.scores(start, stop, s)  # (m, c)  scores (/ τ when soft)
         e = st.reduce(s, start, start + offset)  # (m, c)  exp(s - mx), or None
-        if st.o is not None:
+        if blend and st.o is not None:
+            st.o += np.einsum("c,cd->d", e[0], values[start:stop], out=o_chunk[0])  # (1, d_v)  V chunk still in cache
+        elif st.o is not None:
             v = values[start:stop]  # (c, d_v)
             st.o += (v.T @ e.T).T if sp.issparse(v) else np.matmul(e, v, out=o_chunk)  # (m, d_v)
 

@@ -27,6 +27,10 @@ A **bound scorer** answers for its m queries:
 ``scores_by_row(start, stop, out)`` -> ndarray of shape (c, m), optional
     The same scores laid out by row, into a (c, m) ``out``; ``by_row`` says
     whether it exists (the kernel's top-k prefers this layout).
+``scores_one(start, stop, out)`` and ``row_bytes()``, optional
+    For a single query (m = 1): the scores computed without a BLAS call (no thread
+    barrier per chunk), and the bytes of one key row; with them the kernel streams a
+    one-query soft answer in cache-sized chunks (``BLEND_CHUNK_BYTES``).
 ``abs_max()`` -> float or None
     An upper bound of |score| over every (query, row), or None if unknown; lets
     the soft reduction skip its running max when exp cannot overflow.
@@ -125,6 +129,15 @@ class _DenseBound:
 
     def scores_by_row(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         return np.matmul(self.scorer.keys[start:stop], self.q.T, out=out)  # (c, m)
+
+    def scores_one(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """``scores`` of a single query (m = 1) by numpy's own loop: no BLAS call, no thread barrier."""
+        np.einsum("cd,d->c", self.scorer.keys[start:stop], self.q[0], out=out[0])  # (c,)
+        return out  # (1, c)
+
+    def row_bytes(self) -> int:
+        """Bytes of one key row."""
+        return self.scorer.keys.shape[1] * self.scorer.keys.itemsize
 
     def abs_max(self) -> float:
         return _query_norm_max(self.q) * self.scorer.key_norm_max

@@ -150,3 +150,24 @@ def test_the_plan_takes_sparse_keys_and_blocks_as_heads():
     via_csr = answer([Head(sp.csr_matrix(K1), V)], Q1, ask, tau=0.5)
     ref = answer([Head(K1, V)], Q1, ask, tau=0.5)
     np.testing.assert_array_equal(via_csr.rows, ref.rows)
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, same):
+    # one query with a soft answer over dense values takes the unthreaded, cache-sized path
+    import softdb._kernel as kernel
+
+    monkeypatch.setattr(kernel, "BLEND_CHUNK_BYTES", 1)  # 256-row chunks: many of them
+    rng = np.random.default_rng(7)
+    K = rng.standard_normal((1000, 6)).astype(np.float32)
+    V = K if same else rng.standard_normal((1000, 3)).astype(np.float32)
+    q = rng.standard_normal((1, 6)).astype(np.float32)
+    mask = rng.random(1000) < 0.7
+    r = finalize(run(DenseScorer(K), q, V, scale=2.0, soft=True, hard=True, k=5, mask=mask, stats=True))
+    s = np.where(mask, (q.astype(np.float64) @ K.T.astype(np.float64))[0] * 2.0, -np.inf)  # (n,)
+    w = np.exp(s - s.max())
+    w /= w.sum()
+    np.testing.assert_allclose(r.out[0], w @ V, rtol=1e-4, atol=1e-5)
+    assert r.lse[0] == pytest.approx(s.max() + np.log(np.exp(s - s.max()).sum()), rel=1e-5)
+    assert r.best_row[0] == np.argmax(s)
+    np.testing.assert_array_equal(r.top_rows[0], np.argsort(-s, kind="stable")[:5])
