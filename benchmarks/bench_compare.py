@@ -5,7 +5,9 @@ The other commit is exported with ``git archive`` into a temporary folder and
 imported under its own module objects, so both versions run on the same data,
 round-robin (every round runs each method of both versions once, in a rotated
 order): background load hits them alike. Ratios are to the bare Q@K.T GEMM of
-the same round; the last column is this checkout's time over the other's.
+the same round; the last column is this checkout's time over the other's. Each
+timed call starts after a pause (``--pause``; see bench_lookup.py: OpenBLAS's idle
+workers spin ~0.1 s after a multithreaded call).
 
     python benchmarks/bench_compare.py --base HEAD~1 --sizes 100k --queries 1,256
 """
@@ -24,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(HERE), str(HERE / "benchmarks")]  # this checkout first
-from bench_lookup import K_TOP, make_data, parse_sizes  # noqa: E402
+from bench_lookup import K_TOP, SETTLE_S, make_data, parse_sizes  # noqa: E402
 
 
 def _import_softdb(root: Path):
@@ -72,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100k")
     ap.add_argument("--queries", default="1,256")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--pause", type=float, default=SETTLE_S, help="seconds of rest before each timed call")
     ap.add_argument("--methods", help="comma-separated substrings: time only the methods whose name has one")
     args = ap.parse_args(argv)
     rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", args.base], capture_output=True,
@@ -99,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 keys = list(fns)
                 for r in range(args.repeats + 1):
                     for key in keys[r % len(keys):] + keys[: r % len(keys)]:
+                        time.sleep(args.pause)
                         t0 = time.perf_counter()
                         fns[key]()
                         if r:

@@ -27,7 +27,11 @@ memory of a 2-head projected search over N rows (tracemalloc).
 
 Timing is round-robin: each round runs every method once (in a rotated order),
 so background load hits all methods alike; one warm-up round, then the median of
-``--repeats`` rounds. Peak extra memory is measured, not estimated: numpy-based
+``--repeats`` rounds. Each timed call starts after a pause (``--pause``, 0.15 s):
+after a multithreaded call, OpenBLAS's idle worker threads spin for about 2^28 TSC
+ticks (~0.1 s; OPENBLAS_THREAD_TIMEOUT) and torch's OpenMP workers for a while too,
+taking a core from whatever runs next; without the pause each method would be
+timed against the spinning leftovers of the one before it. Peak extra memory is measured, not estimated: numpy-based
 methods under tracemalloc (numpy reports its buffers to it); torch and FAISS
 allocate outside Python, so they run in a child process that resets its RSS
 high-water mark (/proc/self/clear_refs) and reports VmHWM - VmRSS.
@@ -261,8 +265,7 @@ def _faiss_top(c: Case) -> Callable[[], object]:
     return lambda: index.search(c.Q, K_TOP)  # (m, k), (m, k)
 
 
-# (lookup, method, builder, runtime). The runtime decides how memory is measured, and a
-# pause lets the previous runtime's spinning worker threads go to sleep before a switch.
+# (lookup, method, builder, runtime). The runtime decides how memory is measured.
 METHODS: list[tuple[str, str, Callable[[Case], Callable[[], object]], str]] = [
     ("soft", SOFT_LIMIT, _gemm_soft, "numpy"),
     ("soft", "softdb lookup", lambda c: lambda: c.table.lookup(c.Q), "numpy"),
@@ -353,8 +356,12 @@ def measure_child(runtime: str, n: int, ms: list[int]) -> dict | str:
 
 
 # --------------------------------------------------------------------------- timing
+#: Rest before each timed call: OpenBLAS's idle workers spin ~2^28 TSC ticks (~0.1 s) after a call.
+SETTLE_S = 0.15
+
+
 def time_case(case: Case, repeats: int, pause: float) -> dict[tuple[str, str], float]:
-    """Round-robin timing: every round runs each method once, in a rotated order."""
+    """Round-robin timing: every round runs each method once, in a rotated order, each after ``pause`` s."""
     fns: dict[str, tuple[Callable[[], object], str]] = {}
     for lookup, name, build, rt in METHODS:
         if lookup == "plan" and len(case.Q) != 1:
@@ -363,15 +370,12 @@ def time_case(case: Case, repeats: int, pause: float) -> dict[tuple[str, str], f
             fns[name] = (build(case), rt)
     names = list(fns)
     times: dict[str, list[float]] = {nm: [] for nm in names}
-    last_rt = None
     for r in range(repeats + 1):  # round 0 is the warm-up
         gc.collect()
         order = names[r % len(names):] + names[: r % len(names)]
         for nm in order:
             fn, rt = fns[nm]
-            if last_rt is not None and rt != last_rt:
-                time.sleep(pause)  # OpenBLAS / OpenMP workers spin for a while after a call
-            last_rt = rt
+            time.sleep(pause)  # OpenBLAS / OpenMP workers of the call before go to sleep (module docstring)
             t0 = time.perf_counter()
             fn()
             if r:
@@ -419,7 +423,7 @@ def default_repeats(n: int) -> int:
     return 15 if n <= 10_000 else 7 if n <= 100_000 else 3
 
 
-def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, tau: float = 0.05) -> None:
+def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, pause: float, tau: float = 0.05) -> None:
     """Where search(k=10) spends its time: each stage added to the chunked GEMM, timed round-robin.
 
     At τ = 0.05 (the cosine default: scores / τ up to ±20 on unit vectors), against the
@@ -465,6 +469,7 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, tau: float = 0.05) 
     names = list(fns)
     for r in range(repeats + 1):
         for nm in names[r % len(names):] + names[: r % len(names)]:
+            time.sleep(pause)
             t0 = time.perf_counter()
             fns[nm]()
             if r:
@@ -503,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", choices=("random", "clustered"), default="random",
                     help="random unit vectors (default), or clustered ones whose queries differ in their best scores")
     ap.add_argument("--breakdown", action="store_true", help="also time the stages of search(k=10)")
+    ap.add_argument("--pause", type=float, default=SETTLE_S,
+                    help=f"seconds of rest before each timed call (default {SETTLE_S}: BLAS workers asleep)")
     ap.add_argument("--heads-memory", help="peak extra memory of a 2-head projected search over this many rows")
     ap.add_argument("--child-memory", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -512,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     sizes, ms = parse_sizes(args.sizes), parse_sizes(args.queries)
-    pause = 0.25
+    pause = args.pause
     if args.quick:
         sizes, ms, args.repeats, pause = [3_000], [1, 16], args.repeats or 2, 0.0
     print(f"machine: {machine()}")
@@ -538,7 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             case = Case(table, q_all[:m])
             t = time_case(case, args.repeats or default_repeats(n), pause)
             if args.breakdown and m > 1:
-                breakdown(table, case.Q, args.repeats or default_repeats(n))
+                breakdown(table, case.Q, args.repeats or default_repeats(n), pause)
             for lookup, name, build, rt in METHODS:
                 if name not in t:
                     continue

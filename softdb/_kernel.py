@@ -16,6 +16,10 @@ needs, each of which keeps only small running state per query
          merged in batches;
 - grid:  the log-sum-exp at extra temperatures, in the same pass.
 
+:func:`run` may cut the rows into ranges, one per thread, each with a one-thread
+BLAS (:mod:`softdb._parallel`): numpy's per-chunk work then runs on every core
+too, and the ranges' states merge exactly.
+
 :func:`run` returns that state (a :class:`~softdb._states.KernelState`, with global
 rows: a run over a part of a table passes its first row as ``offset``); states of
 disjoint parts merge exactly (:func:`~softdb._states.merge`), and
@@ -42,7 +46,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._scorers import DenseScorer
-from ._states import HardState, KernelResult, KernelState, SoftState, TopKState, finalize
+from . import _parallel
+from ._states import HardState, KernelResult, KernelState, SoftState, TopKState, finalize, merge
 
 __all__ = ["KernelResult", "KernelState", "run", "stream", "chunk_rows"]
 
@@ -120,7 +125,7 @@ def stream(
         max ‖k_j‖; lets the soft reduction skip the running max when the scores
         provably stay within ±FAST_BOUND.
     chunk : int, optional
-        Rows per chunk (default: about 4 MiB of scores).
+        Rows per chunk (default: CHUNK_BYTES of scores).
 
     Returns
     -------
@@ -154,6 +159,7 @@ def run(
     offset: int = 0,
     grid: Sequence[float] = (),
     stats: bool = False,
+    threads: int | None = None,
 ) -> KernelState:
     """One streaming pass over ``scorer``'s rows; returns the mergeable per-query state.
 
@@ -176,6 +182,11 @@ def run(
     stats : bool
         With ``soft``, also keep what the entropy and the effective number of rows
         (1 / Σ w²) of the weights need.
+    threads : int, optional
+        Cut the rows into this many ranges, one per thread (each with a one-thread
+        BLAS), and merge their states. Default: as many as BLAS is set to use, when the
+        pass is large enough (:mod:`softdb._parallel`); the answers are the same up to
+        float rounding, and top-k and hard rows are identical.
 
     Returns
     -------
@@ -199,60 +210,61 @@ def run(
     pre = want_lse and post_scale is None
     bound = scorer.bind(queries, scale if pre else 1.0)  # one score call serves every reduction
     m, dt = bound.m, np.dtype(bound.dtype)
-    step = chunk_rows(m, n, dt.itemsize, chunk)
-    blend = (soft and m == 1 and isinstance(values, np.ndarray) and values.dtype == dt
-             and hasattr(bound, "scores_one"))  # one query: cache-sized chunks, no BLAS
+    one = m == 1 and hasattr(bound, "scores_one")  # one query: numpy's own dot loop (twice BLAS's GEMV here)
+    blend = one and soft and isinstance(values, np.ndarray) and values.dtype == dt  # cache-sized chunks
+    parts = _parallel.split(n, _parallel.threads_for(m, n, threads)) if n else [(0, 0)]
+    longest = max(b - a for a, b in parts)
+    step = chunk_rows(m, longest, dt.itemsize, chunk)
     if blend and chunk is None:
         row_bytes = bound.row_bytes() + values.shape[1] * values.itemsize
-        step = int(min(max(n, 1), max(256, BLEND_CHUNK_BYTES // max(row_bytes, 1))))
-    st = _State(m, dt, dense=dense, hard=hard, k=k, mask=mask)
-    if post_scale is not None:
-        with np.errstate(over="ignore"):
-            st.post_scale = dt.type(post_scale)
-    units = scale if want_lse else 1.0  # s holds raw score × units once post-scaled
-    if want_lse:
-        if post_scale is None and m and not stats:
-            ab = bound.abs_max()
-            st.fast = ab is not None and ab <= FAST_BOUND
-        st.mx = np.full(m, 0.0 if st.fast else -np.inf, dt)  # (m,)  running max (fixed 0 if fast)
-        st.se = np.zeros(m, dt)  # (m,)  running Σ exp(s - mx)
-        if soft and values is not None:
-            st.o = np.zeros((m, values.shape[1]), dt)  # (m, d_v)
-            o_chunk = np.empty_like(st.o)  # (m, d_v)
-        if stats:
-            st.ent, st.sq = np.zeros(m, dt), np.zeros(m, dt)  # (m,), (m,)
-    st.grid = [_Lse(m, dt, g / units) for g in grid]
-
-    by_row = (bool(k) and m >= ROW_LAYOUT_MIN and not hard and dense is None and st.o is None
+        step = int(min(max(longest, 1), max(256, BLEND_CHUNK_BYTES // max(row_bytes, 1))))
+    fast = False
+    if want_lse and post_scale is None and m and not stats:
+        ab = bound.abs_max()
+        fast = ab is not None and ab <= FAST_BOUND  # the soft reduction needs no running max
+    by_row = (bool(k) and m >= ROW_LAYOUT_MIN and not hard and dense is None and not (soft and values is not None)
               and not grid and not stats and getattr(bound, "by_row", False))
-    buf = np.empty(m * min(step, n), dt)  # (m·step,)  one score buffer for every chunk
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        if by_row:
-            s = buf[: m * (stop - start)].reshape(stop - start, m)  # (c, m)  contiguous view
-            s = bound.scores_by_row(start, stop, s)  # (c, m)  scores (divided by τ when soft)
-            st.reduce_rows(s, start, start + offset)
-            continue
-        s = buf[: m * (stop - start)].reshape(m, stop - start)  # (m, c)  contiguous view
-        s = bound.scores_one(start, stop, s) if blend else bound.scores(start, stop, s)  # (m, c)  scores (/ τ when soft)
-        e = st.reduce(s, start, start + offset)  # (m, c)  exp(s - mx), or None
-        if blend and st.o is not None:
-            st.o += np.einsum("c,cd->d", e[0], values[start:stop], out=o_chunk[0])  # (1, d_v)  V chunk still in cache
-        elif st.o is not None:
-            v = values[start:stop]  # (c, d_v)
-            st.o += (v.T @ e.T).T if sp.issparse(v) else np.matmul(e, v, out=o_chunk)  # (m, d_v)
-
-    res = KernelState(score_scale=1.0 / scale if pre else 1.0, scale=float(scale), grid_scales=grid)
-    if st.se is not None:
-        allowed = np.full(m, n > 0) if mask is None else mask.any(axis=-1) & np.full(m, n > 0)  # (m,)
-        res.soft = SoftState(st.mx, st.se, st.o, allowed, st.ent, st.sq)
-    if hard:
-        res.hard = HardState(st.best_s, st.best_r)
-    if k:
-        st.top.merge()
-        res.top = TopKState(st.top.s, st.top.r)
-    res.grid = tuple(SoftState(g.mx, g.se) for g in st.grid)
+    units = scale if want_lse else 1.0  # s holds raw score × units once post-scaled
+    pass_ = _Pass(bound, values, step=step, one=one, blend=blend, by_row=by_row, offset=offset,
+                  setup=dict(dt=dt, dense=dense, hard=hard, k=k, mask=mask, fast=fast, post_scale=post_scale,
+                             soft=want_lse, values=values if soft else None, stats=stats,
+                             grid=[g / units for g in grid]))
+    states = _parallel.map_ranges(pass_.rows, parts)
+    res = merge(*states) if len(states) > 1 else states[0]
+    res.score_scale, res.scale, res.grid_scales = (1.0 / scale if pre else 1.0), float(scale), grid
     return res
+
+
+class _Pass:
+    """One kernel pass, set up once; ``rows(a, b)`` runs its chunk loop over rows a..b (one thread)."""
+
+    def __init__(self, bound: Any, values: Any, *, step: int, one: bool, blend: bool, by_row: bool, offset: int,
+                 setup: dict) -> None:
+        self.bound, self.values, self.step, self.one, self.blend, self.by_row = bound, values, step, one, blend, by_row
+        self.offset, self.setup = offset, setup
+
+    @np.errstate(over="ignore", invalid="ignore")  # numpy's error state is per thread: set it in each
+    def rows(self, a: int, b: int) -> KernelState:
+        bound, values, step, blend, offset = self.bound, self.values, self.step, self.blend, self.offset
+        m = bound.m
+        st = _State(m, a, b, **self.setup)
+        buf = np.empty(m * min(step, b - a), st.dt)  # (m·step,)  one score buffer for every chunk
+        for start in range(a, b, step):
+            stop = min(start + step, b)
+            if self.by_row:
+                s = buf[: m * (stop - start)].reshape(stop - start, m)  # (c, m)  contiguous view
+                s = bound.scores_by_row(start, stop, s)  # (c, m)  scores (divided by τ when soft)
+                st.reduce_rows(s, start, start + offset)
+                continue
+            s = buf[: m * (stop - start)].reshape(m, stop - start)  # (m, c)  contiguous view
+            s = bound.scores_one(start, stop, s) if self.one else bound.scores(start, stop, s)  # (m, c)  scores (/ τ when soft)
+            e = st.reduce(s, start, start + offset)  # (m, c)  exp(s - mx), or None
+            if blend and st.o is not None:
+                st.o += np.einsum("c,cd->d", e[0], values[start:stop], out=st.o_chunk[0])  # (1, d_v)  V chunk in cache
+            elif st.o is not None:
+                v = values[start:stop]  # (c, d_v)
+                st.o += (v.T @ e.T).T if sp.issparse(v) else np.matmul(e, v, out=st.o_chunk)  # (m, d_v)
+        return st.state(a, b)
 
 
 class _Lse:
@@ -279,16 +291,44 @@ class _Lse:
 class _State:
     """Running per-query state of the reductions; ``reduce`` feeds it one chunk."""
 
-    def __init__(self, m: int, dt: np.dtype, *, dense, hard: bool, k: int, mask) -> None:
-        self.dense, self.hard, self.k, self.mask = dense, hard, k, mask
-        self.fast, self.post_scale = False, None
-        self.mx = self.se = self.o = self.ent = self.sq = None  # (m,), (m,), (m, d_v), (m,), (m,): set up by run
-        self.grid: list[_Lse] = []
+    def __init__(self, m: int, a: int, b: int, *, dt: np.dtype, dense, hard: bool, k: int, mask, fast: bool,
+                 post_scale, soft: bool, values, stats: bool, grid: Sequence[float]) -> None:
+        self.dt, self.dense, self.hard, self.k, self.mask, self.fast = dt, dense, hard, k, mask, fast
+        self.post_scale = None
+        if post_scale is not None:
+            with np.errstate(over="ignore"):
+                self.post_scale = dt.type(post_scale)
+        self.mx = self.se = self.o = self.ent = self.sq = None  # (m,), (m,), (m, d_v), (m,), (m,)
+        if soft:
+            self.mx = np.full(m, 0.0 if fast else -np.inf, dt)  # (m,)  running max (fixed 0 if fast)
+            self.se = np.zeros(m, dt)  # (m,)  running Σ exp(s - mx)
+            if values is not None:
+                self.o = np.zeros((m, values.shape[1]), dt)  # (m, d_v)
+                self.o_chunk = np.empty_like(self.o)  # (m, d_v)
+            if stats:
+                self.ent, self.sq = np.zeros(m, dt), np.zeros(m, dt)  # (m,), (m,)
+        self.grid = [_Lse(m, dt, g) for g in grid]
         self.ebuf = np.empty(0, dt)
         if hard:
             self.best_s = np.full(m, -np.inf, dt)  # (m,)
             self.best_r = np.full(m, -1, np.int64)  # (m,)
         self.top = _TopK(m, k, dt) if k else None
+        self.m = m
+
+    def state(self, a: int, b: int) -> KernelState:
+        """The mergeable state of rows a..b (global rows; scales are set by ``run``)."""
+        res = KernelState()
+        if self.se is not None:
+            mask, m, some = self.mask, self.m, b > a
+            allowed = np.full(m, some) if mask is None else mask[..., a:b].any(axis=-1) & np.full(m, some)  # (m,)
+            res.soft = SoftState(self.mx, self.se, self.o, allowed, self.ent, self.sq)
+        if self.hard:
+            res.hard = HardState(self.best_s, self.best_r)
+        if self.top is not None:
+            self.top.merge()
+            res.top = TopKState(self.top.s, self.top.r)
+        res.grid = tuple(SoftState(g.mx, g.se) for g in self.grid)
+        return res
 
     def reduce(self, s: np.ndarray, start: int, row0: int) -> np.ndarray | None:
         """Feed one chunk's scores (m, c) of local rows start.. (global row0..) to every reduction.

@@ -37,6 +37,7 @@ Examples
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -325,12 +326,13 @@ class _MeanHeadsBound:
 
     def __init__(self, bound: list, lse: np.ndarray, log_h: float) -> None:
         self.bound, self.lse, self.log_h, self.m = bound, lse, log_h, bound[0].m
-        self.tmp = np.empty(0, bound[0].dtype)
+        self.local = threading.local()  # one buffer per thread: the kernel may score ranges in parallel
 
     def scores(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
-        if self.tmp.size < out.size:
-            self.tmp = np.empty(out.size, self.tmp.dtype)  # reused by every chunk
-        t = self.tmp[: out.size].reshape(out.shape)  # (m, c)
+        t = getattr(self.local, "tmp", None)
+        if t is None or t.size < out.size:
+            t = self.local.tmp = np.empty(out.size, self.bound[0].dtype)  # reused by every chunk
+        t = t[: out.size].reshape(out.shape)  # (m, c)
         out.fill(-np.inf)
         for a, b in enumerate(self.bound):
             b.scores(start, stop, t)  # (m, c)  s^a / τ

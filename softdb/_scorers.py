@@ -63,6 +63,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -275,14 +277,15 @@ class _BlockBound:
         self.m = bound[0].m
         self.dtype = np.result_type(*(b.dtype for b in bound))
         self.by_row = all(getattr(b, "by_row", False) for b in bound)
-        self._tmp = np.empty(0, self.dtype)
+        self._local = threading.local()  # one buffer per thread: the kernel may score ranges in parallel
 
     def _sum(self, method: str, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         getattr(self.bound[0], method)(start, stop, out)
         if len(self.bound) > 1:
-            if self._tmp.size < out.size:
-                self._tmp = np.empty(out.size, self.dtype)  # reused by every chunk
-            tmp = self._tmp[: out.size].reshape(out.shape)
+            tmp = getattr(self._local, "tmp", None)
+            if tmp is None or tmp.size < out.size:
+                tmp = self._local.tmp = np.empty(out.size, self.dtype)  # reused by every chunk
+            tmp = tmp[: out.size].reshape(out.shape)
             for b in self.bound[1:]:
                 out += getattr(b, method)(start, stop, tmp)  # (m, c) | (c, m)
         return out

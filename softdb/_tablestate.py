@@ -29,6 +29,7 @@ state, τ and heads they came from, for modules that print or test them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -102,16 +103,27 @@ class Rows:
         _keys.freeze(values)
         return cls(keys, values, ids, payloads, dict(zip(ids, range(len(ids)))), _keys.norm_max(keys))
 
+    @cached_property
+    def _id_array(self) -> np.ndarray:
+        """(n + 1,) object array of the ids, then None: row -1 (no match) maps to None."""
+        return _lookup_array(self.ids)
+
+    @cached_property
+    def _payload_array(self) -> np.ndarray:
+        """(n + 1,) object array of the payloads, then None."""
+        return _lookup_array(self.payloads)
+
     def hits(self, rows: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> SearchResult:
         """Ids and payloads of hit ``rows`` (-1 = no match → None)."""
-        ids_arr = np.empty(len(self.ids) + 1, object)
-        ids_arr[:-1] = self.ids  # row -1 maps to the trailing None
-        pays = None
-        if self.payloads is not None:
-            pay_arr = np.empty(len(self.ids) + 1, object)
-            pay_arr[:-1] = self.payloads
-            pays = pay_arr[rows]  # (m, k)
-        return SearchResult(ids_arr[rows], scores, weights, pays, rows)
+        pays = None if self.payloads is None else self._payload_array[rows]  # (m, k)
+        return SearchResult(self._id_array[rows], scores, weights, pays, rows)
+
+
+def _lookup_array(items: tuple) -> np.ndarray:
+    arr = np.empty(len(items) + 1, object)  # (n + 1,)  built once per rows version
+    arr[:-1] = items
+    arr.flags.writeable = False
+    return arr
 
 
 def shared_values(keys: Any) -> Any:
