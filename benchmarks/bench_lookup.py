@@ -25,8 +25,8 @@ it times, in this one process:
 column sums, top-k candidates and merge), and ``--heads-memory N`` the peak extra
 memory of a 2-head projected search over N rows (tracemalloc).
 
-Timing is round-robin: each round runs every method once (in a rotated order),
-so background load hits all methods alike; one warm-up round, then the median of
+Timing is round-robin: each round runs every method once (in a fresh random order,
+so no method always follows the same one), so background load hits all methods alike; one warm-up round, then the median of
 ``--repeats`` rounds. Each timed call starts after a pause (``--pause``, 0.15 s):
 after a multithreaded call, OpenBLAS's idle worker threads spin for about 2^28 TSC
 ticks (~0.1 s; OPENBLAS_THREAD_TIMEOUT) and torch's OpenMP workers for a while too,
@@ -370,9 +370,10 @@ def time_case(case: Case, repeats: int, pause: float) -> dict[tuple[str, str], f
             fns[name] = (build(case), rt)
     names = list(fns)
     times: dict[str, list[float]] = {nm: [] for nm in names}
+    shuffle = np.random.default_rng(0)
     for r in range(repeats + 1):  # round 0 is the warm-up
         gc.collect()
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = [names[i] for i in shuffle.permutation(len(names))]  # each method after a random other
         for nm in order:
             fn, rt = fns[nm]
             time.sleep(pause)  # OpenBLAS / OpenMP workers of the call before go to sleep (module docstring)

@@ -51,8 +51,8 @@ from ._states import HardState, KernelResult, KernelState, SoftState, TopKState,
 
 __all__ = ["KernelResult", "KernelState", "run", "stream", "chunk_rows"]
 
-#: Bytes of scores held per chunk: small enough for L3, large enough that the GEMM calls
-#: are few (each multithreaded BLAS call ends in a barrier, costly on a loaded machine).
+#: Bytes of scores held per chunk (shared by the threads of a split pass): small enough for
+#: L3, large enough that the calls are few (each multithreaded BLAS call ends in a barrier).
 CHUNK_BYTES = 16 << 20
 #: A single query with a soft answer over dense values (``explain``, ``lookup`` of one
 #: query) reads chunks of about this many bytes of keys, scored and blended by numpy's own
@@ -81,11 +81,11 @@ TOPK_MERGE_MIN = 4096
 TOPK_GROUP_ROWS = 16
 
 
-def chunk_rows(m: int, n: int, itemsize: int, chunk: int | None = None) -> int:
-    """Rows per chunk: ``chunk`` if given, else CHUNK_BYTES worth of scores."""
+def chunk_rows(m: int, n: int, itemsize: int, chunk: int | None = None, threads: int = 1) -> int:
+    """Rows per chunk: ``chunk`` if given, else CHUNK_BYTES worth of scores shared by ``threads``."""
     if chunk is not None:
         return max(1, int(chunk))
-    return int(min(max(n, 1), max(256, CHUNK_BYTES // (max(m, 1) * itemsize))))
+    return int(min(max(n, 1), max(256, CHUNK_BYTES // threads // (max(m, 1) * itemsize))))
 
 
 def stream(
@@ -210,11 +210,12 @@ def run(
     pre = want_lse and post_scale is None
     bound = scorer.bind(queries, scale if pre else 1.0)  # one score call serves every reduction
     m, dt = bound.m, np.dtype(bound.dtype)
-    one = m == 1 and hasattr(bound, "scores_one")  # one query: numpy's own dot loop (twice BLAS's GEMV here)
-    blend = one and soft and isinstance(values, np.ndarray) and values.dtype == dt  # cache-sized chunks
     parts = _parallel.split(n, _parallel.threads_for(m, n, threads)) if n else [(0, 0)]
+    blend = (soft and m == 1 and isinstance(values, np.ndarray) and values.dtype == dt
+             and hasattr(bound, "scores_one"))  # one query: cache-sized chunks scored and blended by numpy
+    one = blend or (m == 1 and len(parts) > 1 and hasattr(bound, "scores_one"))  # numpy's dot: 2x one-thread GEMV
     longest = max(b - a for a, b in parts)
-    step = chunk_rows(m, longest, dt.itemsize, chunk)
+    step = chunk_rows(m, longest, dt.itemsize, chunk, len(parts))  # the memory of one pass, whatever the threads
     if blend and chunk is None:
         row_bytes = bound.row_bytes() + values.shape[1] * values.itemsize
         step = int(min(max(longest, 1), max(256, BLEND_CHUNK_BYTES // max(row_bytes, 1))))

@@ -41,9 +41,9 @@ T = TypeVar("T")
 
 #: A pass is split only from this many score cells (m × n) per thread: below it the
 #: hand-off to a thread (~50 µs) is a visible part of the lookup.
-MIN_CELLS_PER_THREAD = 1 << 17
+MIN_CELLS_PER_THREAD = 1 << 15
 #: ... and from this many rows per thread (each range runs a chunk loop of its own).
-MIN_ROWS_PER_THREAD = 2048
+MIN_ROWS_PER_THREAD = 8192
 
 _lock = threading.Lock()
 _depth = 0  # split passes running now
