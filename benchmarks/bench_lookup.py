@@ -22,7 +22,8 @@ it times, in this one process:
   ``util.semantic_search`` (its default cosine score).
 
 ``--breakdown`` also prints where search(k=10) spends its time (chunked GEMM, exp and
-column sums, top-k candidates and merge), and ``--heads-memory N`` the peak extra
+column sums, top-k candidates and merge: each stage on one thread, as one of the
+threads of a split pass runs it), and ``--heads-memory N`` the peak extra
 memory of a 2-head projected search over N rows (tracemalloc).
 
 Timing is round-robin: each round runs every method once (in a fresh random order,
@@ -66,6 +67,7 @@ import scipy.special
 
 import softdb
 from softdb import Projection, SoftTable
+from softdb import _parallel
 from softdb._kernel import _column_sums, _TopK, chunk_rows, stream
 from softdb._plan import Ask
 from softdb._tablestate import TableState
@@ -432,7 +434,8 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, pause: float, tau: 
     """
     m, n = Q.shape[0], len(table)
     K = table.keys
-    step = chunk_rows(m, n, 4)
+    threads = _parallel.threads_for(m, n, None)
+    step = chunk_rows(m, n, 4, None, threads)  # the chunk one thread of table.search's split pass uses
     buf = np.empty(m * min(step, n), np.float32)  # (m·step,)
     Qs = Q * np.float32(1 / tau)  # (m, d)
 
@@ -476,8 +479,9 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, pause: float, tau: 
             if r:
                 times[nm].append(time.perf_counter() - t0)
     base = float(np.median(times["bare GEMM Q@K.T"]))
-    print(f"\nsearch(k=10) breakdown at n = {n}, m = {m}, τ = {tau:g} ({step} rows per chunk; median of "
-          f"{repeats}, load {os.getloadavg()[0]:.1f}):")
+    print(f"\nsearch(k=10) breakdown at n = {n}, m = {m}, τ = {tau:g} (stages on one thread, {step} rows per "
+          f"chunk; table.search splits the rows over {threads} threads; median of {repeats}, "
+          f"load {os.getloadavg()[0]:.1f}):")
     prev = None
     for nm in names:
         t = float(np.median(times[nm]))

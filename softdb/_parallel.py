@@ -132,6 +132,16 @@ def _executor(size: int) -> ThreadPoolExecutor:
         return _pool
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: start from a fresh pool and count."""
+    global _lock, _depth, _limiter, _pool, _pool_size
+    _lock, _depth, _limiter, _pool, _pool_size = threading.Lock(), 0, None, None, 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def map_ranges(fn: Callable[[int, int], T], ranges: Sequence[tuple[int, int]]) -> list[T]:
     """``[fn(a, b) for a, b in ranges]``, one range per thread (the first on the caller's), BLAS on one thread.
 

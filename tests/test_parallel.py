@@ -231,3 +231,29 @@ def test_split_ranges_cover_the_rows():
             r = _parallel.split(n, parts)
             assert r[0][0] == 0 and r[-1][1] == n and all(a < b for a, b in r)
             assert all(r[i][1] == r[i + 1][0] for i in range(len(r) - 1))
+
+
+def _split_run_in_child(conn) -> None:
+    K = np.arange(40000, dtype=np.float32).reshape(10000, 4) % 7
+    rows = finalize(run(DenseScorer(K), K[:3], k=2, threads=2)).top_rows
+    conn.send(rows.tolist())
+
+
+def test_a_forked_child_gets_its_own_thread_pool():
+    """After fork the parent's pool threads do not exist in the child: it must not wait on them."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork start method on this platform")
+    K = np.arange(40000, dtype=np.float32).reshape(10000, 4) % 7
+    expected = finalize(run(DenseScorer(K), K[:3], k=2, threads=2)).top_rows.tolist()  # the pool exists now
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=_split_run_in_child, args=(child,))
+    p.start()
+    p.join(60)
+    if p.is_alive():
+        p.kill()
+        pytest.fail("the forked child hung in a split run")
+    assert p.exitcode == 0
+    assert parent.recv() == expected
