@@ -55,9 +55,11 @@ __all__ = ["KernelResult", "KernelState", "run", "stream", "chunk_rows"]
 #: L3, large enough that the calls are few (each multithreaded BLAS call ends in a barrier).
 CHUNK_BYTES = 16 << 20
 #: A single query with a soft answer over dense values (``explain``, ``lookup`` of one
-#: query) reads chunks of about this many bytes of keys, scored and blended by numpy's own
-#: loops (no BLAS call, so no thread barrier per chunk): the values (the keys again when
-#: K = V) are still in cache when the chunk is blended, so memory is swept once.
+#: query) reads chunks of about this many bytes of keys + values (per thread), scored and
+#: blended by numpy's own loops: the values (the keys again when K = V) are still in cache
+#: when the chunk is blended, so memory is swept once. When |score / τ| <= FAST_BOUND the
+#: blend needs no running max, and the other reductions run once per CHUNK_BYTES of scores
+#: instead of once per blended chunk (``_Pass._bounded_blend``).
 BLEND_CHUNK_BYTES = 16 << 20
 #: With |scores / τ| <= FAST_BOUND, exp cannot overflow or underflow (float32), so the
 #: soft reduction needs no running max: one exp pass per chunk instead of three.
@@ -219,16 +221,20 @@ def run(
     if blend and chunk is None:
         row_bytes = bound.row_bytes() + values.shape[1] * values.itemsize
         step = int(min(max(longest, 1), max(256, BLEND_CHUNK_BYTES // max(row_bytes, 1))))
-    fast = False
-    if want_lse and post_scale is None and m and not stats:
+    fast = bounded = False
+    if want_lse and post_scale is None and m:
         ab = bound.abs_max()
-        fast = ab is not None and ab <= FAST_BOUND  # the soft reduction needs no running max
+        bounded = ab is not None and ab <= FAST_BOUND  # exp(scores) can neither overflow nor underflow
+        fast = bounded and not stats  # the soft reduction needs no running max
+    outer = 0  # a bounded blend: values blended per cache-sized chunk, reductions per big chunk
+    if blend and bounded and chunk is None:
+        outer = max(step, chunk_rows(m, longest, dt.itemsize, None, len(parts)))
     by_row = (bool(k) and m >= ROW_LAYOUT_MIN and not hard and dense is None and not (soft and values is not None)
               and not grid and not stats and getattr(bound, "by_row", False))
     units = scale if want_lse else 1.0  # s holds raw score × units once post-scaled
-    pass_ = _Pass(bound, values, step=step, one=one, blend=blend, by_row=by_row, offset=offset,
+    pass_ = _Pass(bound, values, step=step, one=one, blend=blend, by_row=by_row, offset=offset, outer=outer,
                   setup=dict(dt=dt, dense=dense, hard=hard, k=k, mask=mask, fast=fast, post_scale=post_scale,
-                             soft=want_lse, values=values if soft else None, stats=stats,
+                             soft=want_lse, values=values if soft and not outer else None, stats=stats,
                              grid=[g / units for g in grid]))
     states = _parallel.map_ranges(pass_.rows, parts)
     res = merge(*states) if len(states) > 1 else states[0]
@@ -240,12 +246,14 @@ class _Pass:
     """One kernel pass, set up once; ``rows(a, b)`` runs its chunk loop over rows a..b (one thread)."""
 
     def __init__(self, bound: Any, values: Any, *, step: int, one: bool, blend: bool, by_row: bool, offset: int,
-                 setup: dict) -> None:
+                 outer: int, setup: dict) -> None:
         self.bound, self.values, self.step, self.one, self.blend, self.by_row = bound, values, step, one, blend, by_row
-        self.offset, self.setup = offset, setup
+        self.offset, self.outer, self.setup = offset, outer, setup
 
     @np.errstate(over="ignore", invalid="ignore")  # numpy's error state is per thread: set it in each
     def rows(self, a: int, b: int) -> KernelState:
+        if self.outer:
+            return self._bounded_blend(a, b)
         bound, values, step, blend, offset = self.bound, self.values, self.step, self.blend, self.offset
         m = bound.m
         st = _State(m, a, b, **self.setup)
@@ -266,6 +274,40 @@ class _Pass:
                 v = values[start:stop]  # (c, d_v)
                 st.o += (v.T @ e.T).T if sp.issparse(v) else np.matmul(e, v, out=st.o_chunk)  # (m, d_v)
         return st.state(a, b)
+
+    def _bounded_blend(self, a: int, b: int) -> KernelState:
+        """One query, a soft answer, |score / τ| <= FAST_BOUND: o = Σ exp(l_j) v_j with no shift.
+
+        Each cache-sized chunk (``step`` rows, BLEND_CHUNK_BYTES of keys and values) is scored
+        into a big chunk's score buffer and blended at once, while its values are in cache;
+        the reductions (log-sum-exp, hard, top-k, entropy, grid) then run once per big chunk
+        (``outer`` rows), so their fixed cost per call is paid ~outer/step times less often.
+        """
+        bound, values, step, outer, offset, mask = self.bound, self.values, self.step, self.outer, self.offset, None
+        st = _State(1, a, b, **self.setup)
+        mask = st.mask
+        o = np.zeros(values.shape[1], st.dt)  # (d_v,)  Σ exp(l_j) v_j: shift 0
+        tmp = np.empty_like(o)  # (d_v,)
+        buf = np.empty(min(outer, b - a), st.dt)  # (outer,)  scores of one big chunk
+        ebuf = np.empty(min(step, b - a), st.dt)  # (step,)  their exp, one small chunk at a time
+        for start in range(a, b, outer):
+            stop = min(start + outer, b)
+            s = buf[: stop - start].reshape(1, stop - start)  # (1, c)
+            for i in range(start, stop, step):
+                j = min(i + step, stop)
+                si = s[:, i - start : j - start]  # (1, c_i)  view
+                bound.scores_one(i, j, si)
+                if mask is not None:
+                    np.copyto(si[0], -np.inf, where=~(mask[i:j] if mask.ndim == 1 else mask[0, i:j]))
+                e = np.exp(si[0], out=ebuf[: j - i])  # (c_i,)  masked: 0
+                o += np.einsum("c,cd->d", e, values[i:j], out=tmp)  # values still in cache
+            st.reduce(s, start, start + offset)
+        res = st.state(a, b)
+        soft = res.soft
+        with np.errstate(over="ignore"):
+            rebase = np.where(soft.se > 0, np.exp(-soft.mx), 0).astype(st.dt)  # (1,)  Σ e^l v → Σ e^(l-mx) v
+        soft.o = (o * rebase)[None, :]  # (1, d_v)
+        return res
 
 
 class _Lse:

@@ -257,3 +257,50 @@ def test_a_forked_child_gets_its_own_thread_pool():
         pytest.fail("the forked child hung in a split run")
     assert p.exitcode == 0
     assert parent.recv() == expected
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("masked", ["none", "rows", "pairs", "all"])
+def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, threads, masked):
+    """explain's path: one query, a soft answer over values, |score / τ| bounded.
+
+    Values are blended per small chunk (shift 0) while the reductions run per big chunk;
+    small chunk sizes force several of each. Checked against float64 numpy.
+    """
+    from softdb import _kernel
+
+    monkeypatch.setattr(_kernel, "BLEND_CHUNK_BYTES", 1)  # 256 rows per blended chunk
+    monkeypatch.setattr(_kernel, "CHUNK_BYTES", 4096)  # 1024 (or 512 per thread) rows per reduction chunk
+    calls = []
+    inner = _kernel._Pass._bounded_blend
+    monkeypatch.setattr(_kernel._Pass, "_bounded_blend", lambda self, a, b: calls.append((a, b)) or inner(self, a, b))
+    rng = np.random.default_rng(6)
+    n, d = 3000, 8
+    K = rng.standard_normal((n, d)).astype(np.float32)
+    K /= np.linalg.norm(K, axis=1, keepdims=True)
+    V = rng.standard_normal((n, 5)).astype(np.float32)
+    q = K[:1] * np.float32(0.9) + np.float32(0.1) * rng.standard_normal((1, d)).astype(np.float32)
+    q /= np.linalg.norm(q)
+    mask = {"none": None, "rows": rng.random(n) < 0.6, "pairs": rng.random((1, n)) < 0.6,
+            "all": np.zeros(n, bool)}[masked]
+    scale = 20.0  # τ = 0.05: |score / τ| <= 20
+    st_ = run(DenseScorer(K, 1.0), q, V, scale=scale, soft=True, hard=True, k=7, stats=True, mask=mask,
+              threads=threads)
+    assert len(calls) == threads
+    r = finalize(st_)
+    if masked == "all":  # no allowed row: "no match", never NaN
+        assert r.best_row[0] == -1 and (r.top_rows[0] == -1).all() and r.lse[0] == -np.inf
+        np.testing.assert_array_equal(r.out[0], 0)
+        return
+    allowed = np.ones(n, bool) if mask is None else mask.reshape(-1)
+    s = (q.astype(np.float64) @ K.T.astype(np.float64))[0] * scale  # (n,)
+    s[~allowed] = -np.inf
+    w = np.exp(s - s.max())
+    w /= w.sum()
+    np.testing.assert_allclose(r.out[0], w @ V.astype(np.float64), rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(r.lse[0], np.log(np.exp(s - s.max()).sum()) + s.max(), rtol=1e-6)
+    nz = w > 0
+    np.testing.assert_allclose(r.entropy[0], -(w[nz] * np.log(w[nz])).sum(), rtol=1e-4)
+    np.testing.assert_allclose(r.effective_rows[0], 1 / (w**2).sum(), rtol=1e-4)
+    assert r.best_row[0] == int(np.argmax(s))
+    np.testing.assert_array_equal(r.top_rows[0], np.argsort(-s, kind="stable")[:7])
