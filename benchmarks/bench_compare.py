@@ -3,11 +3,11 @@
 
 The other commit is exported with ``git archive`` into a temporary folder and
 imported under its own module objects, so both versions run on the same data,
-round-robin (every round runs each method of both versions once, in a rotated
-order): background load hits them alike. Ratios are to the bare Q@K.T GEMM of
-the same round; the last column is this checkout's time over the other's. Each
-timed call starts after a pause (``--pause``; see bench_lookup.py: OpenBLAS's idle
-workers spin ~0.1 s after a multithreaded call).
+round-robin (every round runs each method of both versions once, in a random
+order): background load hits them alike. Ratios are to the bare Q@K.T GEMM of the
+same round; the last column is this checkout's time over the other's. Timing is
+bench_lookup.timed_rounds: a rest (``--pause``) before each timed call, as OpenBLAS's
+idle workers spin ~0.1 s after a multithreaded call, and calls under 50 ms timed warm.
 
     python benchmarks/bench_compare.py --base HEAD~1 --sizes 100k --queries 1,256
 """
@@ -19,14 +19,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(HERE), str(HERE / "benchmarks")]  # this checkout first
-from bench_lookup import K_TOP, SETTLE_S, make_data, parse_sizes  # noqa: E402
+from bench_lookup import K_TOP, SETTLE_S, make_data, parse_sizes, timed_rounds  # noqa: E402
 
 
 def _import_softdb(root: Path):
@@ -98,16 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         # lazy imports inside softdb resolve through sys.modules: give each its own
                         fns[(tag, name)] = lambda fn=fn, mods=mods: (_activate(mods), fn())
-                times = {key: [] for key in fns}
                 keys = list(fns)
-                for r in range(args.repeats + 1):
-                    for key in keys[r % len(keys):] + keys[: r % len(keys)]:
-                        time.sleep(args.pause)
-                        t0 = time.perf_counter()
-                        fns[key]()
-                        if r:
-                            times[key].append(time.perf_counter() - t0)
-                med = {key: float(np.median(v)) for key, v in times.items()}
+                med = {key: ms / 1e3 for key, ms in timed_rounds(fns, args.repeats, args.pause).items()}
                 g = med[("gemm", "Q@K.T")]
                 for name in [k[1] for k in keys if k[0] == "head"]:
                     b, h = med[("base", name)], med[("head", name)]

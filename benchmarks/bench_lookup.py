@@ -32,7 +32,10 @@ so no method always follows the same one), so background load hits all methods a
 after a multithreaded call, OpenBLAS's idle worker threads spin for about 2^28 TSC
 ticks (~0.1 s; OPENBLAS_THREAD_TIMEOUT) and torch's OpenMP workers for a while too,
 taking a core from whatever runs next; without the pause each method would be
-timed against the spinning leftovers of the one before it. Peak extra memory is measured, not estimated: numpy-based
+timed against the spinning leftovers of the one before it. After the rest a call starts
+cold (caches, clock speed, sleeping BLAS workers), which would dominate the smallest
+lookups: a method whose calls take under 50 ms (``WARM_S``) is called once, untimed,
+right before each timed call, so it is timed as in a loop that calls it. Peak extra memory is measured, not estimated: numpy-based
 methods under tracemalloc (numpy reports its buffers to it); torch and FAISS
 allocate outside Python, so they run in a child process that resets its RSS
 high-water mark (/proc/self/clear_refs) and reports VmHWM - VmRSS.
@@ -371,18 +374,39 @@ def time_case(case: Case, repeats: int, pause: float) -> dict[tuple[str, str], f
         if AVAILABLE[rt] and name not in fns:
             fns[name] = (build(case), rt)
     names = list(fns)
+    return timed_rounds({nm: fn for nm, (fn, _) in fns.items()}, repeats, pause)
+
+
+#: Calls shorter than this are timed as the second of two back-to-back calls (module docstring).
+WARM_S = 0.05
+
+
+def timed_rounds(fns: dict[str, Callable[[], object]], repeats: int, pause: float) -> dict[str, float]:
+    """Median ms of each function over ``repeats`` rounds (after one untimed round).
+
+    Every round runs each function once, in a fresh random order, after ``pause`` s of rest.
+    A function whose first call took under WARM_S is called once more untimed right before
+    each timed call, so it is timed warm (as in a loop calling it), not cold after the rest.
+    """
+    names = list(fns)
     times: dict[str, list[float]] = {nm: [] for nm in names}
+    short: dict[str, bool] = {}
     shuffle = np.random.default_rng(0)
     for r in range(repeats + 1):  # round 0 is the warm-up
         gc.collect()
         order = [names[i] for i in shuffle.permutation(len(names))]  # each method after a random other
         for nm in order:
-            fn, rt = fns[nm]
+            fn = fns[nm]
             time.sleep(pause)  # OpenBLAS / OpenMP workers of the call before go to sleep (module docstring)
+            if short.get(nm):
+                fn()  # warm: caches, clocks and this method's own BLAS threads, as in a loop
             t0 = time.perf_counter()
             fn()
+            t = time.perf_counter() - t0
             if r:
-                times[nm].append(time.perf_counter() - t0)
+                times[nm].append(t)
+            else:
+                short[nm] = t < WARM_S
     return {nm: float(np.median(t)) * 1e3 for nm, t in times.items()}
 
 
@@ -469,22 +493,15 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, pause: float, tau: 
         fns["peer: torch mm + topk"] = mm_topk
         if st_util is not None:
             fns["peer: st util.semantic_search"] = lambda: st_util.semantic_search(tq, tk, top_k=K_TOP)
-    times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
-    for r in range(repeats + 1):
-        for nm in names[r % len(names):] + names[: r % len(names)]:
-            time.sleep(pause)
-            t0 = time.perf_counter()
-            fns[nm]()
-            if r:
-                times[nm].append(time.perf_counter() - t0)
-    base = float(np.median(times["bare GEMM Q@K.T"]))
+    med = timed_rounds(fns, repeats, pause)  # ms
+    base = med["bare GEMM Q@K.T"] / 1e3
     print(f"\nsearch(k=10) breakdown at n = {n}, m = {m}, τ = {tau:g} (stages on one thread, {step} rows per "
           f"chunk; table.search splits the rows over {threads} threads; median of {repeats}, "
           f"load {os.getloadavg()[0]:.1f}):")
     prev = None
     for nm in names:
-        t = float(np.median(times[nm]))
+        t = med[nm] / 1e3
         staged = nm.startswith(("chunked", "+"))
         step_ms = f"  (+{(t - prev) * 1e3:.1f} ms)" if staged and prev is not None else ""
         print(f"  {nm:<34} {t * 1e3:9.1f} ms  {t / base:5.2f}x{step_ms}")
