@@ -123,12 +123,14 @@ def single_blas() -> Iterator[None]:
 
 
 def _executor(size: int) -> ThreadPoolExecutor:
+    """A pool of at least ``size`` workers (threads start lazily, as ranges need them)."""
     global _pool, _pool_size
     with _lock:
         if _pool is None or _pool_size < size:
-            old, _pool, _pool_size = _pool, ThreadPoolExecutor(size, thread_name_prefix="softdb"), size
-            if old is not None:
-                old.shutdown(wait=False)
+            # never shut down the old pool: a concurrent pass may be submitting to it; its idle
+            # threads exit once it is garbage-collected
+            _pool_size = max(size, _cpus() - 1)
+            _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="softdb")
         return _pool
 
 
