@@ -217,7 +217,7 @@ def run(
              and hasattr(bound, "scores_one"))  # one query: cache-sized chunks scored and blended by numpy
     one = blend or (m == 1 and len(parts) > 1 and hasattr(bound, "scores_one"))  # numpy's dot: 2x one-thread GEMV
     longest = max(b - a for a, b in parts)
-    step = chunk_rows(m, longest, dt.itemsize, chunk, len(parts))  # the memory of one pass, whatever the threads
+    step = score_rows = chunk_rows(m, longest, dt.itemsize, chunk, len(parts))  # one pass's memory, any threads
     if blend and chunk is None:
         row_bytes = bound.row_bytes() + values.shape[1] * values.itemsize
         step = int(min(max(longest, 1), max(256, BLEND_CHUNK_BYTES // max(row_bytes, 1))))
@@ -228,7 +228,7 @@ def run(
         fast = bounded and not stats  # the soft reduction needs no running max
     outer = 0  # a bounded blend: values blended per cache-sized chunk, reductions per big chunk
     if blend and bounded and chunk is None:
-        outer = max(step, chunk_rows(m, longest, dt.itemsize, None, len(parts)))
+        outer = max(step, score_rows)
     by_row = (bool(k) and m >= ROW_LAYOUT_MIN and not hard and dense is None and not (soft and values is not None)
               and not grid and not stats and getattr(bound, "by_row", False))
     units = scale if want_lse else 1.0  # s holds raw score × units once post-scaled
@@ -256,7 +256,7 @@ class _Pass:
             return self._bounded_blend(a, b)
         bound, values, step, blend, offset = self.bound, self.values, self.step, self.blend, self.offset
         m = bound.m
-        st = _State(m, a, b, **self.setup)
+        st = _State(m, **self.setup)
         buf = np.empty(m * min(step, b - a), st.dt)  # (m·step,)  one score buffer for every chunk
         for start in range(a, b, step):
             stop = min(start + step, b)
@@ -283,9 +283,8 @@ class _Pass:
         the reductions (log-sum-exp, hard, top-k, entropy, grid) then run once per big chunk
         (``outer`` rows), so their fixed cost per call is paid ~outer/step times less often.
         """
-        bound, values, step, outer, offset, mask = self.bound, self.values, self.step, self.outer, self.offset, None
-        st = _State(1, a, b, **self.setup)
-        mask = st.mask
+        bound, values, step, outer, offset = self.bound, self.values, self.step, self.outer, self.offset
+        st = _State(1, **self.setup)
         o = np.zeros(values.shape[1], st.dt)  # (d_v,)  Σ exp(l_j) v_j: shift 0
         tmp = np.empty_like(o)  # (d_v,)
         buf = np.empty(min(outer, b - a), st.dt)  # (outer,)  scores of one big chunk
@@ -297,8 +296,7 @@ class _Pass:
                 j = min(i + step, stop)
                 si = s[:, i - start : j - start]  # (1, c_i)  view
                 bound.scores_one(i, j, si)
-                if mask is not None:
-                    np.copyto(si[0], -np.inf, where=~(mask[i:j] if mask.ndim == 1 else mask[0, i:j]))
+                st.apply_mask(si, i)
                 e = np.exp(si[0], out=ebuf[: j - i])  # (c_i,)  masked: 0
                 o += np.einsum("c,cd->d", e, values[i:j], out=tmp)  # values still in cache
             st.reduce(s, start, start + offset)
@@ -334,7 +332,7 @@ class _Lse:
 class _State:
     """Running per-query state of the reductions; ``reduce`` feeds it one chunk."""
 
-    def __init__(self, m: int, a: int, b: int, *, dt: np.dtype, dense, hard: bool, k: int, mask, fast: bool,
+    def __init__(self, m: int, *, dt: np.dtype, dense, hard: bool, k: int, mask, fast: bool,
                  post_scale, soft: bool, values, stats: bool, grid: Sequence[float]) -> None:
         self.dt, self.dense, self.hard, self.k, self.mask, self.fast = dt, dense, hard, k, mask, fast
         self.post_scale = None
@@ -373,16 +371,19 @@ class _State:
         res.grid = tuple(SoftState(g.mx, g.se) for g in self.grid)
         return res
 
+    def apply_mask(self, s: np.ndarray, start: int) -> None:
+        """Set the masked cells of chunk scores ``s`` (m, c) of local rows start.. to -inf."""
+        if self.mask is not None:
+            mask, c = self.mask, s.shape[1]
+            mc = mask[start : start + c] if mask.ndim == 1 else mask[:, start : start + c]  # (c,) | (m, c)
+            np.copyto(s, -np.inf, where=~mc)
+
     def reduce(self, s: np.ndarray, start: int, row0: int) -> np.ndarray | None:
         """Feed one chunk's scores (m, c) of local rows start.. (global row0..) to every reduction.
 
         Returns exp(s - mx) (in ``s`` itself unless ``stats``), or None without soft.
         """
-        c = s.shape[1]
-        if self.mask is not None:
-            mask = self.mask
-            mc = mask[start : start + c] if mask.ndim == 1 else mask[:, start : start + c]  # (c,) | (m, c)
-            np.copyto(s, -np.inf, where=~mc)
+        self.apply_mask(s, start)
         if self.hard:
             idx = s.argmax(axis=1)  # (m,)  first max: lowest row in the chunk
             cs = np.take_along_axis(s, idx[:, None], axis=1)[:, 0]  # (m,)
@@ -398,7 +399,7 @@ class _State:
         if self.se is None:
             return None
         if self.dense is not None:
-            self.dense[:, start : start + c] = s
+            self.dense[:, start : start + s.shape[1]] = s
         mx, se = self.mx, self.se  # (m,), (m,)  updated in place
         if self.fast:
             np.exp(s, out=s)  # (m, c)  |s| <= FAST_BOUND: no shift needed

@@ -68,8 +68,12 @@ def blas_threads() -> int:
     with _lock:
         if _depth:
             return _found
-    libs = _blas_controllers().lib_controllers
-    return max([lib.num_threads for lib in libs] or [1])
+    return _set_threads()
+
+
+def _set_threads() -> int:
+    """BLAS's thread setting now (the largest over the BLAS libraries loaded; 1 if none)."""
+    return max([lib.num_threads for lib in _blas_controllers().lib_controllers] or [1])
 
 
 def _cpus() -> int:
@@ -108,9 +112,8 @@ def single_blas() -> Iterator[None]:
     global _depth, _limiter, _found
     with _lock:
         if _depth == 0:
-            ctl = _blas_controllers()
-            _found = max([lib.num_threads for lib in ctl.lib_controllers] or [1])
-            _limiter = ctl.limit(limits=1)
+            _found = _set_threads()
+            _limiter = _blas_controllers().limit(limits=1)
         _depth += 1
     try:
         yield
