@@ -32,7 +32,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.full: $(VENV)/.base
-	$(PIP) install -q -e ".[text,eval,plot,bench,dask,views,hybrid,dev]"
+	$(PIP) install -q -e ".[text,eval,plot,bench,dask,views,hybrid,fast,dev]"
 	touch $@
 
 demo: $(VENV)/.base

@@ -8,8 +8,10 @@ it times, in this one process:
   top-10 alone, ``table.search(k=10)`` (top-10 plus full-table weights), and, on
   the same keys as a K = V table (a text table, as ``from_texts`` builds), the
   query plan's "explain" (top-10, soft and hard answers, entropy, effective rows:
-  one pass) and "search --json" (top-10, weights, entropy, effective rows: one
-  pass, as ``softdb search --json`` asks it) of the first query;
+  one pass; with numba installed, ``softdb[fast]``, its soft answer is the compiled
+  loop of softdb/_fused.py, and "explain, numpy loop" is the same call without it)
+  and "search --json" (top-10, weights, entropy, effective rows: one pass, as
+  ``softdb search --json`` asks it) of the first query;
 - (a) the bare GEMMs the lookup needs, into preallocated outputs: Q@K.T, plus W@V
   for soft. This is the practical limit and the denominator of every ratio. For
   hard and top-10 the same scores as K@Q.T are shown too: that orientation is often
@@ -70,7 +72,7 @@ import scipy.special
 
 import softdb
 from softdb import Projection, SoftTable
-from softdb import _parallel
+from softdb import _fused, _parallel
 from softdb._kernel import _column_sums, _TopK, chunk_rows, stream
 from softdb._plan import Ask
 from softdb._tablestate import TableState
@@ -240,6 +242,19 @@ def _explain(c: Case) -> Callable[[], object]:
     return lambda: explain(t, c.Q[0], k=K_TOP)
 
 
+def _explain_numpy(c: Case) -> Callable[[], object]:
+    """explain with softdb._fused's compiled loop switched off: what the core alone (numpy) does."""
+    t = c.kv_table
+
+    def run() -> object:
+        _fused.ENABLED = False
+        try:
+            return explain(t, c.Q[0], k=K_TOP)
+        finally:
+            _fused.ENABLED = True
+    return run
+
+
 def _search_json(c: Case) -> Callable[[], object]:
     """What `softdb search --json` computes for a batch of query vectors: one plan call."""
     t = c.kv_table
@@ -297,6 +312,7 @@ METHODS: list[tuple[str, str, Callable[[Case], Callable[[], object]], str]] = [
     ("top10", "st util.semantic_search", _st_semantic_search, "st"),
     ("plan", "softdb search k=10 (1 query)", lambda c: lambda: c.kv_table.search(c.Q[0], k=K_TOP), "numpy"),
     ("plan", "softdb explain (1 query)", _explain, "numpy"),
+    ("plan", "softdb explain, numpy loop", _explain_numpy, "numpy"),
     ("plan", "softdb search --json (1 query)", _search_json, "numpy"),
 ]
 AVAILABLE = {"numpy": True, "torch": torch is not None, "faiss": faiss is not None,
@@ -428,6 +444,10 @@ def machine() -> str:
         peers.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     if faiss is not None:
         peers.append(f"faiss {faiss.__version__}")
+    if _fused.available():
+        import numba
+
+        peers.append(f"numba {numba.__version__} (softdb[fast]: explain's compiled loop)")
     return (f"{cpu}, {os.cpu_count()} cores; numpy {np.__version__} ({blas}), scipy {scipy.__version__}, "
             + ", ".join(peers) + f"; Python {platform.python_version()}; softdb {softdb.__version__}")
 

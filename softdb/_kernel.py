@@ -46,7 +46,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._scorers import DenseScorer
-from . import _parallel
+from . import _fused, _parallel
 from ._states import HardState, KernelResult, KernelState, SoftState, TopKState, finalize, merge
 
 __all__ = ["KernelResult", "KernelState", "run", "stream", "chunk_rows"]
@@ -227,13 +227,15 @@ def run(
         bounded = ab is not None and ab <= FAST_BOUND  # exp(scores) can neither overflow nor underflow
         fast = bounded and not stats  # the soft reduction needs no running max
     outer = 0  # a bounded blend: values blended per cache-sized chunk, reductions per big chunk
+    fused = False  # a bounded blend by the compiled loop: each row scored and blended in L1
     if blend and bounded and chunk is None:
         outer = max(step, score_rows)
+        fused = n >= _fused.MIN_ROWS and _fusable(bound, values) and _fused.available()
     by_row = (bool(k) and m >= ROW_LAYOUT_MIN and not hard and dense is None and not (soft and values is not None)
               and not grid and not stats and getattr(bound, "by_row", False))
     units = scale if want_lse else 1.0  # s holds raw score × units once post-scaled
     pass_ = _Pass(bound, values, step=step, one=one, blend=blend, by_row=by_row, offset=offset, outer=outer,
-                  setup=dict(dt=dt, dense=dense, hard=hard, k=k, mask=mask, fast=fast, post_scale=post_scale,
+                  fused=fused, setup=dict(dt=dt, dense=dense, hard=hard, k=k, mask=mask, fast=fast, post_scale=post_scale,
                              soft=want_lse, values=values if soft and not outer else None, stats=stats,
                              grid=[g / units for g in grid]))
     states = _parallel.map_ranges(pass_.rows, parts)
@@ -242,13 +244,21 @@ def run(
     return res
 
 
+def _fusable(bound: Any, values: np.ndarray) -> bool:
+    """Dense keys, the query and the values in one float dtype: what the compiled loop takes."""
+    if not hasattr(bound, "dense_rows"):
+        return False
+    keys, q = bound.dense_rows()
+    return keys.dtype == q.dtype == values.dtype and q.dtype in (np.float32, np.float64)
+
+
 class _Pass:
     """One kernel pass, set up once; ``rows(a, b)`` runs its chunk loop over rows a..b (one thread)."""
 
     def __init__(self, bound: Any, values: Any, *, step: int, one: bool, blend: bool, by_row: bool, offset: int,
-                 outer: int, setup: dict) -> None:
+                 outer: int, fused: bool, setup: dict) -> None:
         self.bound, self.values, self.step, self.one, self.blend, self.by_row = bound, values, step, one, blend, by_row
-        self.offset, self.outer, self.setup = offset, outer, setup
+        self.offset, self.outer, self.fused, self.setup = offset, outer, fused, setup
 
     @np.errstate(over="ignore", invalid="ignore")  # numpy's error state is per thread: set it in each
     def rows(self, a: int, b: int) -> KernelState:
@@ -289,9 +299,14 @@ class _Pass:
         tmp = np.empty_like(o)  # (d_v,)
         buf = np.empty(min(outer, b - a), st.dt)  # (outer,)  scores of one big chunk
         ebuf = np.empty(min(step, b - a), st.dt)  # (step,)  their exp, one small chunk at a time
+        keys, q = bound.dense_rows() if self.fused else (None, None)
         for start in range(a, b, outer):
             stop = min(start + outer, b)
             s = buf[: stop - start].reshape(1, stop - start)  # (1, c)
+            if self.fused:  # each row scored, exp'd and blended while in L1: one read of memory
+                _fused.score_blend(keys[start:stop], q, values[start:stop], st.mask_rows(start, stop), s[0], o)
+                st.reduce(s, start, start + offset)
+                continue
             for i in range(start, stop, step):
                 j = min(i + step, stop)
                 si = s[:, i - start : j - start]  # (1, c_i)  view
@@ -370,6 +385,12 @@ class _State:
             res.top = TopKState(self.top.s, self.top.r)
         res.grid = tuple(SoftState(g.mx, g.se) for g in self.grid)
         return res
+
+    def mask_rows(self, start: int, stop: int) -> np.ndarray | None:
+        """The one query's allowed local rows start..stop, (c,) bool; None without a mask."""
+        if self.mask is None:
+            return None
+        return self.mask[start:stop] if self.mask.ndim == 1 else self.mask[0, start:stop]
 
     def apply_mask(self, s: np.ndarray, start: int) -> None:
         """Set the masked cells of chunk scores ``s`` (m, c) of local rows start.. to -inf."""

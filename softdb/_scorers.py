@@ -141,6 +141,10 @@ class _DenseBound:
         """Bytes of one key row."""
         return self.scorer.keys.shape[1] * self.scorer.keys.itemsize
 
+    def dense_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The keys (n, d) and the one scaled query (d,): for :mod:`softdb._fused`'s loop."""
+        return self.scorer.keys, self.q[0]
+
     def abs_max(self) -> float:
         return _query_norm_max(self.q) * self.scorer.key_norm_max
 

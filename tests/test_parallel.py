@@ -259,21 +259,29 @@ def test_a_forked_child_gets_its_own_thread_pool():
     assert parent.recv() == expected
 
 
+@pytest.mark.parametrize("path", ["numpy", "fused"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("masked", ["none", "rows", "pairs", "all"])
-def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, threads, masked):
+def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, threads, masked, path):
     """explain's path: one query, a soft answer over values, |score / τ| bounded.
 
-    Values are blended per small chunk (shift 0) while the reductions run per big chunk;
-    small chunk sizes force several of each. Checked against float64 numpy.
+    numpy: values are blended per small chunk (shift 0) while the reductions run per big
+    chunk; small chunk sizes force several of each. fused: softdb._fused's compiled loop
+    scores and blends each big chunk row by row (small blocks force several partial
+    sums). Checked against float64 numpy.
     """
-    from softdb import _kernel
+    from softdb import _fused, _kernel
 
     monkeypatch.setattr(_kernel, "BLEND_CHUNK_BYTES", 1)  # 256 rows per blended chunk
     monkeypatch.setattr(_kernel, "CHUNK_BYTES", 4096)  # 1024 (or 512 per thread) rows per reduction chunk
-    calls = []
+    monkeypatch.setattr(_fused, "ENABLED", path == "fused")
+    monkeypatch.setattr(_fused, "MIN_ROWS", 1)
+    monkeypatch.setattr(_fused, "BLOCK", 100)
+    calls, fused_calls = [], []
     inner = _kernel._Pass._bounded_blend
     monkeypatch.setattr(_kernel._Pass, "_bounded_blend", lambda self, a, b: calls.append((a, b)) or inner(self, a, b))
+    inner_fused = _fused.score_blend
+    monkeypatch.setattr(_fused, "score_blend", lambda *a: fused_calls.append(len(a[0])) or inner_fused(*a))
     rng = np.random.default_rng(6)
     n, d = 3000, 8
     K = rng.standard_normal((n, d)).astype(np.float32)
@@ -287,6 +295,8 @@ def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, thre
     st_ = run(DenseScorer(K, 1.0), q, V, scale=scale, soft=True, hard=True, k=7, stats=True, mask=mask,
               threads=threads)
     assert len(calls) == threads
+    chunks = [1024, 1024, 952] if threads == 1 else [512, 512, 476] * 2  # rows per reduction chunk
+    assert sorted(fused_calls) == ([] if path == "numpy" else sorted(chunks))
     r = finalize(st_)
     if masked == "all":  # no allowed row: "no match", never NaN
         assert r.best_row[0] == -1 and (r.top_rows[0] == -1).all() and r.lse[0] == -np.inf
