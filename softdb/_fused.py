@@ -4,13 +4,16 @@ One query's soft answer (``explain``, ``lookup`` of one query) reads every key a
 every value once. numpy can only do it chunk by chunk, each chunk read twice (from
 memory to score it, again from cache to blend its values): its per-call cost rules
 out chunks small enough for L2, so the second read comes from L3 and the pass costs
-about 1.5x a ``search``. This loop scores row j, takes its exp and adds e_j · v_j while
-the row is still in L1: one read of memory, as fast as the search itself.
+1.4-1.9x a ``search`` at 1M rows. This loop scores row j, takes its exp and adds
+e_j · v_j while the row is still in L1: one read of memory, about the cost of the
+search (benchmarks/bench_lookup.py, the "plan" rows).
 
 It is compiled by numba when numba is installed (``pip install "softdb[fast]"``) and
-the pass is large enough to be worth it (a first call compiles, ~1 s, then numba's
-cache serves later processes); otherwise :mod:`softdb._kernel` uses its numpy loop.
-Both give the same answers up to float rounding (tests/test_fused.py).
+the pass has at least MIN_ROWS rows; otherwise :mod:`softdb._kernel` uses its numpy
+loop. The first such call in a process imports numba and loads the loop from numba's
+cache (~0.3 s here; ~1 s the very first time, while it compiles). Both loops give the
+same answers up to float rounding (tests/test_fused.py); this one's blocked sums are
+the closer to float64.
 
 Examples
 --------
@@ -42,6 +45,7 @@ BLOCK = 512
 ENABLED = True
 
 _loop: Any = None
+_weight: Any = None  # the compiled _weight_py, which the compiled loop calls
 _have_numba: bool | None = None
 _lock = threading.Lock()
 
@@ -54,8 +58,13 @@ def available() -> bool:
     return ENABLED and _have_numba
 
 
-def _score_blend_py(keys, q, values, mask, use_mask, s, o, block, zero):  # pragma: no cover - compiled
-    """The loop numba compiles (plain Python over scalars: only ever run compiled)."""
+def _score_blend_py(keys, q, values, mask, s, o, block, zero):  # pragma: no cover - compiled
+    """The loop numba compiles (plain Python over scalars: only ever run compiled).
+
+    One row at a time, in order: one sequential stream, which the hardware prefetcher
+    follows (four rows in lockstep ran twice as fast from cache but three times slower
+    from memory).
+    """
     n, d = keys.shape
     dv = values.shape[1]
     acc = np.zeros(dv, o.dtype)
@@ -65,15 +74,23 @@ def _score_blend_py(keys, q, values, mask, use_mask, s, o, block, zero):  # prag
             x = zero
             for t in range(d):
                 x += keys[j, t] * q[t]
-            if use_mask and not mask[j]:
-                s[j] = -np.inf
-                continue
-            s[j] = x
-            e = np.exp(x)
+            e = _weight(x, j, mask, s, zero)
             for t in range(dv):
                 acc[t] += e * values[j, t]
         for t in range(dv):
             o[t] += acc[t]
+
+
+def _weight_py(x, j, mask, s, zero):  # pragma: no cover - compiled
+    """Row j's score into s[j] and its weight exp(x); masked: -inf and 0.
+
+    ``mask`` None compiles to a loop with no test at all (numba prunes the branch).
+    """
+    if mask is not None and not mask[j]:
+        s[j] = -np.inf
+        return zero
+    s[j] = x
+    return np.exp(x)
 
 
 def _compiled() -> Any:
@@ -92,10 +109,16 @@ def _compiled() -> Any:
             # masked rows are -inf and must stay so.
             opts = dict(nogil=True, fastmath={"reassoc", "contract", "arcp", "nsz"}, error_model="numpy")
             try:
-                _loop = numba.njit(cache=True, **opts)(_score_blend_py)
+                _loop = _jit(numba, opts, cache=True)
             except RuntimeError:  # no writable place for numba's cache: compile in every process
-                _loop = numba.njit(cache=False, **opts)(_score_blend_py)
+                _loop = _jit(numba, opts, cache=False)
     return _loop
+
+
+def _jit(numba: Any, opts: dict, cache: bool) -> Any:
+    global _weight
+    _weight = numba.njit(inline="always", cache=cache, **opts)(_weight_py)
+    return numba.njit(cache=cache, **opts)(_score_blend_py)
 
 
 def score_blend(keys: np.ndarray, q: np.ndarray, values: np.ndarray, mask: np.ndarray | None,
@@ -128,5 +151,5 @@ def score_blend(keys: np.ndarray, q: np.ndarray, values: np.ndarray, mask: np.nd
             s[~mask] = -np.inf
         o += np.exp(s) @ values
         return
-    m = np.ascontiguousarray(mask) if use else np.ones(1, np.bool_)
-    loop(np.asarray(keys), np.asarray(q), np.asarray(values), m, use, s, o, BLOCK, s.dtype.type(0))
+    m = np.ascontiguousarray(mask) if use else None
+    loop(np.asarray(keys), np.asarray(q), np.asarray(values), m, s, o, BLOCK, s.dtype.type(0))

@@ -59,7 +59,9 @@ CHUNK_BYTES = 16 << 20
 #: blended by numpy's own loops: the values (the keys again when K = V) are still in cache
 #: when the chunk is blended, so memory is swept once. When |score / τ| <= FAST_BOUND the
 #: blend needs no running max, and the other reductions run once per CHUNK_BYTES of scores
-#: instead of once per blended chunk (``_Pass._bounded_blend``).
+#: instead of once per blended chunk (``_Pass._bounded_blend``). With numba installed
+#: (``softdb[fast]``) and at least ``_fused.MIN_ROWS`` rows, that blend is softdb._fused's
+#: compiled loop instead: each row scored, exp'd and blended while in L1.
 BLEND_CHUNK_BYTES = 16 << 20
 #: With |scores / τ| <= FAST_BOUND, exp cannot overflow or underflow (float32), so the
 #: soft reduction needs no running max: one exp pass per chunk instead of three.
@@ -292,6 +294,8 @@ class _Pass:
         into a big chunk's score buffer and blended at once, while its values are in cache;
         the reductions (log-sum-exp, hard, top-k, entropy, grid) then run once per big chunk
         (``outer`` rows), so their fixed cost per call is paid ~outer/step times less often.
+        With ``fused``, :func:`softdb._fused.score_blend` scores and blends each big chunk
+        row by row instead (one read of memory, not two).
         """
         bound, values, step, outer, offset = self.bound, self.values, self.step, self.outer, self.offset
         st = _State(1, **self.setup)
