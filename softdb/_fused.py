@@ -1,19 +1,20 @@
 """An optional compiled loop for one query's soft answer: score, exp and blend row by row.
 
-One query's soft answer (``explain``, ``lookup`` of one query) reads every key and
-every value once. numpy can only do it chunk by chunk, each chunk read twice (from
-memory to score it, again from cache to blend its values): its per-call cost rules
-out chunks small enough for L2, so the second read comes from L3 and the pass costs
-1.4-1.9x a ``search`` at 1M rows. This loop scores row j, takes its exp and adds
-e_j · v_j while the row is still in L1: one read of memory, about the cost of the
-search (benchmarks/bench_lookup.py, the "plan" rows).
+One query's soft answer (``explain``, ``lookup`` of one query) over a K = V table (the
+values are the keys, as in text tables) needs each row once. numpy can only do it chunk
+by chunk, each chunk read twice (from memory to score it, again from cache to blend
+it): its per-call cost rules out chunks small enough for L2, so the second read comes
+from L3 and the pass costs 1.4-1.9x a ``search`` at 1M rows. This loop scores row j,
+takes its exp and adds e_j · v_j while the row is still in L1: one read of memory,
+about the cost of the search (benchmarks/bench_lookup.py, the "plan" rows).
 
-It is compiled by numba when numba is installed (``pip install "softdb[fast]"``) and
-the pass has at least MIN_ROWS rows; otherwise :mod:`softdb._kernel` uses its numpy
-loop. The first such call in a process imports numba and loads the loop from numba's
-cache (~0.3 s here; ~1 s the very first time, while it compiles). Both loops give the
-same answers up to float rounding (tests/test_fused.py); this one's blocked sums are
-the closer to float64.
+It is compiled by numba when numba is installed (``pip install "softdb[fast]"``); the
+kernel uses it for K = V tables of at least MIN_ROWS rows (with separate values, a key
+row and a value row read in turn measured slower than numpy's loop, which they keep).
+The first such call in a process imports numba and loads the loop from numba's cache
+(~0.3 s here; ~1 s the very first time, while it compiles). Both loops give the same
+answers up to float rounding (tests/test_fused.py); this one's blocked sums are the
+closer to float64.
 
 Examples
 --------

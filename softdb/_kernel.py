@@ -60,8 +60,8 @@ CHUNK_BYTES = 16 << 20
 #: when the chunk is blended, so memory is swept once. When |score / τ| <= FAST_BOUND the
 #: blend needs no running max, and the other reductions run once per CHUNK_BYTES of scores
 #: instead of once per blended chunk (``_Pass._bounded_blend``). With numba installed
-#: (``softdb[fast]``) and at least ``_fused.MIN_ROWS`` rows, that blend is softdb._fused's
-#: compiled loop instead: each row scored, exp'd and blended while in L1.
+#: (``softdb[fast]``), a K = V table and at least ``_fused.MIN_ROWS`` rows, that blend is
+#: softdb._fused's compiled loop instead: each row scored, exp'd and blended while in L1.
 BLEND_CHUNK_BYTES = 16 << 20
 #: With |scores / τ| <= FAST_BOUND, exp cannot overflow or underflow (float32), so the
 #: soft reduction needs no running max: one exp pass per chunk instead of three.
@@ -247,11 +247,18 @@ def run(
 
 
 def _fusable(bound: Any, values: np.ndarray) -> bool:
-    """Dense keys, the query and the values in one float dtype: what the compiled loop takes."""
+    """A K = V table (the values are the dense keys themselves) in one float dtype.
+
+    Separate values are left to numpy's loop: reading a key row and a value row in turn
+    measured 1.11-1.28x slower than numpy's chunks of keys, then of values (1 query,
+    100k and 1M rows, benchmarks/bench_compare.py).
+    """
     if not hasattr(bound, "dense_rows"):
         return False
     keys, q = bound.dense_rows()
-    return keys.dtype == q.dtype == values.dtype and q.dtype in (np.float32, np.float64)
+    same = (values.shape == keys.shape and values.strides == keys.strides
+            and values.ctypes.data == keys.ctypes.data)  # one buffer: each row read once serves both
+    return same and keys.dtype == q.dtype == values.dtype and q.dtype in (np.float32, np.float64)
 
 
 class _Pass:

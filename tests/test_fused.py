@@ -115,3 +115,19 @@ def test_a_numba_that_cannot_be_imported_warns_and_falls_back(monkeypatch):
         _fused.score_blend(keys, np.array([1, 0, 0], np.float32), keys, None, s, o)
     np.testing.assert_allclose(o, [np.e, 1, 1])
     assert not _fused.available()
+
+
+def test_separate_values_keep_numpy_loop(monkeypatch):
+    """The loop is used for K = V tables only: with separate values, reading a key row and
+    a value row in turn measured slower than numpy's chunks (softdb._kernel._fusable)."""
+    monkeypatch.setattr(_fused, "score_blend", lambda *a: pytest.fail("separate values used the compiled loop"))
+    rng = np.random.default_rng(3)
+    n = _fused.MIN_ROWS + 10
+    keys = rng.standard_normal((n, 8)).astype(np.float32)
+    values = rng.standard_normal((n, 8)).astype(np.float32)
+    t = SoftTable(keys, values, metric="cosine")
+    q = keys[3]
+    k64 = t.keys.astype(np.float64)
+    s = k64 @ (q / np.linalg.norm(q)).astype(np.float64) / 0.05
+    w = np.exp(s - s.max())
+    np.testing.assert_allclose(t.lookup(q), (w / w.sum()) @ values.astype(np.float64), rtol=1e-4, atol=1e-6)
