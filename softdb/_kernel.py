@@ -307,24 +307,25 @@ class _Pass:
         bound, values, step, outer, offset = self.bound, self.values, self.step, self.outer, self.offset
         st = _State(1, **self.setup)
         o = np.zeros(values.shape[1], st.dt)  # (d_v,)  Σ exp(l_j) v_j: shift 0
-        tmp = np.empty_like(o)  # (d_v,)
         buf = np.empty(min(outer, b - a), st.dt)  # (outer,)  scores of one big chunk
-        ebuf = np.empty(min(step, b - a), st.dt)  # (step,)  their exp, one small chunk at a time
-        keys, q = bound.dense_rows() if self.fused else (None, None)
+        if self.fused:
+            keys, q = bound.dense_rows()
+        else:
+            tmp = np.empty_like(o)  # (d_v,)
+            ebuf = np.empty(min(step, b - a), st.dt)  # (step,)  exp of one small chunk at a time
         for start in range(a, b, outer):
             stop = min(start + outer, b)
             s = buf[: stop - start].reshape(1, stop - start)  # (1, c)
             if self.fused:  # each row scored, exp'd and blended while in L1: one read of memory
                 _fused.score_blend(keys[start:stop], q, values[start:stop], st.mask_rows(start, stop), s[0], o)
-                st.reduce(s, start, start + offset)
-                continue
-            for i in range(start, stop, step):
-                j = min(i + step, stop)
-                si = s[:, i - start : j - start]  # (1, c_i)  view
-                bound.scores_one(i, j, si)
-                st.apply_mask(si, i)
-                e = np.exp(si[0], out=ebuf[: j - i])  # (c_i,)  masked: 0
-                o += np.einsum("c,cd->d", e, values[i:j], out=tmp)  # values still in cache
+            else:
+                for i in range(start, stop, step):
+                    j = min(i + step, stop)
+                    si = s[:, i - start : j - start]  # (1, c_i)  view
+                    bound.scores_one(i, j, si)
+                    st.apply_mask(si, i)
+                    e = np.exp(si[0], out=ebuf[: j - i])  # (c_i,)  masked: 0
+                    o += np.einsum("c,cd->d", e, values[i:j], out=tmp)  # values still in cache
             st.reduce(s, start, start + offset)
         res = st.state(a, b)
         soft = res.soft
