@@ -5,11 +5,11 @@
 Keyword and meaning (README, first table): frozen MiniLM, BM25 (softdb's sparse keys, and
 bm25s itself with the same settings in the same run), the hybrid cos + β·BM25 with β chosen
 by 5-fold cross-validation on train, and the fitted hybrid whose fit is chosen the same way
-(`softdb._beir_models`); then BM25 retrieval speed, queries/s of `SoftTable.search` against
+(`softdb.eval._models`); then BM25 retrieval speed, queries/s of `SoftTable.search` against
 `bm25s.BM25.retrieve` (both single-threaded, same queries, k = 10). Then the projection table:
 
 Frozen all-MiniLM-L6-v2 (soft and hard ranking), then the default fitted projection
-(`softdb.evaluate.fit_beir_projection`), on all test queries and on the test queries none
+(`softdb.eval._evaluate.fit_beir_projection`), on all test queries and on the test queries none
 of whose relevant documents is judged relevant in train ("unseen"). With --candidates it
 also fits the alternatives we measured before choosing the default. Metrics come from
 trec_eval (pytrec_eval). Embeddings are cached, so only the first run encodes (~4 min).
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from softdb import SoftTable, _beir_models
+from softdb import SoftTable
 from softdb.data import resolve
+from softdb.eval import _models as _beir_models
 from softdb.evaluate import evaluate_table, fit_beir_projection, unseen_queries
 from softdb.text import beir_corpus, beir_qrels, beir_queries, default_encoder
-
 
 #: Candidates measured before choosing the default (name -> fit_beir_projection options).
 CANDIDATES = {
@@ -44,11 +44,18 @@ DEFAULT_NAME = "W_Q, τ 0.02, λ 0.03 (default)"
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("beir_dir", nargs="?", default="scifact",
-                    help="a BEIR folder, or a name fetched by `softdb data get` (default scifact)")
+    ap.add_argument(
+        "beir_dir",
+        nargs="?",
+        default="scifact",
+        help="a BEIR folder, or a name fetched by `softdb data get` (default scifact)",
+    )
     ap.add_argument("--candidates", action="store_true", help="also fit the alternatives")
-    ap.add_argument("--all-fits", action="store_true",
-                    help="also refit every hybrid fit candidate on all train and report it on test (not used to choose)")
+    ap.add_argument(
+        "--all-fits",
+        action="store_true",
+        help="also refit every hybrid fit candidate on all train and report it on test (not used to choose)",
+    )
     ap.add_argument("--markdown", action="store_true", help="print a README-ready table")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args()
@@ -70,8 +77,9 @@ def main() -> None:
     subsets = {"unseen": unseen}
     rows: list[tuple[str, dict, float]] = []
 
-    hybrid_rows = keyword_and_meaning(args.beir_dir, corpus, test_q, train_q, test_qrels, train_qrels, subsets, enc,
-                                      all_fits=args.all_fits)
+    hybrid_rows = keyword_and_meaning(
+        args.beir_dir, corpus, test_q, train_q, test_qrels, train_qrels, subsets, enc, all_fits=args.all_fits
+    )
     _print_table(hybrid_rows)
     bm25_exactness(corpus, test_q.texts)
     bm25_speed(corpus, test_q.texts + train_q.texts)
@@ -90,15 +98,19 @@ def main() -> None:
         secs = time.perf_counter() - t1
         rep = evaluate_table(fitted, qv, test_q.ids, test_qrels, subsets=subsets)
         held = fit.holdout
-        print(f"{name}: fit {secs:.0f} s; held-out recall@1 {held.best_val_metric:.3f} "
-              f"(start {held.val_metric_history[0] if held.val_metric_history else float('nan'):.3f}); "
-              f"refit {fit.final.iterations} L-BFGS iterations, converged={fit.final.converged}")
+        print(
+            f"{name}: fit {secs:.0f} s; held-out recall@1 {held.best_val_metric:.3f} "
+            f"(start {held.val_metric_history[0] if held.val_metric_history else float('nan'):.3f}); "
+            f"refit {fit.final.iterations} L-BFGS iterations, converged={fit.final.converged}"
+        )
         rows.append((name, rep.to_dict(), secs))
 
     _print_table(rows)
     n_all, n_unseen = rows[0][1]["all"]["queries"], rows[0][1]["unseen"]["queries"]
-    print(f"\n{n_all} test queries, {n_unseen} with unseen documents; {platform.processor() or platform.machine()}, "
-          f"total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"\n{n_all} test queries, {n_unseen} with unseen documents; {platform.processor() or platform.machine()}, "
+        f"total {time.perf_counter() - t0:.0f} s"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({name: d for name, d, _ in hybrid_rows + rows}, indent=2))
 
@@ -109,8 +121,11 @@ def _print_table(rows: list[tuple[str, dict, float]]) -> None:
     print("|---|---|---|---|---|---|")
     for name, d, secs in rows:
         a, u = d["all"], d["unseen"]
-        print(f"| {name} | {a['ndcg@10']:.4f} | {a['recall@100']:.4f} | {a['mrr@10']:.4f} | "
-              f"{u['ndcg@10']:.4f} | {f'{secs:.0f} s' if secs else '–'} |", flush=True)
+        print(
+            f"| {name} | {a['ndcg@10']:.4f} | {a['recall@100']:.4f} | {a['mrr@10']:.4f} | "
+            f"{u['ndcg@10']:.4f} | {f'{secs:.0f} s' if secs else '–'} |",
+            flush=True,
+        )
 
 
 def _bm25s_run(corpus, test_q, k: int = 100) -> dict:
@@ -120,17 +135,22 @@ def _bm25s_run(corpus, test_q, k: int = 100) -> dict:
 
     stem = Stemmer.Stemmer("english")
     retriever = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
-    retriever.index(bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stem, show_progress=False),
-                    show_progress=False)
-    res = retriever.retrieve(bm25s.tokenize(test_q.texts, stopwords="en", stemmer=stem, show_progress=False),
-                             k=k, show_progress=False)
+    retriever.index(
+        bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stem, show_progress=False), show_progress=False
+    )
+    res = retriever.retrieve(
+        bm25s.tokenize(test_q.texts, stopwords="en", stemmer=stem, show_progress=False), k=k, show_progress=False
+    )
     ids = np.asarray(corpus.ids)
-    return {q: dict(zip(ids[res.documents[i]].tolist(), res.scores[i].astype(float).tolist()))
-            for i, q in enumerate(test_q.ids)}
+    return {
+        q: dict(zip(ids[res.documents[i]].tolist(), res.scores[i].astype(float).tolist()))
+        for i, q in enumerate(test_q.ids)
+    }
 
 
-def keyword_and_meaning(beir_dir, corpus, test_q, train_q, test_qrels, train_qrels, subsets, dense_encoder,
-                        all_fits: bool = False):
+def keyword_and_meaning(
+    beir_dir, corpus, test_q, train_q, test_qrels, train_qrels, subsets, dense_encoder, all_fits: bool = False
+):
     """Rows of the first README table: dense, BM25 (softdb, bm25s), hybrid, fitted hybrid."""
     from softdb.evaluate import summarize, trec_eval
 
@@ -138,9 +158,12 @@ def keyword_and_meaning(beir_dir, corpus, test_q, train_q, test_qrels, train_qre
     texts = {"test": test_q.texts, "train": train_q.texts}
     for model in ("dense", "bm25"):
         enc = _beir_models.encode_beir(model, corpus.ids, corpus.texts, texts, dense_encoder)
-        rep = evaluate_table(_beir_models.build_table(enc), enc.queries["test"], test_q.ids, test_qrels,
-                             subsets=subsets, mode="hard")
-        out.append((f"{'frozen MiniLM, cosine' if model == 'dense' else 'BM25, softdb sparse keys'}", rep.to_dict(), 0.0))
+        rep = evaluate_table(
+            _beir_models.build_table(enc), enc.queries["test"], test_q.ids, test_qrels, subsets=subsets, mode="hard"
+        )
+        out.append(
+            (f"{'frozen MiniLM, cosine' if model == 'dense' else 'BM25, softdb sparse keys'}", rep.to_dict(), 0.0)
+        )
     per_query = trec_eval(test_qrels, _bm25s_run(corpus, test_q))
     ref = {"all": summarize(per_query).to_dict(), "unseen": summarize(per_query, subsets["unseen"]).to_dict()}
     out.append(("BM25, bm25s itself (same settings, same run)", ref, 0.0))
@@ -148,16 +171,23 @@ def keyword_and_meaning(beir_dir, corpus, test_q, train_q, test_qrels, train_qre
     t1 = time.perf_counter()
     sel = _beir_models.select_beta(enc, enc.queries["train"], train_q.ids, train_qrels)
     beta = sel.chosen["beta"]
-    print("hybrid β by 5-fold CV on train: " + ", ".join(f"{c.name} {c.all:.4f}/{c.unseen:.4f}" for c in sel.cv)
-          + f" -> β = {beta:g}", flush=True)
+    print(
+        "hybrid β by 5-fold CV on train: "
+        + ", ".join(f"{c.name} {c.all:.4f}/{c.unseen:.4f}" for c in sel.cv)
+        + f" -> β = {beta:g}",
+        flush=True,
+    )
     base = _beir_models.build_table(enc, beta)
     rep = evaluate_table(base, enc.queries["test"], test_q.ids, test_qrels, subsets=subsets, mode="hard")
     out.append((f"hybrid cos + {beta:g}·BM25 (β by CV on train)", rep.to_dict(), 0.0))
     fitted, fsel = _beir_models.select_fit(enc, base, enc.queries["train"], train_q.ids, train_qrels)
     secs = time.perf_counter() - t1
-    print("fitted hybrid, 5-fold CV on train (all / unseen): "
-          + "; ".join(f"{c.name} {c.all:.4f}/{c.unseen:.4f}" for c in fsel.cv)
-          + f" -> {fsel.chosen['fit']}", flush=True)
+    print(
+        "fitted hybrid, 5-fold CV on train (all / unseen): "
+        + "; ".join(f"{c.name} {c.all:.4f}/{c.unseen:.4f}" for c in fsel.cv)
+        + f" -> {fsel.chosen['fit']}",
+        flush=True,
+    )
     rep = evaluate_table(fitted, enc.queries["test"], test_q.ids, test_qrels, subsets=subsets, mode="hard")
     out.append((f"fitted hybrid, chosen by CV: {fsel.chosen['fit']}", rep.to_dict(), secs))
     if all_fits:  # for the record only: the test split chose nothing above
@@ -167,8 +197,13 @@ def keyword_and_meaning(beir_dir, corpus, test_q, train_q, test_qrels, train_qre
             t2 = time.perf_counter()
             fitted = _beir_models._fitted(base, q, targets, opts)
             rep = evaluate_table(fitted, enc.queries["test"], test_q.ids, test_qrels, subsets=subsets, mode="hard")
-            out.append((f"(not chosen, for the record) {name}; β {fitted.block_weights[1]:.3g}, "
-                        f"τ {fitted.temperature:.3g}", rep.to_dict(), time.perf_counter() - t2))
+            out.append(
+                (
+                    f"(not chosen, for the record) {name}; β {fitted.block_weights[1]:.3g}, τ {fitted.temperature:.3g}",
+                    rep.to_dict(),
+                    time.perf_counter() - t2,
+                )
+            )
     return out
 
 
@@ -184,16 +219,20 @@ def bm25_exactness(corpus, query_texts) -> float:
     ours = (enc.encode(query_texts) @ keys.T).toarray()  # (m, n)
     stem = Stemmer.Stemmer("english")
     retriever = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
-    retriever.index(bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stem, show_progress=False),
-                    show_progress=False)
+    retriever.index(
+        bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stem, show_progress=False), show_progress=False
+    )
     toks = bm25s.tokenize(query_texts, stopwords="en", stemmer=stem, return_ids=False, show_progress=False)
     worst = 0.0
     for i, t in enumerate(toks):
         ref = retriever.get_scores(t) if any(w in retriever.vocab_dict for w in t) else np.zeros(len(corpus))
         rel = np.abs(ours[i] - ref) / np.where(ref == 0, 1.0, np.abs(ref))  # (n,)
         worst = max(worst, float(rel.max()))
-    print(f"\nBM25 exactness: softdb vs bm25s get_scores over {len(query_texts)} queries x {len(corpus)} documents: "
-          f"max relative difference {worst:.2e}", flush=True)
+    print(
+        f"\nBM25 exactness: softdb vs bm25s get_scores over {len(query_texts)} queries x {len(corpus)} documents: "
+        f"max relative difference {worst:.2e}",
+        flush=True,
+    )
     return worst
 
 
@@ -208,8 +247,9 @@ def bm25_speed(corpus, query_texts, repeats: int = 5) -> None:
     table = SoftTable(enc.encode_corpus(corpus.texts), temperature=1.0)
     stem = Stemmer.Stemmer("english")
     retriever = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
-    retriever.index(bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stem, show_progress=False),
-                    show_progress=False)
+    retriever.index(
+        bm25s.tokenize(corpus.texts, stopwords="en", stemmer=stem, show_progress=False), show_progress=False
+    )
     q_ours = enc.encode(query_texts)  # (m, V) term counts
     q_theirs = bm25s.tokenize(query_texts, stopwords="en", stemmer=stem, show_progress=False)
 
@@ -226,7 +266,7 @@ def bm25_speed(corpus, query_texts, repeats: int = 5) -> None:
     b = median(lambda: retriever.retrieve(q_theirs, k=10, show_progress=False, n_threads=0))
     m = len(query_texts)
     print(f"\nBM25 top-10 retrieval, {m} queries x {len(corpus)} documents, one thread each (median of {repeats}):")
-    print(f"| method | queries/s | x bm25s |\n|---|---|---|")
+    print("| method | queries/s | x bm25s |\n|---|---|---|")
     print(f"| softdb SoftTable.search (CSR keys, full-table weights) | {m / a:.0f} | {b / a:.2f} |")
     print(f"| bm25s BM25.retrieve (backend {retriever.backend}) | {m / b:.0f} | 1.00 |", flush=True)
 

@@ -90,8 +90,10 @@ def main() -> None:
     os.makedirs(args.dir, exist_ok=True)
     emb, table = os.path.join(args.dir, "emb.npy"), os.path.join(args.dir, "table")
     gb = args.rows * args.dim * 4 / 1e9
-    print(f"{args.rows} x {args.dim} float32 keys = {gb:.1f} GB; RAM {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 1e9:.1f} GB; "
-          f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"{args.rows} x {args.dim} float32 keys = {gb:.1f} GB; RAM {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 1e9:.1f} GB; "
+        f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     mon = PeakPrivate()
     if not (args.reuse and os.path.exists(os.path.join(table, "shards.json"))):
         if not os.path.exists(emb):
@@ -116,9 +118,11 @@ def main() -> None:
         for rep in range(2):
             t0 = time.perf_counter()
             hits = t.search(q, k=10)
-            print(f"search m={args.queries} k=10 (run {rep + 1}, load {os.getloadavg()[0]:.1f}): "
-                  f"{time.perf_counter() - t0:.1f} s; bytes to workers {t.last_batch_bytes['to_workers']}, "
-                  f"back {t.last_batch_bytes['from_workers']}")
+            print(
+                f"search m={args.queries} k=10 (run {rep + 1}, load {os.getloadavg()[0]:.1f}): "
+                f"{time.perf_counter() - t0:.1f} s; bytes to workers {t.last_batch_bytes['to_workers']}, "
+                f"back {t.last_batch_bytes['from_workers']}"
+            )
         mon.report("search")
         print("first query's top 3:", hits.ids[0][:3].tolist(), hits.scores[0][:3].round(3).tolist())
     mon.stop()

@@ -25,7 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(HERE), str(HERE / "benchmarks")]  # this checkout first
-from bench_lookup import K_TOP, SETTLE_S, make_data, parse_sizes, timed_rounds  # noqa: E402
+from bench_lookup import K_TOP, SETTLE_S, make_data, parse_sizes, timed_rounds
 
 
 def _import_softdb(root: Path):
@@ -37,6 +37,7 @@ def _import_softdb(root: Path):
         import importlib
 
         import softdb
+
         for name in ("_kernel", "explain", "storage", "projection", "_fit", "text"):  # what is imported lazily
             importlib.import_module(f"softdb.{name}")
     finally:
@@ -55,7 +56,7 @@ def _activate(mods: dict) -> None:
 def methods(sd, Q, K, V) -> dict:
     t = sd.SoftTable(K, V)
     kv = sd.SoftTable(K)
-    stream = sys.modules["softdb._kernel"].stream
+    stream = sys.modules["softdb.engine._kernel"].stream
     out = {
         "lookup soft": lambda: t.lookup(Q),
         "lookup hard": lambda: t.lookup(Q, mode="hard"),
@@ -76,15 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pause", type=float, default=SETTLE_S, help="seconds of rest before each timed call")
     ap.add_argument("--methods", help="comma-separated substrings: time only the methods whose name has one")
     args = ap.parse_args(argv)
-    rev = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--short", args.base], capture_output=True,
-                         text=True, check=True).stdout.strip()
+    rev = subprocess.run(
+        ["git", "-C", str(HERE), "rev-parse", "--short", args.base], capture_output=True, text=True, check=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(["git", "-C", str(HERE), "archive", rev, "softdb"], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
         base_sd, base_mods = _import_softdb(Path(tmp))
         head_sd, head_mods = _import_softdb(HERE)
         print(f"base {rev} vs this checkout; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        print(f"{'n':>8} {'m':>4}  {'method':<24} {'base ms':>9} {'x GEMM':>7} {'head ms':>9} {'x GEMM':>7} {'head/base':>9}")
+        print(
+            f"{'n':>8} {'m':>4}  {'method':<24} {'base ms':>9} {'x GEMM':>7} {'head ms':>9} {'x GEMM':>7} {'head/base':>9}"
+        )
         for n in parse_sizes(args.sizes):
             for m in parse_sizes(args.queries):
                 Q, K, V = make_data(n, m)
@@ -102,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
                 g = med[("gemm", "Q@K.T")]
                 for name in [k[1] for k in keys if k[0] == "head"]:
                     b, h = med[("base", name)], med[("head", name)]
-                    print(f"{n:>8} {m:>4}  {name:<24} {b * 1e3:>9.1f} {b / g:>7.2f} {h * 1e3:>9.1f} {h / g:>7.2f} "
-                          f"{h / b:>9.2f}", flush=True)
+                    print(
+                        f"{n:>8} {m:>4}  {name:<24} {b * 1e3:>9.1f} {b / g:>7.2f} {h * 1e3:>9.1f} {h / g:>7.2f} "
+                        f"{h / b:>9.2f}",
+                        flush=True,
+                    )
         print(f"load average at end {os.getloadavg()[0]:.2f}")
     return 0
 

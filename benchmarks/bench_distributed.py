@@ -42,9 +42,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dir", help="where to write the sharded table (default: a temporary folder)")
-    ap.add_argument("--local-blas-threads", type=int,
-                    help="BLAS threads of the in-process table (default: all cores; on a loaded machine "
-                    "OpenBLAS threads spin against other jobs, so 1 shows the per-core cost)")
+    ap.add_argument(
+        "--local-blas-threads",
+        type=int,
+        help="BLAS threads of the in-process table (default: all cores; on a loaded machine "
+        "OpenBLAS threads spin against other jobs, so 1 shows the per-core cost)",
+    )
     args = ap.parse_args()
     if args.local_blas_threads:
         from threadpoolctl import threadpool_limits
@@ -62,10 +65,12 @@ def main() -> None:
     t0 = time.perf_counter()
     ShardedTable.create(path, ref, shards=args.shards)
     build = time.perf_counter() - t0
-    print(f"n={args.n} d={args.dim} m={args.m} k={args.k}: {args.shards} shards on {args.workers} worker "
-          f"processes vs one in-process SoftTable (BLAS threads: {args.local_blas_threads or 'all'}); "
-          f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.1f} "
-          f"(create {build:.1f} s)")
+    print(
+        f"n={args.n} d={args.dim} m={args.m} k={args.k}: {args.shards} shards on {args.workers} worker "
+        f"processes vs one in-process SoftTable (BLAS threads: {args.local_blas_threads or 'all'}); "
+        f"{os.cpu_count()} cores; load {os.getloadavg()[0]:.1f} "
+        f"(create {build:.1f} s)"
+    )
     try:
         with ShardedTable.open(path, n_workers=args.workers, threads_per_worker=1) as t:
             for name, local, remote in [
@@ -83,9 +88,11 @@ def main() -> None:
                     t_remote.append(_median_time(remote, 1))
                 tl, tr = float(np.median(t_local)), float(np.median(t_remote))
                 moved = t.last_batch_bytes
-                print(f"{name:<12} in-process {tl:7.3f} s   sharded {tr:7.3f} s   ratio {tr / tl:5.2f}x   "
-                      f"bytes to workers {moved['to_workers']:>9}  back {moved['from_workers']:>9}  "
-                      f"(m·n·4 = {args.m * args.n * 4})  load {os.getloadavg()[0]:.1f}")
+                print(
+                    f"{name:<12} in-process {tl:7.3f} s   sharded {tr:7.3f} s   ratio {tr / tl:5.2f}x   "
+                    f"bytes to workers {moved['to_workers']:>9}  back {moved['from_workers']:>9}  "
+                    f"(m·n·4 = {args.m * args.n * 4})  load {os.getloadavg()[0]:.1f}"
+                )
     finally:
         shutil.rmtree(path, ignore_errors=True)
         if not args.dir:

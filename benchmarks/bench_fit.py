@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from softdb import Projection, SoftTable
-from softdb._fit import as_targets
+from softdb.learn._fit import as_targets
 from softdb.projection import rows_loss
 
 
@@ -51,8 +51,8 @@ def main() -> None:
     target = rng.integers(0, n, m)  # (m,)
     noise = rng.standard_normal((m, d)) / np.sqrt(d)  # (m, d)
     queries = unit(keys[target] @ mix + args.noise * noise).astype(np.float32)  # (m, d)
-    q_tr, q_te = queries[:args.train], queries[args.train:]
-    t_tr, t_te = target[:args.train].tolist(), target[args.train:]
+    q_tr, q_te = queries[: args.train], queries[args.train :]
+    t_tr, t_te = target[: args.train].tolist(), target[args.train :]
 
     table = SoftTable(keys, metric="cosine", projection=Projection(d))
 
@@ -73,9 +73,13 @@ def main() -> None:
     report = table.fit(q_tr, t_tr, loss="rows", max_iter=args.max_iter, reg=args.reg)
     after = recall()
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
-    print(f"fit: {n} rows x {d}-d keys, {args.train} training queries, {report.optimizer}, "
-          f"{os.cpu_count()} CPUs (OPENBLAS_NUM_THREADS={threads})")
-    print(f"  total            {report.seconds:8.2f} s   ({report.iterations} iterations, converged={report.converged})")
+    print(
+        f"fit: {n} rows x {d}-d keys, {args.train} training queries, {report.optimizer}, "
+        f"{os.cpu_count()} CPUs (OPENBLAS_NUM_THREADS={threads})"
+    )
+    print(
+        f"  total            {report.seconds:8.2f} s   ({report.iterations} iterations, converged={report.converged})"
+    )
     print(f"  per iteration    {report.seconds / max(report.iterations, 1):8.3f} s")
     print(f"  per loss+grad    {np.median(evals):8.3f} s   (median of 3, float64)")
     print(f"  training loss    {report.loss_history[0]:.4f} -> {report.loss_history[-1]:.4f}")

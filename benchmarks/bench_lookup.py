@@ -72,11 +72,11 @@ import scipy.special
 
 import softdb
 from softdb import Projection, SoftTable
-from softdb import _fused, _parallel
-from softdb._kernel import _column_sums, _TopK, chunk_rows, stream
-from softdb._plan import Ask
-from softdb._tablestate import TableState
+from softdb.engine import _fused, _parallel
+from softdb.engine._kernel import _column_sums, _TopK, chunk_rows, stream
+from softdb.engine._plan import Ask
 from softdb.explain import explain
+from softdb.table._state import TableState
 
 try:
     import torch
@@ -105,8 +105,9 @@ def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     return x
 
 
-def clustered_rows(rng: np.random.Generator, centers: np.ndarray, n: int, lo: float, hi: float,
-                   per_row: bool) -> np.ndarray:
+def clustered_rows(
+    rng: np.random.Generator, centers: np.ndarray, n: int, lo: float, hi: float, per_row: bool
+) -> np.ndarray:
     """Unit rows near random centers, each cluster (or row) with its own spread in [lo, hi]."""
     pick = rng.integers(0, len(centers), n)  # (n,)
     spread = rng.uniform(lo, hi, n if per_row else len(centers)).astype(np.float32)  # (n,) | (C,)
@@ -126,11 +127,16 @@ def make_data(n: int, m: int, kind: str = "random") -> tuple[np.ndarray, np.ndar
     """
     if kind == "clustered":
         centers = unit_rows(np.random.default_rng([SEED, 3]), 1000)  # (1000, d)
-        return (clustered_rows(np.random.default_rng([SEED, 4]), centers, m, 0.3, 3.0, True),
-                clustered_rows(np.random.default_rng([SEED, 5, n]), centers, n, 0.5, 2.0, False),
-                unit_rows(np.random.default_rng([SEED, 2, n]), n))
-    return unit_rows(np.random.default_rng([SEED, 0]), m), unit_rows(np.random.default_rng([SEED, 1, n]), n), \
-        unit_rows(np.random.default_rng([SEED, 2, n]), n)
+        return (
+            clustered_rows(np.random.default_rng([SEED, 4]), centers, m, 0.3, 3.0, True),
+            clustered_rows(np.random.default_rng([SEED, 5, n]), centers, n, 0.5, 2.0, False),
+            unit_rows(np.random.default_rng([SEED, 2, n]), n),
+        )
+    return (
+        unit_rows(np.random.default_rng([SEED, 0]), m),
+        unit_rows(np.random.default_rng([SEED, 1, n]), n),
+        unit_rows(np.random.default_rng([SEED, 2, n]), n),
+    )
 
 
 # -------------------------------------------------------------------------- methods
@@ -146,8 +152,14 @@ class Case:
     @property
     def kv_table(self) -> SoftTable:
         """The same keys as a K = V table (sharing the arrays, no copy)."""
-        return self.get("kv", lambda: SoftTable.from_state(TableState.build(
-            self.table.state.rows.keys, None, ids=None, payloads=None, metric="dot", temperature=None, unit=True)))
+        return self.get(
+            "kv",
+            lambda: SoftTable.from_state(
+                TableState.build(
+                    self.table.state.rows.keys, None, ids=None, payloads=None, metric="dot", temperature=None, unit=True
+                )
+            ),
+        )
 
     def get(self, name: str, build: Callable[[], object]) -> object:
         if name not in self._cache:
@@ -179,7 +191,9 @@ def _naive_soft(dt: type) -> Callable[[Case], Callable[[], object]]:
             s = (Q @ K.T) / c.tau  # (m, n)
             w = np.exp(s - s.max(axis=1, keepdims=True))  # (m, n)
             return (w / w.sum(axis=1, keepdims=True)) @ V  # (m, d_v)
+
         return run
+
     return build
 
 
@@ -187,6 +201,7 @@ def _naive_hard(dt: type) -> Callable[[Case], Callable[[], object]]:
     def build(c: Case) -> Callable[[], object]:
         Q, K, V = (c.get(f"{a}{dt.__name__}", lambda a=a: getattr(c, a).astype(dt)) for a in "QKV")
         return lambda: V[np.argmax(Q @ K.T, axis=1)]  # (m, d_v)
+
     return build
 
 
@@ -200,7 +215,9 @@ def _naive_top(dt: type) -> Callable[[Case], Callable[[], object]]:
             top = np.take_along_axis(s, idx, axis=1)  # (m, k)
             order = np.argsort(-top, axis=1, kind="stable")  # (m, k)
             return np.take_along_axis(idx, order, 1), np.take_along_axis(top, order, 1)
+
         return run
+
     return build
 
 
@@ -220,6 +237,7 @@ def _torch_sdpa(c: Case) -> Callable[[], object]:
     def run() -> object:
         with torch.inference_mode():
             return F.scaled_dot_product_attention(q, k, v)  # (1, m, d_v); scale 1/√d = 1/τ
+
     return run
 
 
@@ -229,6 +247,7 @@ def _torch_mm_topk(c: Case) -> Callable[[], object]:
     def run() -> object:
         with torch.inference_mode():
             return torch.topk(torch.mm(q[0], k[0].T), K_TOP, dim=1)  # (m, k) values and indices
+
     return run
 
 
@@ -243,7 +262,7 @@ def _explain(c: Case) -> Callable[[], object]:
 
 
 def _explain_numpy(c: Case) -> Callable[[], object]:
-    """explain with softdb._fused's compiled loop switched off: what the core alone (numpy) does."""
+    """explain with softdb.engine._fused's compiled loop switched off: what the core alone (numpy) does."""
     t = c.kv_table
 
     def run() -> object:
@@ -252,6 +271,7 @@ def _explain_numpy(c: Case) -> Callable[[], object]:
             return explain(t, c.Q[0], k=K_TOP)
         finally:
             _fused.ENABLED = True
+
     return run
 
 
@@ -262,10 +282,15 @@ def _search_json(c: Case) -> Callable[[], object]:
     def run() -> object:
         p = t.answer(c.Q[:1], Ask(lse=True, stats=True), k=K_TOP)
         hits = p.hits()
-        return [{"hits": [{"id": i, "score": float(s), "weight": float(w)} for i, s, w in zip(*row)],
-                 "entropy": float(e), "effective_rows": float(r)}
-                for row, e, r in zip(zip(hits.ids, hits.scores, hits.weights), p.answers.entropy,
-                                     p.answers.effective_rows)]
+        return [
+            {
+                "hits": [{"id": i, "score": float(s), "weight": float(w)} for i, s, w in zip(*row)],
+                "entropy": float(e),
+                "effective_rows": float(r),
+            }
+            for row, e, r in zip(zip(hits.ids, hits.scores, hits.weights), p.answers.entropy, p.answers.effective_rows)
+        ]
+
     return run
 
 
@@ -303,8 +328,7 @@ METHODS: list[tuple[str, str, Callable[[Case], Callable[[], object]], str]] = [
     ("top10", KQ_GEMM, _gemm_kq, "numpy"),
     ("top10", "softdb kernel top-10", lambda c: lambda: stream(c.Q, c.K, k=K_TOP), "numpy"),
     ("top10", "softdb search k=10 +weights", lambda c: lambda: c.table.search(c.Q, k=K_TOP), "numpy"),
-    ("top10", "softdb search k=10, τ=0.05", lambda c: lambda: c.table.search(c.Q, k=K_TOP, temperature=0.05),
-     "numpy"),
+    ("top10", "softdb search k=10, τ=0.05", lambda c: lambda: c.table.search(c.Q, k=K_TOP, temperature=0.05), "numpy"),
     ("top10", "numpy float32 argpartition", _naive_top(np.float32), "numpy"),
     ("top10", "numpy float64 argpartition", _naive_top(np.float64), "numpy"),
     ("top10", "faiss IndexFlatIP k=10", _faiss_top, "faiss"),
@@ -315,8 +339,12 @@ METHODS: list[tuple[str, str, Callable[[Case], Callable[[], object]], str]] = [
     ("plan", "softdb explain, numpy loop", _explain_numpy, "numpy"),
     ("plan", "softdb search --json (1 query)", _search_json, "numpy"),
 ]
-AVAILABLE = {"numpy": True, "torch": torch is not None, "faiss": faiss is not None,
-             "st": torch is not None and st_util is not None}
+AVAILABLE = {
+    "numpy": True,
+    "torch": torch is not None,
+    "faiss": faiss is not None,
+    "st": torch is not None and st_util is not None,
+}
 PLAN_BASE = "softdb search k=10 (1 query)"  # the denominator of the plan rows' second ratio
 
 
@@ -448,8 +476,11 @@ def machine() -> str:
         import numba
 
         peers.append(f"numba {numba.__version__} (softdb[fast]: explain's compiled loop)")
-    return (f"{cpu}, {os.cpu_count()} cores; numpy {np.__version__} ({blas}), scipy {scipy.__version__}, "
-            + ", ".join(peers) + f"; Python {platform.python_version()}; softdb {softdb.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores; numpy {np.__version__} ({blas}), scipy {scipy.__version__}, "
+        + ", ".join(peers)
+        + f"; Python {platform.python_version()}; softdb {softdb.__version__}"
+    )
 
 
 def fmt_ms(x: float) -> str:
@@ -462,8 +493,11 @@ def fmt_mb(x: object) -> str:
 
 def parse_sizes(text: str) -> list[int]:
     mult = {"k": 10**3, "m": 10**6}
-    return [int(float(s[:-1]) * mult[s[-1].lower()]) if s[-1].lower() in mult else int(s)
-            for s in text.replace(" ", "").split(",") if s]
+    return [
+        int(float(s[:-1]) * mult[s[-1].lower()]) if s[-1].lower() in mult else int(s)
+        for s in text.replace(" ", "").split(",")
+        if s
+    ]
 
 
 def default_repeats(n: int) -> int:
@@ -488,7 +522,7 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, pause: float, tau: 
             top = _TopK(m, K_TOP, np.dtype(np.float32))
             for s0 in range(0, n, step):
                 s = buf[: m * min(step, n - s0)].reshape(-1, m)  # (c, m)
-                np.matmul(K[s0:s0 + step], Qs.T, out=s)
+                np.matmul(K[s0 : s0 + step], Qs.T, out=s)
                 if upto >= 1:
                     top.feed_rows(s, s0)
                 if upto >= 2:
@@ -496,12 +530,18 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, pause: float, tau: 
                 if upto >= 3:
                     _column_sums(s)
             top.merge()
+
         return run
 
     S = np.empty((m, n), np.float32)
-    fns = {"bare GEMM Q@K.T": lambda: np.matmul(Q, K.T, out=S), "chunked GEMM K@Q.T": stages(0),
-           "+ top-k candidates and merge": stages(1), "+ exp": stages(2), "+ column sums (= search kernel)": stages(3),
-           "table.search(k=10)": lambda: table.search(Q, k=K_TOP, temperature=tau)}
+    fns = {
+        "bare GEMM Q@K.T": lambda: np.matmul(Q, K.T, out=S),
+        "chunked GEMM K@Q.T": stages(0),
+        "+ top-k candidates and merge": stages(1),
+        "+ exp": stages(2),
+        "+ column sums (= search kernel)": stages(3),
+        "table.search(k=10)": lambda: table.search(Q, k=K_TOP, temperature=tau),
+    }
     if torch is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -510,15 +550,18 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, pause: float, tau: 
         def mm_topk() -> object:
             with torch.inference_mode():
                 return torch.topk(torch.mm(tq, tk.T), K_TOP, dim=1)
+
         fns["peer: torch mm + topk"] = mm_topk
         if st_util is not None:
             fns["peer: st util.semantic_search"] = lambda: st_util.semantic_search(tq, tk, top_k=K_TOP)
     names = list(fns)
     med = timed_rounds(fns, repeats, pause)  # ms
     base = med["bare GEMM Q@K.T"] / 1e3
-    print(f"\nsearch(k=10) breakdown at n = {n}, m = {m}, τ = {tau:g} (stages on one thread, {step} rows per "
-          f"chunk; table.search splits the rows over {threads} threads; median of {repeats}, "
-          f"load {os.getloadavg()[0]:.1f}):")
+    print(
+        f"\nsearch(k=10) breakdown at n = {n}, m = {m}, τ = {tau:g} (stages on one thread, {step} rows per "
+        f"chunk; table.search splits the rows over {threads} threads; median of {repeats}, "
+        f"load {os.getloadavg()[0]:.1f}):"
+    )
     prev = None
     for nm in names:
         t = med[nm] / 1e3
@@ -547,11 +590,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="timed rounds per size (default 15 / 7 / 3 by n)")
     ap.add_argument("--markdown", action="store_true", help="also print a README-ready table")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
-    ap.add_argument("--data", choices=("random", "clustered"), default="random",
-                    help="random unit vectors (default), or clustered ones whose queries differ in their best scores")
+    ap.add_argument(
+        "--data",
+        choices=("random", "clustered"),
+        default="random",
+        help="random unit vectors (default), or clustered ones whose queries differ in their best scores",
+    )
     ap.add_argument("--breakdown", action="store_true", help="also time the stages of search(k=10)")
-    ap.add_argument("--pause", type=float, default=SETTLE_S,
-                    help=f"seconds of rest before each timed call (default {SETTLE_S}: BLAS workers asleep)")
+    ap.add_argument(
+        "--pause",
+        type=float,
+        default=SETTLE_S,
+        help=f"seconds of rest before each timed call (default {SETTLE_S}: BLAS workers asleep)",
+    )
     ap.add_argument("--heads-memory", help="peak extra memory of a 2-head projected search over this many rows")
     ap.add_argument("--child-memory", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -567,11 +618,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(f"data: {args.data} unit vectors, d = {D}")
     load = os.getloadavg()[0]
-    print(f"load average at start: {load:.2f}" + (" (busy: other jobs will slow every method; rerun when quieter)"
-                                                   if load > 0.5 * (os.cpu_count() or 1) else ""))
+    print(
+        f"load average at start: {load:.2f}"
+        + (
+            " (busy: other jobs will slow every method; rerun when quieter)"
+            if load > 0.5 * (os.cpu_count() or 1)
+            else ""
+        )
+    )
     for rt in ("torch", "faiss", "st"):
         if not AVAILABLE[rt]:
-            print(f"note: {rt} is not installed, its rows are skipped; pip install \"softdb[bench]\"")
+            print(f'note: {rt} is not installed, its rows are skipped; pip install "softdb[bench]"')
     print(HEADER)
     rows = []  # (n, m, lookup, name, ms, ratio, mb)
     for n in sizes:
@@ -594,9 +651,17 @@ def main(argv: list[str] | None = None) -> int:
                 if args.no_memory:
                     mb: object = "-"
                 elif rt == "numpy":
-                    src = lambda: np.matmul(case.Q, case.K.T) if name == QK_LIMIT else (  # noqa: E731
-                        np.matmul(case.K, case.Q.T) if name == KQ_GEMM else
-                        np.matmul(np.matmul(case.Q, case.K.T), case.V) if name == SOFT_LIMIT else build(case)())
+                    src = lambda: (
+                        np.matmul(case.Q, case.K.T)
+                        if name == QK_LIMIT
+                        else (
+                            np.matmul(case.K, case.Q.T)
+                            if name == KQ_GEMM
+                            else np.matmul(np.matmul(case.Q, case.K.T), case.V)
+                            if name == SOFT_LIMIT
+                            else build(case)()
+                        )
+                    )
                     mb = numpy_peak_mb(src)  # GEMM rows: the (m, n) output they need, allocated
                 else:
                     res = child_mb[rt]
@@ -604,8 +669,11 @@ def main(argv: list[str] | None = None) -> int:
                 limit = t[SOFT_LIMIT if lookup == "soft" else QK_LIMIT]
                 rows.append((n, m, lookup, name, t[name], t[name] / limit, mb))
                 extra = f"  ({t[name] / t[PLAN_BASE]:.2f}x search k=10)" if lookup == "plan" else ""
-                print(f"{n:>8} {m:>4}  {lookup:<6}  {name:<30} {t[name]:>10.2f} {t[name] / limit:>8.2f} "
-                      f"{fmt_mb(mb):>14}{extra}", flush=True)
+                print(
+                    f"{n:>8} {m:>4}  {lookup:<6}  {name:<30} {t[name]:>10.2f} {t[name] / limit:>8.2f} "
+                    f"{fmt_mb(mb):>14}{extra}",
+                    flush=True,
+                )
             del case
             gc.collect()
         del table, q_all
@@ -626,8 +694,10 @@ def print_markdown(rows: list[tuple], sizes: list[int], ms: list[int]) -> None:
     cols = [(n, m) for n in sizes for m in ms]
     big = (sizes[-1], ms[-1])
     print(f"\nMachine: {machine()}.\n")
-    print("Median ms (ratio to the bare GEMMs the lookup needs); peak extra memory at the "
-          f"largest size, n = {_short(big[0])}, m = {big[1]}.\n")
+    print(
+        "Median ms (ratio to the bare GEMMs the lookup needs); peak extra memory at the "
+        f"largest size, n = {_short(big[0])}, m = {big[1]}.\n"
+    )
     print("| lookup | method | " + " | ".join(f"n={_short(n)}, m={m}" for n, m in cols) + " | peak extra MB |")
     print("|---|---|" + "---:|" * (len(cols) + 1))
     seen = []

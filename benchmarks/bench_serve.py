@@ -39,14 +39,43 @@ import urllib.parse
 
 import numpy as np
 
-TOPICS = ["read a csv file", "parse command line arguments", "compress data with gzip", "send an email",
-          "regular expression matching", "serialize objects to bytes", "current date and time",
-          "walk a directory tree", "run a shell command", "hash a password", "open a zip archive",
-          "parse json text", "format a string", "sort a list", "random numbers", "thread pool",
-          "read a config file", "http request", "unit testing", "logging messages", "temporary files",
-          "copy a file", "decode base64", "measure elapsed time", "sqlite database"]
-STYLES = ["how do I {}", "{}", "{} in python", "best way to {}", "{} quickly", "help me {}", "{} example",
-          "i want to {}"]
+TOPICS = [
+    "read a csv file",
+    "parse command line arguments",
+    "compress data with gzip",
+    "send an email",
+    "regular expression matching",
+    "serialize objects to bytes",
+    "current date and time",
+    "walk a directory tree",
+    "run a shell command",
+    "hash a password",
+    "open a zip archive",
+    "parse json text",
+    "format a string",
+    "sort a list",
+    "random numbers",
+    "thread pool",
+    "read a config file",
+    "http request",
+    "unit testing",
+    "logging messages",
+    "temporary files",
+    "copy a file",
+    "decode base64",
+    "measure elapsed time",
+    "sqlite database",
+]
+STYLES = [
+    "how do I {}",
+    "{}",
+    "{} in python",
+    "best way to {}",
+    "{} quickly",
+    "help me {}",
+    "{} example",
+    "i want to {}",
+]
 
 
 def pool_of_queries(n: int, seed: int = 0) -> list[str]:
@@ -64,8 +93,12 @@ def rss_kb(pid: int) -> int:
 def start_server(table: str | None = None) -> tuple[subprocess.Popen, str, int]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     source = ["--table", table] if table else ["--corpus", "stdlib"]
-    proc = subprocess.Popen([sys.executable, "-m", "softdb.cli", "serve", *source, "--port", "0", "--quiet"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "softdb.cli", "serve", *source, "--port", "0", "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
@@ -119,8 +152,10 @@ def path(q: str, tau: float) -> str:
 
 def summary(name: str, lat: list[float], errors: int, wall: float) -> None:
     ms = np.array(lat) * 1e3
-    print(f"{name:<34} n={len(ms):>5}  p50 {np.percentile(ms, 50):7.1f} ms  p99 {np.percentile(ms, 99):7.1f} ms  "
-          f"max {ms.max():7.1f} ms  errors {errors}  {len(ms) / wall:6.1f} req/s")
+    print(
+        f"{name:<34} n={len(ms):>5}  p50 {np.percentile(ms, 50):7.1f} ms  p99 {np.percentile(ms, 99):7.1f} ms  "
+        f"max {ms.max():7.1f} ms  errors {errors}  {len(ms) / wall:6.1f} req/s"
+    )
 
 
 def main() -> int:
@@ -136,8 +171,10 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores, load average before {os.getloadavg()}")
     t0 = time.perf_counter()
     proc, host, port = start_server(args.table)
-    print(f"server pid {proc.pid} on {host}:{port}, up in {time.perf_counter() - t0:.1f} s "
-          f"({args.table or 'stdlib corpus, all-MiniLM-L6-v2'}), RSS {rss_kb(proc.pid) / 1024:.0f} MiB")
+    print(
+        f"server pid {proc.pid} on {host}:{port}, up in {time.perf_counter() - t0:.1f} s "
+        f"({args.table or 'stdlib corpus, all-MiniLM-L6-v2'}), RSS {rss_kb(proc.pid) / 1024:.0f} MiB"
+    )
     try:
         conn = http.client.HTTPConnection(host, port, timeout=60)
         conn.request("GET", "/api/health")
@@ -150,21 +187,26 @@ def main() -> int:
         rng = random.Random(1)
 
         t = time.perf_counter()
-        lat, err, first = run_clients(host, port, [[path(q, tau0) for q in queries[i::args.clients]]
-                                                   for i in range(args.clients)])
+        lat, err, first = run_clients(
+            host, port, [[path(q, tau0) for q in queries[i :: args.clients]] for i in range(args.clients)]
+        )
         summary("warm-up (each pool query once)", lat, err, time.perf_counter() - t)
 
         # one never-seen query loads the model (the on-disk embedding cache may hold the pool's queries)
         tag = f"{os.getpid()}-{time.time_ns()}"
         t = time.perf_counter()
         lat, err, _ = run_clients(host, port, [[path(f"load the model {tag}", tau0)]])
-        print(f"first never-seen query (model load if not yet loaded): {lat[0] * 1e3:.0f} ms, errors {err}, "
-              f"server RSS now {rss_kb(proc.pid) / 1024:.0f} MiB")
+        print(
+            f"first never-seen query (model load if not yet loaded): {lat[0] * 1e3:.0f} ms, errors {err}, "
+            f"server RSS now {rss_kb(proc.pid) / 1024:.0f} MiB"
+        )
 
         p99s = []
         for rep in range(args.repeat):
-            jobs = [[path(rng.choice(queries), float(rng.choice(grid))) for _ in range(args.requests)]
-                    for _ in range(args.clients)]
+            jobs = [
+                [path(rng.choice(queries), float(rng.choice(grid))) for _ in range(args.requests)]
+                for _ in range(args.clients)
+            ]
             samples: list[tuple[float, int]] = []
             stop = threading.Event()
 
@@ -182,23 +224,33 @@ def main() -> int:
             stop.set()
             sampler.join()
             p99s.append(float(np.percentile(np.array(lat) * 1e3, 99)))
-            summary(f"measured: {args.clients} clients x {args.requests}" + (f" #{rep + 1}" if args.repeat > 1 else ""),
-                    lat, err, wall)
+            summary(
+                f"measured: {args.clients} clients x {args.requests}" + (f" #{rep + 1}" if args.repeat > 1 else ""),
+                lat,
+                err,
+                wall,
+            )
             if first:
                 print("  first errors:", first)
             rss = np.array([s[1] for s in samples]) / 1024  # MiB
             q = max(1, len(rss) // 4)
-            print(f"server RSS over the run ({len(rss)} samples every 0.05 s): start {rss[0]:.1f} MiB, end "
-                  f"{rss[-1]:.1f} MiB, min {rss.min():.1f}, max {rss.max():.1f}; mean of first quarter "
-                  f"{rss[:q].mean():.1f} vs last quarter {rss[-q:].mean():.1f} MiB")
+            print(
+                f"server RSS over the run ({len(rss)} samples every 0.05 s): start {rss[0]:.1f} MiB, end "
+                f"{rss[-1]:.1f} MiB, min {rss.min():.1f}, max {rss.max():.1f}; mean of first quarter "
+                f"{rss[:q].mean():.1f} vs last quarter {rss[-q:].mean():.1f} MiB"
+            )
             print("  RSS samples (MiB):", " ".join(f"{x:.0f}" for x in rss[:: max(1, len(rss) // 16)]))
             print(f"  load average now {os.getloadavg()}")
         if args.repeat > 1:
-            print(f"p99 of the {args.repeat} measured runs: {', '.join(f'{x:.1f}' for x in p99s)} ms; "
-                  f"median {float(np.median(p99s)):.1f} ms")
+            print(
+                f"p99 of the {args.repeat} measured runs: {', '.join(f'{x:.1f}' for x in p99s)} ms; "
+                f"median {float(np.median(p99s)):.1f} ms"
+            )
 
-        cold = [[path(f"{rng.choice(STYLES).format(rng.choice(TOPICS))} #{tag}-{c}-{i}", tau0)
-                 for i in range(args.cold)] for c in range(args.clients)]
+        cold = [
+            [path(f"{rng.choice(STYLES).format(rng.choice(TOPICS))} #{tag}-{c}-{i}", tau0) for i in range(args.cold)]
+            for c in range(args.clients)
+        ]
         t = time.perf_counter()
         lat, err, _ = run_clients(host, port, cold)
         summary(f"cold: {args.clients} clients x {args.cold} new", lat, err, time.perf_counter() - t)

@@ -33,8 +33,9 @@ y = attribute(queries)
 train, val, test = slice(0, 500), slice(500, 700), slice(700, None)
 
 table = SoftTable(keys, values, metric="cosine", projection=Projection(d, d_out=1, tied=True))
-report = table.fit(queries[train], y[train, None], loss="values", max_iter=300,
-                   validation=(queries[val], y[val, None]), patience=20)
+report = table.fit(
+    queries[train], y[train, None], loss="values", max_iter=300, validation=(queries[val], y[val, None]), patience=20
+)
 learned = np.mean((table.lookup(queries[test])[:, 0] - y[test]) ** 2)
 
 sims = queries[test] @ keys.T  # (m, n)  cosine
@@ -46,6 +47,8 @@ for k in (1, 5, 10, 20, 40):
 plain = SoftTable(keys, values[:, 2:3], metric="cosine")
 print(f"  plain soft lookup (τ = 0.05)   {np.mean((plain.lookup(queries[test])[:, 0] - y[test]) ** 2):.3f}")
 print(f"  fitted projection              {learned:.3f}  ({report.iterations} iterations, {report.seconds:.1f} s)")
-print(f"W_V learned to read column {int(np.argmax(np.abs(table.projection.W_V[:, 0])))} "
-      f"(weights {np.round(table.projection.W_V[:, 0], 2).tolist()})")
+print(
+    f"W_V learned to read column {int(np.argmax(np.abs(table.projection.W_V[:, 0])))} "
+    f"(weights {np.round(table.projection.W_V[:, 0], 2).tolist()})"
+)
 print("k-NN weighs all 16 directions equally; the fitted W_Q = W_K learned that 14 of them are noise.")

@@ -19,15 +19,19 @@ for a, b, c in rng.permutation(60).reshape(20, 3):
     successor[a], successor[b], successor[c] = b, c, a
 
 plain = SoftTable(X)
-print(f"no projection:       successor found for {np.mean(plain.search(X, k=1).rows[:, 0] == successor):6.1%} "
-      "(every token attends to itself)")
+print(
+    f"no projection:       successor found for {np.mean(plain.search(X, k=1).rows[:, 0] == successor):6.1%} "
+    "(every token attends to itself)"
+)
 for tied in (False, True):
     table = SoftTable(X, projection=Projection(32, tied=tied))
     report = table.fit(X, successor.tolist(), loss="rows", max_iter=200)
     acc = np.mean(table.search(X, k=1).rows[:, 0] == successor)
     name = "tied W_Q = W_K:" if tied else "separate W_Q, W_K:"
-    print(f"{name:20s} successor found for {acc:6.1%}  ({report.iterations} L-BFGS iterations, "
-          f"loss {report.loss_history[0]:.3f} -> {report.loss_history[-1]:.3f})")
+    print(
+        f"{name:20s} successor found for {acc:6.1%}  ({report.iterations} L-BFGS iterations, "
+        f"loss {report.loss_history[0]:.3f} -> {report.loss_history[-1]:.3f})"
+    )
 
 print("""
 Why tied must fail: W_Q = W_K makes the score symmetric, s(x, y) = s(y, x). Getting a whole cycle right needs

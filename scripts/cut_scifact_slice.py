@@ -56,7 +56,9 @@ def cut(src: Path, out: Path, *, unseen: int, seen: int, train: int, docs: int, 
     train_docs = set().union(*train_rel.values())
     is_unseen = {q: not (rel & train_docs) for q, rel in test_rel.items()}
     ordered_test = _order(test_rel.keys(), seed)
-    keep_test = [q for q in ordered_test if is_unseen[q]][:unseen] + [q for q in ordered_test if not is_unseen[q]][:seen]
+    keep_test = [q for q in ordered_test if is_unseen[q]][:unseen] + [q for q in ordered_test if not is_unseen[q]][
+        :seen
+    ]
     ordered_train = _order(train_rel.keys(), seed)
     keep_train: list[str] = []
     for q in keep_test:
@@ -77,7 +79,8 @@ def cut(src: Path, out: Path, *, unseen: int, seen: int, train: int, docs: int, 
     files = {
         "corpus.jsonl": b"".join(line for line, d in zip(corpus_lines, all_docs) if d in keep_docs),
         "queries.jsonl": b"".join(
-            line for line in (src / "queries.jsonl").read_bytes().splitlines(keepends=True)
+            line
+            for line in (src / "queries.jsonl").read_bytes().splitlines(keepends=True)
             if json.loads(line)["_id"] in set(keep_test) | set(keep_train)
         ),
         "qrels/test.tsv": test_head + b"".join(line for q, _, line in test_rows if q in set(keep_test)),

@@ -1,8 +1,8 @@
 """softdb: attention as a soft database lookup."""
 
-from ._fit import FitReport
-from .projection import Projection
-from ._version import __version__
-from .table import SearchResult, SoftTable
+from softdb._version import __version__
+from softdb.learn._fit import FitReport
+from softdb.learn._projection import Projection
+from softdb.table._table import SearchResult, SoftTable
 
-__all__ = ["SoftTable", "SearchResult", "Projection", "FitReport", "__version__"]
+__all__ = ["FitReport", "Projection", "SearchResult", "SoftTable", "__version__"]

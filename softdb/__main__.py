@@ -2,7 +2,7 @@
 
 import sys
 
-from softdb.cli import main
+from softdb.cli._main import main
 
 if __name__ == "__main__":  # not when pytest's --doctest-modules imports this module
     sys.exit(main())

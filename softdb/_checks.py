@@ -13,20 +13,20 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "as_matrix",
+    "METRICS",
+    "MODES",
     "as_ids",
+    "as_k",
+    "as_mask",
+    "as_matrix",
+    "as_metric",
+    "as_mode",
     "as_payloads",
     "as_temperature",
-    "as_mask",
-    "as_k",
-    "as_mode",
-    "as_metric",
+    "check_finite_result",
+    "check_not_empty",
     "check_same_rows",
     "check_width",
-    "check_not_empty",
-    "check_finite_result",
-    "MODES",
-    "METRICS",
 ]
 
 MODES = ("soft", "hard")
@@ -80,10 +80,7 @@ def as_matrix(
             "hint: take .real or np.abs() first if that is what you mean"
         )
     if kind not in "fiu":
-        raise TypeError(
-            f"{name} must hold real numbers, got dtype {arr.dtype}; "
-            "hint: pass a float32 or float64 array"
-        )
+        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}; hint: pass a float32 or float64 array")
     if arr.ndim == 1 and allow_1d:
         pass
     elif arr.ndim != 2:
@@ -114,16 +111,16 @@ def as_matrix(
         if not np.isfinite(arr[tuple(where)]):
             what = f"{n_nan} NaN and {n_inf} inf values"
             if name == "queries":
-                hint = ("hint: the table is fine; fix the queries (a NaN often comes from normalising "
-                        "a zero vector) or drop those queries")
+                hint = (
+                    "hint: the table is fine; fix the queries (a NaN often comes from normalising "
+                    "a zero vector) or drop those queries"
+                )
             else:
                 hint = "hint: drop or impute those rows before building the table"
         else:
             what = f"values too large for {np.dtype(dtype).name} ({n_inf} became inf)"
             hint = "hint: rescale the vectors, or pass float64"
-        raise ValueError(
-            f"{name} must be finite, but it has {what} (first at index {tuple(where)}); {hint}"
-        )
+        raise ValueError(f"{name} must be finite, but it has {what} (first at index {tuple(where)}); {hint}")
     return out
 
 
@@ -141,8 +138,7 @@ def check_width(got: int, expected: int, name: str, what: str = "the table's key
     """Raise if a vector width differs from the table's."""
     if got != expected:
         raise ValueError(
-            f"{name} have {got} columns but {what} have {expected}; "
-            "hint: were they encoded with the same model?"
+            f"{name} have {got} columns but {what} have {expected}; hint: were they encoded with the same model?"
         )
 
 
@@ -163,13 +159,11 @@ def as_ids(ids: Iterable[Hashable] | None, n: int, *, start: int = 0) -> tuple:
         raise TypeError("ids must be an ordered sequence, got a set; hint: pass a list in row order")
     if isinstance(ids, str | bytes):
         raise TypeError(
-            f"ids must be a sequence of ids, got a single string {ids[:40]!r}; "
-            "hint: wrap it in a list: ids=[...]"
+            f"ids must be a sequence of ids, got a single string {ids[:40]!r}; hint: wrap it in a list: ids=[...]"
         )
     if not isinstance(ids, Iterable):
         raise TypeError(
-            f"ids must be a sequence of ids, got {_describe(ids)} {ids!r}; "
-            "hint: pass a list with one id per row"
+            f"ids must be a sequence of ids, got {_describe(ids)} {ids!r}; hint: pass a list with one id per row"
         )
     if isinstance(ids, np.ndarray):
         if ids.ndim != 1:
@@ -179,10 +173,7 @@ def as_ids(ids: Iterable[Hashable] | None, n: int, *, start: int = 0) -> tuple:
     check_same_rows(n, "keys", len(ids), "ids")
     for i in ids:
         if not isinstance(i, str | int) or isinstance(i, bool):
-            raise TypeError(
-                f"ids must be str or int, got {type(i).__name__} {i!r}; "
-                "hint: convert ids with str() first"
-            )
+            raise TypeError(f"ids must be str or int, got {type(i).__name__} {i!r}; hint: convert ids with str() first")
     if len(set(ids)) != len(ids):
         seen: set = set()
         dups = list(dict.fromkeys(i for i in ids if i in seen or seen.add(i)))  # type: ignore[func-returns-value]
@@ -199,8 +190,7 @@ def as_payloads(payloads: Sequence[Any] | None, n: int) -> tuple | None:
         return None
     if isinstance(payloads, str | bytes):
         raise TypeError(
-            "payloads must be a sequence with one object per row, got a single string; "
-            "hint: wrap it in a list"
+            "payloads must be a sequence with one object per row, got a single string; hint: wrap it in a list"
         )
     if not isinstance(payloads, Iterable):
         raise TypeError(
@@ -249,10 +239,7 @@ def _preview(items: Sequence[Any], limit: int = 5) -> str:
 def as_temperature(t: Any) -> float:
     """Return a finite positive temperature as float."""
     if isinstance(t, bool) or not isinstance(t, int | float | np.integer | np.floating):
-        raise TypeError(
-            f"temperature must be a positive number, got {_describe(t)} {t!r}; "
-            "hint: e.g. temperature=0.05"
-        )
+        raise TypeError(f"temperature must be a positive number, got {_describe(t)} {t!r}; hint: e.g. temperature=0.05")
     t = float(t)
     if not math.isfinite(t) or t <= 0:
         raise ValueError(
@@ -284,9 +271,7 @@ def as_k(k: Any, n: int) -> int:
     if k < 1:
         raise ValueError(f"k must be >= 1, got k={k}")
     if k > n:
-        raise ValueError(
-            f"k={k} but the table has {n} rows; hint: use k <= len(table)"
-        )
+        raise ValueError(f"k={k} but the table has {n} rows; hint: use k <= len(table)")
     return k
 
 
@@ -321,9 +306,7 @@ def as_mask(mask: Any, m: int, n: int, single: bool) -> np.ndarray | None:
 
 def check_not_empty(n: int) -> None:
     if n == 0:
-        raise ValueError(
-            "cannot look up in an empty table (0 rows); hint: add rows with table.add(keys, values)"
-        )
+        raise ValueError("cannot look up in an empty table (0 rows); hint: add rows with table.add(keys, values)")
 
 
 def check_finite_result(arr: np.ndarray, what: str, temperature: float) -> None:

@@ -14,9 +14,9 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
-    from .table import SoftTable
+    from softdb.table._table import SoftTable
 
-__all__ = ["weights", "heatmap", "temperature_sweep"]
+__all__ = ["heatmap", "temperature_sweep", "weights"]
 
 _HINT = 'softdb.plot needs matplotlib; install it with: pip install "softdb[plot]"'
 _MAX_TICKS = 40  # beyond this many rows or columns, tick labels are thinned
@@ -92,15 +92,21 @@ def heatmap(
     m, n = w.shape
     for labels, count, what in ((row_labels, m, "row_labels"), (col_labels, n, "col_labels")):
         if labels is not None and len(labels) != count:
-            raise ValueError(f"{what} has {len(labels)} labels but w has {count} "
-                             f"{'rows' if what == 'row_labels' else 'columns'} (w has shape {w.shape})")
+            raise ValueError(
+                f"{what} has {len(labels)} labels but w has {count} "
+                f"{'rows' if what == 'row_labels' else 'columns'} (w has shape {w.shape})"
+            )
     ax = _new_axes(ax, (min(2 + 0.45 * n, 14), min(1.5 + 0.4 * m, 10)))
     img = ax.imshow(w, cmap=cmap, vmin=0.0, vmax=vmax, aspect="auto", interpolation="nearest")
     ax.figure.colorbar(img, ax=ax, label="weight", shrink=0.9)
     rows, cols = _ticks(m), _ticks(n)
     ax.set_yticks(rows, [_short(row_labels[i]) if row_labels is not None else str(i) for i in rows])
-    ax.set_xticks(cols, [_short(col_labels[j]) if col_labels is not None else str(j) for j in cols],
-                  rotation=60 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_xticks(
+        cols,
+        [_short(col_labels[j]) if col_labels is not None else str(j) for j in cols],
+        rotation=60 if n > 4 else 0,
+        ha="right" if n > 4 else "center",
+    )
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -109,8 +115,15 @@ def heatmap(
         top = vmax if vmax is not None else (w.max() or 1.0)
         for i in range(m):
             for j in range(n):
-                ax.text(j, i, f"{w[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if w[i, j] > 0.6 * top else "white")
+                ax.text(
+                    j,
+                    i,
+                    f"{w[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if w[i, j] > 0.6 * top else "white",
+                )
     return ax
 
 
@@ -171,8 +184,16 @@ def weights(
         else:
             query_labels = [f"q{i}" for i in range(len(w))]
     tau = table.temperature if temperature is None else temperature
-    return heatmap(w, row_labels=query_labels, col_labels=table.ids, ax=ax, annotate=annotate,
-                   title=title or f"attention weights (τ = {tau:g})", xlabel="row id", ylabel="query")
+    return heatmap(
+        w,
+        row_labels=query_labels,
+        col_labels=table.ids,
+        ax=ax,
+        annotate=annotate,
+        title=title or f"attention weights (τ = {tau:g})",
+        xlabel="row id",
+        ylabel="query",
+    )
 
 
 def temperature_sweep(
@@ -216,9 +237,12 @@ def temperature_sweep(
     ['a', 'b', '1/n = 0.33']
     """
     base = table.temperature
-    taus = np.logspace(np.log10(base) - 2, np.log10(base) + 2, 25) if temperatures is None else \
-        np.asarray(temperatures, dtype=np.float64)
-    from ._plan import Ask
+    taus = (
+        np.logspace(np.log10(base) - 2, np.log10(base) + 2, 25)
+        if temperatures is None
+        else np.asarray(temperatures, dtype=np.float64)
+    )
+    from softdb.engine._plan import Ask
 
     proj = table.projection
     if proj is None or proj.heads == 1:  # one pass: the top k at the table's τ, and lse at every τ

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
-from ._plan import Ask
-from .table import SoftTable
+from softdb import _checks
+from softdb.engine._plan import Ask
+from softdb.table._table import SoftTable
 
-__all__ = ["assert_retrieves", "assert_weight_at_least", "assert_attends_more", "assert_soft_close_to_hard"]
+__all__ = ["assert_attends_more", "assert_retrieves", "assert_soft_close_to_hard", "assert_weight_at_least"]
 
 #: Rows shown in a failure message, at least.
 SHOWN = 5
@@ -114,8 +114,9 @@ def _rows_table(table: SoftTable, p: Any, j: int = 0, extra_rows: tuple[int, ...
     return "\n".join(lines)
 
 
-def assert_retrieves(table: SoftTable, query: Any, expected_id: Hashable, k: int = 1, *,
-                     temperature: float | None = None) -> None:
+def assert_retrieves(
+    table: SoftTable, query: Any, expected_id: Hashable, k: int = 1, *, temperature: float | None = None
+) -> None:
     """Assert that ``expected_id`` is among the top ``k`` rows retrieved for ``query``.
 
     Parameters
@@ -163,8 +164,9 @@ def assert_retrieves(table: SoftTable, query: Any, expected_id: Hashable, k: int
     )
 
 
-def assert_weight_at_least(table: SoftTable, query: Any, row_id: Hashable, w: float, *,
-                           temperature: float | None = None) -> None:
+def assert_weight_at_least(
+    table: SoftTable, query: Any, row_id: Hashable, w: float, *, temperature: float | None = None
+) -> None:
     """Assert that row ``row_id`` gets at least weight ``w`` (in [0, 1]) for ``query``.
 
     Examples
@@ -187,8 +189,9 @@ def assert_weight_at_least(table: SoftTable, query: Any, row_id: Hashable, w: fl
         )
 
 
-def assert_attends_more(table: SoftTable, query: Any, id_a: Hashable, id_b: Hashable, *,
-                        temperature: float | None = None) -> None:
+def assert_attends_more(
+    table: SoftTable, query: Any, id_a: Hashable, id_b: Hashable, *, temperature: float | None = None
+) -> None:
     """Assert that ``query`` gives row ``id_a`` strictly more weight than row ``id_b``.
 
     Examples
@@ -205,13 +208,11 @@ def assert_attends_more(table: SoftTable, query: Any, id_a: Hashable, id_b: Hash
     if not w[ra] > w[rb]:
         raise AssertionError(
             f"expected {_describe_query(query)} to attend more to {id_a!r} than to {id_b!r}, "
-            f"but their weights are {w[ra]:.4f} and {w[rb]:.4f}:\n"
-            + _rows_table(table, p, 0, (ra, rb))
+            f"but their weights are {w[ra]:.4f} and {w[rb]:.4f}:\n" + _rows_table(table, p, 0, (ra, rb))
         )
 
 
-def assert_soft_close_to_hard(table: SoftTable, queries: Any, tol: float, *,
-                              temperature: float | None = None) -> None:
+def assert_soft_close_to_hard(table: SoftTable, queries: Any, tol: float, *, temperature: float | None = None) -> None:
     """Assert that the soft answers are within ``tol`` (max abs) of the hard ones.
 
     This is the "one-hot weights are an exact lookup" intuition: it holds when
@@ -241,12 +242,16 @@ def assert_soft_close_to_hard(table: SoftTable, queries: Any, tol: float, *,
         raise TypeError(f"table must be a softdb.SoftTable, got {type(table).__name__}")
     if not (isinstance(tol, int | float | np.floating | np.integer) and float(tol) >= 0):
         raise ValueError(f"tol must be a number >= 0, got {tol!r}")
-    single = isinstance(queries, str) or np.ndim(queries) == 1 and not (
-        isinstance(queries, list | tuple) and queries and isinstance(queries[0], str))
+    single = isinstance(queries, str) or (
+        np.ndim(queries) == 1 and not (isinstance(queries, list | tuple) and queries and isinstance(queries[0], str))
+    )
     shown = min(SHOWN, len(table)) if len(table) else None
     ask = Ask(soft=True, hard=True, lse=True)
-    p = table.answer(queries, ask, temperature=temperature) if shown is None else \
-        table.answer(queries, ask, temperature=temperature, k=shown)  # one pass: soft, hard, the rows shown
+    p = (
+        table.answer(queries, ask, temperature=temperature)
+        if shown is None
+        else table.answer(queries, ask, temperature=temperature, k=shown)
+    )  # one pass: soft, hard, the rows shown
     _checks.check_finite_result(p.answers.soft, "soft lookup", p.tau)
     gaps = np.abs(p.answers.soft.astype(np.float64) - p.answers.hard).max(axis=1)  # (m,)
     worst = int(np.argmax(gaps))

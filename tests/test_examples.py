@@ -24,8 +24,14 @@ def _env() -> dict:
 def test_example_runs(script, tmp_path):
     tmp = tmp_path / "tmp"  # the example's temporary folder: it must clean up after itself
     tmp.mkdir()
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=dict(_env(), TMPDIR=str(tmp)),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=dict(_env(), TMPDIR=str(tmp)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip(), f"{script.name} printed nothing"
     left = sorted(p.name for p in tmp.glob("softdb*"))
@@ -34,6 +40,12 @@ def test_example_runs(script, tmp_path):
 
 @pytest.mark.parametrize("test_file", TEST_FILES, ids=[p.name for p in TEST_FILES])
 def test_example_test_files_pass(test_file, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]

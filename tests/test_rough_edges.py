@@ -83,12 +83,19 @@ def test_version_flag(capsys):
 
 def test_python_dash_m_softdb():
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "softdb", "--version"], capture_output=True, text=True,
-                          env=env, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "softdb", "--version"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"softdb {softdb.__version__}"
-    proc = subprocess.run([sys.executable, "-m", "softdb", "search", "-k", "0"], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "softdb", "search", "-k", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "softdb: error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -128,15 +135,18 @@ def test_cli_says_what_it_skipped(tmp_path, hash_encoder, capsys):
         (root / f"bin{i}.txt").write_bytes(ELF)
     code, out, err = run(capsys, "index", root, "-o", tmp_path / "t")
     assert code == 0, err
-    assert ("softdb: warning: skipped 7 files that are not text: bin0.txt, bin1.txt, bin2.txt, bin3.txt, "
-            f"bin4.txt, … (2 more) (in {root})") in err
+    assert (
+        "softdb: warning: skipped 7 files that are not text: bin0.txt, bin1.txt, bin2.txt, bin3.txt, "
+        f"bin4.txt, … (2 more) (in {root})"
+    ) in err
     assert "indexed 1 rows" in out
 
 
 def test_a_folder_of_only_binaries_is_an_error_naming_them(tmp_path):
     (tmp_path / "x.txt").write_bytes(ELF)
-    with pytest.raises(ValueError, match=re.escape(
-            f"corpus {str(tmp_path)!r} has no texts (skipped 1 file that is not text: x.txt)")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"corpus {str(tmp_path)!r} has no texts (skipped 1 file that is not text: x.txt)")
+    ):
         load_corpus(tmp_path)
 
 
@@ -144,34 +154,56 @@ def test_a_folder_of_only_binaries_is_an_error_naming_them(tmp_path):
 @pytest.fixture
 def csv_corpus(tmp_path):
     f = tmp_path / "rows.csv"
-    f.write_text("name,body\nban,bananas are yellow fruit\ncat,cats chase mice at night\n"
-                 "rail,trains run on rails between cities\n")
+    f.write_text(
+        "name,body\nban,bananas are yellow fruit\ncat,cats chase mice at night\n"
+        "rail,trains run on rails between cities\n"
+    )
     return f
 
 
 def test_column_hint_names_the_cli_flags(csv_corpus, hash_encoder, capsys):
     code, _, err = run(capsys, "search", "yellow bananas", "--corpus", csv_corpus)
     assert code == 2
-    assert ("softdb: error: line 2 of {f} has no column 'text'; columns present: ['body', 'name']; pass "
-            "text_column=/id_column= (on the command line --text-column/--id-column) to choose one"
-            ).format(f=csv_corpus) in err
+    assert (
+        f"softdb: error: line 2 of {csv_corpus} has no column 'text'; columns present: ['body', 'name']; pass "
+        "text_column=/id_column= (on the command line --text-column/--id-column) to choose one"
+    ) in err
 
 
 def test_text_and_id_columns_on_search_and_index(csv_corpus, hash_encoder, capsys, tmp_path):
-    code, out, err = run(capsys, "search", "yellow bananas", "--corpus", csv_corpus, "--text-column", "body",
-                         "--id-column", "name", "-k", "1", "--json")
+    code, out, err = run(
+        capsys,
+        "search",
+        "yellow bananas",
+        "--corpus",
+        csv_corpus,
+        "--text-column",
+        "body",
+        "--id-column",
+        "name",
+        "-k",
+        "1",
+        "--json",
+    )
     assert code == 0, err
     assert strict_loads(out)["hits"][0]["id"] == "ban"
-    code, out, err = run(capsys, "index", csv_corpus, "-o", tmp_path / "t", "--text-column", "body",
-                         "--id-column", "name")
+    code, out, err = run(
+        capsys, "index", csv_corpus, "-o", tmp_path / "t", "--text-column", "body", "--id-column", "name"
+    )
     assert code == 0, err
     assert SoftTable.load(tmp_path / "t").ids == ("ban", "cat", "rail")
 
 
 def test_column_flags_on_a_folder_or_a_table_are_an_error(notes, notes_table, hash_encoder, capsys):
     code, _, err = run(capsys, "search", "x", "--corpus", notes, "--text-column", "body")
-    assert code == 2 and ("text_column/id_column (--text-column/--id-column) choose the columns of a "
-                          f".jsonl or .csv file, but corpus {str(notes)!r} is not one") in err
+    assert (
+        code == 2
+        and (
+            "text_column/id_column (--text-column/--id-column) choose the columns of a "
+            f".jsonl or .csv file, but corpus {str(notes)!r} is not one"
+        )
+        in err
+    )
     code, _, err = run(capsys, "search", "x", "--table", notes_table, "--id-column", "name")
     assert code == 2 and "--text-column/--id-column choose the columns of a --corpus .jsonl/.csv file" in err
 
@@ -203,8 +235,10 @@ def test_weak_match_is_said_plainly(notes_table, capsys):
     assert _best_cosine(table, weak) < WEAK_MATCH_COSINE <= _best_cosine(table, strong)  # the premise
     code, out, _ = run(capsys, "search", weak, "--table", notes_table)
     assert code == 0
-    assert (f"weak match: even the best hit has cosine {_best_cosine(table, weak):.3f} (below "
-            f"{WEAK_MATCH_COSINE:g}); the corpus may hold nothing on this query") in out
+    assert (
+        f"weak match: even the best hit has cosine {_best_cosine(table, weak):.3f} (below "
+        f"{WEAK_MATCH_COSINE:g}); the corpus may hold nothing on this query"
+    ) in out
     code, out, _ = run(capsys, "search", strong, "--table", notes_table)
     assert code == 0 and "weak match" not in out
     code, out, _ = run(capsys, "search", weak, strong, "--table", notes_table, "--json")
@@ -239,7 +273,7 @@ def test_several_queries_one_encode_one_search(notes_table, tmp_path, capsys, mo
         code, out, _ = run(capsys, "search", q, "--table", notes_table, "-k", "3", "--json")
         singles.append(strict_loads(out))
 
-    from softdb import _plan
+    from softdb.engine import _plan
 
     encodes, searches = [], []
     real_encode, real_run = HashEncoder.encode, _plan.run
@@ -254,8 +288,9 @@ def test_several_queries_one_encode_one_search(notes_table, tmp_path, capsys, mo
 
     monkeypatch.setattr(HashEncoder, "encode", spy_encode)
     monkeypatch.setattr(_plan, "run", spy_run)
-    code, out, err = run(capsys, "search", *queries[:2], "--queries", qfile, "--table", notes_table, "-k", "3",
-                         "--json")
+    code, out, err = run(
+        capsys, "search", *queries[:2], "--queries", qfile, "--table", notes_table, "-k", "3", "--json"
+    )
     assert code == 0, err
     assert encodes == [queries]  # one encoder call, every query, in order
     assert searches == [(4, DIM)]  # one kernel pass for the batch: hits, weights, entropy, effective rows
@@ -307,8 +342,14 @@ def test_weight_stats_match_a_float64_reference():
 # --------------------------------------------------------------------- strict JSON
 def _tiny_beir(root: Path) -> None:
     (root / "qrels").mkdir(parents=True)
-    docs = [("d1", "cats", "cats chase mice"), ("d2", "dogs", "dogs chase cats"), ("d3", "fish", "fish swim"),
-            ("d4", "birds", "birds fly south"), ("d5", "cows", "cows eat grass"), ("d6", "owls", "owls hoot")]
+    docs = [
+        ("d1", "cats", "cats chase mice"),
+        ("d2", "dogs", "dogs chase cats"),
+        ("d3", "fish", "fish swim"),
+        ("d4", "birds", "birds fly south"),
+        ("d5", "cows", "cows eat grass"),
+        ("d6", "owls", "owls hoot"),
+    ]
     (root / "corpus.jsonl").write_text("\n".join(json.dumps({"_id": i, "title": t, "text": x}) for i, t, x in docs))
     qs = [("q1", "what do cats chase"), ("q2", "where do birds fly"), ("q3", "cats chase"), ("q4", "birds fly")]
     (root / "queries.jsonl").write_text("\n".join(json.dumps({"_id": i, "text": x}) for i, x in qs))
@@ -353,8 +394,14 @@ def test_a_sliced_eval_says_so(tmp_path, hash_encoder, capsys):
     assert code == 0, err
     result = strict_loads(out)
     # one query (q1, relevant d1) kept; d1 plus the first two other documents
-    assert result["slice"] == {"max_docs": 3, "max_queries": 1, "docs": 3, "docs_total": 6, "queries": 1,
-                               "queries_total": 2}
+    assert result["slice"] == {
+        "max_docs": 3,
+        "max_queries": 1,
+        "docs": 3,
+        "docs_total": 6,
+        "queries": 1,
+        "queries_total": 2,
+    }
     assert result["baseline"]["all"]["queries"] == 1
     code, out, _ = run(capsys, "eval", tmp_path / "beir", "--max-docs", "3")
     assert code == 0
@@ -374,16 +421,17 @@ def _hand_edit(table_dir: Path) -> None:
 def test_hand_edited_manifest_gets_a_hint_and_can_be_loaded_anyway(notes_table, capsys):
     _hand_edit(notes_table)
     mpath = notes_table / "manifest.json"
-    msg = (f"{mpath} is corrupted: its checksum does not match its content (was it edited by hand?); "
-           f"hint: rebuild the table with `softdb index CORPUS -o {notes_table}`, or load it anyway with "
-           "SoftTable.load(…, verify=False) (on the command line: --no-verify)")
+    msg = (
+        f"{mpath} is corrupted: its checksum does not match its content (was it edited by hand?); "
+        f"hint: rebuild the table with `softdb index CORPUS -o {notes_table}`, or load it anyway with "
+        "SoftTable.load(…, verify=False) (on the command line: --no-verify)"
+    )
     with pytest.raises(ValueError, match=re.escape(msg)):
         SoftTable.load(notes_table)
     assert SoftTable.load(notes_table, verify=False).payloads[0]["text"] == "edited by hand"
     code, _, err = run(capsys, "search", "bananas", "--table", notes_table)
     assert code == 2 and f"softdb: error: {msg}" in err
-    code, out, err = run(capsys, "search", "edited by hand", "--table", notes_table, "--no-verify", "-k", "1",
-                         "--json")
+    code, out, err = run(capsys, "search", "edited by hand", "--table", notes_table, "--no-verify", "-k", "1", "--json")
     assert code == 0, err
     assert strict_loads(out)["hits"][0]["payload"]["text"] == "edited by hand"
 
@@ -398,8 +446,10 @@ def test_assert_retrieves_unknown_id_is_an_assertion_naming_it():
     from softdb.testing import assert_attends_more, assert_retrieves, assert_weight_at_least
 
     t = SoftTable(np.eye(2, dtype=np.float32), ids=["apple", "banana"])
-    msg = ("expected id 'durian' is not an id of the table (2 rows, ids ['apple', 'banana']); "
-           "hint: check the id, and that its row was added")
+    msg = (
+        "expected id 'durian' is not an id of the table (2 rows, ids ['apple', 'banana']); "
+        "hint: check the id, and that its row was added"
+    )
     with pytest.raises(AssertionError, match=re.escape(msg)):
         assert_retrieves(t, [1.0, 0.0], "durian")
     with pytest.raises(AssertionError, match=re.escape("row id 'durian' is not an id of the table")):
@@ -410,8 +460,10 @@ def test_assert_retrieves_unknown_id_is_an_assertion_naming_it():
 
 def test_nan_in_a_query_gets_a_hint_about_the_query():
     t = SoftTable(np.eye(3, dtype=np.float32))
-    msg = ("queries must be finite, but it has 1 NaN and 0 inf values (first at index (1,)); hint: the table "
-           "is fine; fix the queries (a NaN often comes from normalising a zero vector) or drop those queries")
+    msg = (
+        "queries must be finite, but it has 1 NaN and 0 inf values (first at index (1,)); hint: the table "
+        "is fine; fix the queries (a NaN often comes from normalising a zero vector) or drop those queries"
+    )
     for call in (t.search, t.lookup, t.weights):
         with pytest.raises(ValueError, match=re.escape(msg)):
             call([1.0, np.nan, 0.0])

@@ -21,17 +21,22 @@ FRUIT = ["apple", "lemon", "banana", "lime", "mango", "kiwi", "plum"]
 
 @pytest.fixture
 def fruit():
-    keys = np.array([[0.8, 0.3], [0.1, 0.9], [0.9, 0.1], [0.2, 1.0], [1.0, 0.2], [0.5, 0.5], [0.6, 0.4]],
-                    np.float32)
+    keys = np.array([[0.8, 0.3], [0.1, 0.9], [0.9, 0.1], [0.2, 1.0], [1.0, 0.2], [0.5, 0.5], [0.6, 0.4]], np.float32)
     prices = np.arange(1, 8, dtype=np.float32)[:, None]
-    return SoftTable(keys, prices, ids=FRUIT, payloads=[f"{f}, sold by the kilo at the market" for f in FRUIT],
-                     metric="cosine")
+    return SoftTable(
+        keys, prices, ids=FRUIT, payloads=[f"{f}, sold by the kilo at the market" for f in FRUIT], metric="cosine"
+    )
 
 
 @pytest.fixture
 def texts():
-    docs = ["read a csv file into rows", "compress data with gzip", "parse command line arguments",
-            "send an email message", "match a regular expression"]
+    docs = [
+        "read a csv file into rows",
+        "compress data with gzip",
+        "parse command line arguments",
+        "send an email message",
+        "match a regular expression",
+    ]
     return SoftTable.from_texts(docs, ids=["csv", "gzip", "argparse", "smtplib", "re"], encoder=HashEncoder())
 
 
@@ -72,8 +77,11 @@ def test_failing_assert_retrieves_with_a_text_query(texts):
 
 
 def test_long_payloads_are_cut_to_a_snippet(texts):
-    long = SoftTable(np.eye(2, dtype=np.float32), ids=["a", "b"],
-                     payloads=[{"summary": "x " * 100, "module": "m"}, "line one\nline two"])
+    long = SoftTable(
+        np.eye(2, dtype=np.float32),
+        ids=["a", "b"],
+        payloads=[{"summary": "x " * 100, "module": "m"}, "line one\nline two"],
+    )
     with pytest.raises(AssertionError) as info:
         assert_retrieves(long, [0.0, 1.0], "a")
     msg = str(info.value)
@@ -83,8 +91,12 @@ def test_long_payloads_are_cut_to_a_snippet(texts):
 
 def test_failing_assert_weight_at_least(fruit):
     w = float(fruit.weights([1.0, 0.2])[fruit.row_of("mango")])
-    with pytest.raises(AssertionError, match=re.escape(
-            f"expected weight >= 0.99 on 'mango' for the query vector of shape (2,), got {w:.4f}:\n  rank  id")):
+    with pytest.raises(
+        AssertionError,
+        match=re.escape(
+            f"expected weight >= 0.99 on 'mango' for the query vector of shape (2,), got {w:.4f}:\n  rank  id"
+        ),
+    ):
         assert_weight_at_least(fruit, [1.0, 0.2], "mango", 0.99)
 
 
@@ -110,9 +122,13 @@ def test_failing_assert_soft_close_to_hard_names_the_worst_query(fruit):
     queries = np.array([[0.1, 1.0], [1.0, 0.2], [0.55, 0.45]], np.float32)
     gaps = np.abs(fruit.lookup(queries) - fruit.lookup(queries, mode="hard")).max(1)
     worst = int(np.argmax(gaps))
-    with pytest.raises(AssertionError, match=re.escape(
+    with pytest.raises(
+        AssertionError,
+        match=re.escape(
             f"soft answers differ from hard ones by more than tol=0.01 for {(gaps > 0.01).sum()} of 3 queries; "
-            f"the worst is query {worst} (the query vector of shape (2,)) with max |soft − hard| = {gaps[worst]:.4g}")):
+            f"the worst is query {worst} (the query vector of shape (2,)) with max |soft − hard| = {gaps[worst]:.4g}"
+        ),
+    ):
         assert_soft_close_to_hard(fruit, queries, 0.01)
     assert_soft_close_to_hard(fruit, queries, 0.01, temperature=1e-5)  # one-hot weights: exact
 
@@ -124,16 +140,28 @@ def test_works_on_projected_tables():
     assert_weight_at_least(t, x[1], "b", 0.9)
 
 
-@pytest.mark.parametrize(("call", "exc", "msg"), [
-    (lambda t: assert_retrieves(t, np.ones((2, 2)), "apple"), ValueError,
-     "this assertion takes one query (a string or a vector of shape (2,)), got an array of shape (2, 2); "
-     "hint: loop over the queries, or use assert_soft_close_to_hard for a batch"),
-    (lambda t: assert_weight_at_least(t, [1.0, 0.0], "apple", 1.5), ValueError,
-     "w must be a weight between 0 and 1, got 1.5"),
-    (lambda t: assert_soft_close_to_hard(t, [[1.0, 0.0]], -1), ValueError, "tol must be a number >= 0, got -1"),
-    (lambda t: assert_retrieves("not a table", [1.0, 0.0], "apple"), TypeError,
-     "table must be a softdb.SoftTable, got str"),
-])
+@pytest.mark.parametrize(
+    ("call", "exc", "msg"),
+    [
+        (
+            lambda t: assert_retrieves(t, np.ones((2, 2)), "apple"),
+            ValueError,
+            "this assertion takes one query (a string or a vector of shape (2,)), got an array of shape (2, 2); "
+            "hint: loop over the queries, or use assert_soft_close_to_hard for a batch",
+        ),
+        (
+            lambda t: assert_weight_at_least(t, [1.0, 0.0], "apple", 1.5),
+            ValueError,
+            "w must be a weight between 0 and 1, got 1.5",
+        ),
+        (lambda t: assert_soft_close_to_hard(t, [[1.0, 0.0]], -1), ValueError, "tol must be a number >= 0, got -1"),
+        (
+            lambda t: assert_retrieves("not a table", [1.0, 0.0], "apple"),
+            TypeError,
+            "table must be a softdb.SoftTable, got str",
+        ),
+    ],
+)
 def test_misuse_is_not_an_assertion_failure(fruit, call, exc, msg):
     with pytest.raises(exc, match=re.escape(msg)):
         call(fruit)

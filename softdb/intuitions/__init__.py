@@ -19,16 +19,28 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from ._basics import approximate_select, dot_vs_additive, one_hot, sqrt_d
-from ._language import search_engine, self_attention
-from ._projected import multi_head, qk_differ
-from ._result import Intuition
-from ._sequences import causal, keys_values, self_vs_cross
+from softdb.intuitions._basics import approximate_select, dot_vs_additive, one_hot, sqrt_d
+from softdb.intuitions._language import search_engine, self_attention
+from softdb.intuitions._projected import multi_head, qk_differ
+from softdb.intuitions._result import Intuition
+from softdb.intuitions._sequences import causal, keys_values, self_vs_cross
 
 __all__ = [
-    "Intuition", "REGISTRY", "LANGUAGE", "run", "one_hot", "qk_differ", "self_attention", "sqrt_d",
-    "dot_vs_additive", "keys_values", "multi_head", "self_vs_cross", "causal", "search_engine",
+    "LANGUAGE",
+    "REGISTRY",
+    "Intuition",
     "approximate_select",
+    "causal",
+    "dot_vs_additive",
+    "keys_values",
+    "multi_head",
+    "one_hot",
+    "qk_differ",
+    "run",
+    "search_engine",
+    "self_attention",
+    "self_vs_cross",
+    "sqrt_d",
 ]
 
 #: Short name → experiment, in the order of the claims (1 to 11).

@@ -8,10 +8,10 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.special import softmax
 
-from ..table import SoftTable
-from ._result import Intuition, entropy, experiment, fmt, one_blas_thread
+from softdb.intuitions._result import Intuition, entropy, experiment, fmt, one_blas_thread
+from softdb.table._table import SoftTable
 
-__all__ = ["one_hot", "sqrt_d", "dot_vs_additive", "approximate_select"]
+__all__ = ["approximate_select", "dot_vs_additive", "one_hot", "sqrt_d"]
 
 
 @experiment
@@ -53,23 +53,34 @@ def one_hot(*, seed: int = 0) -> Intuition:
         for out in table.lookup(queries, temperature=tau):  # (d_v,)
             # Is there λ >= 0 with Σλ = 1 and λ·V = out?  (feasibility LP)
             a_eq = np.vstack([values.T, np.ones(n)])  # (d_v + 1, n)
-            res = linprog(np.zeros(n), A_eq=a_eq, b_eq=np.append(out, 1.0), bounds=(0, None),
-                          method="highs")
+            res = linprog(np.zeros(n), A_eq=a_eq, b_eq=np.append(out, 1.0), bounds=(0, None), method="highs")
             inside.append(res.status == 0)
     w_min = table.weights(queries, temperature=taus[0])  # (m, n)
     figures = {
-        "tau_min": float(taus[0]), "max_abs_soft_minus_hard_tau_min": to_hard[0],
-        "tau_max": float(taus[-1]), "max_abs_soft_minus_mean_tau_max": to_mean[-1],
+        "tau_min": float(taus[0]),
+        "max_abs_soft_minus_hard_tau_min": to_hard[0],
+        "tau_max": float(taus[-1]),
+        "max_abs_soft_minus_mean_tau_max": to_mean[-1],
         "max_weight_tau_min": float(w_min.max(axis=1).min()),
-        "in_hull_fraction": float(np.mean(inside)), "rows": n, "queries": m,
+        "in_hull_fraction": float(np.mean(inside)),
+        "rows": n,
+        "queries": m,
     }
     holds = to_hard[0] < 1e-6 and to_mean[-1] < 1e-4 and figures["in_hull_fraction"] == 1.0
-    summary = (f"|soft-hard| {fmt(to_hard[0])} at τ=1e-4; |soft-mean| {fmt(to_mean[-1])} at τ=1e6; "
-               f"in hull {figures['in_hull_fraction']:.0%}")
+    summary = (
+        f"|soft-hard| {fmt(to_hard[0])} at τ=1e-4; |soft-mean| {fmt(to_mean[-1])} at τ=1e6; "
+        f"in hull {figures['in_hull_fraction']:.0%}"
+    )
     plots = {"taus": taus, "to_hard": np.array(to_hard), "to_mean": np.array(to_mean)}
-    return Intuition("one-hot", "One-hot weights are an exact lookup: soft → hard as τ → 0, → mean "
-                     "of the values as τ → ∞, in their convex hull in between.", figures, holds,
-                     summary, plots)
+    return Intuition(
+        "one-hot",
+        "One-hot weights are an exact lookup: soft → hard as τ → 0, → mean "
+        "of the values as τ → ∞, in their convex hull in between.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )
 
 
 @experiment
@@ -113,25 +124,32 @@ def sqrt_d(*, seed: int = 0) -> Intuition:
         figures[f"grad_unscaled_d{d}"] = out["g_raw"][i]
         figures[f"grad_scaled_d{d}"] = out["g_scaled"][i]
     hs = out["h_scaled"]
-    holds = (out["h_raw"][-1] < 0.1 * hs[-1] and out["g_raw"][-1] < 0.1 * out["g_scaled"][-1]
-             and max(hs) < 1.5 * min(hs))
-    summary = (f"entropy/log n at d={dims[-1]}: {fmt(out['h_raw'][-1])} unscaled vs "
-               f"{fmt(hs[-1])} scaled (d={dims[0]}: {fmt(hs[0])})")
+    holds = out["h_raw"][-1] < 0.1 * hs[-1] and out["g_raw"][-1] < 0.1 * out["g_scaled"][-1] and max(hs) < 1.5 * min(hs)
+    summary = (
+        f"entropy/log n at d={dims[-1]}: {fmt(out['h_raw'][-1])} unscaled vs "
+        f"{fmt(hs[-1])} scaled (d={dims[0]}: {fmt(hs[0])})"
+    )
     plots = {"dims": np.array(dims), **{k: np.array(v) for k, v in out.items()}}
-    return Intuition("sqrt-d", "Without 1/√d scaling the weights saturate as d grows "
-                     "(entropy → 0, gradients vanish); with it they do not.", figures, holds,
-                     summary, plots)
+    return Intuition(
+        "sqrt-d",
+        "Without 1/√d scaling the weights saturate as d grows (entropy → 0, gradients vanish); with it they do not.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )
 
 
-def _additive_lookup(q: np.ndarray, k: np.ndarray, v: np.ndarray, w_q: np.ndarray,
-                     w_k: np.ndarray, u: np.ndarray) -> np.ndarray:
+def _additive_lookup(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, w_q: np.ndarray, w_k: np.ndarray, u: np.ndarray
+) -> np.ndarray:
     """Bahdanau attention: score_ij = u · tanh(q_i W_q + k_j W_k), then softmax and blend."""
     qa, ka = q @ w_q, k @ w_k  # (m, h), (n, h)
     out = np.empty((len(q), v.shape[1]), np.float32)  # (m, d_v)
     for s in range(0, len(q), 8):  # 8 queries at a time bounds the (8, n, h) tensor
-        hidden = np.tanh(qa[s:s + 8, None, :] + ka[None, :, :])  # (b, n, h)  the network, b × n times
+        hidden = np.tanh(qa[s : s + 8, None, :] + ka[None, :, :])  # (b, n, h)  the network, b × n times
         scores = hidden @ u  # (b, n)
-        out[s:s + 8] = softmax(scores, axis=1) @ v  # (b, d_v)
+        out[s : s + 8] = softmax(scores, axis=1) @ v  # (b, d_v)
     return out
 
 
@@ -175,12 +193,19 @@ def dot_vs_additive(*, seed: int = 0, sizes: tuple[int, ...] = (256, 1024, 4096)
     holds = ratios[-1] > 1
     summary = f"additive / dot time: {fmt(ratios[0])}× at n={sizes[0]}, {fmt(ratios[-1])}× at n={sizes[-1]}"
     plots = {"sizes": np.array(sizes), "t_add": np.array(t_add), "t_dot": np.array(t_dot)}
-    return Intuition("dot-vs-additive", "Dot-product scoring (one matrix product) is cheaper than "
-                     "additive scoring (a network run m × n times).", figures, holds, summary, plots)
+    return Intuition(
+        "dot-vs-additive",
+        "Dot-product scoring (one matrix product) is cheaper than additive scoring (a network run m × n times).",
+        figures,
+        holds,
+        summary,
+        plots,
+    )
 
 
-def _time_pair(rng: np.random.Generator, n: int, m: int, d: int, d_v: int, w_q: np.ndarray,
-               w_k: np.ndarray, u: np.ndarray) -> tuple[float, float]:
+def _time_pair(
+    rng: np.random.Generator, n: int, m: int, d: int, d_v: int, w_q: np.ndarray, w_k: np.ndarray, u: np.ndarray
+) -> tuple[float, float]:
     """Best-of-3 seconds of the additive and of the dot-product lookup, for n keys."""
     q = rng.standard_normal((m, d)).astype(np.float32)  # (m, d)
     k = rng.standard_normal((n, d)).astype(np.float32)  # (n, d)
@@ -227,14 +252,16 @@ def approximate_select(*, seed: int = 0) -> Intuition:
     names = rng.standard_normal((n, d))  # (n, d)
     names /= np.linalg.norm(names, axis=1, keepdims=True)
     prices = np.exp(rng.normal(3.0, 1.5, size=n))  # (n,)
-    table = SoftTable(names.astype(np.float32), prices[:, None].astype(np.float32),
-                      ids=[f"p{i}" for i in range(n)], metric="cosine")
+    table = SoftTable(
+        names.astype(np.float32), prices[:, None].astype(np.float32), ids=[f"p{i}" for i in range(n)], metric="cosine"
+    )
     clear_q = names + 0.15 * rng.standard_normal((n, d)) / np.sqrt(d)  # (n, d)  near one row each
     soft_clear = table.lookup(clear_q)[:, 0].astype(np.float64)  # (n,)
     err_clear = np.abs(soft_clear - prices) / prices  # (n,)
     neff_clear = 1 / (table.weights(clear_q).astype(np.float64) ** 2).sum(1)  # (n,)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)
-             if max(prices[i], prices[j]) >= 3 * min(prices[i], prices[j])]
+    pairs = [
+        (i, j) for i in range(n) for j in range(i + 1, n) if max(prices[i], prices[j]) >= 3 * min(prices[i], prices[j])
+    ]
     pairs = [pairs[i] for i in rng.choice(len(pairs), size=min(20, len(pairs)), replace=False)]
     a, b = np.array(pairs).T  # (p,), (p,)
     amb_q = names[a] + names[b]  # (p, d)  the cosine table normalises it
@@ -246,17 +273,34 @@ def approximate_select(*, seed: int = 0) -> Intuition:
         "median_rel_error_ambiguous": float(np.median(nearest)),
         "median_rows_attended_clear": float(np.median(neff_clear)),
         "median_rows_attended_ambiguous": float(np.median(neff_amb)),
-        "products": n, "ambiguous_queries": len(pairs),
+        "products": n,
+        "ambiguous_queries": len(pairs),
     }
-    holds = (figures["median_rel_error_clear"] < 0.05 and figures["median_rel_error_ambiguous"] > 0.25
-             and figures["median_rows_attended_clear"] < 1.5 < figures["median_rows_attended_ambiguous"])
-    summary = (f"median error {figures['median_rel_error_clear']:.1%} clear vs "
-               f"{figures['median_rel_error_ambiguous']:.0%} ambiguous; rows attended "
-               f"{fmt(figures['median_rows_attended_clear'])} vs {fmt(figures['median_rows_attended_ambiguous'])}")
+    holds = (
+        figures["median_rel_error_clear"] < 0.05
+        and figures["median_rel_error_ambiguous"] > 0.25
+        and figures["median_rows_attended_clear"] < 1.5 < figures["median_rows_attended_ambiguous"]
+    )
+    summary = (
+        f"median error {figures['median_rel_error_clear']:.1%} clear vs "
+        f"{figures['median_rel_error_ambiguous']:.0%} ambiguous; rows attended "
+        f"{fmt(figures['median_rows_attended_clear'])} vs {fmt(figures['median_rows_attended_ambiguous'])}"
+    )
     k = int(np.argmax(np.abs(np.log(prices[a] / prices[b]))))  # the most misleading pair, for the plot
-    plots = {"pair": (f"p{a[k]}", f"p{b[k]}"), "pair_prices": (float(prices[a[k]]), float(prices[b[k]])),
-             "blend": float(soft_amb[k]), "clear_id": "p0", "clear_price": float(prices[0]),
-             "clear_blend": float(soft_clear[0])}
-    return Intuition("approximate-select", "A soft table answers SELECT price WHERE name ≈ q as a "
-                     "weighted blend: good for a clear match, misleading between two rows.",
-                     figures, holds, summary, plots)
+    plots = {
+        "pair": (f"p{a[k]}", f"p{b[k]}"),
+        "pair_prices": (float(prices[a[k]]), float(prices[b[k]])),
+        "blend": float(soft_amb[k]),
+        "clear_id": "p0",
+        "clear_price": float(prices[0]),
+        "clear_blend": float(soft_clear[0]),
+    }
+    return Intuition(
+        "approximate-select",
+        "A soft table answers SELECT price WHERE name ≈ q as a "
+        "weighted blend: good for a clear match, misleading between two rows.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )

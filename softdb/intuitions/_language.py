@@ -6,11 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from ..projection import Projection
-from ..table import SoftTable
-from ._result import Intuition, experiment, fmt
+from softdb.intuitions._result import Intuition, experiment, fmt
+from softdb.learn._projection import Projection
+from softdb.table._table import SoftTable
 
-__all__ = ["self_attention", "search_engine"]
+__all__ = ["search_engine", "self_attention"]
 
 _FEMALE = ["girl", "woman", "queen", "mother", "sister", "aunt"]
 _MALE = ["boy", "man", "king", "father", "brother", "uncle"]
@@ -18,8 +18,14 @@ _THINGS = ["dog", "cat", "car", "box", "ball", "lamp", "horse", "cup"]
 _VERBS = ["saw", "fed", "found", "liked"]
 _ADJS = ["tired", "happy", "hungry", "small", "old", "new"]
 #: (first noun kind, second noun kind, pronoun, referent: 0 = first noun, 1 = second)
-_PATTERNS = [("f", "t", "she", 0), ("m", "t", "he", 0), ("f", "t", "it", 1),
-             ("m", "t", "it", 1), ("f", "m", "he", 1), ("m", "f", "she", 1)]
+_PATTERNS = [
+    ("f", "t", "she", 0),
+    ("m", "t", "he", 0),
+    ("f", "t", "it", 1),
+    ("m", "t", "it", 1),
+    ("f", "m", "he", 1),
+    ("m", "f", "she", 1),
+]
 
 
 def _sentences(rng: np.random.Generator, female, male, things, count: int) -> list[tuple[list[str], int, int]]:
@@ -34,8 +40,9 @@ def _sentences(rng: np.random.Generator, female, male, things, count: int) -> li
     return out
 
 
-def _token_table(sents, vec: dict[str, np.ndarray], scale: dict[str, float] | None = None,
-                 **kw: Any) -> tuple[SoftTable, np.ndarray, np.ndarray]:
+def _token_table(
+    sents, vec: dict[str, np.ndarray], scale: dict[str, float] | None = None, **kw: Any
+) -> tuple[SoftTable, np.ndarray, np.ndarray]:
     """All tokens of all sentences as rows; returns the table, the keys and a same-sentence mask."""
     keys = np.array([vec[w] * (scale[w] if scale else 1.0) for words, _, _ in sents for w in words])  # (N, d)
     sent_of = np.repeat(np.arange(len(sents)), [len(s[0]) for s in sents])  # (N,)
@@ -58,7 +65,7 @@ def self_attention(*, encoder: Any = None, seed: int = 0) -> Intuition:
     attends most to itself, fewer do with random norms, and the fitted projection
     finds the referent of at least 75% of held-out pronouns (none without it).
     """
-    from ..text import default_encoder
+    from softdb.text import default_encoder
 
     encoder = default_encoder() if encoder is None else encoder
     rng = np.random.default_rng(seed)
@@ -74,13 +81,21 @@ def self_attention(*, encoder: Any = None, seed: int = 0) -> Intuition:
     scaled, skeys, _ = _token_table(test, vec, norms, temperature=0.05)
     self_scaled = float(np.mean(np.argmax(np.where(mask, scaled.weights(skeys), -1), 1) == np.arange(len(skeys))))
 
-    fit_table, fit_keys, _ = _token_table(train, vec, temperature=1.0,
-                                          projection=Projection(d, d_k=64, init="random", seed=seed,
-                                                                learn=("q", "k"), learn_temperature=True))
+    fit_table, fit_keys, _ = _token_table(
+        train,
+        vec,
+        temperature=1.0,
+        projection=Projection(d, d_k=64, init="random", seed=seed, learn=("q", "k"), learn_temperature=True),
+    )
     offsets = np.cumsum([0] + [len(w) for w, _, _ in train])
     pron_rows = [offsets[s] + p for s, (_, p, _) in enumerate(train)]
-    fit_table.fit(fit_keys[pron_rows], [fit_table.ids[offsets[s] + r] for s, (_, _, r) in enumerate(train)],
-                  loss="rows", max_iter=200, seed=seed)
+    fit_table.fit(
+        fit_keys[pron_rows],
+        [fit_table.ids[offsets[s] + r] for s, (_, _, r) in enumerate(train)],
+        loss="rows",
+        max_iter=200,
+        seed=seed,
+    )
     learned, _, _ = _token_table(test, vec, temperature=1.0, projection=fit_table.projection)
     t_off = np.cumsum([0] + [len(w) for w, _, _ in test])
     t_pron = np.array([t_off[s] + p for s, (_, p, _) in enumerate(test)])  # (12,)
@@ -88,28 +103,42 @@ def self_attention(*, encoder: Any = None, seed: int = 0) -> Intuition:
     hit_learned = learned.search(keys[t_pron], k=1, mask=mask[t_pron]).rows[:, 0]  # (12,)
     hit_plain = plain.search(keys[t_pron], k=1, mask=mask[t_pron]).rows[:, 0]  # (12,)
     figures = {
-        "self_top_unit": self_unit, "self_top_random_norms": self_scaled,
+        "self_top_unit": self_unit,
+        "self_top_random_norms": self_scaled,
         "pronoun_to_referent_plain": float(np.mean(hit_plain == t_ref)),
         "pronoun_to_referent_learned": float(np.mean(hit_learned == t_ref)),
         "pronoun_to_itself_learned": float(np.mean(hit_learned == t_pron)),
-        "train_sentences": len(train), "test_sentences": len(test), "words": len(vocab),
+        "train_sentences": len(train),
+        "test_sentences": len(test),
+        "words": len(vocab),
     }
-    holds = (self_unit == 1.0 and self_scaled < 1.0 and figures["pronoun_to_referent_plain"] == 0.0
-             and figures["pronoun_to_referent_learned"] >= 0.75)
-    summary = (f"attends most to itself: unit {self_unit:.0%}, random norms {self_scaled:.0%}; "
-               f"held-out pronoun → referent {figures['pronoun_to_referent_plain']:.0%} plain, "
-               f"{figures['pronoun_to_referent_learned']:.0%} learned")
+    holds = (
+        self_unit == 1.0
+        and self_scaled < 1.0
+        and figures["pronoun_to_referent_plain"] == 0.0
+        and figures["pronoun_to_referent_learned"] >= 0.75
+    )
+    summary = (
+        f"attends most to itself: unit {self_unit:.0%}, random norms {self_scaled:.0%}; "
+        f"held-out pronoun → referent {figures['pronoun_to_referent_plain']:.0%} plain, "
+        f"{figures['pronoun_to_referent_learned']:.0%} learned"
+    )
     rows = [np.arange(t_off[s], t_off[s + 1]) for s in range(6)]  # 6 sentences, one per pattern
     plots = {
         "queries": [f"{w[6]} ({w[1]} / {w[4]})" for w, _, _ in test[:6]],
         "positions": ["the", "noun 1", "verb", "a", "noun 2", "because", "pronoun", "was", "adj"],
         "plain": np.array([plain.weights(keys[t_pron[s]], mask=mask[t_pron[s]])[r] for s, r in enumerate(rows)]),
-        "learned": np.array([learned.weights(keys[t_pron[s]], mask=mask[t_pron[s]])[r]
-                             for s, r in enumerate(rows)]),
+        "learned": np.array([learned.weights(keys[t_pron[s]], mask=mask[t_pron[s]])[r] for s, r in enumerate(rows)]),
     }
-    return Intuition("self-attention", "Without projections a token attends most to itself (for unit "
-                     "vectors); with learned projections a pronoun can attend to its referent.",
-                     figures, holds, summary, plots)
+    return Intuition(
+        "self-attention",
+        "Without projections a token attends most to itself (for unit "
+        "vectors); with learned projections a pronoun can attend to its referent.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )
 
 
 #: Queries of the search-engine experiment, with the stdlib modules that answer them.
@@ -143,7 +172,7 @@ def search_engine(*, encoder: Any = None, corpus: Any = None, seed: int = 0) -> 
     mean L1 distance between soft and hard answers falls monotonically with τ to
     below 0.05 at τ = 0.001. ``seed`` is unused (the experiment is deterministic).
     """
-    from ..text import default_encoder, stdlib_corpus
+    from softdb.text import default_encoder, stdlib_corpus
 
     encoder = default_encoder() if encoder is None else encoder
     corpus = stdlib_corpus() if corpus is None else corpus
@@ -151,8 +180,7 @@ def search_engine(*, encoder: Any = None, corpus: Any = None, seed: int = 0) -> 
     col = {m: j for j, m in enumerate(modules)}
     onehot = np.zeros((len(corpus.ids), len(modules)), np.float32)  # (n, n_modules)
     onehot[np.arange(len(corpus.ids)), [col[str(i).split(".")[0]] for i in corpus.ids]] = 1
-    table = SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads, values=onehot,
-                                 encoder=encoder)
+    table = SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads, values=onehot, encoder=encoder)
     queries = list(SEARCHES)
     q = encoder.encode(queries)  # (m, d)
     hits = table.search(q, k=3)
@@ -164,20 +192,44 @@ def search_engine(*, encoder: Any = None, corpus: Any = None, seed: int = 0) -> 
     agree = np.argmax(soft, 1) == np.argmax(hard, 1)  # (m,)
     top_mass = soft[np.arange(len(q)), np.argmax(hard, 1)]  # (m,)
     figures = {
-        "rows": len(corpus.ids), "modules": len(modules), "queries": len(queries),
-        "hit_at_3": float(np.mean(top3)), "soft_argmax_is_top_hit_module": float(agree.mean()),
+        "rows": len(corpus.ids),
+        "modules": len(modules),
+        "queries": len(queries),
+        "hit_at_3": float(np.mean(top3)),
+        "soft_argmax_is_top_hit_module": float(agree.mean()),
         "mean_top_module_mass_tau_0.05": float(top_mass.mean()),
-        "mean_l1_soft_vs_hard_tau_1": float(l1[0]), "mean_l1_soft_vs_hard_tau_0.05": float(l1[3]),
+        "mean_l1_soft_vs_hard_tau_1": float(l1[0]),
+        "mean_l1_soft_vs_hard_tau_0.05": float(l1[3]),
         "mean_l1_soft_vs_hard_tau_0.001": float(l1[-1]),
-        "example_query": queries[0], "example_top_hit": str(hits.ids[0][0]),
+        "example_query": queries[0],
+        "example_top_hit": str(hits.ids[0][0]),
     }
-    holds = (figures["hit_at_3"] >= 0.8 and figures["soft_argmax_is_top_hit_module"] >= 0.8
-             and bool(np.all(np.diff(l1) <= 1e-6)) and l1[-1] < 0.05)
-    summary = (f"hit@3 {figures['hit_at_3']:.0%} of {len(queries)} queries on {len(corpus.ids)} docs; "
-               f"|soft−hard| {fmt(l1[0])} at τ=1 → {fmt(l1[-1])} at τ=0.001")
+    holds = (
+        figures["hit_at_3"] >= 0.8
+        and figures["soft_argmax_is_top_hit_module"] >= 0.8
+        and bool(np.all(np.diff(l1) <= 1e-6))
+        and l1[-1] < 0.05
+    )
+    summary = (
+        f"hit@3 {figures['hit_at_3']:.0%} of {len(queries)} queries on {len(corpus.ids)} docs; "
+        f"|soft−hard| {fmt(l1[0])} at τ=1 → {fmt(l1[-1])} at τ=0.001"
+    )
     w_tau = {t: table.search(q[0], k=6, temperature=t) for t in (0.2, 0.05, 0.01)}
-    plots = {"taus": taus, "l1": l1, "query": queries[0], "ids": [str(i) for i in w_tau[0.05].ids],
-             "sweep": {t: r.weights for t, r in w_tau.items()}, "table": table, "q": q[0]}
-    return Intuition("search-engine", "The search-engine analogy: a query matched against keys (titles) "
-                     "retrieves values (documents); soft retrieval degrades gracefully to the top hit.",
-                     figures, holds, summary, plots)
+    plots = {
+        "taus": taus,
+        "l1": l1,
+        "query": queries[0],
+        "ids": [str(i) for i in w_tau[0.05].ids],
+        "sweep": {t: r.weights for t, r in w_tau.items()},
+        "table": table,
+        "q": q[0],
+    }
+    return Intuition(
+        "search-engine",
+        "The search-engine analogy: a query matched against keys (titles) "
+        "retrieves values (documents); soft retrieval degrades gracefully to the top hit.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..projection import Projection
-from ..table import SoftTable
-from ._result import Intuition, experiment, fmt
+from softdb.intuitions._result import Intuition, experiment, fmt
+from softdb.learn._projection import Projection
+from softdb.table._table import SoftTable
 
-__all__ = ["qk_differ", "multi_head"]
+__all__ = ["multi_head", "qk_differ"]
 
 
 @experiment
@@ -40,8 +40,7 @@ def qk_differ(*, seed: int = 0) -> Intuition:
     succ = [ids[3 * (i // 3) + (i % 3 + 1) % 3] for i in range(n)]  # a→b→c→a
     acc, plots = {}, {"labels": ids[:9]}
     for tied in (False, True):
-        table = SoftTable(x, ids=ids, temperature=1.0,
-                          projection=Projection(d, tied=tied, learn=("q", "k"), seed=seed))
+        table = SoftTable(x, ids=ids, temperature=1.0, projection=Projection(d, tied=tied, learn=("q", "k"), seed=seed))
         table.fit(x, succ, loss="rows", max_iter=200, seed=seed)
         found = table.search(x, k=1).ids[:, 0]  # (n,)
         acc[tied] = float(np.mean(found == np.array(succ, dtype=object)))
@@ -49,8 +48,15 @@ def qk_differ(*, seed: int = 0) -> Intuition:
     figures = {"accuracy_separate": acc[False], "accuracy_tied": acc[True], "tokens": n, "dim": d}
     holds = acc[False] >= 0.99 and acc[True] <= 2 / 3
     summary = f"successor found: separate W_Q, W_K {acc[False]:.0%}, tied W_Q = W_K {acc[True]:.0%} (bound 67%)"
-    return Intuition("qk-differ", "Queries and keys must differ: tied W_Q = W_K gives symmetric scores and "
-                     "cannot learn a directed 3-cycle; separate ones can.", figures, holds, summary, plots)
+    return Intuition(
+        "qk-differ",
+        "Queries and keys must differ: tied W_Q = W_K gives symmetric scores and "
+        "cannot learn a directed 3-cycle; separate ones can.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )
 
 
 @experiment
@@ -89,8 +95,9 @@ def multi_head(*, seed: int = 0) -> Intuition:
     ids = [f"t{t}" for t in range(t_len)]
     res: dict[int, dict] = {}
     for heads in (1, 2):
-        proj = Projection(x.shape[1], d_k=2 * t_len, d_out=2 * d_c, heads=heads, init="random",
-                          seed=seed, learn_temperature=True)
+        proj = Projection(
+            x.shape[1], d_k=2 * t_len, d_out=2 * d_c, heads=heads, init="random", seed=seed, learn_temperature=True
+        )
         table = SoftTable(x, content, ids=ids, temperature=1.0, projection=proj)
         table.fit(x, target, loss="values", max_iter=300, seed=seed)
         out = table.lookup(x).astype(np.float64)  # (T, 2 d_c)
@@ -98,16 +105,26 @@ def multi_head(*, seed: int = 0) -> Intuition:
         cos = np.concatenate([_cos(out[:, :d_c], content[prev]), _cos(out[:, d_c:], content[nxt])])
         res[heads] = {"error": err, "cosine": float(cos.mean()), "table": table}
     figures = {
-        "relative_error_one_head": res[1]["error"], "relative_error_two_heads": res[2]["error"],
-        "one_head_error_floor": floor, "mean_cosine_one_head": res[1]["cosine"],
-        "mean_cosine_two_heads": res[2]["cosine"], "tokens": t_len, "content_dim": d_c,
+        "relative_error_one_head": res[1]["error"],
+        "relative_error_two_heads": res[2]["error"],
+        "one_head_error_floor": floor,
+        "mean_cosine_one_head": res[1]["cosine"],
+        "mean_cosine_two_heads": res[2]["cosine"],
+        "tokens": t_len,
+        "content_dim": d_c,
     }
     holds = res[2]["error"] <= 0.01 and res[1]["error"] >= 10 * res[2]["error"]
-    summary = (f"relative error: 1 head {fmt(res[1]['error'])} (floor {fmt(floor)}), "
-               f"2 heads {fmt(res[2]['error'])}")
+    summary = f"relative error: 1 head {fmt(res[1]['error'])} (floor {fmt(floor)}), 2 heads {fmt(res[2]['error'])}"
     plots = {"errors": (res[1]["error"], res[2]["error"]), "floor": floor}
-    return Intuition("multi-head", "Multi-head attention: two relations (previous and next token) that one "
-                     "head cannot represent at once, two heads can.", figures, holds, summary, plots)
+    return Intuition(
+        "multi-head",
+        "Multi-head attention: two relations (previous and next token) that one "
+        "head cannot represent at once, two heads can.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -57,7 +57,7 @@ class Intuition:
         object.__setattr__(self, "holds", bool(self.holds))
 
     def _repr_html_(self) -> str:
-        from ..views import intuition_html
+        from softdb.render import intuition_html
 
         return intuition_html(self)
 
@@ -69,8 +69,7 @@ class Intuition:
         >>> Intuition("x", "a claim", {"n": 3}, True, "n = 3").to_dict()
         {'name': 'x', 'claim': 'a claim', 'figures': {'n': 3}, 'holds': True}
         """
-        return {"name": self.name, "claim": self.claim, "figures": dict(self.figures),
-                "holds": bool(self.holds)}
+        return {"name": self.name, "claim": self.claim, "figures": dict(self.figures), "holds": bool(self.holds)}
 
 
 def entropy(w: np.ndarray) -> np.ndarray:

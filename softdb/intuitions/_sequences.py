@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..table import SoftTable
-from ._result import Intuition, experiment, fmt
+from softdb.intuitions._result import Intuition, experiment, fmt
+from softdb.table._table import SoftTable
 
-__all__ = ["keys_values", "self_vs_cross", "causal"]
+__all__ = ["causal", "keys_values", "self_vs_cross"]
 
 
 def _unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -59,37 +59,74 @@ def keys_values(*, seed: int = 0) -> Intuition:
     ans_c = content_keys.lookup(pos).astype(np.float64)  # (n, d)
     truth = np.arange(n)
     explicit = SoftTable(content + pos, content + pos, ids=ids, temperature=tau)
-    kv_gap = float(np.abs(shared.weights(pos) - explicit.weights(pos)).max()
-                   + np.abs(shared.lookup(pos) - explicit.lookup(pos)).max())
+    kv_gap = float(
+        np.abs(shared.weights(pos) - explicit.weights(pos)).max()
+        + np.abs(shared.lookup(pos) - explicit.lookup(pos)).max()
+    )
     figures = {
         "accuracy_separate": float(np.mean(_nearest(ans_sep, content) == truth)),
         "cosine_separate": float(_cos(ans_sep, content).mean()),
         "accuracy_k_equals_v": float(np.mean(_nearest(ans_kv, content) == truth)),
         "cosine_k_equals_v": float(_cos(ans_kv, content).mean()),
         "accuracy_content_keys": float(np.mean(_nearest(ans_c, content) == truth)),
-        "k_equals_v_special_case_gap": kv_gap, "positions": n,
+        "k_equals_v_special_case_gap": kv_gap,
+        "positions": n,
     }
-    holds = (figures["accuracy_separate"] >= 0.95 and figures["cosine_separate"] >= 0.95
-             and figures["cosine_k_equals_v"] <= figures["cosine_separate"] - 0.3
-             and figures["accuracy_content_keys"] <= 0.25 and kv_gap == 0.0)
-    summary = (f"by position: K=c+p,V=c acc {figures['accuracy_separate']:.0%} cos "
-               f"{fmt(figures['cosine_separate'])}; K=V cos {fmt(figures['cosine_k_equals_v'])}; "
-               f"K=c acc {figures['accuracy_content_keys']:.0%}")
-    plots = {"weights": separate.weights(pos[:12]), "labels": ids[:12], "columns": ids,
-             "weights_content": content_keys.weights(pos[:12])}
-    return Intuition("keys-values", "Keys and values can differ: keys with position + content, values "
-                     "with content only, retrieve content by position; K = V is a special case.",
-                     figures, holds, summary, plots)
+    holds = (
+        figures["accuracy_separate"] >= 0.95
+        and figures["cosine_separate"] >= 0.95
+        and figures["cosine_k_equals_v"] <= figures["cosine_separate"] - 0.3
+        and figures["accuracy_content_keys"] <= 0.25
+        and kv_gap == 0.0
+    )
+    summary = (
+        f"by position: K=c+p,V=c acc {figures['accuracy_separate']:.0%} cos "
+        f"{fmt(figures['cosine_separate'])}; K=V cos {fmt(figures['cosine_k_equals_v'])}; "
+        f"K=c acc {figures['accuracy_content_keys']:.0%}"
+    )
+    plots = {
+        "weights": separate.weights(pos[:12]),
+        "labels": ids[:12],
+        "columns": ids,
+        "weights_content": content_keys.weights(pos[:12]),
+    }
+    return Intuition(
+        "keys-values",
+        "Keys and values can differ: keys with position + content, values "
+        "with content only, retrieve content by position; K = V is a special case.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )
 
 
 #: (English, French) word pairs of a toy lexicon; adjectives go after the noun in French.
 _LEXICON = {
-    "the": "le", "black": "noir", "white": "blanc", "small": "petit", "big": "grand",
-    "red": "rouge", "cat": "chat", "dog": "chien", "bird": "oiseau", "car": "voiture",
-    "house": "maison", "sleeps": "dort", "runs": "court", "sings": "chante", "eats": "mange",
+    "the": "le",
+    "black": "noir",
+    "white": "blanc",
+    "small": "petit",
+    "big": "grand",
+    "red": "rouge",
+    "cat": "chat",
+    "dog": "chien",
+    "bird": "oiseau",
+    "car": "voiture",
+    "house": "maison",
+    "sleeps": "dort",
+    "runs": "court",
+    "sings": "chante",
+    "eats": "mange",
 }
-_SENTENCES = ["the black cat sleeps", "the white dog runs", "the small bird sings",
-              "the red car runs", "the big house sleeps", "the black dog eats"]
+_SENTENCES = [
+    "the black cat sleeps",
+    "the white dog runs",
+    "the small bird sings",
+    "the red car runs",
+    "the big house sleeps",
+    "the black dog eats",
+]
 
 
 def _french(sentence: str) -> tuple[list[str], list[int]]:
@@ -147,13 +184,25 @@ def self_vs_cross(*, seed: int = 0) -> Intuition:
         "self_attends_itself": float(np.mean(self_hits)),
         "sentence_pairs": len(_SENTENCES),
     }
-    holds = (figures["cross_alignment_accuracy"] >= 0.95 and figures["reordered_alignment_accuracy"] >= 0.95
-             and figures["self_attends_itself"] >= 0.95)
-    summary = (f"cross aligns {figures['cross_alignment_accuracy']:.0%} (reordered "
-               f"{figures['reordered_alignment_accuracy']:.0%}); self attends itself "
-               f"{figures['self_attends_itself']:.0%}")
-    return Intuition("self-vs-cross", "Self-attention takes Q, K, V from one sequence; cross-attention "
-                     "takes Q from one and K = V from another, aligning them.", figures, holds, summary, plots)
+    holds = (
+        figures["cross_alignment_accuracy"] >= 0.95
+        and figures["reordered_alignment_accuracy"] >= 0.95
+        and figures["self_attends_itself"] >= 0.95
+    )
+    summary = (
+        f"cross aligns {figures['cross_alignment_accuracy']:.0%} (reordered "
+        f"{figures['reordered_alignment_accuracy']:.0%}); self attends itself "
+        f"{figures['self_attends_itself']:.0%}"
+    )
+    return Intuition(
+        "self-vs-cross",
+        "Self-attention takes Q, K, V from one sequence; cross-attention "
+        "takes Q from one and K = V from another, aligning them.",
+        figures,
+        holds,
+        summary,
+        plots,
+    )
 
 
 @experiment
@@ -187,27 +236,35 @@ def causal(*, seed: int = 0) -> Intuition:
     masked = table.lookup(x, mask=causal_mask)  # (T, d_v)
     open_ = table.lookup(x)  # (T, d_v)
     x2, v2 = x.copy(), v.copy()
-    x2[t0 + 1:] = rng.standard_normal((t_len - t0 - 1, d))  # a different future after t0
-    v2[t0 + 1:] = rng.standard_normal((t_len - t0 - 1, d_v))
+    x2[t0 + 1 :] = rng.standard_normal((t_len - t0 - 1, d))  # a different future after t0
+    v2[t0 + 1 :] = rng.standard_normal((t_len - t0 - 1, d_v))
     other = SoftTable(x2, v2, ids=ids)
-    masked_moved = float(np.abs(other.lookup(x2, mask=causal_mask)[:t0 + 1] - masked[:t0 + 1]).max())
-    open_moved = float(np.abs(other.lookup(x2)[:t0 + 1] - open_[:t0 + 1]).max())
+    masked_moved = float(np.abs(other.lookup(x2, mask=causal_mask)[: t0 + 1] - masked[: t0 + 1]).max())
+    open_moved = float(np.abs(other.lookup(x2)[: t0 + 1] - open_[: t0 + 1]).max())
     memory = SoftTable(x[:1], v[:1], ids=ids[:1])  # the KV cache after the first token
     incremental = [memory.lookup(x[0])]
     for t in range(1, t_len):
-        memory.add(x[t:t + 1], v[t:t + 1], ids=[ids[t]])  # generate token t: append its key and value
+        memory.add(x[t : t + 1], v[t : t + 1], ids=[ids[t]])  # generate token t: append its key and value
         incremental.append(memory.lookup(x[t]))  # (d_v,)
     incr_gap = float(np.abs(np.array(incremental) - masked).max())
     figures = {
         "weight_on_future": float(w[~causal_mask].sum()),
         "masked_change_when_future_changes": masked_moved,
         "unmasked_change_when_future_changes": open_moved,
-        "incremental_vs_masked_gap": incr_gap, "tokens": t_len,
+        "incremental_vs_masked_gap": incr_gap,
+        "tokens": t_len,
     }
-    holds = (figures["weight_on_future"] == 0.0 and masked_moved <= 1e-12 and open_moved > 1e-3
-             and incr_gap <= 1e-9)
-    summary = (f"future weight {fmt(figures['weight_on_future'])}; past answers move by "
-               f"{fmt(masked_moved)} masked vs {fmt(open_moved)} unmasked; KV-cache gap {fmt(incr_gap)}")
-    return Intuition("causal", "Masked (causal) attention: each position sees only earlier ones; K and V "
-                     "are the memory of what was generated before.", figures, holds, summary,
-                     {"weights": w, "labels": ids})
+    holds = figures["weight_on_future"] == 0.0 and masked_moved <= 1e-12 and open_moved > 1e-3 and incr_gap <= 1e-9
+    summary = (
+        f"future weight {fmt(figures['weight_on_future'])}; past answers move by "
+        f"{fmt(masked_moved)} masked vs {fmt(open_moved)} unmasked; KV-cache gap {fmt(incr_gap)}"
+    )
+    return Intuition(
+        "causal",
+        "Masked (causal) attention: each position sees only earlier ones; K and V "
+        "are the memory of what was generated before.",
+        figures,
+        holds,
+        summary,
+        {"weights": w, "labels": ids},
+    )

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import plot
-from ._result import Intuition
+from softdb import plot
+from softdb.intuitions._result import Intuition
 
 __all__ = ["draw", "save_figures"]
 
@@ -26,28 +26,64 @@ def _one_hot(fig: Any, r: Intuition) -> None:
     ax.legend()
 
 
-def _pair(fig: Any, r: Intuition, left: str, right: str, titles: tuple[str, str], labels: Any,
-          col_labels: Any = None, xlabel: str = "row (key)", ylabel: str = "query") -> None:
+def _pair(
+    fig: Any,
+    r: Intuition,
+    left: str,
+    right: str,
+    titles: tuple[str, str],
+    labels: Any,
+    col_labels: Any = None,
+    xlabel: str = "row (key)",
+    ylabel: str = "query",
+) -> None:
     axes = fig.subplots(1, 2)
     for ax, key, title in zip(axes, (left, right), titles):
-        plot.heatmap(r.plots[key], row_labels=labels, col_labels=labels if col_labels is None else col_labels,
-                     ax=ax, title=title, xlabel=xlabel, ylabel=ylabel)
+        plot.heatmap(
+            r.plots[key],
+            row_labels=labels,
+            col_labels=labels if col_labels is None else col_labels,
+            ax=ax,
+            title=title,
+            xlabel=xlabel,
+            ylabel=ylabel,
+        )
 
 
 def _qk(fig: Any, r: Intuition) -> None:
     f = r.figures
-    _pair(fig, r, "separate", "tied", (f"separate W_Q, W_K: {f['accuracy_separate']:.0%} find successor",
-                                       f"tied W_Q = W_K: {f['accuracy_tied']:.0%}"), r.plots["labels"],
-          xlabel="key token (a→b→c→a)", ylabel="query token")
+    _pair(
+        fig,
+        r,
+        "separate",
+        "tied",
+        (
+            f"separate W_Q, W_K: {f['accuracy_separate']:.0%} find successor",
+            f"tied W_Q = W_K: {f['accuracy_tied']:.0%}",
+        ),
+        r.plots["labels"],
+        xlabel="key token (a→b→c→a)",
+        ylabel="query token",
+    )
     fig.suptitle("Directed 3-cycles: queries and keys must differ")
 
 
 def _self_attention(fig: Any, r: Intuition) -> None:
     f = r.figures
-    _pair(fig, r, "plain", "learned", ("no projection: the pronoun attends to itself",
-                                       f"learned W_Q, W_K: {f['pronoun_to_referent_learned']:.0%} find the referent"),
-          r.plots["queries"], col_labels=r.plots["positions"], xlabel="word of the same sentence",
-          ylabel="pronoun query (noun 1 / noun 2)")
+    _pair(
+        fig,
+        r,
+        "plain",
+        "learned",
+        (
+            "no projection: the pronoun attends to itself",
+            f"learned W_Q, W_K: {f['pronoun_to_referent_learned']:.0%} find the referent",
+        ),
+        r.plots["queries"],
+        col_labels=r.plots["positions"],
+        xlabel="word of the same sentence",
+        ylabel="pronoun query (noun 1 / noun 2)",
+    )
     fig.suptitle("Held-out sentences “the N1 VERB a N2 because PRONOUN was ADJ” (MiniLM word embeddings)")
 
 
@@ -71,8 +107,9 @@ def _dot_additive(fig: Any, r: Intuition) -> None:
     ax.loglog(p["sizes"], 1e3 * p["t_add"], marker="o", label="additive: u·tanh(qW_q + kW_k), m × n times")
     ax.loglog(p["sizes"], 1e3 * p["t_dot"], marker="s", label="dot product: one GEMM (SoftTable)")
     for n, a, d in zip(p["sizes"], p["t_add"], p["t_dot"]):
-        ax.annotate(f"{a / d:.0f}× slower", (n, 1e3 * a), textcoords="offset points", xytext=(0, -14),
-                    ha="center", fontsize=9)
+        ax.annotate(
+            f"{a / d:.0f}× slower", (n, 1e3 * a), textcoords="offset points", xytext=(0, -14), ha="center", fontsize=9
+        )
     ax.set_xlabel("rows n (64 queries, width 64)")
     ax.set_ylabel("time per lookup (ms, best of 3)")
     ax.set_title("Dot-product vs additive scoring")
@@ -81,11 +118,20 @@ def _dot_additive(fig: Any, r: Intuition) -> None:
 
 def _keys_values(fig: Any, r: Intuition) -> None:
     f = r.figures
-    _pair(fig, r, "weights", "weights_content",
-          (f"K = content + position: {f['accuracy_separate']:.0%} right",
-           f"K = content only: {f['accuracy_content_keys']:.0%} right"),
-          r.plots["labels"], col_labels=r.plots["columns"], xlabel="row (slot)",
-          ylabel="query: position of slot")
+    _pair(
+        fig,
+        r,
+        "weights",
+        "weights_content",
+        (
+            f"K = content + position: {f['accuracy_separate']:.0%} right",
+            f"K = content only: {f['accuracy_content_keys']:.0%} right",
+        ),
+        r.plots["labels"],
+        col_labels=r.plots["columns"],
+        xlabel="row (slot)",
+        ylabel="query: position of slot",
+    )
     fig.suptitle("Query by position: keys need the position, values need only the content")
 
 
@@ -94,8 +140,12 @@ def _multi_head(fig: Any, r: Intuition) -> None:
     ax = fig.subplots()
     errs = [f["relative_error_one_head"], f["relative_error_two_heads"]]
     ax.bar([0, 1], errs, color=["tab:red", "tab:green"], width=0.5)
-    ax.axhline(f["one_head_error_floor"], color="black", linestyle="--",
-               label=f"floor for one head: targets outside their best {f['content_dim']}-dim subspace")
+    ax.axhline(
+        f["one_head_error_floor"],
+        color="black",
+        linestyle="--",
+        label=f"floor for one head: targets outside their best {f['content_dim']}-dim subspace",
+    )
     ax.set_yscale("log")
     ax.set_xticks([0, 1], ["1 head (d_k = 64)", "2 heads (d_k = 2 × 32)"])
     ax.set_xlabel("attention layer fitted with loss='values' (32 tokens, values of width 8)")
@@ -109,25 +159,46 @@ def _multi_head(fig: Any, r: Intuition) -> None:
 def _self_cross(fig: Any, r: Intuition) -> None:
     p = r.plots
     a1, a2 = fig.subplots(1, 2)
-    plot.heatmap(p["self"], row_labels=p["french"], col_labels=p["french"], ax=a1,
-                 title="self-attention: Q, K, V = French", xlabel="key (French)", ylabel="query (French)")
-    plot.heatmap(p["cross"], row_labels=p["french"], col_labels=p["english"], ax=a2,
-                 title="cross-attention: Q = French, K = V = English", xlabel="key (English)",
-                 ylabel="query (French)")
+    plot.heatmap(
+        p["self"],
+        row_labels=p["french"],
+        col_labels=p["french"],
+        ax=a1,
+        title="self-attention: Q, K, V = French",
+        xlabel="key (French)",
+        ylabel="query (French)",
+    )
+    plot.heatmap(
+        p["cross"],
+        row_labels=p["french"],
+        col_labels=p["english"],
+        ax=a2,
+        title="cross-attention: Q = French, K = V = English",
+        xlabel="key (English)",
+        ylabel="query (French)",
+    )
     fig.suptitle("Self- vs cross-attention: the cross weights align the translation")
 
 
 def _causal(fig: Any, r: Intuition) -> None:
-    plot.heatmap(r.plots["weights"], row_labels=r.plots["labels"], col_labels=r.plots["labels"],
-                 ax=fig.subplots(), title="Causal mask: position t sees only positions ≤ t",
-                 xlabel="key position", ylabel="query position", annotate=False)
+    plot.heatmap(
+        r.plots["weights"],
+        row_labels=r.plots["labels"],
+        col_labels=r.plots["labels"],
+        ax=fig.subplots(),
+        title="Causal mask: position t sees only positions ≤ t",
+        xlabel="key position",
+        ylabel="query position",
+        annotate=False,
+    )
 
 
 def _search(fig: Any, r: Intuition) -> None:
     p = r.plots
     a1, a2 = fig.subplots(1, 2)
-    plot.temperature_sweep(p["table"], p["q"], k=5, ax=a1, temperatures=np.logspace(-3, 0, 25),
-                           title=f"query: “{p['query']}”")
+    plot.temperature_sweep(
+        p["table"], p["q"], k=5, ax=a1, temperatures=np.logspace(-3, 0, 25), title=f"query: “{p['query']}”"
+    )
     a2.loglog(p["taus"], p["l1"], marker="o")
     a2.set_xlabel("temperature τ")
     a2.set_ylabel("mean L1(soft module mix, top hit's module)")

@@ -26,8 +26,8 @@ from softdb.text._sentence import SentenceEncoder, default_encoder
 from softdb.text._stdlib import stdlib_corpus
 
 __all__ = [
-    "BM25Encoder",
     "DEFAULT_MODEL",
+    "BM25Encoder",
     "Corpus",
     "EmbeddingCache",
     "Encoder",

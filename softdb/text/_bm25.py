@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from softdb.text._encoders import _check_texts
 
-__all__ = ["BM25Encoder", "INSTALL_HINT"]
+__all__ = ["INSTALL_HINT", "BM25Encoder"]
 
 INSTALL_HINT = 'pip install "softdb[hybrid]"'
 STATE_VERSION = 1
@@ -38,9 +38,7 @@ def _bm25s() -> Any:
         import bm25s
         import Stemmer  # noqa: F401  PyStemmer
     except ImportError:
-        raise ImportError(
-            f"BM25Encoder needs bm25s and PyStemmer; install them with: {INSTALL_HINT}"
-        ) from None
+        raise ImportError(f"BM25Encoder needs bm25s and PyStemmer; install them with: {INSTALL_HINT}") from None
     return bm25s
 
 
@@ -82,8 +80,7 @@ class BM25Encoder:
 
     name = "bm25"
 
-    def __init__(self, *, k1: float = 1.2, b: float = 0.75, stopwords: str = "en",
-                 stemmer: str = "english") -> None:
+    def __init__(self, *, k1: float = 1.2, b: float = 0.75, stopwords: str = "en", stemmer: str = "english") -> None:
         if not (isinstance(k1, int | float) and math.isfinite(k1) and k1 > 0):
             raise ValueError(f"k1 must be a finite number > 0, got {k1!r}")
         if not (isinstance(b, int | float) and 0 <= b <= 1):
@@ -97,8 +94,10 @@ class BM25Encoder:
         self.n_docs, self.avgdl = 0, 0.0
 
     def __repr__(self) -> str:
-        return (f"BM25Encoder(k1={self.k1:g}, b={self.b:g}, stopwords={self.stopwords!r}, "
-                f"stemmer={self.stemmer!r}, vocabulary={len(self._vocab)})")
+        return (
+            f"BM25Encoder(k1={self.k1:g}, b={self.b:g}, stopwords={self.stopwords!r}, "
+            f"stemmer={self.stemmer!r}, vocabulary={len(self._vocab)})"
+        )
 
     @property
     def dim(self) -> int:
@@ -129,11 +128,14 @@ class BM25Encoder:
             try:
                 self._stem = Stemmer.Stemmer(self.stemmer)
             except KeyError:
-                raise ValueError(f"stemmer {self.stemmer!r} is not a PyStemmer algorithm; hint: "
-                                 f"one of {Stemmer.algorithms()} or 'none'") from None
+                raise ValueError(
+                    f"stemmer {self.stemmer!r} is not a PyStemmer algorithm; hint: "
+                    f"one of {Stemmer.algorithms()} or 'none'"
+                ) from None
         stop = [] if self.stopwords == "none" else self.stopwords
-        tok = bm25s.tokenize(texts, lower=True, stopwords=stop, stemmer=self._stem,
-                             return_ids=True, show_progress=False)
+        tok = bm25s.tokenize(
+            texts, lower=True, stopwords=stop, stemmer=self._stem, return_ids=True, show_progress=False
+        )
         return tok.ids, tok.vocab
 
     def _term_counts(self, texts: Sequence[str], *, grow: bool) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -151,8 +153,9 @@ class BM25Encoder:
         cols = remap[flat]  # (T,)
         rows = np.repeat(np.arange(len(ids)), lengths)  # (T,)
         keep = cols >= 0
-        counts = sp.csr_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])),
-                               shape=(len(ids), len(self._vocab)))  # duplicates summed
+        counts = sp.csr_matrix(
+            (np.ones(int(keep.sum())), (rows[keep], cols[keep])), shape=(len(ids), len(self._vocab))
+        )  # duplicates summed
         counts.sum_duplicates()
         counts.sort_indices()
         return counts, lengths
@@ -186,26 +189,29 @@ class BM25Encoder:
         dl = np.repeat(lengths, np.diff(tf.indptr))  # (nnz,)  length of each entry's doc
         norm = self.k1 * (1 - self.b + self.b * dl / max(self.avgdl, 1e-300))  # (nnz,)
         data = self._idf[tf.indices] * tf.data / (tf.data + norm)  # (nnz,)
-        return sp.csr_matrix((data.astype(np.float32), tf.indices.astype(np.int32),
-                              tf.indptr.astype(np.int32)), shape=tf.shape)
+        return sp.csr_matrix(
+            (data.astype(np.float32), tf.indices.astype(np.int32), tf.indptr.astype(np.int32)), shape=tf.shape
+        )
 
     # -------------------------------------------------------------- queries
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None
-               ) -> sp.csr_matrix:
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> sp.csr_matrix:
         """Query vectors: (m, V) float32 CSR of term counts (terms no document holds dropped).
 
         ``batch_size`` and ``progress`` are accepted for the Encoder protocol and ignored.
         """
         self._need_fit("encode")
         q, _ = self._term_counts(texts, grow=False)
-        return sp.csr_matrix((q.data.astype(np.float32), q.indices.astype(np.int32),
-                              q.indptr.astype(np.int32)), shape=q.shape)
+        return sp.csr_matrix(
+            (q.data.astype(np.float32), q.indices.astype(np.int32), q.indptr.astype(np.int32)), shape=q.shape
+        )
 
     def _need_fit(self, what: str) -> None:
         if not self.fitted:
-            raise ValueError(f"BM25Encoder.{what} needs a fitted encoder (vocabulary and idf), but it has "
-                             "seen no corpus; hint: call encode_corpus(texts) first, or build the table "
-                             "with SoftTable.from_texts")
+            raise ValueError(
+                f"BM25Encoder.{what} needs a fitted encoder (vocabulary and idf), but it has "
+                "seen no corpus; hint: call encode_corpus(texts) first, or build the table "
+                "with SoftTable.from_texts"
+            )
 
     # ----------------------------------------------------------- persistence
     def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
@@ -218,9 +224,17 @@ class BM25Encoder:
         >>> arrays["vocabulary"].dtype.kind, BM25Encoder.from_state(config, arrays).vocabulary
         ('U', ('fox', 'hen', 'red'))
         """
-        config = {"version": STATE_VERSION, "kind": "bm25", "k1": self.k1, "b": self.b,
-                  "stopwords": self.stopwords, "stemmer": self.stemmer, "n_docs": self.n_docs,
-                  "avgdl": self.avgdl, "method": "lucene"}
+        config = {
+            "version": STATE_VERSION,
+            "kind": "bm25",
+            "k1": self.k1,
+            "b": self.b,
+            "stopwords": self.stopwords,
+            "stemmer": self.stemmer,
+            "n_docs": self.n_docs,
+            "avgdl": self.avgdl,
+            "method": "lucene",
+        }
         vocab = np.array(self._vocab, dtype=str) if self._vocab else np.zeros(0, "<U1")
         return config, {"vocabulary": vocab, "idf": np.asarray(self._idf, np.float64)}
 
@@ -228,9 +242,11 @@ class BM25Encoder:
     def from_state(cls, config: dict, arrays: dict[str, np.ndarray]) -> BM25Encoder:
         """Rebuild an encoder saved by :meth:`get_state`."""
         if config.get("version") != STATE_VERSION or config.get("kind") != "bm25":
-            raise ValueError(f"BM25 encoder state {config.get('kind')!r} version {config.get('version')!r} "
-                             f"is not supported (this softdb reads bm25 version {STATE_VERSION}); "
-                             "hint: upgrade softdb")
+            raise ValueError(
+                f"BM25 encoder state {config.get('kind')!r} version {config.get('version')!r} "
+                f"is not supported (this softdb reads bm25 version {STATE_VERSION}); "
+                "hint: upgrade softdb"
+            )
         enc = cls(k1=config["k1"], b=config["b"], stopwords=config["stopwords"], stemmer=config["stemmer"])
         vocab = tuple(str(t) for t in np.asarray(arrays["vocabulary"]).tolist())
         idf = np.asarray(arrays["idf"], np.float64)

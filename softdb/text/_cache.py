@@ -27,8 +27,8 @@ import sys
 import tempfile
 import uuid
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -192,9 +192,7 @@ class EmbeddingCache:
         if hashes.dtype != np.uint8 or hashes.shape != (n, 32):
             return self._discard(path, f"hashes have shape {hashes.shape}, dtype {hashes.dtype}")
         if vectors.dtype != np.float32 or vectors.shape != (n, self.dim):
-            return self._discard(
-                path, f"vectors have shape {vectors.shape}, expected ({n}, {self.dim}) float32"
-            )
+            return self._discard(path, f"vectors have shape {vectors.shape}, expected ({n}, {self.dim}) float32")
         if checksum.dtype != np.uint8 or not np.array_equal(checksum, _checksum(hashes, vectors)):
             return self._discard(path, "checksum mismatch")
         norms = np.linalg.norm(vectors, axis=1)  # (n,)
@@ -208,7 +206,7 @@ class EmbeddingCache:
             path.unlink()
         except OSError:
             pass
-        return None
+        return
 
     def _refresh(self) -> None:
         """Load shards written since the last call (by us or another process)."""

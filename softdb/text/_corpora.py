@@ -6,8 +6,9 @@ import csv
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 from softdb.text._corpus import Corpus
 from softdb.text._decode import decode_text
@@ -78,9 +79,7 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
     """
     root = _existing(path, "folder")
     if not root.is_dir():
-        raise ValueError(
-            f"folder_corpus needs a folder but {str(path)!r} is a file; pass its folder"
-        )
+        raise ValueError(f"folder_corpus needs a folder but {str(path)!r} is a file; pass its folder")
     files = []
     for p in root.rglob("*"):
         rel = p.relative_to(root)
@@ -262,9 +261,7 @@ def beir_qrels(path: str | os.PathLike[str], split: str) -> dict[str, dict[str, 
     f = root / "qrels" / f"{split}.tsv"
     if not f.is_file():
         have = sorted(q.stem for q in (root / "qrels").glob("*.tsv"))
-        raise FileNotFoundError(
-            f"BEIR folder {str(path)!r} has no qrels/{split}.tsv; splits present: {have}"
-        )
+        raise FileNotFoundError(f"BEIR folder {str(path)!r} has no qrels/{split}.tsv; splits present: {have}")
     qrels: dict[str, dict[str, int]] = {}
     with open(f, encoding="utf-8-sig", newline="") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -281,9 +278,7 @@ def beir_qrels(path: str | os.PathLike[str], split: str) -> dict[str, dict[str, 
             try:
                 score = int(fields[2])
             except ValueError:
-                raise ValueError(
-                    f"line {lineno} of {f} has score {fields[2]!r}; scores must be integers"
-                ) from None
+                raise ValueError(f"line {lineno} of {f} has score {fields[2]!r}; scores must be integers") from None
             qrels.setdefault(fields[0], {})[fields[1]] = score
     return qrels
 
@@ -344,9 +339,7 @@ def load_corpus(
     True
     """
     if not isinstance(spec, (str, os.PathLike)):
-        raise TypeError(
-            f"corpus spec must be a str or path but got {type(spec).__name__}; {_SPEC_HINT}"
-        )
+        raise TypeError(f"corpus spec must be a str or path but got {type(spec).__name__}; {_SPEC_HINT}")
     is_table_file = Path(spec).suffix.lower() in (".jsonl", ".csv")
     if (text_column is not None or id_column is not None) and not is_table_file:
         raise ValueError(
@@ -364,9 +357,7 @@ def load_corpus(
         elif p.suffix.lower() in (".jsonl", ".csv"):
             corpus = table_file_corpus(p, text_column=text_column or "text", id_column=id_column)
         else:
-            raise ValueError(
-                f"cannot read corpus file {str(spec)!r} (suffix {p.suffix!r}); {_SPEC_HINT}"
-            )
+            raise ValueError(f"cannot read corpus file {str(spec)!r} (suffix {p.suffix!r}); {_SPEC_HINT}")
     if len(corpus) == 0:
         skipped = f" ({corpus.skipped_message()})" if corpus.skipped else ""
         raise ValueError(

@@ -40,8 +40,10 @@ def _legacy_decode(raw: bytes) -> str:
     try:
         return raw.decode("cp1252")
     except UnicodeDecodeError:  # 0x81, 0x8D, 0x8F, 0x90, 0x9D: undefined in cp1252
-        return "".join(raw[i:i + 1].decode("cp1252", errors="ignore") or raw[i:i + 1].decode("latin-1")
-                       for i in range(len(raw)))
+        return "".join(
+            raw[i : i + 1].decode("cp1252", errors="ignore") or raw[i : i + 1].decode("latin-1")
+            for i in range(len(raw))
+        )
 
 
 def decode_text(raw: bytes) -> tuple[str, str] | None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,9 +31,7 @@ class Encoder(Protocol):
     name: str
     dim: int
 
-    def encode(
-        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None
-    ) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> np.ndarray:
         """Return L2-normalised float32 embeddings of shape (len(texts), dim)."""
         ...
 
@@ -47,8 +46,7 @@ def _check_texts(texts: Sequence[str], batch_size: int) -> list[str]:
         texts = list(texts)
     except TypeError:
         raise TypeError(
-            f"texts must be a sequence of strings but got {type(texts).__name__}; "
-            "pass a list of str"
+            f"texts must be a sequence of strings but got {type(texts).__name__}; pass a list of str"
         ) from None
     for i, t in enumerate(texts):
         if not isinstance(t, str):
@@ -56,11 +54,7 @@ def _check_texts(texts: Sequence[str], batch_size: int) -> list[str]:
                 f"texts must all be str but texts[{i}] is {type(t).__name__} ({t!r:.40}); "
                 "convert it with str() or drop it"
             )
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer but got {batch_size!r}")
     return texts
 
@@ -108,9 +102,7 @@ class HashEncoder:
     def __repr__(self) -> str:
         return f"HashEncoder(dim={self.dim}, name={self.name!r})"
 
-    def encode(
-        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None
-    ) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> np.ndarray:
         """Encode texts; ``batch_size`` and ``progress`` are accepted and ignored.
 
         Returns

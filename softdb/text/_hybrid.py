@@ -16,7 +16,7 @@ import numpy as np
 
 from softdb.text._bm25 import BM25Encoder
 
-__all__ = ["HybridEncoder", "DEFAULT_BM25_WEIGHT", "DEFAULT_HYBRID_TEMPERATURE", "text_encoder"]
+__all__ = ["DEFAULT_BM25_WEIGHT", "DEFAULT_HYBRID_TEMPERATURE", "HybridEncoder", "text_encoder"]
 
 #: β of ``cos + β·BM25``: chosen by 5-fold cross-validation on SciFact's train queries
 #: (nDCG@10), never on test; see the README ("Keyword and meaning").
@@ -55,8 +55,9 @@ class HybridEncoder:
     [(1, 8), (1, 4)]
     """
 
-    def __init__(self, dense: Any = None, sparse: BM25Encoder | None = None, *,
-                 weight: float = DEFAULT_BM25_WEIGHT) -> None:
+    def __init__(
+        self, dense: Any = None, sparse: BM25Encoder | None = None, *, weight: float = DEFAULT_BM25_WEIGHT
+    ) -> None:
         if dense is None:
             from softdb.text._sentence import default_encoder
 

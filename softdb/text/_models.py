@@ -73,12 +73,7 @@ def dir_fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder).as_posix()
-        if (
-            not p.is_file()
-            or rel.startswith(".")
-            or "/." in rel
-            or p.name.lower().startswith("readme")
-        ):
+        if not p.is_file() or rel.startswith(".") or "/." in rel or p.name.lower().startswith("readme"):
             continue
         size = p.stat().st_size
         digest = file_sha256(p) if size > (1 << 20) else hashlib.sha256(p.read_bytes()).hexdigest()
@@ -111,8 +106,7 @@ def _load_sentence_transformer(source: str, device: str) -> Any:
         from sentence_transformers import SentenceTransformer
     except ImportError as exc:
         raise ImportError(
-            f"SentenceEncoder needs sentence-transformers, which could not be imported "
-            f"({exc}); run: {INSTALL_HINT}"
+            f"SentenceEncoder needs sentence-transformers, which could not be imported ({exc}); run: {INSTALL_HINT}"
         ) from exc
     had = "HF_HUB_OFFLINE" in os.environ
     if not had:

@@ -6,8 +6,9 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -205,9 +206,7 @@ class SentenceEncoder:
         return self._cache if self._use_cache else None
 
     # -- encoding ---------------------------------------------------------------------
-    def encode(
-        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None
-    ) -> np.ndarray:
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> np.ndarray:
         """Encode texts to unit-norm float32 rows, reading and filling the cache.
 
         Parameters
@@ -253,9 +252,7 @@ class SentenceEncoder:
                 parts = []
                 for b in range(0, len(chunk), batch_size):
                     batch = chunk[b : b + batch_size]
-                    emb = model.encode(
-                        batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
-                    )
+                    emb = model.encode(batch, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
                     parts.append(np.asarray(emb, dtype=np.float32))  # (len(batch), dim)
                     if bar is not None:
                         bar.update(len(batch))

@@ -19,13 +19,13 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
-from ._html import asset, esc, fmt_num, script_json, snippet_text
-from ._model import jsonable, search_answer, search_record, temperature_grid
+from softdb.render._html import asset, esc, fmt_num, script_json, snippet_text
+from softdb.views._model import jsonable, search_answer, search_record, temperature_grid
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..table import SoftTable
+    from softdb.table._table import SoftTable
 
-__all__ = ["App", "ApiError", "MAX_QUERY_CHARS", "MAX_K", "MAX_COMPARE", "MAX_COMPARE_K", "TEMPERATURE_RANGE"]
+__all__ = ["MAX_COMPARE", "MAX_COMPARE_K", "MAX_K", "MAX_QUERY_CHARS", "TEMPERATURE_RANGE", "ApiError", "App"]
 
 #: Longest query accepted, in characters (MiniLM reads ~256 tokens; longer text is truncated anyway).
 MAX_QUERY_CHARS = 500
@@ -129,38 +129,54 @@ class App:
 
     def __init__(self, table: SoftTable, *, title: str = "softdb") -> None:
         if table.encoder is None:
-            raise ValueError("softdb serve needs a table built from texts (it encodes the typed queries), "
-                             "but this table has no encoder; hint: build it with SoftTable.from_texts or "
-                             "`softdb index`")
+            raise ValueError(
+                "softdb serve needs a table built from texts (it encodes the typed queries), "
+                "but this table has no encoder; hint: build it with SoftTable.from_texts or "
+                "`softdb index`"
+            )
         self.table = table
         self.encoder = _Encoder(table.encoder)
         self.grid = temperature_grid(table.temperature)  # (g,)
         self.page, self.script_hash = self._build_page(title)
-        self.routes = {"/": self._page, "/index.html": self._page, "/api/search": self._search,
-                       "/api/compare": self._compare, "/api/health": self._health,
-                       "/favicon.ico": lambda params: (204, "image/x-icon", b"")}
+        self.routes = {
+            "/": self._page,
+            "/index.html": self._page,
+            "/api/search": self._search,
+            "/api/compare": self._compare,
+            "/api/health": self._health,
+            "/favicon.ico": lambda params: (204, "image/x-icon", b""),
+        }
 
     # ----------------------------------------------------------------- page
     def config(self) -> dict[str, Any]:
         """What the page's script needs: limits, the default τ and the slider grid."""
         t = self.table
-        return {"rows": len(t), "dim": t.dim, "encoder": getattr(t.encoder, "name", None),
-                "temperature": float(t.temperature), "grid": [float(x) for x in self.grid],
-                "max_query_chars": MAX_QUERY_CHARS, "max_k": MAX_K, "max_compare": MAX_COMPARE,
-                "max_compare_k": MAX_COMPARE_K}
+        return {
+            "rows": len(t),
+            "dim": t.dim,
+            "encoder": getattr(t.encoder, "name", None),
+            "temperature": float(t.temperature),
+            "grid": [float(x) for x in self.grid],
+            "max_query_chars": MAX_QUERY_CHARS,
+            "max_k": MAX_K,
+            "max_compare": MAX_COMPARE,
+            "max_compare_k": MAX_COMPARE_K,
+        }
 
     def _build_page(self, title: str) -> tuple[bytes, str]:
         script = asset("app.js")
         digest = hashlib.sha256(script.encode("utf-8")).digest()
         cfg = self.config()
-        page = (asset("app.html")
-                .replace("{{title}}", esc(title))
-                .replace("{{rows}}", str(cfg["rows"]))
-                .replace("{{encoder}}", esc(cfg["encoder"]))
-                .replace("{{tau}}", fmt_num(cfg["temperature"]))
-                .replace("{{style}}", asset("app.css"))
-                .replace("{{config}}", script_json(cfg))
-                .replace("{{script}}", script))
+        page = (
+            asset("app.html")
+            .replace("{{title}}", esc(title))
+            .replace("{{rows}}", str(cfg["rows"]))
+            .replace("{{encoder}}", esc(cfg["encoder"]))
+            .replace("{{tau}}", fmt_num(cfg["temperature"]))
+            .replace("{{style}}", asset("app.css"))
+            .replace("{{config}}", script_json(cfg))
+            .replace("{{script}}", script)
+        )
         return page.encode("utf-8"), "sha256-" + base64.b64encode(digest).decode()
 
     def _page(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
@@ -189,8 +205,10 @@ class App:
         if not q.strip():
             raise ApiError("the query 'q' is empty; hint: type a few words, e.g. q=read+a+csv+file")
         if len(q) > MAX_QUERY_CHARS:
-            raise ApiError(f"the query 'q' has {len(q)} characters but at most {MAX_QUERY_CHARS} are allowed; "
-                           "hint: shorten it (the model reads only its first ~256 tokens)")
+            raise ApiError(
+                f"the query 'q' has {len(q)} characters but at most {MAX_QUERY_CHARS} are allowed; "
+                "hint: shorten it (the model reads only its first ~256 tokens)"
+            )
         if "\x00" in q:
             raise ApiError("the query 'q' contains a NUL character; hint: send plain text")
         return q
@@ -205,8 +223,10 @@ class App:
         if k < 1:
             raise ApiError(f"k must be >= 1, got k={k}; hint: e.g. k=10")
         if k > limit:
-            raise ApiError(f"k={k} is above the limit of {limit} (the table has {len(self.table)} rows); "
-                           f"hint: use k <= {min(limit, len(self.table))}")
+            raise ApiError(
+                f"k={k} is above the limit of {limit} (the table has {len(self.table)} rows); "
+                f"hint: use k <= {min(limit, len(self.table))}"
+            )
         return min(k, len(self.table))
 
     def _temperature(self, text: str | None) -> float:
@@ -218,8 +238,10 @@ class App:
             raise ApiError(f"temperature must be a number, got {text[:40]!r}; hint: e.g. temperature=0.05") from None
         lo, hi = TEMPERATURE_RANGE
         if not math.isfinite(t) or t <= 0:
-            raise ApiError(f"temperature must be finite and > 0, got {text[:40]!r}; hint: small values sharpen "
-                           "the weights, large ones flatten them")
+            raise ApiError(
+                f"temperature must be finite and > 0, got {text[:40]!r}; hint: small values sharpen "
+                "the weights, large ones flatten them"
+            )
         if not lo <= t <= hi:
             raise ApiError(f"temperature must lie in [{lo:g}, {hi:g}], got {t:g}")
         return t
@@ -243,15 +265,26 @@ class App:
         mode = self._mode(self._one(params, "mode"))
         qv = self.encoder.encode([q])[0]  # (d,)
         a = search_answer(self.table, qv, k, temperature=tau)
-        return _json(200, search_record(a, q, mode=mode, table_rows=len(self.table), k=k, k_requested=k_asked,
-                                        cosine=self.table.metric == "cosine"))
+        return _json(
+            200,
+            search_record(
+                a,
+                q,
+                mode=mode,
+                table_rows=len(self.table),
+                k=k,
+                k_requested=k_asked,
+                cosine=self.table.metric == "cosine",
+            ),
+        )
 
     def _compare(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
         self._check_names(params, ("q", "k", "temperature"))
         qs = params.get("q") or []
         if not qs:
-            raise ApiError("give the queries to compare as repeated 'q' parameters; hint: "
-                           "/api/compare?q=read+csv&q=gzip+a+file")
+            raise ApiError(
+                "give the queries to compare as repeated 'q' parameters; hint: /api/compare?q=read+csv&q=gzip+a+file"
+            )
         if len(qs) > MAX_COMPARE:
             raise ApiError(f"at most {MAX_COMPARE} queries can be compared at once, got {len(qs)}")
         qs = [self._query_text(q) for q in qs]
@@ -262,35 +295,62 @@ class App:
         rows = list(dict.fromkeys(int(r) for r in np.asarray(hits.rows).reshape(-1) if r >= 0))  # union, first seen
         w = self.table.weights(qv, temperature=tau)[:, rows]  # (m, u)  full-table weights of those rows
         ids, pays = self.table.ids, self.table.payloads
-        return _json(200, {
-            "queries": qs, "temperature": tau, "k": k,
-            "ids": [jsonable(ids[r]) for r in rows],
-            "texts": [snippet_text(pays[r], 160) if pays is not None else "" for r in rows],
-            "weights": [[round(float(x), 6) for x in row] for row in w],
-        })
+        return _json(
+            200,
+            {
+                "queries": qs,
+                "temperature": tau,
+                "k": k,
+                "ids": [jsonable(ids[r]) for r in rows],
+                "texts": [snippet_text(pays[r], 160) if pays is not None else "" for r in rows],
+                "weights": [[round(float(x), 6) for x in row] for row in w],
+            },
+        )
 
     def _health(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
         self._check_names(params, ())
-        from .. import __version__
+        from softdb import __version__
 
         t = self.table
-        return _json(200, {"status": "ok", "version": __version__, "rows": len(t), "dim": t.dim,
-                           "encoder": getattr(t.encoder, "name", None), "temperature": float(t.temperature)})
+        return _json(
+            200,
+            {
+                "status": "ok",
+                "version": __version__,
+                "rows": len(t),
+                "dim": t.dim,
+                "encoder": getattr(t.encoder, "name", None),
+                "temperature": float(t.temperature),
+            },
+        )
 
     # --------------------------------------------------------------- dispatch
     def handle(self, path: str, query_string: str) -> tuple[int, str, bytes]:
         """Answer one GET: ``(status, content_type, body)``; a bad request is a JSON 400."""
         route = self.routes.get(path)
         if route is None:
-            return _json(404, {"error": f"no such page {path[:80]!r}; the pages are /, /api/search, "
-                               "/api/compare and /api/health", "status": 404})
+            return _json(
+                404,
+                {
+                    "error": f"no such page {path[:80]!r}; the pages are /, /api/search, /api/compare and /api/health",
+                    "status": 404,
+                },
+            )
         try:
             try:
-                params = parse_qs(query_string, keep_blank_values=True, strict_parsing=False,
-                                  encoding="utf-8", errors="strict", max_num_fields=2 * MAX_COMPARE + 8)
+                params = parse_qs(
+                    query_string,
+                    keep_blank_values=True,
+                    strict_parsing=False,
+                    encoding="utf-8",
+                    errors="strict",
+                    max_num_fields=2 * MAX_COMPARE + 8,
+                )
             except UnicodeDecodeError:
-                raise ApiError("the query string is not valid UTF-8 after percent-decoding; "
-                               "hint: percent-encode the UTF-8 bytes of the text") from None
+                raise ApiError(
+                    "the query string is not valid UTF-8 after percent-decoding; "
+                    "hint: percent-encode the UTF-8 bytes of the text"
+                ) from None
             except ValueError as exc:  # too many fields
                 raise ApiError(f"bad query string: {exc}") from None
             return route(params)

@@ -17,14 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._html import asset, esc, fmt_num, script_json, snippet_text, sparkline, weight_bar
-from ._model import TemperatureGrid, grid_from, grid_log_sum_exp, grid_taus, has_slider, jsonable
+from softdb.render._html import asset, esc, fmt_num, script_json, snippet_text, sparkline, weight_bar
+from softdb.views._model import TemperatureGrid, grid_from, grid_log_sum_exp, grid_taus, has_slider, jsonable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..explain import Explanation
-    from ..table import SoftTable
+    from softdb.table._explain import Explanation
+    from softdb.table._table import SoftTable
 
-__all__ = ["explain_view", "explanation_grid", "explanation_data", "explanation_html", "write_explanation_html", "write_html"]
+__all__ = [
+    "explain_view",
+    "explanation_data",
+    "explanation_grid",
+    "explanation_html",
+    "write_explanation_html",
+    "write_html",
+]
 
 #: Soft and hard answers of at most this many numbers are printed in full.
 SMALL_ANSWER = 8
@@ -60,13 +67,15 @@ def explain_view(table: SoftTable, query: Any, k: int = 10, *, temperature: floa
     >>> e.ids, float(g.temperatures[g.base])
     (['a', 'b'], 0.5)
     """
-    from ..explain import explain
+    from softdb.table._explain import explain
 
     label = query if isinstance(query, str) else None
     if isinstance(query, str):
         if table.encoder is None:
-            raise TypeError("string queries need a table built from texts (SoftTable.from_texts), which "
-                            "knows its encoder; this table has none; hint: pass an encoded query")
+            raise TypeError(
+                "string queries need a table built from texts (SoftTable.from_texts), which "
+                "knows its encoder; this table has none; hint: pass an encoded query"
+            )
         query = table.encoder.encode([query])[0]  # (d,)  one encode for every answer below
     tau0 = table.temperature if temperature is None else float(temperature)
     taus = grid_taus(tau0) if has_slider(table) else ()
@@ -117,14 +126,24 @@ def explanation_data(e: Explanation) -> dict[str, Any]:
     (['x', 'y'], 81, 'x')
     """
     grid = explanation_grid(e)
-    hits = [{"id": jsonable(i), "score": float(s), "weight": float(w), "text": snippet_text(p)}
-            for i, s, w, p in zip(e.ids, e.scores, e.weights, e.payloads) if i is not None]
+    hits = [
+        {"id": jsonable(i), "score": float(s), "weight": float(w), "text": snippet_text(p)}
+        for i, s, w, p in zip(e.ids, e.scores, e.weights, e.payloads)
+        if i is not None
+    ]
     return {
-        "query": str(e.query), "temperature": float(e.temperature), "hits": hits,
-        "entropy": float(e.entropy), "effective_rows": float(e.effective_rows), "covered": float(e.covered),
+        "query": str(e.query),
+        "temperature": float(e.temperature),
+        "hits": hits,
+        "entropy": float(e.entropy),
+        "effective_rows": float(e.effective_rows),
+        "covered": float(e.covered),
         "hard": {"id": jsonable(e.ids[0]) if e.ids else None, **_answer_json(e.hard)},
-        "soft": {"nearest": jsonable(e.soft_nearest), "cosine_to_hard": float(e.soft_hard_cosine),
-                 **_answer_json(e.soft)},
+        "soft": {
+            "nearest": jsonable(e.soft_nearest),
+            "cosine_to_hard": float(e.soft_hard_cosine),
+            **_answer_json(e.soft),
+        },
         "grid": None if grid is None else grid.to_dict(),
     }
 
@@ -136,17 +155,22 @@ def _answers_html(e: Explanation, data: dict[str, Any]) -> str:
     def vec(v: np.ndarray) -> str:
         if v.size <= SMALL_ANSWER:
             return "<code>[" + ", ".join(fmt_num(x, 3) for x in v) + "]</code>"
-        return sparkline(v[:SPARK_DIMS], width=220, height=40, color="#555",
-                         title=f"first {min(SPARK_DIMS, v.size)} of {v.size} components")
+        return sparkline(
+            v[:SPARK_DIMS],
+            width=220,
+            height=40,
+            color="#555",
+            title=f"first {min(SPARK_DIMS, v.size)} of {v.size} components",
+        )
 
     return (
         '<div class="sdbx-answers">'
         '<div class="sdbx-answer"><h4>hard answer <small>(the best row)</small></h4>'
         f'<p><b class="sdbx-id">{esc(data["hard"]["id"])}</b> {esc(hard_text)}</p>{vec(hard)}</div>'
         '<div class="sdbx-answer"><h4>soft answer <small>(the weighted blend, at the explained τ)</small></h4>'
-        f'<p>a blend of ≈{fmt_num(e.effective_rows, 3)} rows at τ = {fmt_num(e.temperature)}; nearest row '
+        f"<p>a blend of ≈{fmt_num(e.effective_rows, 3)} rows at τ = {fmt_num(e.temperature)}; nearest row "
         f'<b class="sdbx-id">{esc(data["soft"]["nearest"])}</b>; cosine to the hard answer '
-        f'<b>{fmt_num(e.soft_hard_cosine, 3)}</b></p>{vec(soft)}</div>'
+        f"<b>{fmt_num(e.soft_hard_cosine, 3)}</b></p>{vec(soft)}</div>"
         "</div>"
     )
 
@@ -182,7 +206,8 @@ def explanation_html(e: Explanation, *, standalone: bool = False) -> str:
             f'<td class="sdbx-num">{fmt_num(h["score"])}</td>'
             f'<td class="sdbx-num sdbx-w">{fmt_num(h["weight"])}</td>'
             f'<td class="sdbx-barcell">{weight_bar(h["weight"], "sdbx-bar")}</td>'
-            f'<td class="sdbx-text">{esc(h["text"])}</td></tr>')
+            f'<td class="sdbx-text">{esc(h["text"])}</td></tr>'
+        )
     grid = data["grid"]
     if grid is None:
         slider = '<p class="sdbx-note">no temperature slider: this table is projected.</p>'
@@ -193,8 +218,9 @@ def explanation_html(e: Explanation, *, standalone: bool = False) -> str:
             f'<input type="range" class="sdbx-slider" min="0" max="{len(t) - 1}" step="1" '
             f'value="{grid["base"]}" aria-label="temperature"></label> '
             f'<b class="sdbx-tau">{fmt_num(data["temperature"])}</b>'
-            f' <small>(grid {fmt_num(t[0], 3)} … {fmt_num(t[-1], 3)}; explained at {fmt_num(data["temperature"])})'
-            "</small></div>")
+            f" <small>(grid {fmt_num(t[0], 3)} … {fmt_num(t[-1], 3)}; explained at {fmt_num(data['temperature'])})"
+            "</small></div>"
+        )
     body = (
         f'<div class="sdbx" id="{root}">'
         f'<h3 class="sdbx-query">{esc(data["query"])}</h3>'
@@ -203,11 +229,12 @@ def explanation_html(e: Explanation, *, standalone: bool = False) -> str:
         f'<span>top {len(data["hits"])} hold <b class="sdbx-covered">{fmt_num(100 * data["covered"], 3)}%</b>'
         " of the weight</span>"
         f'<span>effective rows 1/Σw² <b class="sdbx-eff">{fmt_num(data["effective_rows"], 4)}</b></span>'
-        f'<span>entropy <b>{fmt_num(data["entropy"], 4)}</b> nats <small>(at τ = {fmt_num(data["temperature"])})'
+        f"<span>entropy <b>{fmt_num(data['entropy'], 4)}</b> nats <small>(at τ = {fmt_num(data['temperature'])})"
         "</small></span></div>"
         '<table class="sdbx-hits"><thead><tr><th>#</th><th>id</th><th>score</th><th>weight</th>'
-        '<th>full-table weight</th><th>payload</th></tr></thead><tbody>'
-        + "".join(rows) + "</tbody></table>"
+        "<th>full-table weight</th><th>payload</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
         + _answers_html(e, data)
         + f'<script type="application/json" class="sdbx-data">{script_json(data)}</script>'
         + f"<script>{asset('explorer.js')}\nsoftdbExplorer({script_json(root)});</script>"
@@ -216,10 +243,12 @@ def explanation_html(e: Explanation, *, standalone: bool = False) -> str:
     style = f"<style>{asset('explorer.css')}</style>"
     if not standalone:
         return style + body
-    return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>softdb explain: {esc(data['query'])}</title>{style}</head>"
-            f"<body>{body}</body></html>\n")
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>softdb explain: {esc(data['query'])}</title>{style}</head>"
+        f"<body>{body}</body></html>\n"
+    )
 
 
 def write_explanation_html(e: Explanation, path: str | os.PathLike[str]) -> int:

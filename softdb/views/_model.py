@@ -20,15 +20,28 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from ..explain import WEAK_MATCH_COSINE
+from softdb.table._explain import WEAK_MATCH_COSINE
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..explain import Explanation
-    from ..table import SoftTable
+    from softdb.table._explain import Explanation
+    from softdb.table._table import SoftTable
 
-__all__ = ["TemperatureGrid", "SearchAnswer", "temperature_grid", "grid_log_sum_exp", "search_answer",
-           "search_answers", "search_record", "hits_json", "jsonable", "grid_taus", "grid_from", "has_slider",
-           "STEPS_PER_OCTAVE", "OCTAVES"]
+__all__ = [
+    "OCTAVES",
+    "STEPS_PER_OCTAVE",
+    "SearchAnswer",
+    "TemperatureGrid",
+    "grid_from",
+    "grid_log_sum_exp",
+    "grid_taus",
+    "has_slider",
+    "hits_json",
+    "jsonable",
+    "search_answer",
+    "search_answers",
+    "search_record",
+    "temperature_grid",
+]
 
 #: Grid points per doubling of τ: neighbours differ by 2^(1/8) ≈ 9 %.
 STEPS_PER_OCTAVE = 8
@@ -72,9 +85,12 @@ class TemperatureGrid:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: ``{"temperatures", "base", "lse", "effective_rows"}``."""
-        return {"temperatures": [float(t) for t in self.temperatures], "base": int(self.base),
-                "lse": [float(x) for x in self.lse],
-                "effective_rows": [float(x) for x in self.effective_rows()]}
+        return {
+            "temperatures": [float(t) for t in self.temperatures],
+            "base": int(self.base),
+            "lse": [float(x) for x in self.lse],
+            "effective_rows": [float(x) for x in self.effective_rows()],
+        }
 
 
 def temperature_grid(tau: float) -> np.ndarray:
@@ -166,7 +182,7 @@ def grid_log_sum_exp(table: SoftTable, query: Any, tau: float | None = None) -> 
     >>> round(float(w), 4) == round(float(t.weights([1.0, 0.0])[0]), 4)
     True
     """
-    from .._plan import Ask
+    from softdb.engine._plan import Ask
 
     if not has_slider(table):
         return None
@@ -195,8 +211,7 @@ class SearchAnswer(NamedTuple):
     effective_rows: float
 
 
-def search_answers(table: SoftTable, queries: Any, k: int, *,
-                   temperature: float | None = None) -> list[SearchAnswer]:
+def search_answers(table: SoftTable, queries: Any, k: int, *, temperature: float | None = None) -> list[SearchAnswer]:
     """Hits, entropy and effective rows of a batch of queries, from ONE pass of the query plan.
 
     The pass keeps the top k with the log-sum-exp (full-table weights of the hits)
@@ -227,8 +242,8 @@ def search_answers(table: SoftTable, queries: Any, k: int, *,
     >>> a.ids == e.ids, bool(np.allclose(a.weights, e.weights)), bool(np.isclose(a.entropy, e.entropy))
     (True, True, True)
     """
-    from .._plan import Ask
-    from ..explain import weight_stats
+    from softdb.engine._plan import Ask
+    from softdb.table._explain import weight_stats
 
     proj = table.projection
     if proj is None or proj.heads == 1:  # one pass: hits, their full-table weights, entropy, effective rows
@@ -243,10 +258,17 @@ def search_answers(table: SoftTable, queries: Any, k: int, *,
     for j in range(a.rows.shape[0]):
         found = [c for c, r in enumerate(a.rows[j]) if r >= 0]  # O(k): no id array over the table
         top = [int(a.rows[j][c]) for c in found]
-        out.append(SearchAnswer([rows.ids[r] for r in top], [float(a.scores[j][c]) for c in found],
-                                [float(a.hit_weights[j][c]) for c in found],
-                                [None if pays is None else pays[r] for r in top],
-                                float(p.tau), float(entropy[j]), float(effective[j])))
+        out.append(
+            SearchAnswer(
+                [rows.ids[r] for r in top],
+                [float(a.scores[j][c]) for c in found],
+                [float(a.hit_weights[j][c]) for c in found],
+                [None if pays is None else pays[r] for r in top],
+                float(p.tau),
+                float(entropy[j]),
+                float(effective[j]),
+            )
+        )
     return out
 
 
@@ -311,15 +333,23 @@ def hits_json(answer: Explanation | SearchAnswer, mode: str) -> list[dict[str, A
     return out
 
 
-def search_record(answer: Explanation | SearchAnswer, query: str, *, mode: str = "soft", table_rows: int,
-                  k: int | None = None, k_requested: int | None = None, min_score: float | None = None,
-                  cosine: bool = True) -> dict[str, Any]:
+def search_record(
+    answer: Explanation | SearchAnswer,
+    query: str,
+    *,
+    mode: str = "soft",
+    table_rows: int,
+    k: int | None = None,
+    k_requested: int | None = None,
+    min_score: float | None = None,
+    cosine: bool = True,
+) -> dict[str, Any]:
     """The JSON object of one query's search: what ``softdb search --json`` prints and ``/api/search`` returns.
 
     Parameters
     ----------
     answer : SearchAnswer or Explanation
-        From :func:`search_answers` (or :func:`softdb.explain.explain`).
+        From :func:`search_answers` (or :func:`softdb.table._explain.explain`).
     query : str
         The query text, echoed.
     mode : {"soft", "hard"}
@@ -359,8 +389,14 @@ def search_record(answer: Explanation | SearchAnswer, query: str, *, mode: str =
     best = rows[0]["score"] if rows else None
     k = len(rows) if k is None else int(k)
     out: dict[str, Any] = {
-        "query": query, "mode": mode, "temperature": float(answer.temperature), "table_rows": int(table_rows),
-        "k": k, "hits": shown, "entropy": _finite(answer.entropy), "effective_rows": _finite(answer.effective_rows),
+        "query": query,
+        "mode": mode,
+        "temperature": float(answer.temperature),
+        "table_rows": int(table_rows),
+        "k": k,
+        "hits": shown,
+        "entropy": _finite(answer.entropy),
+        "effective_rows": _finite(answer.effective_rows),
         "covered": float(sum(r["weight"] for r in rows)) if mode == "soft" else None,
         "best_score": best,
         "weak_match": (best is not None and best < WEAK_MATCH_COSINE) if cosine else None,

@@ -18,12 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ._app import JSON, App, error_body
+from softdb.views._app import JSON, App, error_body
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..table import SoftTable
+    from softdb.table._table import SoftTable
 
-__all__ = ["Server", "start_server", "is_loopback", "DEFAULT_HOST", "DEFAULT_PORT"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Server", "is_loopback", "start_server"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -65,10 +65,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "no-referrer")
         self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Security-Policy",
-                         f"default-src 'none'; script-src '{self.app.script_hash}'; style-src 'unsafe-inline'; "
-                         "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'; "
-                         "frame-ancestors 'none'")
+        self.send_header(
+            "Content-Security-Policy",
+            f"default-src 'none'; script-src '{self.app.script_hash}'; style-src 'unsafe-inline'; "
+            "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'",
+        )
         self.end_headers()
         if not head_only:
             self.wfile.write(body)
@@ -91,8 +93,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, head_only: bool = False) -> None:
         if len(self.path) > MAX_REQUEST_LINE:
-            self._send(414, JSON, error_body(414, f"the request line has {len(self.path)} characters but at most "
-                                                  f"{MAX_REQUEST_LINE} are allowed"), head_only)
+            self._send(
+                414,
+                JSON,
+                error_body(
+                    414, f"the request line has {len(self.path)} characters but at most {MAX_REQUEST_LINE} are allowed"
+                ),
+                head_only,
+            )
             return
         try:
             parts = urlsplit(self.path)
@@ -102,10 +110,10 @@ class _Handler(BaseHTTPRequestHandler):
             status, ctype, body = 500, JSON, error_body(500, "internal error; see the server's log")
         self._send(status, ctype, body, head_only)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._answer()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._answer(head_only=True)
 
     def _not_allowed(self) -> None:
@@ -175,8 +183,13 @@ def _limit_blas_threads() -> None:
 
 
 def start_server(
-    table: SoftTable, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, background: bool = True,
-    quiet: bool = True, title: str = "softdb",
+    table: SoftTable,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    background: bool = True,
+    quiet: bool = True,
+    title: str = "softdb",
 ) -> Server:
     """Start the web app on ``host:port`` (port 0: any free port).
 
@@ -199,9 +212,11 @@ def start_server(
     """
     app = App(table, title=title)
     if not is_loopback(host):
-        print(f"softdb: warning: binding {host}, not 127.0.0.1: anyone who can reach this machine on port "
-              f"{port} can query the table (the app has no authentication); bind 127.0.0.1 unless you mean it",
-              file=sys.stderr)
+        print(
+            f"softdb: warning: binding {host}, not 127.0.0.1: anyone who can reach this machine on port "
+            f"{port} can query the table (the app has no authentication); bind 127.0.0.1 unless you mean it",
+            file=sys.stderr,
+        )
     _limit_blas_threads()
     handler = type("Handler", (_Handler,), {"app": app, "quiet": quiet})
     server_cls = ThreadingHTTPServer
@@ -213,7 +228,8 @@ def start_server(
     httpd.daemon_threads = True
     thread = None
     if background:
-        thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                  name="softdb-serve", daemon=True)
+        thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="softdb-serve", daemon=True
+        )
         thread.start()
     return Server(httpd, thread)

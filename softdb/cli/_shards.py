@@ -1,0 +1,213 @@
+"""The command line's sharded side: ``index --shards`` / ``--vectors`` and opening sharded tables.
+
+``softdb/cli.py`` keeps only the glue: it adds these arguments, calls :func:`index`
+for the sharded and vector forms of ``softdb index``, and opens every ``--table``
+through :func:`open_table`, which gives a SoftTable or, for a folder holding
+``shards.json``, a :class:`~softdb.distributed.ShardedTable` (on ``--scheduler``
+if given, else on a LocalCluster of this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = [
+    "add_index_arguments",
+    "add_search_arguments",
+    "index",
+    "is_sharded",
+    "is_sharded_table",
+    "open_table",
+    "search_answers",
+]
+
+
+def add_index_arguments(ix: argparse.ArgumentParser, positive_int: Any) -> None:
+    """``--shards``, ``--vectors``, ``--values``, ``--ids``, ``--metric``, ``--encoder`` of ``softdb index``."""
+    ix.add_argument(
+        "--shards",
+        type=positive_int,
+        help="write a sharded table of N shards (for `softdb search --table` on a Dask cluster)",
+    )
+    ix.add_argument(
+        "--vectors",
+        metavar="EMB.npy",
+        help="index precomputed embeddings (n, d) instead of a corpus; streamed, never loaded whole",
+    )
+    ix.add_argument("--values", metavar="V.npy", help="with --vectors: values (n, d_v); default: the vectors")
+    ix.add_argument("--ids", metavar="IDS.txt", help="with --vectors: one id per line (default 0..n-1)")
+    ix.add_argument(
+        "--metric", choices=["cosine", "dot"], default="cosine", help="with --vectors: the similarity (default cosine)"
+    )
+    ix.add_argument(
+        "--encoder",
+        metavar="NAME",
+        help="with --vectors: the model that made them (e.g. all-MiniLM-L6-v2), so that "
+        "`softdb search` can encode text queries",
+    )
+
+
+def add_search_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="with a sharded --table: the Dask scheduler to use, e.g. tcp://scheduler-host:8786 "
+        "(default: a local cluster on this machine)",
+    )
+
+
+def is_sharded(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "shards.json"))
+
+
+def is_sharded_table(table: Any) -> bool:
+    from softdb.distributed._table import ShardedTable
+
+    return isinstance(table, ShardedTable)
+
+
+def search_answers(table: Any, queries: Any, k: int, *, temperature: float | None = None) -> list:
+    """:func:`softdb.views.search_answers` for a ShardedTable: hits, entropy and effective rows.
+
+    Two passes on the workers (``search``, then ``weight_stats``); no weights move.
+    """
+    from softdb.views._model import SearchAnswer
+
+    hits = table.search(queries, k=k, temperature=temperature)  # (m, k) each
+    entropy, effective = table.weight_stats(queries, temperature=temperature)  # (m,) each
+    tau = table.temperature if temperature is None else temperature
+    out = []
+    for j in range(hits.rows.shape[0]):
+        found = hits.rows[j] >= 0  # (k,)
+        pays = [None] * int(found.sum()) if hits.payloads is None else hits.payloads[j][found].tolist()
+        out.append(
+            SearchAnswer(
+                hits.ids[j][found].tolist(),
+                hits.scores[j][found].astype(float).tolist(),
+                hits.weights[j][found].astype(float).tolist(),
+                pays,
+                float(tau),
+                float(entropy[j]),
+                float(effective[j]),
+            )
+        )
+    return out
+
+
+def _read_ids(path: str, n: int) -> list[str]:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            ids = f.read().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read --ids {path!r}: {exc.strerror}; hint: a text file with one id per line")
+    if len(ids) != n:
+        raise ValueError(
+            f"--ids {path!r} has {len(ids)} lines but the vectors have {n} rows; hint: one id per line, in row order"
+        )
+    return ids
+
+
+def _load_npy(path: str, what: str) -> Any:
+    import numpy as np
+
+    try:
+        arr = np.load(path, mmap_mode="r")  # memory-mapped: rows are read chunk by chunk
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path!r} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{what} {path!r} is not a readable .npy file ({exc}); hint: save it with numpy.save")
+    if not isinstance(arr, np.ndarray) or arr.ndim != 2:
+        raise ValueError(f"{what} {path!r} must hold a 2-D array (n, d), got shape {getattr(arr, 'shape', None)}")
+    return arr
+
+
+def index(args: argparse.Namespace, text_table: Any) -> int | None:
+    """Run the sharded or vector forms of ``softdb index``; None: the plain form is cli.py's."""
+    from softdb.distributed._table import ShardedTable
+
+    if args.vectors is None:
+        if args.shards is None:
+            if args.values or args.ids or args.encoder:
+                raise ValueError("--values, --ids and --encoder go with --vectors EMB.npy")
+            return None
+        if args.corpus is None:
+            raise ValueError("give a CORPUS to index, or --vectors EMB.npy")
+        t0 = time.perf_counter()
+        table = text_table(args)
+        ShardedTable.create(args.output, table, shards=args.shards)
+        print(
+            f"indexed {len(table)} rows from {args.corpus!r} into {args.output} as {args.shards} shards "
+            f"({table.dim}-d keys, encoder {table.encoder.name}) in {time.perf_counter() - t0:.1f} s"
+        )
+        return 0
+    if args.corpus is not None:
+        raise ValueError(f"give either a CORPUS ({args.corpus!r}) or --vectors, not both")
+    t0 = time.perf_counter()
+    keys = _load_npy(args.vectors, "--vectors")
+    values = None if args.values is None else _load_npy(args.values, "--values")
+    ids = None if args.ids is None else _read_ids(args.ids, len(keys))
+    shards = args.shards or 1
+    ShardedTable.create(args.output, keys, values, ids=ids, shards=shards, metric=args.metric)
+    if args.encoder:
+        _record_encoder(args.output, args.encoder)
+    print(
+        f"indexed {len(keys)} vectors ({keys.shape[1]}-d, {args.metric}) from {args.vectors} into "
+        f"{args.output} as {shards} shard{'s' * (shards > 1)} in {time.perf_counter() - t0:.1f} s"
+    )
+    return 0
+
+
+def _record_encoder(path: str, name: str) -> None:
+    """Name the encoder in shards.json, atomically (its checksum is recomputed)."""
+    import json
+
+    from softdb.distributed import _shards
+
+    where = os.path.join(path, _shards.FILE)
+    with open(where, "rb") as f:
+        layout = json.load(f)
+    layout["encoder"] = {"name": name}
+    layout.pop("checksum", None)
+    _shards.write_layout(path, layout, replace=True)
+
+
+@contextlib.contextmanager
+def open_table(path: str, *, verify: bool = True, scheduler: str | None = None) -> Iterator[Any]:
+    """The table at ``path``: a SoftTable, or a ShardedTable (closed on exit) for a sharded folder."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no table at {path!r}; hint: build one with `softdb index CORPUS -o {path}`")
+    if not is_sharded(path):
+        if scheduler is not None:
+            raise ValueError(
+                f"--scheduler needs a sharded table, but {path!r} is an ordinary one; "
+                "hint: build one with `softdb index ... --shards N`, or drop --scheduler"
+            )
+        from softdb.table._table import SoftTable
+
+        yield SoftTable.load(path, verify=verify)
+        return
+    from softdb.distributed._table import ShardedTable
+    from softdb.distributed._tasks import dask
+
+    if scheduler is None:
+        with ShardedTable.open(path, verify=verify) as t:
+            yield t
+        return
+    distributed = dask()
+    try:
+        client = distributed.Client(scheduler, timeout=30)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); hint: start one with "
+            "`dask scheduler` and workers with `dask worker ADDRESS`"
+        ) from None
+    try:
+        with ShardedTable.open(path, client=client, verify=verify) as t:
+            yield t
+    finally:
+        client.close()

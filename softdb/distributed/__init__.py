@@ -1,0 +1,5 @@
+"""Tables whose rows live on a Dask cluster, answered by the same front end."""
+
+from softdb.distributed._table import ShardedTable
+
+__all__ = ["ShardedTable"]

@@ -1,0 +1,3 @@
+"""The engine: a query plan, the one streaming kernel, its scorers and mergeable states."""
+
+__all__ = []

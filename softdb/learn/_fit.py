@@ -1,0 +1,515 @@
+"""Fitting a projection on arrays: parameter packing, L-BFGS, Adam, early stopping.
+
+:func:`fit_arrays` takes keys, values, queries, targets and the starting weights as
+arrays and returns the fitted weights; :meth:`softdb.SoftTable.fit` only wires a
+table to it (prepares the queries and targets, writes the weights back).
+The losses and their gradients live in :mod:`softdb.learn._losses`; this module maps
+the learned parts (full matrices, tied W_Q = W_K, low-rank updates W₀ + A Bᵀ,
+log τ) to one flat float64 vector, adds the regularisation λ Σ ‖W − W₀‖², and
+runs the optimiser.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize
+
+from softdb.engine._plan import Ask, Head, answer
+from softdb.learn._losses import rows_loss, values_loss
+
+__all__ = ["FitReport", "Objective", "as_targets", "check_options", "fit_arrays"]
+
+LOSSES = ("rows", "values")
+OPTIMIZERS = ("auto", "lbfgs", "adam")
+#: optimizer="auto" uses full-batch L-BFGS up to this many (query, row) scores per evaluation.
+AUTO_LBFGS_MAX = 20_000_000
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """What :meth:`SoftTable.fit` did.
+
+    Attributes
+    ----------
+    loss_history : tuple of float
+        Training loss (without the regulariser) before the fit, then after each
+        iteration (L-BFGS) or the mean mini-batch loss of each epoch (Adam).
+    iterations : int
+        L-BFGS iterations or Adam epochs run.
+    seconds : float
+        Wall time of the fit.
+    val_metric_history : tuple of float
+        Validation metric after each iteration (empty without validation):
+        recall@1 for loss="rows" (higher is better), MSE for loss="values" (lower).
+    best_val_metric : float or None
+        The best of them; the projection keeps the weights that reached it.
+    optimizer : str
+        "lbfgs" or "adam".
+    converged : bool
+        The optimiser met its own tolerance (not stopped by max_iter or patience).
+    stopped_early : bool
+        Stopped because the validation metric did not improve for ``patience`` iterations.
+    val_metric : str or None
+        "recall@1" or "mse".
+    """
+
+    loss_history: tuple
+    iterations: int
+    seconds: float
+    val_metric_history: tuple
+    best_val_metric: float | None
+    optimizer: str
+    converged: bool
+    stopped_early: bool = False
+    val_metric: str | None = None
+
+    def _repr_html_(self) -> str:
+        from softdb.render import fit_report_html
+
+        return fit_report_html(self)
+
+    def __repr__(self) -> str:
+        """A one-line summary: first and last loss, not the whole history.
+
+        Examples
+        --------
+        >>> FitReport(tuple(np.linspace(2.0, 0.5, 500)), 499, 1.25, (), None, "lbfgs", True)
+        FitReport(optimizer='lbfgs', iterations=499, loss 2 → 0.5 (500 values in loss_history), converged=True, seconds=1.25)
+        """
+        loss = (
+            (
+                f"loss {self.loss_history[0]:.4g} → {self.loss_history[-1]:.4g} "
+                f"({len(self.loss_history)} values in loss_history)"
+            )
+            if self.loss_history
+            else "no loss recorded"
+        )
+        val = ""
+        if self.val_metric_history and self.best_val_metric is not None:
+            val = (
+                f", best {self.val_metric or 'validation metric'} {self.best_val_metric:.4g} "
+                f"({len(self.val_metric_history)} values in val_metric_history)"
+            )
+        early = ", stopped_early=True" if self.stopped_early else ""
+        return (
+            f"FitReport(optimizer={self.optimizer!r}, iterations={self.iterations}, {loss}{val}, "
+            f"converged={self.converged}{early}, seconds={self.seconds:.3g})"
+        )
+
+
+# ------------------------------------------------------------------ targets
+def as_targets(targets: Any, m: int, index: dict, name: str = "targets") -> tuple[np.ndarray, np.ndarray]:
+    """Row-id targets → CSR (indptr (m + 1,), rows (t,)); unknown ids are an error."""
+    if isinstance(targets, np.ndarray) and targets.ndim == 2:
+        targets = targets.tolist()
+    if isinstance(targets, str | bytes) or not isinstance(targets, Sequence | np.ndarray):
+        raise TypeError(
+            f"{name} must be a sequence with one row id (or a list of ids) per query, got "
+            f"{type(targets).__name__}; hint: e.g. targets=['a', 'b'] or [['a', 'c'], ['b']]"
+        )
+    if len(targets) != m:
+        raise ValueError(
+            f"{name} has {len(targets)} entries but there are {m} queries; "
+            "hint: give one target id (or list of ids) per query"
+        )
+    indptr = np.zeros(m + 1, np.int64)
+    cols: list[int] = []
+    for i, t in enumerate(targets):
+        ids = [t] if isinstance(t, str | int | np.integer) else list(t)
+        if not ids:
+            raise ValueError(f"{name}[{i}] is empty; hint: every query needs at least one target id")
+        found = []
+        for j in ids:
+            try:
+                found.append(index[j])
+            except (KeyError, TypeError):
+                raise ValueError(
+                    f"{name}[{i}] names id {j!r}, which is not in the table; hint: targets are row ids (see table.ids)"
+                ) from None
+        found = sorted(set(found))
+        cols.extend(found)
+        indptr[i + 1] = indptr[i] + len(found)
+    return indptr, np.asarray(cols, np.int64)
+
+
+def _subset(targets: tuple[np.ndarray, np.ndarray], idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    indptr, cols = targets
+    counts = np.diff(indptr)[idx]  # (b,)
+    new_ptr = np.concatenate([[0], np.cumsum(counts)])  # (b + 1,)
+    take = np.concatenate([np.arange(indptr[i], indptr[i + 1]) for i in idx]) if len(idx) else []
+    return new_ptr, cols[np.asarray(take, np.int64)]
+
+
+# ---------------------------------------------------------------- objective
+class Objective:
+    """Flat-vector view of a projection's learned parts, with regularisation.
+
+    ``objective(theta, X, target)`` returns ``(loss + λ Σ‖W − W₀‖², gradient)``
+    for ``scipy.optimize.minimize(jac=True)``. ``target`` is CSR row targets
+    (loss="rows") or a (m, d_out) array (loss="values").
+    """
+
+    def __init__(
+        self,
+        loss: str,
+        K: np.ndarray,
+        V: np.ndarray | None,
+        W_Q: np.ndarray,
+        W_K: np.ndarray,
+        W_V: np.ndarray | None,
+        log_tau: float,
+        *,
+        heads: int = 1,
+        tied: bool = False,
+        learn: Sequence[str] = ("q", "k", "v"),
+        learn_temperature: bool = False,
+        rank: int | None = None,
+        reg: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.loss, self.K, self.V, self.heads, self.tied = loss, K, V, heads, tied
+        self.reg, self.rank = float(reg), rank
+        self.base = {"q": W_Q, "k": W_K, "v": W_V}  # starting matrices W₀
+        self.log_tau0 = float(log_tau)
+        parts = [p for p in learn if p in ("q", "k") or (p == "v" and loss == "values")]
+        if tied and ("q" in parts or "k" in parts):
+            parts = ["q"] + [p for p in parts if p == "v"]
+        self.parts = parts
+        self.learn_tau = learn_temperature
+        rng = np.random.default_rng(seed)
+        self.blocks: list[tuple[str, tuple[int, ...]]] = []
+        x0 = []
+        for p in parts:
+            r_, c_ = self.base[p].shape
+            if rank is None:
+                self.blocks.append((p, (r_, c_)))
+                x0.append(np.zeros(r_ * c_))  # offsets from W₀
+            else:
+                self.blocks += [(p + ".A", (r_, rank)), (p + ".B", (c_, rank))]
+                x0 += [rng.standard_normal(r_ * rank) / np.sqrt(r_), np.zeros(c_ * rank)]  # LoRA init: B = 0
+        if learn_temperature:
+            self.blocks.append(("tau", (1,)))
+            x0.append(np.zeros(1))
+        if not self.blocks:
+            raise ValueError(
+                f"nothing to fit: learn={tuple(learn)} selects no matrix that loss={loss!r} depends on "
+                "and learn_temperature=False; hint: loss='rows' fits W_Q and W_K, loss='values' also W_V"
+            )
+        self.x0 = np.concatenate(x0)  # (p,)
+
+    def _split(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        out, at = {}, 0
+        for name, shape in self.blocks:
+            size = int(np.prod(shape))
+            out[name] = theta[at : at + size].reshape(shape)
+            at += size
+        return out
+
+    def weights(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+        """(W_Q, W_K, W_V, log τ) at ``theta``."""
+        blk = self._split(theta)
+        W = dict(self.base)
+        for p in self.parts:
+            delta = blk[p] if self.rank is None else blk[p + ".A"] @ blk[p + ".B"].T  # (rows, cols)
+            W[p] = self.base[p] + delta
+        if self.tied:
+            W["k"] = W["q"]
+        log_tau = self.log_tau0 + (float(blk["tau"][0]) if self.learn_tau else 0.0)
+        return W["q"], W["k"], W["v"], log_tau
+
+    def __call__(self, theta: np.ndarray, X: np.ndarray, target: Any) -> tuple[float, np.ndarray]:
+        W_Q, W_K, W_V, log_tau = self.weights(theta)
+        if self.loss == "rows":
+            loss, g = rows_loss(X, self.K, target, W_Q, W_K, log_tau, heads=self.heads)
+        else:
+            loss, g = values_loss(X, self.K, self.V, target, W_Q, W_K, W_V, log_tau, heads=self.heads)
+        grads = {"q": g["W_Q"], "k": g["W_K"], "v": g.get("W_V")}
+        if self.tied:
+            grads["q"] = grads["q"] + grads["k"]
+        blk = self._split(theta)
+        data_loss = float(loss)
+        out = []
+        for p in self.parts:
+            W = {"q": W_Q, "k": W_K, "v": W_V}[p]
+            gw = grads[p] + 2 * self.reg * (W - self.base[p])  # (rows, cols)
+            if self.rank is None:
+                out.append(gw.ravel())
+            else:
+                A, B = blk[p + ".A"], blk[p + ".B"]  # (rows, r), (cols, r)
+                out += [(gw @ B).ravel(), (gw.T @ A).ravel()]
+            loss += self.reg * float(np.vdot(W - self.base[p], W - self.base[p]))
+        if self.learn_tau:
+            out.append(np.array([g["log_tau"]]))
+        self._last = (theta.copy(), X, target, data_loss)
+        return float(loss), np.concatenate(out)
+
+    def data_loss(self, theta: np.ndarray, X: np.ndarray, target: Any) -> float:
+        """The loss without the regulariser (what FitReport.loss_history records)."""
+        last = getattr(self, "_last", None)
+        if last is None or last[1] is not X or last[2] is not target or not np.array_equal(last[0], theta):
+            self(theta, X, target)  # L-BFGS's callback point is usually its last evaluation: cached
+        return self._last[3]
+
+    def validate(self, theta: np.ndarray, X: np.ndarray, target: Any) -> tuple[float, float]:
+        """(metric, tie-break loss): rows → (recall@1, mean −log w̄); values → (MSE, MSE)."""
+        W_Q, W_K, W_V, log_tau = self.weights(theta)
+        if self.loss == "values":
+            mse = values_loss(X, self.K, self.V, target, W_Q, W_K, W_V, log_tau, heads=self.heads)[0]
+            return mse, mse
+        return _rows_eval(X, self.K, target, W_Q, W_K, log_tau, self.heads)
+
+
+def _rows_eval(X, K, targets, W_Q, W_K, log_tau, heads) -> tuple[float, float]:
+    """recall@1 (top row by mean head weight is a target) and mean −log Σ_T w̄, via the plan."""
+    indptr, cols = targets
+    m, dh = X.shape[0], W_Q.shape[1] // heads
+    kp = K @ W_K  # (n, d_k)
+    hs = [
+        Head(
+            np.ascontiguousarray(kp[:, a * dh : (a + 1) * dh]),
+            None,
+            np.ascontiguousarray(W_Q[:, a * dh : (a + 1) * dh]),
+        )
+        for a in range(heads)
+    ]
+    tau = math.exp(log_tau)
+    res = answer(hs, X, Ask(k=1, lse=True), tau)  # one streaming pass per head (+ one for heads > 1)
+    counts = np.diff(indptr)  # (m,)  every query has >= 1 target
+    qi = np.repeat(np.arange(m), counts)  # (t,)
+    hits = np.zeros(m, bool)
+    np.logical_or.at(hits, qi, cols == res.rows[qi, 0])
+    qa = X @ W_Q  # (m, d_k)
+    s = np.einsum("thd,thd->th", qa[qi].reshape(-1, heads, dh), kp[cols].reshape(-1, heads, dh))  # (t, h)
+    logw = s / tau - res.lse[qi]  # (t, h)  log w^a of each target
+    mx = logw.max(axis=1, keepdims=True)  # (t, 1)
+    logw = (mx + np.log(np.exp(logw - mx).sum(axis=1, keepdims=True)))[:, 0] - math.log(heads)  # (t,)  log w̄
+    top = np.maximum.reduceat(logw, indptr[:-1])  # (m,)
+    nll = -(top + np.log(np.add.reduceat(np.exp(logw - top[qi]), indptr[:-1])))  # (m,)  −log Σ_T w̄
+    return float(hits.mean()), float(nll.mean())
+
+
+# ------------------------------------------------------------------ optimisers
+class _Tracker:
+    """Loss/validation history, best weights and the patience rule."""
+
+    def __init__(self, obj, validation, patience, higher_better, verbose) -> None:
+        self.obj, self.validation, self.patience = obj, validation, patience
+        self.sign = -1.0 if higher_better else 1.0
+        self.verbose = verbose
+        self.losses: list[float] = []
+        self.vals: list[float] = []
+        self.best_key: tuple[float, float] | None = None
+        self.best_theta: np.ndarray | None = None
+        self.since_best = 0
+        self.stopped_early = False
+
+    def step(self, theta: np.ndarray, loss: float) -> bool:
+        """Record one iteration; True means stop (patience exhausted)."""
+        self.losses.append(loss)
+        msg = f"iter {len(self.losses) - 1:4d}  loss {loss:.6g}"
+        if self.validation is not None:
+            metric, tie = self.obj.validate(theta, *self.validation)
+            self.vals.append(metric)
+            key = (self.sign * metric, tie)
+            if self.best_key is None or key < self.best_key:
+                self.best_key, self.best_theta, self.since_best = key, theta.copy(), 0
+            else:
+                self.since_best += 1
+            msg += f"  val {metric:.6g}"
+            if self.since_best >= self.patience and len(self.losses) > 1:
+                self.stopped_early = True
+        if self.verbose:
+            print(msg, flush=True)
+        return self.stopped_early
+
+
+def _run_lbfgs(obj: Objective, X, target, tracker: _Tracker, max_iter: int) -> tuple[np.ndarray, int, bool]:
+    tracker.step(obj.x0, obj.data_loss(obj.x0, X, target))
+    n_iter = 0
+
+    def callback(intermediate_result):  # noqa: ANN001  scipy's keyword
+        nonlocal n_iter
+        n_iter += 1
+        theta = intermediate_result.x
+        if tracker.step(theta, obj.data_loss(theta, X, target)):
+            raise StopIteration
+
+    res = minimize(
+        obj, obj.x0, args=(X, target), jac=True, method="L-BFGS-B", callback=callback, options={"maxiter": max_iter}
+    )
+    converged = bool(res.success) and not tracker.stopped_early
+    return res.x, n_iter, converged
+
+
+def _run_adam(
+    obj: Objective,
+    X,
+    target,
+    tracker: _Tracker,
+    max_iter: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    tol: float = 1e-6,
+) -> tuple[np.ndarray, int, bool]:
+    rng = np.random.default_rng(seed)
+    m = X.shape[0]
+    theta = obj.x0.copy()  # (p,)
+    mom, vel = np.zeros_like(theta), np.zeros_like(theta)  # (p,), (p,)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    t = 0
+    tracker.step(theta, obj.data_loss(theta, X, target))
+    converged = False
+    for epoch in range(max_iter):
+        order = rng.permutation(m)  # (m,)
+        total = 0.0
+        for s0 in range(0, m, batch_size):
+            idx = order[s0 : s0 + batch_size]  # (b,)
+            tgt = _subset(target, idx) if obj.loss == "rows" else target[idx]
+            loss, g = obj(theta, X[idx], tgt)
+            total += loss * len(idx)
+            t += 1
+            mom = b1 * mom + (1 - b1) * g
+            vel = b2 * vel + (1 - b2) * g * g
+            theta = theta - learning_rate * (mom / (1 - b1**t)) / (np.sqrt(vel / (1 - b2**t)) + eps)
+        prev = tracker.losses[-1]
+        if tracker.step(theta, total / m):
+            return theta, epoch + 1, False
+        if abs(prev - tracker.losses[-1]) <= tol * max(abs(prev), 1e-12):
+            converged = True
+            return theta, epoch + 1, converged
+    return theta, max_iter, converged
+
+
+# ------------------------------------------------------------------ entry point
+def check_options(loss: str, optimizer: str, max_iter: Any, batch_size: Any, patience: Any, reg: Any) -> None:
+    """Raise on a bad fit option (before any work)."""
+    if loss not in LOSSES:
+        raise ValueError(
+            f"loss must be one of {list(LOSSES)}, got {loss!r}; "
+            "hint: 'rows' for target row ids, 'values' for target vectors"
+        )
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    for name, val in (("max_iter", max_iter), ("batch_size", batch_size), ("patience", patience)):
+        if isinstance(val, bool) or not isinstance(val, int | np.integer) or val < 1:
+            raise ValueError(f"{name} must be a positive int, got {val!r}")
+    if not (isinstance(reg, int | float) and math.isfinite(reg) and reg >= 0):
+        raise ValueError(f"reg must be a finite number >= 0, got {reg!r}")
+
+
+def fit_arrays(
+    K: np.ndarray,
+    V: np.ndarray | None,
+    X: np.ndarray,
+    target: Any,
+    W_Q: np.ndarray,
+    W_K: np.ndarray,
+    W_V: np.ndarray | None,
+    log_tau: float,
+    *,
+    loss: str = "rows",
+    heads: int = 1,
+    tied: bool = False,
+    learn: Sequence[str] = ("q", "k", "v"),
+    learn_temperature: bool = False,
+    rank: int | None = None,
+    optimizer: str = "auto",
+    max_iter: int = 100,
+    reg: float = 0.0,
+    validation: tuple[np.ndarray, Any] | None = None,
+    patience: int = 10,
+    batch_size: int = 256,
+    learning_rate: float = 0.01,
+    seed: int = 0,
+    verbose: bool = False,
+) -> tuple[dict[str, Any], FitReport]:
+    """Fit projection weights in float64 on arrays (see SoftTable.fit for the options).
+
+    Parameters
+    ----------
+    K : ndarray of shape (n, d)
+        Keys (unit rows for metric="cosine"), float64.
+    V : ndarray of shape (n, d_v), optional
+        Values (loss="values" only).
+    X : ndarray of shape (m, d)
+        Training queries, float64.
+    target : (indptr, rows) or ndarray of shape (m, d_out)
+        loss="rows": CSR row targets from :func:`as_targets`; loss="values": target answers.
+    W_Q, W_K, W_V, log_tau
+        The starting weights (W₀) and log τ.
+    validation : (X_val, target_val), optional
+
+    Returns
+    -------
+    update : dict
+        Keyword arguments for ``Projection.set_weights`` (the learned parts only).
+    report : FitReport
+
+    Examples
+    --------
+    >>> x = np.eye(3)
+    >>> update, report = fit_arrays(x, None, x, as_targets(["b", "c", "a"], 3, {"a": 0, "b": 1, "c": 2}),
+    ...                             np.eye(3), np.eye(3), None, 0.0)
+    >>> sorted(update), report.optimizer
+    (['W_K', 'W_Q'], 'lbfgs')
+    """
+    t0 = time.perf_counter()
+    check_options(loss, optimizer, max_iter, batch_size, patience, reg)
+    obj = Objective(
+        loss,
+        K,
+        V,
+        W_Q,
+        W_K,
+        W_V,
+        log_tau,
+        heads=heads,
+        tied=tied,
+        learn=learn,
+        learn_temperature=learn_temperature,
+        rank=rank,
+        reg=reg,
+        seed=seed,
+    )
+    if optimizer == "auto":
+        optimizer = "lbfgs" if len(X) * len(K) <= AUTO_LBFGS_MAX else "adam"
+    tracker = _Tracker(obj, validation, patience, higher_better=loss == "rows", verbose=verbose)
+    if optimizer == "lbfgs":
+        theta, iters, converged = _run_lbfgs(obj, X, target, tracker, int(max_iter))
+    else:
+        theta, iters, converged = _run_adam(
+            obj, X, target, tracker, int(max_iter), int(batch_size), float(learning_rate), seed
+        )
+    if tracker.best_theta is not None:
+        theta = tracker.best_theta
+    W_Q, W_K, W_V, log_tau = obj.weights(theta)
+    update: dict[str, Any] = {}
+    if "q" in obj.parts:
+        update["W_Q"] = W_Q
+    if "k" in obj.parts:
+        update["W_K"] = W_K
+    if "v" in obj.parts:
+        update["W_V"] = W_V
+    if obj.learn_tau:
+        update["temperature"] = math.exp(log_tau)
+    best = None
+    if tracker.vals:
+        best = max(tracker.vals) if loss == "rows" else min(tracker.vals)
+    return update, FitReport(
+        loss_history=tuple(tracker.losses),
+        iterations=iters,
+        seconds=time.perf_counter() - t0,
+        val_metric_history=tuple(tracker.vals),
+        best_val_metric=best,
+        optimizer=optimizer,
+        converged=converged,
+        stopped_early=tracker.stopped_early,
+        val_metric=None if validation is None else ("recall@1" if loss == "rows" else "mse"),
+    )

@@ -1,0 +1,221 @@
+"""Losses of projected lookups, each with its analytic gradient beside it.
+
+Each loss is one function returning ``(loss, grads)`` in float64 (micrograd
+style), ready for ``scipy.optimize.minimize(jac=True)`` (see :mod:`softdb.learn._fit`).
+Memory is bounded by chunking over queries: each chunk holds a few (batch, n)
+float64 score matrices, at most :data:`FIT_BYTES` in all.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["FIT_BYTES", "rows_loss", "values_loss"]
+
+#: Bytes of float64 score matrices a loss evaluation may hold at once.
+FIT_BYTES = 64 << 20
+
+
+def _batch_size(n: int, arrays: int, budget: int = FIT_BYTES) -> int:
+    """Queries per chunk so that ``arrays`` float64 (batch, n) matrices fit in ``budget``."""
+    return max(1, budget // (8 * max(n, 1) * arrays))
+
+
+def rows_loss(
+    X: np.ndarray,
+    K: np.ndarray,
+    targets: tuple[np.ndarray, np.ndarray],
+    W_Q: np.ndarray,
+    W_K: np.ndarray,
+    log_tau: float,
+    *,
+    heads: int = 1,
+    batch: int | None = None,
+) -> tuple[float, dict[str, np.ndarray | float]]:
+    """Retrieval loss −log Σ_{j∈T_i} w̄_ij (mean over queries) and its gradient.
+
+    w̄ is the mean over heads of the heads' softmax weights over the *whole*
+    table; with one target per query and one head this is InfoNCE with every
+    other row as a negative.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, d)
+        Queries (float64).
+    K : ndarray of shape (n, d)
+        Raw keys (float64).
+    targets : (indptr, rows)
+        CSR target rows: query i targets ``rows[indptr[i]:indptr[i+1]]`` (non-empty,
+        no duplicates); indptr (m + 1,), rows (t,).
+    W_Q, W_K : ndarray of shape (d, d_k)
+    log_tau : float
+    heads : int
+    batch : int, optional
+        Queries per chunk; default keeps the (batch, n) matrices under FIT_BYTES.
+
+    Returns
+    -------
+    loss : float
+    grads : dict
+        ``W_Q`` (d, d_k), ``W_K`` (d, d_k), ``log_tau`` (float).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.eye(2); tgt = (np.array([0, 1, 2]), np.array([1, 0]))
+    >>> loss, g = rows_loss(X, X, tgt, np.eye(2), np.eye(2), 0.0)
+    >>> round(loss, 4), sorted(g)
+    (1.3133, ['W_K', 'W_Q', 'log_tau'])
+    """
+    indptr, cols = targets
+    m, n, d, d_k = X.shape[0], K.shape[0], X.shape[1], W_Q.shape[1]
+    dh = d_k // heads
+    beta = math.exp(-log_tau)
+    b = batch or _batch_size(n, 2 * heads + 1)
+    # One head with d_k >= d: accumulate A = Σ_batches Xᵀ G (d, n) and finish with
+    # C = A K, which saves one (m × n × d_k) GEMM against dQ = G K_p, dK_p = Gᵀ Q.
+    reassoc = heads == 1 and d_k >= d
+    kp = K @ W_K  # (n, d_k)
+    acc = np.zeros((d, n)) if reassoc else np.zeros_like(kp)  # (d, n) A, or (n, d_k) dL/dK_p
+    g_q = np.zeros_like(W_Q)  # (d, d_k)
+    g_tau = 0.0
+    total = 0.0
+    for s0 in range(0, m, b):
+        s1 = min(m, s0 + b)
+        xb = X[s0:s1]  # (b, d)
+        qb = xb @ W_Q  # (b, d_k)
+        counts = np.diff(indptr[s0 : s1 + 1])  # (b,)
+        starts = indptr[s0:s1] - indptr[s0]  # (b,)
+        tq = np.repeat(np.arange(s1 - s0), counts)  # (t,)  query of each target
+        tc = cols[indptr[s0] : indptr[s1]]  # (t,)  row of each target
+        S = np.empty((heads, s1 - s0, n))  # (h, b, n)  scores / τ, shifted by their row max
+        E = np.empty_like(S)  # (h, b, n)  exp(S)
+        log_se = np.empty((heads, s1 - s0))  # (h, b)  log Σ_j exp(S)
+        for a in range(heads):
+            sl = slice(a * dh, (a + 1) * dh)
+            np.matmul(qb[:, sl], kp[:, sl].T, out=S[a])  # (b, n)
+            S[a] *= beta
+            S[a] -= S[a].max(axis=1, keepdims=True)
+            np.exp(S[a], out=E[a])
+            log_se[a] = np.log(E[a].sum(axis=1))
+        logw_t = S[:, tq, tc] - log_se[:, tq]  # (h, t)  log weight of each target, per head
+        mx = np.maximum.reduceat(logw_t.max(axis=0), starts)  # (b,)  shift per query
+        e = np.exp(logw_t - mx[tq])  # (h, t)
+        p_a = np.add.reduceat(e, starts, axis=1)  # (h, b)  p_a · e^{-mx}
+        p_sum = p_a.sum(axis=0)  # (b,)  h · p · e^{-mx}
+        total -= float((mx + np.log(p_sum) - math.log(heads)).sum())  # Σ log p
+        r = p_a / p_sum / np.exp(log_se)  # (h, b)  p_a / (h p) / Σ exp(S_a)
+        corr = e / (m * p_sum[tq])  # (h, t)  w_aj / (h p m) at the targets
+        dq = None if reassoc else np.empty_like(qb)  # (b, d_k)
+        for a in range(heads):
+            sl = slice(a * dh, (a + 1) * dh)
+            G = E[a]  # (b, n)  becomes dL/dS_a = (r_a w_a − 1_T w_a / (h p)) / m
+            G *= (r[a] / m)[:, None]
+            G[tq, tc] -= corr[a]
+            g_tau -= float(np.vdot(G, S[a]))  # dS/dlog τ = −S (rows of G sum to 0: the shift is harmless)
+            if reassoc:
+                acc += xb.T @ G  # (d, n)
+            else:
+                np.matmul(G, kp[:, sl], out=dq[:, sl])  # (b, dh)
+                acc[:, sl] += G.T @ qb[:, sl]  # (n, dh)
+        if not reassoc:
+            g_q += xb.T @ dq  # (d, d_k)
+    if reassoc:
+        C = acc @ K  # (d, d)  Xᵀ G K
+        g_q = C @ W_K  # (d, d_k)
+        g_k = C.T @ W_Q  # (d, d_k)
+    else:
+        g_k = K.T @ acc  # (d, d_k)
+    g_q *= beta
+    g_k *= beta
+    return total / m, {"W_Q": g_q, "W_K": g_k, "log_tau": g_tau}
+
+
+def values_loss(
+    X: np.ndarray,
+    K: np.ndarray,
+    V: np.ndarray,
+    Y: np.ndarray,
+    W_Q: np.ndarray,
+    W_K: np.ndarray,
+    W_V: np.ndarray,
+    log_tau: float,
+    *,
+    heads: int = 1,
+    batch: int | None = None,
+) -> tuple[float, dict[str, np.ndarray | float]]:
+    """Mean squared error between the soft answers and target vectors, and its gradient.
+
+    The soft answer of query i is the concatenation over heads of
+    softmax(q_a K_aᵀ / τ) V_a: attention as kernel regression.
+
+    Parameters
+    ----------
+    X : ndarray of shape (m, d)
+    K : ndarray of shape (n, d)
+    V : ndarray of shape (n, d_v)
+    Y : ndarray of shape (m, d_out)
+        Target answers.
+    W_Q, W_K : ndarray of shape (d, d_k)
+    W_V : ndarray of shape (d_v, d_out)
+    log_tau : float
+    heads : int
+    batch : int, optional
+
+    Returns
+    -------
+    loss : float
+        mean over all m × d_out entries of the squared error.
+    grads : dict
+        ``W_Q``, ``W_K`` (d, d_k), ``W_V`` (d_v, d_out), ``log_tau`` (float).
+
+    Examples
+    --------
+    >>> X = np.eye(2); V = np.array([[0.0], [1.0]])
+    >>> loss, g = values_loss(X, X, V, V, np.eye(2), np.eye(2), np.eye(1), -5.0)  # τ = e⁻⁵
+    >>> loss < 1e-6, g["W_V"].shape
+    (True, (1, 1))
+    """
+    m, n, d_k = X.shape[0], K.shape[0], W_Q.shape[1]
+    d_out = W_V.shape[1]
+    dh, dvh = d_k // heads, d_out // heads
+    beta = math.exp(-log_tau)
+    coef = 2.0 / (m * d_out)
+    b = batch or _batch_size(n, 3)
+    kp = K @ W_K  # (n, d_k)
+    vp = V @ W_V  # (n, d_out)
+    d_kp = np.zeros_like(kp)  # (n, d_k)
+    d_vp = np.zeros_like(vp)  # (n, d_out)
+    g_q = np.zeros_like(W_Q)  # (d, d_k)
+    g_tau = 0.0
+    total = 0.0
+    for s0 in range(0, m, b):
+        s1 = min(m, s0 + b)
+        xb = X[s0:s1]  # (b, d)
+        qb = xb @ W_Q  # (b, d_k)
+        dq = np.empty_like(qb)  # (b, d_k)
+        for a in range(heads):
+            sl, vsl = slice(a * dh, (a + 1) * dh), slice(a * dvh, (a + 1) * dvh)
+            S = qb[:, sl] @ kp[:, sl].T  # (b, n)
+            S *= beta
+            S -= S.max(axis=1, keepdims=True)  # shift: rows of G sum to 0, so g_tau is unchanged
+            P = np.exp(S)  # (b, n)
+            P /= P.sum(axis=1, keepdims=True)
+            R = P @ vp[:, vsl] - Y[s0:s1, vsl]  # (b, dvh)  residual
+            total += float(np.vdot(R, R))
+            R *= coef  # (b, dvh)  dL/dO_a
+            d_vp[:, vsl] += P.T @ R  # (n, dvh)
+            G = R @ vp[:, vsl].T  # (b, n)  dL/dP_a
+            G -= np.einsum("ij,ij->i", G, P)[:, None]
+            G *= P  # (b, n)  dL/dS_a: softmax backward
+            g_tau -= float(np.vdot(G, S))
+            np.matmul(G, kp[:, sl], out=dq[:, sl])  # (b, dh)
+            d_kp[:, sl] += G.T @ qb[:, sl]  # (n, dh)
+        g_q += xb.T @ dq  # (d, d_k)
+    g_q *= beta
+    g_k = K.T @ d_kp  # (d, d_k)
+    g_k *= beta
+    g_v = V.T @ d_vp  # (d_v, d_out)
+    return total / (m * d_out), {"W_Q": g_q, "W_K": g_k, "W_V": g_v, "log_tau": g_tau}

@@ -1,0 +1,395 @@
+"""Projected mode: learnable W_Q, W_K, W_V (+ heads, temperature) and their losses.
+
+With a projection, a table is one attention layer: a query x scores row j as
+``(x W_Q)·(k_j W_K) / τ`` and the answer blends the projected values ``v_j W_V``.
+``heads`` splits the projected widths evenly; each head has its own softmax and the
+heads' answers are concatenated.
+
+The losses with their analytic gradients (``rows_loss``, ``values_loss``) live
+in :mod:`softdb.learn._losses` and are re-exported here; the optimisers behind
+:meth:`SoftTable.fit` live in :mod:`softdb.learn._fit`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from softdb.learn._losses import FIT_BYTES, rows_loss, values_loss
+
+__all__ = ["FIT_BYTES", "Projection", "rows_loss", "values_loss"]
+
+STATE_VERSION = 1
+_PARTS = ("q", "k", "v")
+
+
+@dataclass(frozen=True, eq=False)
+class _Params:
+    """One immutable version of a projection's weights; setters swap in a new one."""
+
+    W_Q: np.ndarray  # (d, d_k)  read-only float64
+    W_K: np.ndarray  # (d, d_k)  `W_Q` itself when tied
+    W_V: np.ndarray | None  # (d_v, d_out); None until the value width is known
+    log_tau: float | None  # None: use the table's τ
+    version: int
+
+
+@dataclass(frozen=True, eq=False)
+class _ProjectedRows:
+    """Projected keys and values of one rows version, split per head (table dtype)."""
+
+    params: _Params
+    keys: tuple  # heads × (n, d_k / heads)  contiguous
+    values: tuple  # heads × (n, d_out / heads)  contiguous
+    key_norm_max: tuple  # heads × float
+    w_q: tuple  # heads × (d, d_k / heads)  in the table's dtype
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=np.float64, copy=True)
+    a.flags.writeable = False
+    return a
+
+
+def _init_matrix(rows: int, cols: int, init: str, rng: np.random.Generator) -> np.ndarray:
+    if init == "identity":
+        return np.eye(rows, cols)  # (rows, cols)  identity on the first min(rows, cols) dims
+    return rng.standard_normal((rows, cols)) / np.sqrt(rows)  # (rows, cols)  keeps norms ≈
+
+
+def _positive_int(x: Any, name: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, int | np.integer) or x < 1:
+        raise ValueError(f"{name} must be a positive int, got {x!r}")
+    return int(x)
+
+
+def _check_split(width: int, heads: int, name: str) -> None:
+    if width % heads:
+        raise ValueError(
+            f"{name}={width} does not split evenly into heads={heads}; "
+            f"hint: choose {name} as a multiple of heads, e.g. {name}={heads * max(1, width // heads)}"
+        )
+
+
+class Projection:
+    """Learnable query, key and value projections: one attention layer over a table.
+
+    Parameters
+    ----------
+    d : int
+        Width of the raw keys and queries.
+    d_k : int, optional
+        Projected key/query width (split across heads); default ``d``.
+    d_out : int, optional
+        Projected value width (split across heads); default ``d_v``.
+    d_v : int, optional
+        Width of the raw values; default: the value width of the table the
+        projection is first attached to (W_V is created then).
+    heads : int
+        Number of heads. Each has its own softmax over the rows; the heads'
+        answers are concatenated.
+    tied : bool
+        Force W_Q = W_K (symmetric scores: x_i scores x_j as x_j scores x_i).
+    init : {"identity", "random"}
+        "identity": ``eye(d, d_k)`` etc., so ``Projection(d)`` answers exactly like
+        the plain table; "random": seeded N(0, 1/rows) entries.
+    seed : int
+        Seed of the random init (and of low-rank factors in :meth:`SoftTable.fit`).
+    learn_temperature : bool
+        Fit log τ too. The projection then owns its τ.
+    temperature : float, optional
+        The projection's own τ. Default: the table's τ (for metric="dot" without an
+        explicit table τ, √(d_k / heads): the Transformer's per-head scaling).
+    learn : iterable of {"q", "k", "v"}
+        Which matrices ``fit`` updates; the others stay frozen. With ``tied``,
+        "q" or "k" selects the shared matrix.
+    rank : int, optional
+        If set, ``fit`` learns a low-rank update W = W₀ + A Bᵀ (A: rows × rank,
+        B: cols × rank) of each learned matrix instead of the full matrix.
+
+    Attributes
+    ----------
+    W_Q, W_K : ndarray of shape (d, d_k)
+    W_V : ndarray of shape (d_v, d_out), or None before the value width is known
+    version : int
+        Increases whenever the weights change (tables re-project their rows then).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import Projection, SoftTable
+    >>> keys = np.eye(3, dtype=np.float32)
+    >>> plain = SoftTable(keys, temperature=1.0)
+    >>> projected = SoftTable(keys, temperature=1.0, projection=Projection(3))
+    >>> bool(np.allclose(plain.weights([1, 0, 0]), projected.weights([1, 0, 0])))
+    True
+    >>> Projection(8, d_k=4, heads=2, tied=True)
+    Projection(d=8, d_k=4, d_v=None, d_out=None, heads=2, tied=True, init='identity', learn=('q', 'k', 'v'))
+    """
+
+    def __init__(
+        self,
+        d: int,
+        d_k: int | None = None,
+        d_out: int | None = None,
+        *,
+        d_v: int | None = None,
+        heads: int = 1,
+        tied: bool = False,
+        init: str = "identity",
+        seed: int = 0,
+        learn_temperature: bool = False,
+        temperature: float | None = None,
+        learn: Iterable[str] = _PARTS,
+        rank: int | None = None,
+    ) -> None:
+        self._d = _positive_int(d, "d")
+        self._d_k = self._d if d_k is None else _positive_int(d_k, "d_k")
+        self._heads = _positive_int(heads, "heads")
+        _check_split(self._d_k, self._heads, "d_k")
+        self._d_v = None if d_v is None else _positive_int(d_v, "d_v")
+        self._d_out = None if d_out is None else _positive_int(d_out, "d_out")
+        if self._d_out is not None:
+            _check_split(self._d_out, self._heads, "d_out")
+        if init not in ("identity", "random"):
+            raise ValueError(f"init must be 'identity' or 'random', got {init!r}")
+        self._init = init
+        self._tied = bool(tied)
+        self._seed = int(seed)
+        self._learn_temperature = bool(learn_temperature)
+        learn = (learn,) if isinstance(learn, str) else tuple(learn)
+        bad = [p for p in learn if p not in _PARTS]
+        if bad:
+            raise ValueError(
+                f"learn must be a subset of {list(_PARTS)}, got {list(learn)}; hint: e.g. learn=('q',) fits W_Q only"
+            )
+        self._learn = tuple(p for p in _PARTS if p in learn)
+        self._rank = None if rank is None else _positive_int(rank, "rank")
+        log_tau = None
+        if temperature is not None:
+            from softdb._checks import as_temperature
+
+            log_tau = math.log(as_temperature(temperature))
+        rng = np.random.default_rng(self._seed)
+        w_q = _init_matrix(self._d, self._d_k, init, rng)  # (d, d_k)
+        w_k = w_q if self._tied else _init_matrix(self._d, self._d_k, init, rng)  # (d, d_k)
+        self._rng_state = rng.bit_generator.state  # W_V drawn later from the same stream
+        w_v = None
+        if self._d_v is not None:
+            w_v = self._make_w_v(self._d_v)
+        q = _frozen(w_q)
+        self._params = _Params(q, q if self._tied else _frozen(w_k), None if w_v is None else _frozen(w_v), log_tau, 0)
+
+    def _make_w_v(self, d_v: int) -> np.ndarray:
+        d_out = d_v if self._d_out is None else self._d_out
+        _check_split(d_out, self._heads, "d_out")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = self._rng_state
+        self._d_v, self._d_out = d_v, d_out
+        return _init_matrix(d_v, d_out, self._init, rng)  # (d_v, d_out)
+
+    # ------------------------------------------------------------- properties
+    d = property(lambda self: self._d, doc="Width of the raw keys and queries.")
+    d_k = property(lambda self: self._d_k, doc="Projected key/query width (all heads).")
+    d_v = property(lambda self: self._d_v, doc="Width of the raw values (None until known).")
+    d_out = property(lambda self: self._d_out, doc="Projected value width (None until known).")
+    heads = property(lambda self: self._heads, doc="Number of heads.")
+    tied = property(lambda self: self._tied, doc="Whether W_Q is W_K.")
+    init = property(lambda self: self._init, doc="'identity' or 'random'.")
+    seed = property(lambda self: self._seed, doc="Seed of random init and low-rank factors.")
+    learn = property(lambda self: self._learn, doc="Matrices that fit updates.")
+    rank = property(lambda self: self._rank, doc="Rank of fitted updates (None: full).")
+    learn_temperature = property(lambda self: self._learn_temperature, doc="Whether fit learns log τ.")
+    W_Q = property(lambda self: self._params.W_Q, doc="Read-only (d, d_k) float64.")
+    W_K = property(lambda self: self._params.W_K, doc="Read-only (d, d_k) float64.")
+    W_V = property(lambda self: self._params.W_V, doc="Read-only (d_v, d_out) float64, or None.")
+    version = property(lambda self: self._params.version, doc="Increases on every weight change.")
+    params = property(
+        lambda self: self._params,
+        doc="The current immutable weights version: W_Q, W_K, W_V, "
+        "log_tau (None: the table's τ) and version; read it once for a consistent set.",
+    )
+
+    @property
+    def temperature(self) -> float | None:
+        """The projection's own τ, or None when it uses the table's τ."""
+        lt = self._params.log_tau
+        return None if lt is None else math.exp(lt)
+
+    def __repr__(self) -> str:
+        return (
+            f"Projection(d={self._d}, d_k={self._d_k}, d_v={self._d_v}, d_out={self._d_out}, "
+            f"heads={self._heads}, tied={self._tied}, init={self._init!r}, learn={self._learn}"
+            + (f", rank={self._rank}" if self._rank else "")
+            + (", learn_temperature=True" if self._learn_temperature else "")
+            + ")"
+        )
+
+    # ----------------------------------------------------------------- update
+    def set_weights(
+        self,
+        *,
+        W_Q: Any = None,
+        W_K: Any = None,
+        W_V: Any = None,
+        temperature: float | None = None,
+    ) -> None:
+        """Replace some weights (copied to float64); tables re-project on next use.
+
+        Parameters
+        ----------
+        W_Q, W_K : array_like of shape (d, d_k), optional
+            With ``tied``, give either one (or both, equal).
+        W_V : array_like of shape (d_v, d_out), optional
+        temperature : float, optional
+            The projection's own τ from now on.
+
+        Examples
+        --------
+        >>> p = Projection(2)
+        >>> p.set_weights(W_Q=2 * np.eye(2))
+        >>> p.W_Q[0, 0], p.version
+        (np.float64(2.0), 1)
+        """
+        old = self._params
+        w_q = old.W_Q if W_Q is None else self._checked(W_Q, "W_Q", (self._d, self._d_k))
+        w_k = old.W_K if W_K is None else self._checked(W_K, "W_K", (self._d, self._d_k))
+        if self._tied:
+            if W_Q is not None and W_K is not None and not np.array_equal(w_q, w_k):
+                raise ValueError("this projection is tied (W_Q = W_K) but W_Q and W_K differ; hint: give one of them")
+            w_k = w_q = w_k if W_Q is None else w_q
+        w_v = old.W_V
+        if W_V is not None:
+            if self._d_v is None:
+                a = np.asarray(W_V)
+                if a.ndim != 2:
+                    raise ValueError(f"W_V must be 2-D (d_v, d_out), got shape {a.shape}")
+                _check_split(a.shape[1], self._heads, "d_out")
+                self._d_v, self._d_out = a.shape
+            w_v = self._checked(W_V, "W_V", (self._d_v, self._d_out))
+        log_tau = old.log_tau
+        if temperature is not None:
+            from softdb._checks import as_temperature
+
+            log_tau = math.log(as_temperature(temperature))
+        self._params = _Params(w_q, w_k, w_v, log_tau, old.version + 1)
+
+    @staticmethod
+    def _checked(a: Any, name: str, shape: tuple) -> np.ndarray:
+        arr = np.asarray(a, dtype=np.float64)
+        if arr.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} must be finite; hint: the fit may have diverged, lower the learning rate")
+        return _frozen(arr)
+
+    def bind(self, d: int, d_v: int) -> None:
+        """Check that a table of key width d and value width d_v fits; create W_V if unset."""
+        if d != self._d:
+            raise ValueError(
+                f"the projection takes keys of width d={self._d} but the table's keys have {d}; "
+                f"hint: Projection({d}, ...)"
+            )
+        if self._d_v is not None and self._d_v != d_v:
+            raise ValueError(
+                f"the projection's W_V takes values of width d_v={self._d_v} but the table's values "
+                f"have {d_v}; hint: Projection(..., d_v={d_v})"
+            )
+        if self._params.W_V is None:
+            old = self._params
+            self._params = _Params(old.W_Q, old.W_K, _frozen(self._make_w_v(d_v)), old.log_tau, old.version + 1)
+
+    # ------------------------------------------------------------ projecting
+    def project_rows(self, params: _Params, keys: np.ndarray, values: np.ndarray) -> _ProjectedRows:
+        """Project a rows version with ``params`` (the table caches the result)."""
+        dt = keys.dtype
+        h = self._heads
+        kp = keys @ params.W_K.astype(dt)  # (n, d_k)
+        vp = values @ params.W_V.astype(dt)  # (n, d_out)
+        dh, dvh = self._d_k // h, params.W_V.shape[1] // h
+        k_heads = tuple(np.ascontiguousarray(kp[:, a * dh : (a + 1) * dh]) for a in range(h))  # h × (n, dh)
+        v_heads = tuple(np.ascontiguousarray(vp[:, a * dvh : (a + 1) * dvh]) for a in range(h))  # h × (n, dvh)
+        for a in k_heads + v_heads:
+            a.flags.writeable = False
+        norms = tuple(
+            float(np.sqrt(np.einsum("ij,ij->i", k, k, dtype=np.float64)).max()) if len(k) else 0.0 for k in k_heads
+        )
+        w_q = tuple(np.ascontiguousarray(params.W_Q[:, a * dh : (a + 1) * dh].astype(dt)) for a in range(h))
+        return _ProjectedRows(params, k_heads, v_heads, norms, w_q)
+
+    # ------------------------------------------------------------ persistence
+    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able config and float64 arrays that :meth:`from_state` rebuilds from.
+
+        Returns
+        -------
+        config : dict
+            ``version`` (of this state format), the constructor options, ``d_v``
+            and ``d_out`` (None before W_V exists).
+        arrays : dict of str to ndarray
+            ``W_Q`` (d, d_k), ``W_K`` (d, d_k), ``W_V`` (d_v, d_out) when it
+            exists, ``log_tau`` of shape () (NaN: the projection uses the table's τ).
+
+        Examples
+        --------
+        >>> p = Projection(4, d_k=2, d_out=2, d_v=3, heads=2, init="random", temperature=0.5)
+        >>> config, arrays = p.get_state()
+        >>> q = Projection.from_state(config, arrays)
+        >>> bool(np.array_equal(q.W_V, p.W_V)), q.temperature
+        (True, 0.5)
+        """
+        p = self._params
+        config = {
+            "version": STATE_VERSION,
+            "d": self._d,
+            "d_k": self._d_k,
+            "d_v": self._d_v,
+            "d_out": self._d_out,
+            "heads": self._heads,
+            "tied": self._tied,
+            "init": self._init,
+            "seed": self._seed,
+            "learn_temperature": self._learn_temperature,
+            "learn": list(self._learn),
+            "rank": self._rank,
+        }
+        arrays = {
+            "W_Q": np.array(p.W_Q),
+            "W_K": np.array(p.W_K),
+            "log_tau": np.array(np.nan if p.log_tau is None else p.log_tau),
+        }
+        if p.W_V is not None:
+            arrays["W_V"] = np.array(p.W_V)
+        return config, arrays
+
+    @classmethod
+    def from_state(cls, config: dict, arrays: dict[str, np.ndarray]) -> Projection:
+        """Rebuild a projection saved by :meth:`get_state`."""
+        version = config.get("version")
+        if version != STATE_VERSION:
+            raise ValueError(
+                f"projection state version {version!r} is not supported (this softdb reads "
+                f"version {STATE_VERSION}); hint: upgrade softdb"
+            )
+        p = cls(
+            config["d"],
+            config["d_k"],
+            config["d_out"],
+            d_v=config["d_v"],
+            heads=config["heads"],
+            tied=config["tied"],
+            init=config["init"],
+            seed=config["seed"],
+            learn_temperature=config["learn_temperature"],
+            learn=config["learn"],
+            rank=config["rank"],
+        )
+        log_tau = float(np.asarray(arrays["log_tau"]))
+        p.set_weights(W_Q=arrays["W_Q"], W_K=arrays["W_K"], W_V=arrays.get("W_V"))
+        old = p._params
+        p._params = _Params(old.W_Q, old.W_K, old.W_V, None if math.isnan(log_tau) else log_tau, 0)
+        return p

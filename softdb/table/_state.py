@@ -1,0 +1,332 @@
+"""A table's documented internal state: what storage, fit, explain and the CLI share.
+
+:class:`SoftTable` keeps one :class:`TableState` and swaps it whole on every change
+(``add``, ``remove``, setting the projection or the encoder), so a reader that
+takes ``table.state`` once sees one consistent version. Nothing in a state is
+mutated: the rows (:class:`Rows`) are read-only arrays, and a projection's weights
+are themselves swapped whole (``Projection.params``).
+
+Fields of :class:`TableState`
+-----------------------------
+rows : Rows
+    The current rows version: ``keys`` (n, d) (unit rows for "cosine"), ``values``
+    (n, d_v) (``keys`` itself when K = V), ``ids``, ``payloads``, ``index`` (id → row)
+    and ``key_norm_max``.
+metric : {"dot", "cosine"}
+temperature : float or None
+    The table's own τ; None means the default (see :meth:`TableState.tau`).
+projection : Projection or None
+encoder : object or None
+    The text encoder; ``encoder_name`` is what a saved table records (a loaded
+    table rebuilds the encoder from it on first use).
+shared_kv, has_payloads : bool
+dim, value_dim : int; dtype : numpy dtype
+
+:class:`Planned` is what ``SoftTable.answer`` returns: the plan's answers with the
+state, τ and heads they came from, for modules that print or test them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from softdb import _checks
+from softdb.engine import _keys
+from softdb.engine._plan import Answers, values_at
+
+__all__ = ["COSINE_TEMPERATURE", "Planned", "Rows", "SearchResult", "TableState", "unit_rows"]
+
+#: Default temperature for metric="cosine": all-MiniLM-L6-v2 and most sentence
+#: encoders are trained with a contrastive loss at scale 20, i.e. τ = 0.05.
+COSINE_TEMPERATURE = 0.05
+
+
+class SearchResult(NamedTuple):
+    """Top-k hits of a search, best first.
+
+    Attributes
+    ----------
+    ids : ndarray of object, shape (m, k) or (k,)
+        Row ids; ``None`` where there is no match (all rows masked).
+    scores : ndarray of shape (m, k) or (k,)
+        Raw similarity (dot product, or cosine); ``-inf`` for no match.
+    weights : ndarray of shape (m, k) or (k,)
+        Each hit's weight under the softmax over the *whole* table (not
+        renormalised over the k hits); 0 for no match.
+    payloads : ndarray of object, shape (m, k) or (k,), or None
+        Payload of each hit, when the table has payloads.
+    rows : ndarray of int64, shape (m, k) or (k,)
+        Row positions in the table at search time; -1 for no match.
+    """
+
+    ids: np.ndarray
+    scores: np.ndarray
+    weights: np.ndarray
+    payloads: np.ndarray | None
+    rows: np.ndarray
+
+    def to_dicts(self) -> list:
+        """Hits as ``{"id", "score", "weight", "payload"}`` dicts (see :func:`softdb.views.to_dicts`)."""
+        from softdb.render import to_dicts
+
+        return to_dicts(self)
+
+    def to_pandas(self) -> Any:
+        """Hits as a pandas DataFrame (see :func:`softdb.views.to_pandas`; needs ``softdb[views]``)."""
+        from softdb.render import to_pandas
+
+        return to_pandas(self)
+
+    def _repr_html_(self) -> str:
+        from softdb.render import search_result_html
+
+        return search_result_html(self)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One immutable version of the table's rows. Mutation swaps in a new one."""
+
+    keys: Any  # (n, d) read-only (unit rows when metric="cosine"), CSR (n, V), or _keys.Blocks
+    values: Any  # (n, d_v)  read-only; `keys` itself (the first block of blocks) when K = V
+    ids: tuple
+    payloads: tuple | None
+    index: dict = field(repr=False)  # id -> row
+    key_norm_max: Any = 0.0  # max ‖k_j‖ (one per block for blocks)
+
+    @classmethod
+    def build(cls, keys: Any, values: Any, ids: tuple, payloads: tuple | None) -> Rows:
+        _keys.freeze(keys)  # arrays are the table's own: freeze them
+        _keys.freeze(values)
+        return cls(keys, values, ids, payloads, dict(zip(ids, range(len(ids)))), _keys.norm_max(keys))
+
+    @cached_property
+    def _id_array(self) -> np.ndarray:
+        """(n + 1,) object array of the ids, then None: row -1 (no match) maps to None."""
+        return _lookup_array(self.ids)
+
+    @cached_property
+    def _payload_array(self) -> np.ndarray:
+        """(n + 1,) object array of the payloads, then None."""
+        return _lookup_array(self.payloads)
+
+    def hits(self, rows: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> SearchResult:
+        """Ids and payloads of hit ``rows`` (-1 = no match → None)."""
+        pays = None if self.payloads is None else self._payload_array[rows]  # (m, k)
+        return SearchResult(self._id_array[rows], scores, weights, pays, rows)
+
+
+def _lookup_array(items: tuple) -> np.ndarray:
+    arr = np.empty(len(items) + 1, object)  # (n + 1,)  built once per rows version
+    arr[:-1] = items
+    arr.flags.writeable = False
+    return arr
+
+
+def shared_values(keys: Any) -> Any:
+    """The values of a K = V table: the keys, or the first block of block keys."""
+    return keys[0] if isinstance(keys, _keys.Blocks) else keys
+
+
+def unit_rows(k: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
+    """L2-normalise rows for metric="cosine"; a zero vector is an error."""
+    if not len(k):
+        return k
+    norms = np.sqrt(np.einsum("ij,ij->i", k, k, dtype=np.float64))  # (n,)
+    zero = np.flatnonzero(norms == 0)
+    if zero.size:
+        raise ValueError(
+            f"{name} has {zero.size} zero vectors (first at row {int(zero[0])}), which have no "
+            "direction for metric='cosine'; hint: drop them or use metric='dot'"
+        )
+    return (k / norms[:, None]).astype(dtype, copy=False)  # (n, d)
+
+
+@dataclass(frozen=True)
+class TableState:
+    """One consistent version of a table (see the module docstring)."""
+
+    rows: Rows
+    metric: str
+    temperature: float | None
+    shared_kv: bool
+    has_payloads: bool
+    dim: int
+    value_dim: int
+    dtype: np.dtype
+    projection: Any = None
+    encoder: Any = None
+    encoder_name: str | None = None
+    kind: str = "dense"  # "dense", "csr" or "blocks" (softdb.engine._keys)
+    block_weights: tuple | None = None  # β_b of each key block (blocks only)
+    query_w: np.ndarray | None = None  # (d_0, d_0) W_Q of the first query block (a fitted hybrid)
+
+    @classmethod
+    def build(
+        cls,
+        keys: Any,
+        values: np.ndarray | None,
+        *,
+        ids: Any,
+        payloads: Any,
+        metric: str,
+        temperature: float | None,
+        unit: bool = False,
+        block_weights: Any = None,
+        query_w: np.ndarray | None = None,
+    ) -> TableState:
+        """The one construction path: validated arrays → a state (keys made unit unless ``unit``).
+
+        ``keys`` may be dense, scipy CSR or :class:`softdb.engine._keys.Blocks` (with ``block_weights``).
+        """
+        metric = _checks.as_metric(metric)
+        tau = None if temperature is None else _checks.as_temperature(temperature)
+        kind = _keys.kind_of(keys)
+        n = keys.shape[0]
+        if kind != "dense" and metric != "dot":
+            raise ValueError(
+                f"metric={metric!r} needs dense keys, but these keys are {kind}; "
+                "hint: metric='dot' (normalise dense blocks yourself, as text encoders do)"
+            )
+        if kind == "blocks":
+            w = [1.0] * len(keys) if block_weights is None else [float(x) for x in block_weights]
+            if len(w) != len(keys) or not all(np.isfinite(w)):
+                raise ValueError(
+                    f"block_weights must be {len(keys)} finite numbers, one per key block, got "
+                    f"{list(block_weights or [])}"
+                )
+            block_weights = tuple(w)
+        elif block_weights is not None:
+            raise ValueError(
+                "block_weights need block keys (a list of key matrices), but these keys are "
+                f"{kind}; hint: SoftTable([dense, sparse], block_weights=[1, 0.05])"
+            )
+        ids = _checks.as_ids(ids, n)
+        payloads = _checks.as_payloads(payloads, n)
+        if metric == "cosine" and not unit:
+            keys = unit_rows(keys, "keys", keys.dtype)
+        shared = shared_values(keys)
+        rows = Rows.build(keys, shared if values is None else values, ids, payloads)
+        dtype = keys[0].dtype if kind == "blocks" else keys.dtype
+        return cls(
+            rows,
+            metric,
+            tau,
+            values is None,
+            payloads is not None,
+            keys.shape[1],
+            shared.shape[1] if values is None else values.shape[1],
+            dtype,
+            kind=kind,
+            block_weights=block_weights,
+            query_w=query_w,
+        )
+
+    def with_(self, **changes: Any) -> TableState:
+        return replace(self, **changes)
+
+    def tau(self, temperature: float | None = None, params: Any = None) -> float:
+        """τ of a call: the call's, else the projection's own, else the table's, else the default.
+
+        The default is √d for "dot" (√(d_k / heads) in projected mode: the
+        per-head Transformer scaling) and 0.05 for "cosine".
+        """
+        if temperature is not None:
+            return _checks.as_temperature(temperature)
+        proj = self.projection
+        if proj is not None:
+            log_tau = (proj.params if params is None else params).log_tau
+            if log_tau is not None:
+                return float(np.exp(log_tau))
+        if self.temperature is not None:
+            return self.temperature
+        if self.kind != "dense":
+            return 1.0  # sparse or block scores have no √d scale (hybrid text tables set their own τ)
+        if self.metric == "cosine":
+            return COSINE_TEMPERATURE
+        if proj is not None:
+            return float(np.sqrt(proj.d_k / proj.heads))
+        return float(np.sqrt(self.dim))
+
+
+@dataclass
+class Planned:
+    """Answers of one plan call, with what they came from.
+
+    Attributes
+    ----------
+    answers : Answers
+    state : TableState
+        The version the answers were computed on (ids, payloads, values).
+    tau : float
+    single : bool
+        The call was one query (1-D or one string): ``one()`` strips the batch axis.
+    heads : list of Head
+    queries : ndarray of shape (m, d)
+        The queries as the plan took them (encoded, unit rows for "cosine").
+    taus : tuple of float
+        The extra temperatures asked for.
+    """
+
+    answers: Answers
+    state: TableState
+    tau: float
+    single: bool
+    heads: list = field(repr=False, default_factory=list)
+    queries: np.ndarray | None = field(repr=False, default=None)
+    taus: tuple = ()  # the extra temperatures of the ask (``answers.lse_at`` columns)
+
+    def hits(self) -> SearchResult:
+        """The top-k answers as a SearchResult ((k,) arrays for a single query)."""
+        a = self.answers
+        res = self.state.rows.hits(a.rows, a.scores, a.hit_weights)
+        if self.single:
+            res = SearchResult(*(None if x is None else x[0] for x in res))
+        return res
+
+    def one(self, x: np.ndarray | None) -> np.ndarray | None:
+        """``x[0]`` for a single query, else ``x``."""
+        return x[0] if self.single and x is not None else x
+
+    def hit_weights_at(self, i: int) -> np.ndarray:
+        """The hits' full-table weights at the i-th extra temperature of the ask: (m, k).
+
+        Exact re-weighting: w_j(τ_i) = exp(score_j / τ_i − lse(τ_i)) (one head).
+        """
+        a = self.answers
+        tau = self.taus[i]
+        with np.errstate(over="ignore", invalid="ignore"):
+            w = np.exp(a.scores.astype(np.float64) / tau - a.lse_at[:, i, None])  # (m, k)
+        return np.where(a.rows >= 0, w, 0.0)
+
+    def effective_rows_at(self, i: int, i_half: int) -> np.ndarray:
+        """1 / Σ w² at the i-th extra temperature τ, given τ / 2 is the ``i_half``-th: (m,).
+
+        Σ_j w_j(τ)² = exp(lse(τ/2) − 2·lse(τ)), so no pass beyond the log-sum-exps is needed.
+        """
+        lse = self.answers.lse_at.astype(np.float64)
+        return np.exp(2.0 * lse[:, i] - lse[:, i_half])  # (m,)
+
+    def scores_of(self, rows: np.ndarray) -> np.ndarray:
+        """Scores of some ``rows`` (r,) for every query: (m, r), as search reports them.
+
+        One head: the raw score; several: log of the mean head weight (needs ``Ask(lse=True)``).
+        """
+        rows = np.asarray(rows, np.int64)
+        if len(self.heads) == 1:
+            h = self.heads[0]
+            return h.project(self.queries) @ np.asarray(h.keys[rows]).T  # (m, r)
+        out = None
+        for a, h in enumerate(self.heads):
+            la = (h.project(self.queries) @ np.asarray(h.keys[rows]).T).astype(np.float64) / self.tau
+            la -= self.answers.lse[:, a, None]  # (m, r)  log w^a
+            out = la if out is None else np.logaddexp(out, la)
+        return out - np.log(len(self.heads))  # (m, r)
+
+    def hit_values(self, rows: np.ndarray) -> np.ndarray:
+        """Values of ``rows`` in the answers' space (projected, concatenated over heads)."""
+        return values_at(self.heads, rows, self.state.dtype)
