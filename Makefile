@@ -18,7 +18,7 @@ TORCH ?= torch==$(TORCH_VERSION)
 endif
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo test test-fast bench lint docs clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.full: $(VENV)/.base
-	$(PIP) install -q -e ".[text,eval,plot,bench,dask,views,hybrid,fast,dev]"
+	$(PIP) install -q -e ".[text,eval,plot,bench,dask,views,hybrid,fast,dev,lint,docs]"
 	touch $@
 
 demo: $(VENV)/.base
@@ -46,8 +46,19 @@ test: $(VENV)/.full
 test-fast: $(VENV)/.full
 	$(PY) -m pytest -q -m "not slow"
 
+# ruff (rules and format), mypy (strict defs) and import-linter (the layers, no circle): all in pyproject.toml.
+lint: $(VENV)/.full
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+# The docs site (mkdocs.yml, docs/): --strict turns a broken reference into a failure.
+docs: $(VENV)/.full
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: $(VENV)/.full
 	$(PY) benchmarks/bench_lookup.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
