@@ -91,7 +91,8 @@ def main() -> None:
     emb, table = os.path.join(args.dir, "emb.npy"), os.path.join(args.dir, "table")
     gb = args.rows * args.dim * 4 / 1e9
     print(
-        f"{args.rows} x {args.dim} float32 keys = {gb:.1f} GB; RAM {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 1e9:.1f} GB; "
+        f"{args.rows} x {args.dim} float32 keys = {gb:.1f} GB; "
+        f"RAM {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 1e9:.1f} GB; "
         f"load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
     mon = PeakPrivate()

@@ -29,7 +29,8 @@ threads of a split pass runs it), and ``--heads-memory N`` the peak extra
 memory of a 2-head projected search over N rows (tracemalloc).
 
 Timing is round-robin: each round runs every method once (in a fresh random order,
-so no method always follows the same one), so background load hits all methods alike; one warm-up round, then the median of
+so no method always follows the same one), so background load hits all methods alike; one
+warm-up round, then the median of
 ``--repeats`` rounds. Each timed call starts after a pause (``--pause``, 0.15 s):
 after a multithreaded call, OpenBLAS's idle worker threads spin for about 2^28 TSC
 ticks (~0.1 s; OPENBLAS_THREAD_TIMEOUT) and torch's OpenMP workers for a while too,
@@ -37,7 +38,8 @@ taking a core from whatever runs next; without the pause each method would be
 timed against the spinning leftovers of the one before it. After the rest a call starts
 cold (caches, clock speed, sleeping BLAS workers), which would dominate the smallest
 lookups: a method whose calls take under 50 ms (``WARM_S``) is called once, untimed,
-right before each timed call, so it is timed as in a loop that calls it. Peak extra memory is measured, not estimated: numpy-based
+right before each timed call, so it is timed as in a loop that calls it. Peak extra memory is
+measured, not estimated: numpy-based
 methods under tracemalloc (numpy reports its buffers to it); torch and FAISS
 allocate outside Python, so they run in a child process that resets its RSS
 high-water mark (/proc/self/clear_refs) and reports VmHWM - VmRSS.
@@ -65,6 +67,7 @@ import time
 import tracemalloc
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy
@@ -80,7 +83,7 @@ from softdb.table._state import TableState
 
 try:
     import torch
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # noqa: N812 - torch's own spelling
 except ImportError:  # pragma: no cover - optional peer
     torch = None
 try:
@@ -417,7 +420,6 @@ def time_case(case: Case, repeats: int, pause: float) -> dict[tuple[str, str], f
             continue  # one query: explain's use
         if AVAILABLE[rt] and name not in fns:
             fns[name] = (build(case), rt)
-    names = list(fns)
     return timed_rounds({nm: fn for nm, (fn, _) in fns.items()}, repeats, pause)
 
 
@@ -651,17 +653,16 @@ def main(argv: list[str] | None = None) -> int:
                 if args.no_memory:
                     mb: object = "-"
                 elif rt == "numpy":
-                    src = lambda: (
-                        np.matmul(case.Q, case.K.T)
-                        if name == QK_LIMIT
-                        else (
-                            np.matmul(case.K, case.Q.T)
-                            if name == KQ_GEMM
-                            else np.matmul(np.matmul(case.Q, case.K.T), case.V)
-                            if name == SOFT_LIMIT
-                            else build(case)()
-                        )
-                    )
+
+                    def src(c: Case = case, name: str = name, build: Any = build) -> Any:
+                        if name == QK_LIMIT:
+                            return np.matmul(c.Q, c.K.T)
+                        if name == KQ_GEMM:
+                            return np.matmul(c.K, c.Q.T)
+                        if name == SOFT_LIMIT:
+                            return np.matmul(np.matmul(c.Q, c.K.T), c.V)
+                        return build(c)()
+
                     mb = numpy_peak_mb(src)  # GEMM rows: the (m, n) output they need, allocated
                 else:
                     res = child_mb[rt]

@@ -210,7 +210,7 @@ def main() -> int:
             samples: list[tuple[float, int]] = []
             stop = threading.Event()
 
-            def sample() -> None:
+            def sample(stop: threading.Event = stop, samples: list[tuple[float, int]] = samples) -> None:
                 t_start = time.perf_counter()
                 while not stop.is_set():
                     samples.append((time.perf_counter() - t_start, rss_kb(proc.pid)))
