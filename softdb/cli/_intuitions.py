@@ -47,7 +47,7 @@ def _wrap(text: str, width: int) -> list[str]:
             line = w
         else:
             line = f"{line} {w}".strip()
-    return lines + [line] if line else lines
+    return [*lines, line] if line else lines
 
 
 def run(args: argparse.Namespace) -> int:

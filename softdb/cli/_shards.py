@@ -1,9 +1,9 @@
 """The command line's sharded side: ``index --shards`` / ``--vectors`` and opening sharded tables.
 
-``softdb/cli.py`` keeps only the glue: it adds these arguments, calls :func:`index`
-for the sharded and vector forms of ``softdb index``, and opens every ``--table``
-through :func:`open_table`, which gives a SoftTable or, for a folder holding
-``shards.json``, a :class:`~softdb.distributed.ShardedTable` (on ``--scheduler``
+``softdb index`` (:mod:`softdb.cli._index`) adds these arguments and calls :func:`index`
+for its sharded and vector forms; ``softdb search`` (:mod:`softdb.cli._search`) opens
+every ``--table`` through :func:`open_table`, which gives a SoftTable or, for a folder
+holding ``shards.json``, a :class:`~softdb.distributed.ShardedTable` (on ``--scheduler``
 if given, else on a LocalCluster of this machine).
 """
 
@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from softdb.cli._args import positive_int, text_table
+
 __all__ = [
     "add_index_arguments",
     "add_search_arguments",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 
-def add_index_arguments(ix: argparse.ArgumentParser, positive_int: Any) -> None:
+def add_index_arguments(ix: argparse.ArgumentParser) -> None:
     """``--shards``, ``--vectors``, ``--values``, ``--ids``, ``--metric``, ``--encoder`` of ``softdb index``."""
     ix.add_argument(
         "--shards",
@@ -53,6 +55,7 @@ def add_index_arguments(ix: argparse.ArgumentParser, positive_int: Any) -> None:
 
 
 def add_search_arguments(s: argparse.ArgumentParser) -> None:
+    """``--scheduler`` of ``softdb search``."""
     s.add_argument(
         "--scheduler",
         metavar="ADDRESS",
@@ -62,10 +65,12 @@ def add_search_arguments(s: argparse.ArgumentParser) -> None:
 
 
 def is_sharded(path: str) -> bool:
+    """The folder holds a sharded table (``shards.json``)."""
     return os.path.isfile(os.path.join(path, "shards.json"))
 
 
 def is_sharded_table(table: Any) -> bool:
+    """``table`` is a :class:`~softdb.distributed.ShardedTable`."""
     from softdb.distributed._table import ShardedTable
 
     return isinstance(table, ShardedTable)
@@ -104,7 +109,9 @@ def _read_ids(path: str, n: int) -> list[str]:
         with open(path, encoding="utf-8-sig") as f:
             ids = f.read().splitlines()
     except OSError as exc:
-        raise ValueError(f"cannot read --ids {path!r}: {exc.strerror}; hint: a text file with one id per line")
+        raise ValueError(
+            f"cannot read --ids {path!r}: {exc.strerror}; hint: a text file with one id per line"
+        ) from None
     if len(ids) != n:
         raise ValueError(
             f"--ids {path!r} has {len(ids)} lines but the vectors have {n} rows; hint: one id per line, in row order"
@@ -120,14 +127,16 @@ def _load_npy(path: str, what: str) -> Any:
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} {path!r} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{what} {path!r} is not a readable .npy file ({exc}); hint: save it with numpy.save")
+        raise ValueError(
+            f"{what} {path!r} is not a readable .npy file ({exc}); hint: save it with numpy.save"
+        ) from None
     if not isinstance(arr, np.ndarray) or arr.ndim != 2:
         raise ValueError(f"{what} {path!r} must hold a 2-D array (n, d), got shape {getattr(arr, 'shape', None)}")
     return arr
 
 
-def index(args: argparse.Namespace, text_table: Any) -> int | None:
-    """Run the sharded or vector forms of ``softdb index``; None: the plain form is cli.py's."""
+def index(args: argparse.Namespace) -> int | None:
+    """Run the sharded or vector forms of ``softdb index``; None: the plain form is :mod:`softdb.cli._index`'s."""
     from softdb.distributed._table import ShardedTable
 
     if args.vectors is None:
@@ -138,7 +147,7 @@ def index(args: argparse.Namespace, text_table: Any) -> int | None:
         if args.corpus is None:
             raise ValueError("give a CORPUS to index, or --vectors EMB.npy")
         t0 = time.perf_counter()
-        table = text_table(args)
+        table = text_table(args.corpus, args.text_column, args.id_column)
         ShardedTable.create(args.output, table, shards=args.shards)
         print(
             f"indexed {len(table)} rows from {args.corpus!r} into {args.output} as {args.shards} shards "

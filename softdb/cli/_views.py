@@ -6,9 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["COMMANDS", "add_parsers", "run"]
+from softdb.cli._args import UserError, load_table, positive_float, positive_int, text_table
 
-COMMANDS = ("explain", "serve")
+__all__ = ["add_explain_parser", "add_serve_parser", "explain", "serve"]
 
 
 def _source(p: argparse.ArgumentParser) -> None:
@@ -21,10 +21,8 @@ def _source(p: argparse.ArgumentParser) -> None:
     src.add_argument("--table", help="a table folder written by `softdb index`")
 
 
-def add_parsers(subparsers: Any) -> None:
-    """Add the ``explain`` and ``serve`` subcommands to the ``softdb`` command's subparsers."""
-    from softdb.cli._main import _positive_float, _positive_int
-
+def add_explain_parser(subparsers: Any) -> None:
+    """Add the ``explain`` subcommand to the ``softdb`` command's subparsers."""
     e = subparsers.add_parser(
         "explain",
         help="explain one query: hits, weights, entropy, soft vs hard (text, or an HTML explorer)",
@@ -35,10 +33,13 @@ def add_parsers(subparsers: Any) -> None:
     )
     e.add_argument("query", help="the query text")
     _source(e)
-    e.add_argument("-k", type=_positive_int, default=10, help="number of hits (default 10)")
-    e.add_argument("--temperature", type=_positive_float, help="softmax temperature (default: the table's)")
+    e.add_argument("-k", type=positive_int, default=10, help="number of hits (default 10)")
+    e.add_argument("--temperature", type=positive_float, help="softmax temperature (default: the table's)")
     e.add_argument("--html", metavar="OUT.html", help="write the explorer page here")
 
+
+def add_serve_parser(subparsers: Any) -> None:
+    """Add the ``serve`` subcommand to the ``softdb`` command's subparsers."""
     s = subparsers.add_parser(
         "serve",
         help="a local web app: search box, k, temperature slider, soft/hard, compare heatmap, JSON API",
@@ -52,9 +53,7 @@ def add_parsers(subparsers: Any) -> None:
 
 
 def _table(args: argparse.Namespace) -> Any:
-    from softdb.cli._main import UserError, _load_table, _text_table
-
-    table = _load_table(args.table) if args.table else _text_table(args.corpus)
+    table = load_table(args.table) if args.table else text_table(args.corpus)
     if table.encoder is None:
         raise UserError(
             f"the table at {args.table!r} records no text encoder, so it cannot take text queries; "
@@ -63,8 +62,8 @@ def _table(args: argparse.Namespace) -> Any:
     return table
 
 
-def _explain(args: argparse.Namespace) -> int:
-    from softdb.cli._main import UserError
+def explain(args: argparse.Namespace) -> int:
+    """Run ``softdb explain``; returns the exit status."""
     from softdb.views import explain_view, write_explanation_html
 
     if not args.query.strip():
@@ -82,8 +81,8 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from softdb.cli._main import UserError
+def serve(args: argparse.Namespace) -> int:
+    """Run ``softdb serve``; returns the exit status."""
     from softdb.views._server import start_server
 
     if not 0 <= args.port <= 65535:
@@ -115,8 +114,3 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         srv.shutdown()
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run ``softdb explain`` or ``softdb serve``; returns the exit status."""
-    return _explain(args) if args.command == "explain" else _serve(args)

@@ -73,7 +73,7 @@ def cross_validate(
     name: str,
     options: Mapping[str, Any],
     fit: Callable[[np.ndarray], Any],
-    score: Callable[[Any, np.ndarray], Mapping[str, float]],
+    score: Callable[[Any, np.ndarray], Mapping[int, float]],
     folds: Sequence[np.ndarray],
     targets: Sequence[Sequence[Any]],
 ) -> CVScore:

@@ -111,7 +111,7 @@ def _known(name: str) -> BeirDataset:
     return DATASETS[name]
 
 
-def dataset_path(name: str, dir: str | os.PathLike[str] | None = None) -> Path:
+def dataset_path(name: str, dir: str | os.PathLike[str] | None = None) -> Path:  # noqa: A002 - the public keyword of --dir
     """Where data set ``name`` lives once downloaded: ``<dir or data_dir()>/<name>``.
 
     Examples
@@ -206,7 +206,7 @@ def _progress(total: int | None, label: str, enabled: bool) -> tuple[Callable[[i
 def _download(url: str, out: BinaryIO, *, timeout: float, label: str, progress: bool) -> tuple[str, int]:
     """Stream ``url`` into ``out``; return (md5 hex digest, bytes written)."""
     _check_host(url, timeout)
-    request = urllib.request.Request(url, headers={"User-Agent": "softdb"})
+    request = urllib.request.Request(url, headers={"User-Agent": "softdb"})  # noqa: S310 - http(s) or a file: mirror
     try:
         response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 - http(s) or file
     except urllib.error.HTTPError as exc:
@@ -317,7 +317,7 @@ def _clean_stale(parent: Path, name: str, *, older_than: float = 3600.0) -> None
 def get(
     name: str,
     *,
-    dir: str | os.PathLike[str] | None = None,
+    dir: str | os.PathLike[str] | None = None,  # noqa: A002 - the public keyword of --dir
     url: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     progress: bool = True,

@@ -22,181 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from softdb.eval import _models as _beir_models
+from softdb.eval._metrics import unseen_queries
+from softdb.eval._rank import SplitReport, evaluate_table
 from softdb.table._table import SoftTable
 
-__all__ = [
-    "BeirFit",
-    "BeirReport",
-    "Metrics",
-    "SplitReport",
-    "evaluate_beir",
-    "evaluate_table",
-    "fit_beir_projection",
-    "rank",
-    "summarize",
-    "trec_eval",
-    "unseen_queries",
-]
-
-MEASURES = {"ndcg@10": "ndcg_cut_10", "recall@100": "recall_100", "mrr@10": "recip_rank"}
-
-
-def _pytrec_eval() -> Any:
-    try:
-        import pytrec_eval
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "evaluation needs pytrec_eval, the reference trec_eval implementation; "
-            'install it with: pip install "softdb[eval]"'
-        ) from None
-    return pytrec_eval
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Mean metrics over a set of queries (NaN over no query: the mean does not exist)."""
-
-    ndcg_at_10: float
-    recall_at_100: float
-    mrr_at_10: float
-    queries: int
-
-    def to_dict(self) -> dict[str, float | int | None]:
-        """The metrics as a JSON-ready dict; None (JSON null) for a metric over no query.
-
-        Examples
-        --------
-        >>> Metrics(float("nan"), float("nan"), float("nan"), 0).to_dict()
-        {'ndcg@10': None, 'recall@100': None, 'mrr@10': None, 'queries': 0}
-        """
-
-        def value(x: float) -> float | None:
-            return x if np.isfinite(x) else None
-
-        return {
-            "ndcg@10": value(self.ndcg_at_10),
-            "recall@100": value(self.recall_at_100),
-            "mrr@10": value(self.mrr_at_10),
-            "queries": self.queries,
-        }
-
-
-def trec_eval(
-    qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]]
-) -> dict[str, dict[str, float]]:
-    """Per-query nDCG@10, Recall@100 and MRR@10 computed by pytrec_eval.
-
-    MRR@10 is trec_eval's ``recip_rank`` on the run cut to its 10 best documents.
-
-    Parameters
-    ----------
-    qrels : {query_id: {doc_id: relevance}}
-    run : {query_id: {doc_id: score}}, higher score = better
-
-    Returns
-    -------
-    {query_id: {"ndcg@10": …, "recall@100": …, "mrr@10": …}} for every query of
-    ``qrels`` (a query missing from the run scores 0).
-
-    Examples
-    --------
-    >>> qrels = {"q": {"d1": 1}}
-    >>> trec_eval(qrels, {"q": {"d0": 2.0, "d1": 1.0}})["q"]["mrr@10"]
-    0.5
-    """
-    pe = _pytrec_eval()
-    qrels = {q: {d: int(r) for d, r in docs.items()} for q, docs in qrels.items()}
-    run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}
-    top10 = {q: dict(sorted(docs.items(), key=lambda x: (-x[1], x[0]))[:10]) for q, docs in run.items()}
-    main = pe.RelevanceEvaluator(qrels, {"ndcg_cut.10", "recall.100"}).evaluate(run)
-    mrr = pe.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
-    out = {}
-    for q in qrels:
-        a, b = main.get(q, {}), mrr.get(q, {})
-        out[q] = {
-            "ndcg@10": a.get("ndcg_cut_10", 0.0),
-            "recall@100": a.get("recall_100", 0.0),
-            "mrr@10": b.get("recip_rank", 0.0),
-        }
-    return out
-
-
-def summarize(per_query: Mapping[str, Mapping[str, float]], query_ids: Sequence[str] | None = None) -> Metrics:
-    """Average per-query metrics over ``query_ids`` (default: all)."""
-    ids = list(per_query) if query_ids is None else list(query_ids)
-    if not ids:
-        return Metrics(float("nan"), float("nan"), float("nan"), 0)
-    vals = np.array([[per_query[q][m] for m in MEASURES] for q in ids], np.float64)  # (n_q, 3)
-    mean = vals.mean(axis=0)
-    return Metrics(float(mean[0]), float(mean[1]), float(mean[2]), len(ids))
-
-
-def unseen_queries(
-    test_qrels: Mapping[str, Mapping[str, int]], train_qrels: Mapping[str, Mapping[str, int]]
-) -> list[str]:
-    """Test queries none of whose relevant documents is relevant in train.
-
-    Examples
-    --------
-    >>> unseen_queries({"a": {"d1": 1}, "b": {"d2": 1}}, {"t": {"d1": 1}})
-    ['b']
-    """
-    seen = {d for docs in train_qrels.values() for d, r in docs.items() if r > 0}
-    return [q for q, docs in test_qrels.items() if not any(d in seen for d, r in docs.items() if r > 0)]
-
-
-def rank(
-    table: SoftTable, queries: Any, query_ids: Sequence[str], *, k: int = 100, mode: str = "soft", batch: int = 256
-) -> dict[str, dict[str, float]]:
-    """Search every query and return a trec run ``{query_id: {doc_id: score}}``.
-
-    ``mode="soft"`` scores each document by its soft weight, ``"hard"`` by its raw
-    score; the orders agree because softmax is monotonic. One pass of the query
-    plan per batch; "hard" needs no log-sum-exp, so it computes no weights.
-    """
-    from softdb.engine._plan import Ask
-
-    if mode not in ("soft", "hard"):
-        raise ValueError(f"mode must be 'soft' or 'hard', got {mode!r}")
-    k = min(k, len(table))
-    ask = Ask(lse=mode == "soft")
-    run: dict[str, dict[str, float]] = {}
-    for start in range(0, len(query_ids), batch):
-        sl = slice(start, start + batch)
-        p = table.answer([q[sl] for q in queries] if isinstance(queries, list) else queries[sl], ask, k=k)
-        hits = p.state.rows.hits(p.answers.rows, p.answers.scores, p.answers.hit_weights)
-        vals = hits.weights if mode == "soft" else hits.scores  # (b, k)
-        for qid, ids, v in zip(query_ids[start : start + batch], hits.ids, vals.astype(np.float64)):
-            run[qid] = dict(zip((str(i) for i in ids), v.tolist()))
-    return run
-
-
-@dataclass
-class SplitReport:
-    """Metrics of one table on one split: by subset, plus per-query detail."""
-
-    subsets: dict[str, Metrics]
-    per_query: dict[str, dict[str, float]] = field(repr=False)
-    run: dict[str, dict[str, float]] = field(repr=False)
-
-    def to_dict(self) -> dict[str, dict[str, float | int]]:
-        return {name: m.to_dict() for name, m in self.subsets.items()}
-
-
-def evaluate_table(
-    table: SoftTable,
-    query_vectors: Any,
-    query_ids: Sequence[str],
-    qrels: Mapping[str, Mapping[str, int]],
-    *,
-    subsets: Mapping[str, Sequence[str]] | None = None,
-    mode: str = "soft",
-) -> SplitReport:
-    """Rank, score with trec_eval, and summarise over ``subsets`` (always "all")."""
-    run = rank(table, query_vectors, query_ids, mode=mode)
-    per_query = trec_eval({q: qrels[q] for q in query_ids}, run)
-    groups = {"all": list(query_ids), **(subsets or {})}
-    return SplitReport({name: summarize(per_query, ids) for name, ids in groups.items()}, per_query, run)
+__all__ = ["BeirFit", "BeirReport", "evaluate_beir", "fit_beir_projection"]
 
 
 @dataclass(frozen=True)
@@ -246,14 +77,14 @@ def fit_beir_projection(
     tv = np.asarray(train_vectors)
     m = len(targets)
     perm = np.random.default_rng(seed).permutation(m)
-    n_val = int(round(holdout * m))
+    n_val = round(holdout * m)
     val, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
 
     def fresh() -> SoftTable:
         proj = Projection(table.dim, learn=learn, temperature=temperature)
         return SoftTable(table.keys, ids=table.ids, payloads=table.payloads, metric=table.metric, projection=proj)
 
-    opts = dict(loss="rows", optimizer="lbfgs", reg=reg, max_iter=max_iter, seed=seed)
+    opts: dict[str, Any] = dict(loss="rows", optimizer="lbfgs", reg=reg, max_iter=max_iter, seed=seed)
     held = None
     if n_val:
         held = fresh().fit(
@@ -345,8 +176,6 @@ def evaluate_beir(
     folds : int
         Folds of that cross-validation.
     """
-    from softdb.eval import _models as _beir_models
-
     if model not in _beir_models.MODELS:
         raise ValueError(
             f"model must be one of {list(_beir_models.MODELS)}, got {model!r}; hint: 'hybrid' is MiniLM + BM25"
@@ -441,7 +270,14 @@ def evaluate_beir(
     return BeirReport(baseline, fitted, time.perf_counter() - t0, fit_report, sliced)
 
 
-def _slice_info(max_docs, max_queries, doc_ids, n_docs_total, q_ids, n_queries_total) -> dict | None:
+def _slice_info(
+    max_docs: int | None,
+    max_queries: int | None,
+    doc_ids: Sequence[str],
+    n_docs_total: int,
+    q_ids: Sequence[str],
+    n_queries_total: int,
+) -> dict[str, int | None] | None:
     if max_docs is None and max_queries is None:
         return None
     return {

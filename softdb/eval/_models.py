@@ -15,13 +15,15 @@ choice on every train query. The test split is only ever evaluated.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from softdb.eval._crossval import DEFAULT_FOLDS, CVScore, choose, cross_validate, kfold
+from softdb.eval._metrics import trec_eval
+from softdb.eval._rank import rank
 from softdb.table._table import SoftTable
 
 __all__ = [
@@ -83,21 +85,19 @@ def encode_beir(
         raise ValueError(f"model must be one of {list(MODELS)}, got {model!r}; hint: 'hybrid' is MiniLM + BM25")
     from softdb.text import BM25Encoder, HybridEncoder, default_encoder
 
-    dense = None
-    if model in ("dense", "hybrid"):
-        dense = dense_encoder or default_encoder()
+    if model == "bm25":
+        bm25 = BM25Encoder()
+        return Encoded(
+            model, doc_ids, bm25.encode_corpus(doc_texts), {s: bm25.encode(t) for s, t in split_texts.items()}, bm25
+        )
+    dense = dense_encoder or default_encoder()
     if model == "dense":
         return Encoded(
             model, doc_ids, dense.encode(doc_texts), {s: dense.encode(t) for s, t in split_texts.items()}, dense
         )
-    if model == "bm25":
-        enc = BM25Encoder()
-        return Encoded(
-            model, doc_ids, enc.encode_corpus(doc_texts), {s: enc.encode(t) for s, t in split_texts.items()}, enc
-        )
-    enc = HybridEncoder(dense=dense)
+    hybrid = HybridEncoder(dense=dense)
     return Encoded(
-        model, doc_ids, enc.encode_corpus(doc_texts), {s: enc.encode(t) for s, t in split_texts.items()}, enc
+        model, doc_ids, hybrid.encode_corpus(doc_texts), {s: hybrid.encode(t) for s, t in split_texts.items()}, hybrid
     )
 
 
@@ -122,7 +122,6 @@ def _rows(q: Any, idx: np.ndarray) -> Any:
 
 def _scorer(table_of: Any, queries: Any, qids: Sequence[str], qrels: Mapping) -> Any:
     """score(model, rows) -> {row: nDCG@10} of held-out train queries, ranked through the table."""
-    from softdb.eval._evaluate import rank, trec_eval
 
     def score(model: Any, rows: np.ndarray) -> dict[int, float]:
         table = table_of(model)
@@ -180,6 +179,11 @@ def _fitted(base: SoftTable, X: Any, targets: list, options: Mapping[str, Any]) 
     return t
 
 
+def _fit_on(base: SoftTable, q: Any, targets: list, options: Mapping[str, Any]) -> Callable[[np.ndarray], SoftTable]:
+    """fit(train_rows) of one candidate for :func:`cross_validate`: ``options`` fitted on those rows."""
+    return lambda tr: _fitted(base, _rows(q, tr), [targets[i] for i in tr], options)
+
+
 def select_fit(
     enc: Encoded,
     base: SoftTable,
@@ -205,7 +209,7 @@ def select_fit(
             cross_validate(
                 name,
                 _jsonable(opts),
-                lambda tr, o=opts: _fitted(base, _rows(q, tr), [targets[i] for i in tr], o),
+                _fit_on(base, q, targets, opts),
                 score,
                 split,
                 targets,
@@ -213,9 +217,11 @@ def select_fit(
         )
     best = choose(scores[1:], ref)
     table = base if best is ref else _fitted(base, q, targets, candidates[best.name])
+    weights = table.block_weights
+    assert weights is not None  # a hybrid table: [dense | sparse] blocks
     chosen = {
         "fit": best.name,
-        "beta": table.block_weights[1],
+        "beta": weights[1],
         "temperature": table.temperature,
         "learned_W_Q": table.query_projection is not None,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,9 @@ _PATTERNS = [
 ]
 
 
-def _sentences(rng: np.random.Generator, female, male, things, count: int) -> list[tuple[list[str], int, int]]:
+def _sentences(
+    rng: np.random.Generator, female: Sequence[str], male: Sequence[str], things: Sequence[str], count: int
+) -> list[tuple[list[str], int, int]]:
     """``count`` sentences "the N1 VERB a N2 because PRON was ADJ": (words, pronoun pos, referent pos)."""
     pools = {"f": female, "m": male, "t": things}
     out = []
@@ -41,7 +44,10 @@ def _sentences(rng: np.random.Generator, female, male, things, count: int) -> li
 
 
 def _token_table(
-    sents, vec: dict[str, np.ndarray], scale: dict[str, float] | None = None, **kw: Any
+    sents: list[tuple[list[str], int, int]],
+    vec: dict[str, np.ndarray],
+    scale: dict[str, float] | None = None,
+    **kw: Any,
 ) -> tuple[SoftTable, np.ndarray, np.ndarray]:
     """All tokens of all sentences as rows; returns the table, the keys and a same-sentence mask."""
     keys = np.array([vec[w] * (scale[w] if scale else 1.0) for words, _, _ in sents for w in words])  # (N, d)
@@ -191,12 +197,13 @@ def search_engine(*, encoder: Any = None, corpus: Any = None, seed: int = 0) -> 
     soft = table.lookup(q)  # (m, n_modules)  at the table's τ = 0.05
     agree = np.argmax(soft, 1) == np.argmax(hard, 1)  # (m,)
     top_mass = soft[np.arange(len(q)), np.argmax(hard, 1)]  # (m,)
-    figures = {
+    hit_at_3, agreement = float(np.mean(top3)), float(agree.mean())
+    figures: dict[str, float | int | str] = {
         "rows": len(corpus.ids),
         "modules": len(modules),
         "queries": len(queries),
-        "hit_at_3": float(np.mean(top3)),
-        "soft_argmax_is_top_hit_module": float(agree.mean()),
+        "hit_at_3": hit_at_3,
+        "soft_argmax_is_top_hit_module": agreement,
         "mean_top_module_mass_tau_0.05": float(top_mass.mean()),
         "mean_l1_soft_vs_hard_tau_1": float(l1[0]),
         "mean_l1_soft_vs_hard_tau_0.05": float(l1[3]),
@@ -204,14 +211,9 @@ def search_engine(*, encoder: Any = None, corpus: Any = None, seed: int = 0) -> 
         "example_query": queries[0],
         "example_top_hit": str(hits.ids[0][0]),
     }
-    holds = (
-        figures["hit_at_3"] >= 0.8
-        and figures["soft_argmax_is_top_hit_module"] >= 0.8
-        and bool(np.all(np.diff(l1) <= 1e-6))
-        and l1[-1] < 0.05
-    )
+    holds = hit_at_3 >= 0.8 and agreement >= 0.8 and bool(np.all(np.diff(l1) <= 1e-6)) and l1[-1] < 0.05
     summary = (
-        f"hit@3 {figures['hit_at_3']:.0%} of {len(queries)} queries on {len(corpus.ids)} docs; "
+        f"hit@3 {hit_at_3:.0%} of {len(queries)} queries on {len(corpus.ids)} docs; "
         f"|soft−hard| {fmt(l1[0])} at τ=1 → {fmt(l1[-1])} at τ=0.001"
     )
     w_tau = {t: table.search(q[0], k=6, temperature=t) for t in (0.2, 0.05, 0.01)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from softdb.intuitions._result import Intuition, experiment, fmt
@@ -38,7 +40,8 @@ def qk_differ(*, seed: int = 0) -> Intuition:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ids = [f"{'abc'[i % 3]}{i // 3}" for i in range(n)]  # a0 b0 c0 a1 ...
     succ = [ids[3 * (i // 3) + (i % 3 + 1) % 3] for i in range(n)]  # a→b→c→a
-    acc, plots = {}, {"labels": ids[:9]}
+    acc: dict[bool, float] = {}
+    plots: dict[str, Any] = {"labels": ids[:9]}
     for tied in (False, True):
         table = SoftTable(x, ids=ids, temperature=1.0, projection=Projection(d, tied=tied, learn=("q", "k"), seed=seed))
         table.fit(x, succ, loss="rows", max_iter=200, seed=seed)

@@ -197,7 +197,7 @@ def _search(fig: Any, r: Intuition) -> None:
     p = r.plots
     a1, a2 = fig.subplots(1, 2)
     plot.temperature_sweep(
-        p["table"], p["q"], k=5, ax=a1, temperatures=np.logspace(-3, 0, 25), title=f"query: “{p['query']}”"
+        p["table"], p["q"], k=5, ax=a1, temperatures=np.logspace(-3, 0, 25).tolist(), title=f"query: “{p['query']}”"
     )
     a2.loglog(p["taus"], p["l1"], marker="o")
     a2.set_xlabel("temperature τ")

@@ -1,7 +1,8 @@
-"""Search results as plain Python: per-query lists of dicts, or a pandas DataFrame."""
+"""Results as plain Python: per-query lists of dicts, a pandas DataFrame, strict-JSON payloads."""
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from softdb.table._table import SearchResult
 
-__all__ = ["PANDAS_HINT", "to_dicts", "to_pandas"]
+__all__ = ["PANDAS_HINT", "jsonable", "to_dicts", "to_pandas"]
 
 PANDAS_HINT = 'SearchResult.to_pandas() needs pandas; install it with: pip install "softdb[views]"'
 
@@ -85,3 +86,26 @@ def to_pandas(res: SearchResult) -> Any:
     lists, _ = _hit_lists(res)
     rows = [{"query": qi, "rank": r, **h} for qi, hits in enumerate(lists) for r, h in enumerate(hits, 1)]
     return pd.DataFrame(rows, columns=["query", "rank", "id", "score", "weight", "payload"])
+
+
+def jsonable(x: Any) -> Any:
+    """A payload (or anything) as strict JSON: non-finite floats become None, others str.
+
+    Examples
+    --------
+    >>> jsonable({"a": float("nan"), "b": [1, 2.5], "c": object}) == {"a": None, "b": [1, 2.5], "c": "<class 'object'>"}
+    True
+    """
+    if x is None or isinstance(x, (bool, str, int)):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, np.generic):
+        return jsonable(x.item())
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    return str(x)

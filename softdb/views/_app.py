@@ -19,8 +19,10 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from softdb.render._grid import temperature_grid
 from softdb.render._html import asset, esc, fmt_num, script_json, snippet_text
-from softdb.views._model import jsonable, search_answer, search_record, temperature_grid
+from softdb.render._results import jsonable
+from softdb.views._model import search_answer, search_record
 
 if TYPE_CHECKING:  # pragma: no cover
     from softdb.table._table import SoftTable
@@ -93,16 +95,17 @@ class _Encoder:
             with self.cache_lock:
                 for t, v in zip(todo, vecs):
                     self.cache[t] = v
-                hits = [self.cache[t] if t in self.cache else None for t in texts]
+                hits = [self.cache.get(t) for t in texts]
                 while len(self.cache) > self.size:
                     self.cache.popitem(last=False)
         else:
             with self.cache_lock:
                 hits = [self.cache.get(t) for t in texts]
-        if any(h is None for h in hits):  # evicted between the steps (a cache smaller than the batch)
+        found = [h for h in hits if h is not None]
+        if len(found) < len(hits):  # evicted between the steps (a cache smaller than the batch)
             with self.model_lock:
                 return np.asarray(self.encoder.encode(list(texts)))  # (len(texts), d)
-        return np.stack(hits)  # (len(texts), d)
+        return np.stack(found)  # (len(texts), d)
 
 
 class App:

@@ -11,6 +11,7 @@ never entered by two threads at a time.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 import threading
 import traceback
@@ -105,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             parts = urlsplit(self.path)
             status, ctype, body = self.app.handle(parts.path, parts.query)
-        except Exception:  # a bug, never a user's mistake: log it, answer JSON, keep serving
+        except Exception:  # noqa: BLE001 - a bug, never a user's mistake: log it, answer JSON, keep serving
             traceback.print_exc(file=sys.stderr)
             status, ctype, body = 500, JSON, error_body(500, "internal error; see the server's log")
         self._send(status, ctype, body, head_only)
@@ -132,6 +133,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         if not self.quiet:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+
+class _Server6(ThreadingHTTPServer):
+    """The threading server on an IPv6 address (a ``host`` with a colon)."""
+
+    address_family = socket.AF_INET6
 
 
 class Server:
@@ -219,11 +226,7 @@ def start_server(
         )
     _limit_blas_threads()
     handler = type("Handler", (_Handler,), {"app": app, "quiet": quiet})
-    server_cls = ThreadingHTTPServer
-    if ":" in host:
-        import socket
-
-        server_cls = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+    server_cls: type[ThreadingHTTPServer] = _Server6 if ":" in host else ThreadingHTTPServer
     httpd = server_cls((host, port), handler)
     httpd.daemon_threads = True
     thread = None

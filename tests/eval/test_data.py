@@ -163,9 +163,11 @@ def test_a_corrupted_zip_leaves_nothing_behind(monkeypatch, tmp_path):
     publish(monkeypatch, blob)
     bad = bytearray(blob)
     bad[len(bad) // 2] ^= 0xFF  # one flipped byte in the middle of the deflated data
-    with Server({"/scifact.zip": bytes(bad)}) as srv:
-        with pytest.raises(data.DataError, match=re.escape(f"has md5 {md5(bytes(bad))}")):
-            data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
+    with (
+        Server({"/scifact.zip": bytes(bad)}) as srv,
+        pytest.raises(data.DataError, match=re.escape(f"has md5 {md5(bytes(bad))}")),
+    ):
+        data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
     assert leftovers(tmp_path / "d") == []
 
 
@@ -273,9 +275,11 @@ def test_a_zip_without_corpus_is_not_beir(monkeypatch, tmp_path):
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("scifact/readme.txt", "no data here")
     publish(monkeypatch, buf.getvalue())
-    with Server({"/scifact.zip": buf.getvalue()}) as srv:
-        with pytest.raises(data.DataError, match=re.escape("scifact.zip holds no corpus.jsonl, so it is not a BEIR")):
-            data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
+    with (
+        Server({"/scifact.zip": buf.getvalue()}) as srv,
+        pytest.raises(data.DataError, match=re.escape("scifact.zip holds no corpus.jsonl, so it is not a BEIR")),
+    ):
+        data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
     assert leftovers(tmp_path / "d") == []
 
 
@@ -371,9 +375,11 @@ def test_a_foreign_folder_at_the_target_is_left_alone(monkeypatch, tmp_path):
     (tmp_path / "d" / "scifact").mkdir(parents=True)
     (tmp_path / "d" / "scifact" / "notes.txt").write_text("mine")
     target = tmp_path / "d" / "scifact"
-    with Server({"/scifact.zip": blob}) as srv:
-        with pytest.raises(data.DataError, match=re.escape(f"cannot move the unpacked data into {target}: ")):
-            data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
+    with (
+        Server({"/scifact.zip": blob}) as srv,
+        pytest.raises(data.DataError, match=re.escape(f"cannot move the unpacked data into {target}: ")),
+    ):
+        data.get("scifact", dir=tmp_path / "d", url=srv.url("/scifact.zip"), timeout=5, progress=False)
     assert leftovers(tmp_path / "d") == ["scifact", "scifact/notes.txt"]
 
 

@@ -154,7 +154,7 @@ def test_beir_pipeline_equals_an_independent_brute_force_ranking(tmp_path):
     # brute force, apart from the pipeline: float64 cosine of the encoded texts, stable order
     D = enc.encode([(t + " " + x).strip() for _, t, x in docs]).astype(np.float64)  # (80, d)
     D /= np.linalg.norm(D, axis=1, keepdims=True)
-    by_id = dict((q, x) for q, x in queries)
+    by_id = dict(queries)
     for qid, rel in test_qrels.items():
         qv = enc.encode([by_id[qid]])[0].astype(np.float64)
         s = D @ (qv / np.linalg.norm(qv))  # (80,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 
@@ -105,7 +106,7 @@ def test_sqrt_d():
     dims = r.plots["dims"]
     raw = [r.figures[f"entropy_unscaled_d{d}"] for d in dims]
     scaled = [r.figures[f"entropy_scaled_d{d}"] for d in dims]
-    assert all(a > b for a, b in zip(raw, raw[1:])), raw  # saturates steadily as d grows
+    assert all(a > b for a, b in itertools.pairwise(raw)), raw  # saturates steadily as d grows
     assert max(scaled) < 1.5 * min(scaled)
     assert raw[-1] < 0.1 * scaled[-1]
     assert r.figures[f"grad_unscaled_d{dims[-1]}"] < 0.1 * r.figures[f"grad_scaled_d{dims[-1]}"]

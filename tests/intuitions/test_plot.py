@@ -44,7 +44,7 @@ def test_weights_with_text_queries_labels_them():
 def test_weights_on_a_multi_head_table_and_a_given_axes():
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     t = SoftTable(x, ids=list("vwxyz"), projection=Projection(4, d_k=4, heads=2, init="random"))
-    fig, ax = plt.subplots()
+    _, ax = plt.subplots()
     assert plot.weights(t, x, ax=ax, annotate=False) is ax
     assert len(ax.texts) == 0
 

@@ -134,9 +134,9 @@ def test_compare_gives_full_table_weights_of_the_union_of_top_rows(server, table
 
 
 def test_payloads_are_data_not_markup(server):
-    status, body = api(server, q="evil payload", k=1)
+    _, body = api(server, q="evil payload", k=1)
     assert body["hits"][0]["payload"] == "<script>alert(1)</script> evil payload"
-    status, headers, _ = get(server, "/api/search?q=evil")
+    _, headers, _ = get(server, "/api/search?q=evil")
     assert headers["X-Content-Type-Options"] == "nosniff"
 
 
@@ -301,9 +301,8 @@ def test_zz_sweep_counts(capsys):
     """Print the sweep's tally (run after it: tests in a module run in order)."""
     if SWEEP_COUNTS:
         with capsys.disabled():
-            print(
-                f"\nbad-input sweep: {sum(SWEEP_COUNTS.values())} requests, status counts {dict(sorted(SWEEP_COUNTS.items()))}"
-            )
+            counts = dict(sorted(SWEEP_COUNTS.items()))
+            print(f"\nbad-input sweep: {sum(SWEEP_COUNTS.values())} requests, status counts {counts}")
         assert {status for _, status in SWEEP_COUNTS} <= {200, 400}
 
 

@@ -15,6 +15,7 @@ from scipy.special import logsumexp, softmax
 from softdb import FitReport, SoftTable
 from softdb.cli import main
 from softdb.intuitions import Intuition
+from softdb.render._results import PANDAS_HINT
 from softdb.text import HashEncoder
 from softdb.views import (
     explain_view,
@@ -24,7 +25,6 @@ from softdb.views import (
     search_record,
     temperature_grid,
 )
-from softdb.render._results import PANDAS_HINT
 
 XSS = "<script>alert(1)</script>"
 
