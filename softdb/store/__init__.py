@@ -1,5 +1,18 @@
-"""The on-disk format of a table: atomic saves, verified loads, the manifest."""
+"""The on-disk format of a table: folders, array files, manifests, atomic saves, verified loads.
 
-from softdb.store._storage import NpyWriter, load_state, open_arrays, publish, save_state, write_manifest
+It knows nothing of tables: :mod:`softdb.table._persist` turns a table state into what is
+written here (``softdb.storage.save_state`` / ``load_state``).
+"""
 
-__all__ = ["NpyWriter", "load_state", "open_arrays", "publish", "save_state", "write_manifest"]
+from softdb.store._storage import (
+    NpyWriter,
+    StoredTable,
+    load_table,
+    now,
+    open_arrays,
+    publish,
+    save_table,
+    write_manifest,
+)
+
+__all__ = ["NpyWriter", "StoredTable", "load_table", "now", "open_arrays", "publish", "save_table", "write_manifest"]

@@ -1,9 +1,9 @@
 """The manifest of a saved table: build it, serialise it, check it.
 
 The manifest is ``manifest.json`` in a table folder (see :mod:`softdb.store._storage`
-for the folder layout and the atomic-save protocol). This module knows only
-JSON and numbers: it never touches the file system, so every rule about what
-a manifest may hold lives in one place.
+for the folder layout, :mod:`softdb.store._atomic` for the atomic-save protocol).
+This module knows only JSON and numbers: it never touches the file system, so
+every rule about what a manifest may hold lives in one place.
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ import json
 import math
 import os
 import re
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 __all__ = [
+    "ARRAY_NAME",
+    "FILE_NAME",
     "FORMAT",
     "FORMAT_VERSION",
+    "Shaped",
     "build",
     "check_header",
     "check_json_value",
@@ -33,8 +36,8 @@ FORMAT = "softdb-table"
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float64")
 #: Array file names: plain names inside the table folder, never a path.
-_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.npy$")
-_ARRAY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\.npy$")
+ARRAY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 # ------------------------------------------------------------------ JSON values
@@ -90,7 +93,17 @@ def check_json_value(x: Any, where: str, _path: tuple = ()) -> None:
 
 
 # ------------------------------------------------------------------- building
-def file_entry(sha256: str, nbytes: int, arr: np.ndarray) -> dict:
+class Shaped(Protocol):
+    """What a file entry reads of an array: an ndarray, or a writer that knows the file's shape."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype: ...
+
+
+def file_entry(sha256: str, nbytes: int, arr: Shaped) -> dict:
     """The manifest entry of one array file."""
     return {"sha256": sha256, "bytes": int(nbytes), "shape": list(arr.shape), "dtype": arr.dtype.str}
 
@@ -245,10 +258,10 @@ def loads(text: bytes, where: str, *, verify: bool = True) -> dict:
         if not (isinstance(proj, dict) and isinstance(proj.get("arrays"), dict) and "config" in proj):
             raise ValueError(f"{where}: 'projection' must hold 'config' and 'arrays'")
         for name, fname in proj["arrays"].items():
-            if not _ARRAY_NAME.match(str(name)) or fname not in files:
+            if not ARRAY_NAME.match(str(name)) or fname not in files:
                 raise ValueError(f"{where}: projection array {name!r} -> {fname!r} is not a listed file")
     for fname, e in files.items():
-        if not _FILE_NAME.match(fname):
+        if not FILE_NAME.match(fname):
             raise ValueError(f"{where}: file name {fname!r} is not a plain .npy name inside the folder")
         ok = (
             isinstance(e, dict)
@@ -273,18 +286,22 @@ def loads(text: bytes, where: str, *, verify: bool = True) -> dict:
     return m
 
 
+def _csr_parts(prefix: str) -> dict:
+    """The three files of a CSR matrix (their shapes are checked when loaded)."""
+    return {f"{prefix}.{part}.npy": None for part in ("data", "indices", "indptr")}
+
+
 def _want_key_files(m: dict, n: int, dim: int, where: str) -> dict:
     """Key files the manifest must list: name -> [shape] (dense), or None (a CSR part)."""
     keys = m.get("keys")
     if keys is None:
         return {"keys.npy": [n, dim]}
-    csr = lambda p: {f"{p}.{part}.npy": None for part in ("data", "indices", "indptr")}  # noqa: E731
     if not isinstance(keys, dict) or keys.get("kind") not in ("csr", "blocks"):
         raise ValueError(f"{where}: field 'keys' must say kind 'csr' or 'blocks', got {keys!r}")
     if keys["kind"] == "csr":
-        return csr("keys")
+        return _csr_parts("keys")
     blocks, weights = keys.get("blocks"), keys.get("weights")
-    ok = (
+    if not (
         isinstance(blocks, list)
         and blocks
         and isinstance(weights, list)
@@ -294,15 +311,15 @@ def _want_key_files(m: dict, n: int, dim: int, where: str) -> dict:
             for b in blocks
         )
         and all(isinstance(w, int | float) and math.isfinite(w) for w in weights)
-    )
-    if not ok or sum(b["dim"] for b in blocks) != dim:
+        and sum(b["dim"] for b in blocks) == dim
+    ):
         raise ValueError(
             f"{where}: field 'keys' must list blocks of kind 'dense' or 'csr' whose dims sum to "
             f"dim={dim}, and one finite weight per block"
         )
     out: dict = {}
     for i, b in enumerate(blocks):
-        out |= csr(f"keys.{i}") if b["kind"] == "csr" else {f"keys.{i}.npy": [n, b["dim"]]}
+        out |= _csr_parts(f"keys.{i}") if b["kind"] == "csr" else {f"keys.{i}.npy": [n, b["dim"]]}
     if keys.get("query_projection") is not None:
         if keys["query_projection"] != "keys.query_projection.npy":
             raise ValueError(f"{where}: keys.query_projection must name keys.query_projection.npy")

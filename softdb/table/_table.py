@@ -897,15 +897,15 @@ class SoftTable:
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | PathLike[str]) -> None:
-        """Save the table to a folder, atomically (see :mod:`softdb.store._storage`)."""
-        from softdb.store._storage import save_state
+        """Save the table to a folder, atomically (the format: :mod:`softdb.store._storage`)."""
+        from softdb.table._persist import save_state
 
         save_state(self.state, path)
 
     @classmethod
     def load(cls, path: str | PathLike[str], *, mmap: bool = False, verify: bool = True) -> SoftTable:
-        """Load a table saved by :meth:`save` (see :mod:`softdb.store._storage`)."""
-        from softdb.store._storage import load_state
+        """Load a table saved by :meth:`save` (the format: :mod:`softdb.store._storage`)."""
+        from softdb.table._persist import load_state
 
         state = load_state(path, mmap=mmap, verify=verify)
         table = cls.from_state(state.with_(projection=None))

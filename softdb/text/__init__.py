@@ -18,11 +18,12 @@ from softdb.text._corpora import (
     table_file_corpus,
 )
 from softdb.text._corpus import Corpus
-from softdb.text._encoders import Encoder, HashEncoder
+from softdb.text._encoders import Encoder, HashEncoder, StatefulEncoder
 from softdb.text._hybrid import HybridEncoder, text_encoder
 from softdb.text._models import DEFAULT_MODEL, verify_default_model
 from softdb.text._names import encoder_from_name
 from softdb.text._sentence import SentenceEncoder, default_encoder
+from softdb.text._stateful import encoder_from_state
 from softdb.text._stdlib import stdlib_corpus
 
 __all__ = [
@@ -35,12 +36,14 @@ __all__ = [
     "HybridEncoder",
     "Queries",
     "SentenceEncoder",
+    "StatefulEncoder",
     "beir_corpus",
     "beir_qrels",
     "beir_queries",
     "cache_dir",
     "default_encoder",
     "encoder_from_name",
+    "encoder_from_state",
     "folder_corpus",
     "load_corpus",
     "stdlib_corpus",

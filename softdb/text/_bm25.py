@@ -36,7 +36,7 @@ STATE_VERSION = 1
 def _bm25s() -> Any:
     try:
         import bm25s
-        import Stemmer  # noqa: F401  PyStemmer
+        import Stemmer  # noqa: F401 - PyStemmer: imported only to check that it is installed
     except ImportError:
         raise ImportError(f"BM25Encoder needs bm25s and PyStemmer; install them with: {INSTALL_HINT}") from None
     return bm25s
@@ -58,6 +58,8 @@ class BM25Encoder:
     ----------
     name : str
         ``"bm25"``; a saved table records it with :meth:`get_state`.
+    state_kind : str
+        ``"bm25"``: the ``kind`` of that state (see :class:`softdb.text.StatefulEncoder`).
     dim : int
         Vocabulary size once fitted (0 before).
 
@@ -79,6 +81,7 @@ class BM25Encoder:
     """
 
     name = "bm25"
+    state_kind = "bm25"
 
     def __init__(self, *, k1: float = 1.2, b: float = 0.75, stopwords: str = "en", stemmer: str = "english") -> None:
         if not (isinstance(k1, int | float) and math.isfinite(k1) and k1 > 0):

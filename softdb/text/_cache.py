@@ -17,6 +17,7 @@ and its texts are encoded again; it is never returned.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -93,10 +94,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 
@@ -187,26 +186,28 @@ class EmbeddingCache:
         except FileNotFoundError:
             return None  # removed by a concurrent compaction
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            return self._discard(path, f"unreadable ({exc})")
+            self._discard(path, f"unreadable ({exc})")
+            return None
         n = hashes.shape[0] if hashes.ndim == 2 else -1
         if hashes.dtype != np.uint8 or hashes.shape != (n, 32):
-            return self._discard(path, f"hashes have shape {hashes.shape}, dtype {hashes.dtype}")
+            self._discard(path, f"hashes have shape {hashes.shape}, dtype {hashes.dtype}")
+            return None
         if vectors.dtype != np.float32 or vectors.shape != (n, self.dim):
-            return self._discard(path, f"vectors have shape {vectors.shape}, expected ({n}, {self.dim}) float32")
+            self._discard(path, f"vectors have shape {vectors.shape}, expected ({n}, {self.dim}) float32")
+            return None
         if checksum.dtype != np.uint8 or not np.array_equal(checksum, _checksum(hashes, vectors)):
-            return self._discard(path, "checksum mismatch")
+            self._discard(path, "checksum mismatch")
+            return None
         norms = np.linalg.norm(vectors, axis=1)  # (n,)
         if not np.all(np.abs(norms - 1.0) < _NORM_TOL):  # also catches NaN
-            return self._discard(path, "rows are not finite unit vectors")
+            self._discard(path, "rows are not finite unit vectors")
+            return None
         return hashes, vectors
 
     def _discard(self, path: Path, why: str) -> None:
         logger.warning("softdb: discarding corrupt cache shard %s: %s", path, why)
-        try:
+        with contextlib.suppress(OSError):
             path.unlink()
-        except OSError:
-            pass
-        return
 
     def _refresh(self) -> None:
         """Load shards written since the last call (by us or another process)."""
@@ -278,10 +279,8 @@ class EmbeddingCache:
         self._shards.clear()
         self._write(f"shard-{uuid.uuid4().hex}.npz", hashes, vectors)
         for name in old:
-            try:
+            with contextlib.suppress(OSError):
                 (self.directory / name).unlink()
-            except OSError:
-                pass
 
     def get_by_hash(self, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`get` for precomputed 32-byte text hashes (no refresh)."""

@@ -82,10 +82,9 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
         raise ValueError(f"folder_corpus needs a folder but {str(path)!r} is a file; pass its folder")
     files = []
     for p in root.rglob("*"):
-        rel = p.relative_to(root)
-        if p.suffix.lower() in (".txt", ".md") and p.is_file():
-            if not any(part.startswith(".") for part in rel.parts):
-                files.append((rel.as_posix(), p))
+        relpath = p.relative_to(root)
+        if p.suffix.lower() in (".txt", ".md") and p.is_file() and not any(s.startswith(".") for s in relpath.parts):
+            files.append((relpath.as_posix(), p))
     ids: list[str] = []
     texts: list[str] = []
     payloads: list[dict[str, Any]] = []

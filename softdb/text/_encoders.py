@@ -1,4 +1,4 @@
-"""The :class:`Encoder` protocol and :class:`HashEncoder`, a model-free fake.
+"""The :class:`Encoder` and :class:`StatefulEncoder` protocols, and :class:`HashEncoder`, a model-free fake.
 
 The real encoder, :class:`~softdb.text.SentenceEncoder`, lives in ``_sentence``;
 rebuilding either from a saved name, :func:`~softdb.text.encoder_from_name`, in ``_names``.
@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Encoder", "HashEncoder"]
+__all__ = ["Encoder", "HashEncoder", "StatefulEncoder"]
 
 
 @runtime_checkable
@@ -28,11 +28,46 @@ class Encoder(Protocol):
         Width of each embedding.
     """
 
-    name: str
-    dim: int
+    @property
+    def name(self) -> str: ...  # read-only here: a plain attribute or a property both do
+
+    @property
+    def dim(self) -> int: ...
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> np.ndarray:
         """Return L2-normalised float32 embeddings of shape (len(texts), dim)."""
+        ...
+
+
+@runtime_checkable
+class StatefulEncoder(Protocol):
+    """An encoder whose fitted state travels in a saved table (BM25's vocabulary and idf).
+
+    A saved table asks the encoder for its state and never tests its class; loading
+    rebuilds it with :func:`~softdb.text.encoder_from_state`, which picks the class by
+    the ``"kind"`` the state records.
+
+    Attributes
+    ----------
+    state_kind : str
+        The ``"kind"`` of its state config (``"bm25"``, ``"hybrid"``).
+
+    Examples
+    --------
+    >>> from softdb.text import BM25Encoder, HashEncoder
+    >>> isinstance(BM25Encoder(), StatefulEncoder), isinstance(HashEncoder(), StatefulEncoder)
+    (True, False)
+    """
+
+    state_kind: str
+
+    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able config (with ``"kind": state_kind``) and plain named arrays."""
+        ...
+
+    @classmethod
+    def from_state(cls, config: dict, arrays: dict[str, np.ndarray]) -> StatefulEncoder:
+        """Rebuild an encoder from what :meth:`get_state` returned."""
         ...
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from softdb.text._bm25 import BM25Encoder
+from softdb.text._names import encoder_from_name
 
 __all__ = ["DEFAULT_BM25_WEIGHT", "DEFAULT_HYBRID_TEMPERATURE", "HybridEncoder", "text_encoder"]
 
@@ -43,6 +44,8 @@ class HybridEncoder:
         ``"hybrid:<dense name>+bm25"``.
     weights : tuple of float
         (1.0, β): the block weights a table built with it starts from.
+    state_kind : str
+        ``"hybrid"``: its state (:meth:`get_state`) travels in a saved table.
 
     Examples
     --------
@@ -54,6 +57,8 @@ class HybridEncoder:
     >>> [b.shape for b in enc.encode(["a red fox"])]
     [(1, 8), (1, 4)]
     """
+
+    state_kind = "hybrid"
 
     def __init__(
         self, dense: Any = None, sparse: BM25Encoder | None = None, *, weight: float = DEFAULT_BM25_WEIGHT
@@ -108,6 +113,32 @@ class HybridEncoder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> list:
         """Query blocks: [(m, d) float32 unit rows, (m, V) float32 CSR term counts]."""
         return [self.dense.encode(texts, batch_size=batch_size, progress=progress), self.sparse.encode(texts)]
+
+    # ----------------------------------------------------------- persistence
+    def get_state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """JSON-able config (the dense encoder's name, β, the BM25 config) and BM25's arrays.
+
+        Examples
+        --------
+        >>> from softdb.text import HashEncoder
+        >>> enc = HybridEncoder(dense=HashEncoder(8)); _ = enc.encode_corpus(["red fox", "blue hen"])
+        >>> config, arrays = enc.get_state()
+        >>> config["kind"], config["dense"], sorted(arrays)
+        ('hybrid', 'hash-8', ['idf', 'vocabulary'])
+        >>> HybridEncoder.from_state(config, arrays).name
+        'hybrid:hash-8+bm25'
+        """
+        config, arrays = self.sparse.get_state()
+        return {"kind": self.state_kind, "dense": self.dense.name, "weight": self.weight, "sparse": config}, arrays
+
+    @classmethod
+    def from_state(cls, config: dict, arrays: dict[str, np.ndarray]) -> HybridEncoder:
+        """Rebuild an encoder saved by :meth:`get_state` (the dense one from its name)."""
+        return cls(
+            encoder_from_name(config["dense"]),
+            BM25Encoder.from_state(config["sparse"], arrays),
+            weight=config["weight"],
+        )
 
 
 def text_encoder(name: str) -> Any:

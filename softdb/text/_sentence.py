@@ -141,7 +141,7 @@ class SentenceEncoder:
             from huggingface_hub import snapshot_download
 
             self._folder = Path(snapshot_download(self._source, local_files_only=True))
-        except Exception:
+        except Exception:  # noqa: BLE001 - huggingface_hub raises many types for "not downloaded"; all mean no folder
             return None
         return self._folder
 
@@ -151,6 +151,7 @@ class SentenceEncoder:
         if self._fingerprint is None:
             folder = self._resolve_folder()
             if self._is_default:
+                assert folder is not None  # _resolve_folder raises for the default model instead
                 self._fingerprint = hashlib.sha256(
                     (DEFAULT_MODEL_SHA256 + dir_fingerprint(folder)).encode()
                 ).hexdigest()

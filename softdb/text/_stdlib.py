@@ -178,7 +178,7 @@ def _quiet_import(name: str) -> ModuleType | None:
         ):
             warnings.simplefilter("ignore")
             module = importlib.import_module(name)
-    except (Exception, SystemExit):
+    except (Exception, SystemExit):  # noqa: BLE001 - importing any stdlib module may raise anything: skip it
         return None
     if out.getvalue() or err.getvalue():
         return None
@@ -275,7 +275,7 @@ def stdlib_corpus() -> Corpus:
         for attr in [] if modname in _NO_MEMBERS else _exported(module):
             try:
                 obj = getattr(module, attr)
-            except Exception:
+            except Exception:  # noqa: BLE001 - a module attribute may raise anything when read: skip it
                 continue
             if not (inspect.isclass(obj) or inspect.isroutine(obj)) or id(obj) in seen:
                 continue

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 bm25s = pytest.importorskip("bm25s")
 Stemmer = pytest.importorskip("Stemmer")
 
-from softdb.text import BM25Encoder, beir_corpus, beir_queries  # noqa: E402
+from softdb.text import BM25Encoder, beir_corpus, beir_queries  # noqa: E402 - after the importorskip above
 
 SCIFACT = Path(__file__).resolve().parents[1] / "data" / "scifact"  # the real slice shipped in the repo
 

@@ -10,9 +10,9 @@ import pytest
 bm25s = pytest.importorskip("bm25s")
 Stemmer = pytest.importorskip("Stemmer")
 
-from softdb import SoftTable  # noqa: E402
-from softdb.eval._evaluate import evaluate_beir  # noqa: E402
-from softdb.text import HybridEncoder, beir_corpus, beir_queries  # noqa: E402
+from softdb import SoftTable  # noqa: E402 - after the importorskip above
+from softdb.eval._evaluate import evaluate_beir  # noqa: E402 - after the importorskip above
+from softdb.text import HybridEncoder, beir_corpus, beir_queries  # noqa: E402 - after the importorskip above
 
 SCIFACT = Path(__file__).resolve().parents[1] / "data" / "scifact"  # the real slice shipped in the repo
 

@@ -158,7 +158,8 @@ def test_csv_corpus(tmp_path):
             "r.jsonl",
             '{"body": "x", "n": 1}\n',
             {},
-            "line 1 of {f} has no column 'text'; columns present: ['body', 'n']; pass text_column=/id_column= (on the command line --text-column/--id-column) to choose one",
+            "line 1 of {f} has no column 'text'; columns present: ['body', 'n']; pass text_column=/id_column= "
+            "(on the command line --text-column/--id-column) to choose one",
         ),
         (
             "r.jsonl",
@@ -294,7 +295,10 @@ def test_load_corpus_dispatch(tmp_path):
 
 
 def test_load_corpus_errors(tmp_path):
-    hint = "pass 'stdlib', a folder of .txt/.md files, a .jsonl or .csv file with a 'text' column, or a BEIR folder holding corpus.jsonl"
+    hint = (
+        "pass 'stdlib', a folder of .txt/.md files, a .jsonl or .csv file with a 'text' column, "
+        "or a BEIR folder holding corpus.jsonl"
+    )
     with pytest.raises(FileNotFoundError, match=re.escape(f"corpus '{tmp_path}/missing' does not exist; {hint}")):
         load_corpus(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

@@ -100,7 +100,7 @@ other_words = st.text(alphabet="klmnopqrst", min_size=3, max_size=8)
 )
 def test_hash_encoder_shared_words_are_closer(shared, own, unrelated):
     enc = HashEncoder(1024)
-    a, b, c = enc.encode([" ".join(shared), " ".join(shared + [own]), " ".join(unrelated)])
+    a, b, c = enc.encode([" ".join(shared), " ".join([*shared, own]), " ".join(unrelated)])
     assert a @ b > a @ c
 
 
@@ -119,7 +119,8 @@ def test_hash_encoder_follows_protocol_and_round_trips_by_name():
         (
             "one text",
             TypeError,
-            "texts must be a sequence of strings but got a single str 'one text'; wrap one text in a list: encode([text])",
+            "texts must be a sequence of strings but got a single str 'one text'; "
+            "wrap one text in a list: encode([text])",
         ),
         (
             ["ok", 3],
@@ -320,7 +321,10 @@ def test_sentence_encoder_argument_errors(tmp_path):
 def test_unknown_model_fails_fast_offline(tmp_path):
     pytest.importorskip("sentence_transformers")
     enc = SentenceEncoder("no-such-org/no-such-model-softdb", cache=False)
-    msg = "could not load the sentence-transformers model 'no-such-org/no-such-model-softdb' (it is not a local folder); softdb loads models offline."
+    msg = (
+        "could not load the sentence-transformers model 'no-such-org/no-such-model-softdb' "
+        "(it is not a local folder); softdb loads models offline."
+    )
     with pytest.raises(ValueError, match=re.escape(msg)) as info:
         enc.encode(["x"])
     assert 'pip install "softdb[text]"' in str(info.value)
