@@ -3,9 +3,11 @@
 A hybrid table scores row j for query i as Σ_b β_b s^b_ij, one score per key
 block (block 0 dense, ``(x_i W_Q)·k_j``; the others fixed, e.g. BM25), and its
 weights are softmax(score / τ). :func:`blend_loss` is the retrieval loss
-−log Σ_{j∈T_i} w_ij (mean over queries) with its analytic gradient in every
-parameter, beside it (see STYLE.md); :func:`fit_blend` packs the parameters
-chosen by ``learn`` into one vector and runs scipy's L-BFGS-B.
+−log Σ_{j∈T_i} w_ij (mean over queries; the multi-target core it shares with
+``rows_loss``, :func:`softdb.learn._losses.targets_nll`) with its analytic
+gradient in every parameter, beside it (see STYLE.md); :class:`BlendObjective`
+packs the parameters chosen by ``learn`` into one vector, and :func:`fit_blend`
+runs the shared L-BFGS driver (:mod:`softdb.learn._optimize`) on it.
 
 β and τ are only defined up to a common scale (score / τ is what counts), so
 the weight of block 0 is never learned: ``learn`` picks from "tau" (log τ),
@@ -18,14 +20,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.optimize import minimize
 
-from softdb.learn._losses import FIT_BYTES, _batch_size
+from softdb.learn._losses import FIT_BYTES, _batch_size, _chunks, _shift_exp, targets_nll
+from softdb.learn._optimize import Packer, lbfgs, ridge
 
-__all__ = ["LEARNABLE", "BlendFit", "BlendParams", "blend_loss", "fit_blend"]
+__all__ = ["LEARNABLE", "BlendFit", "BlendObjective", "BlendParams", "blend_loss", "fit_blend"]
 
 LEARNABLE = ("tau", "weights", "q")
 
@@ -56,8 +58,8 @@ def _fixed_scores(Q: list, K: list, s0: int, s1: int) -> list[np.ndarray]:
     """(b, n) float64 scores of queries s0:s1 against each fixed (non-dense) block."""
     out = []
     for q, k in zip(Q, K):
-        s = q[s0:s1] @ k.T  # (b, n)  sparse · sparseᵀ, or dense
-        out.append(s.toarray() if sp.issparse(s) else np.asarray(s, np.float64))
+        s: Any = q[s0:s1] @ k.T  # (b, n)  sparse · sparseᵀ, or dense
+        out.append(np.asarray(s, np.float64) if isinstance(s, np.ndarray) else s.toarray())
     return [np.asarray(s, np.float64) for s in out]
 
 
@@ -111,61 +113,61 @@ def blend_loss(
     >>> bool(g["weights"][1] < 0), bool(g["log_tau"] > 0)  # more sparse weight, lower τ: lower loss
     (True, True)
     """
-    indptr, cols = targets
     m, n = X.shape[0], K.shape[0]
     beta = math.exp(-log_tau)
     nb = 1 + len(fixed_k)
     b = batch or _batch_size(n, nb + 2, FIT_BYTES)
-    kp = K  # (n, d)
     g_w = np.zeros(nb)  # (n_blocks,)
     g_tau = 0.0
     acc = None if W_Q is None else np.zeros((X.shape[1], n))  # (d, n)  Σ Xᵀ G
     total = 0.0
-    for s0 in range(0, m, b):
-        s1 = min(m, s0 + b)
+    for s0, s1 in _chunks(m, b):
         xb = X[s0:s1]  # (b, d)
-        dense = (xb if W_Q is None else xb @ W_Q) @ kp.T  # (b, n)
-        key = (s0, s1)
-        if cache is not None and key in cache:
-            fixed = cache[key]
+        dense = (xb if W_Q is None else xb @ W_Q) @ K.T  # (b, n)
+        if cache is not None and (s0, s1) in cache:
+            fixed = cache[(s0, s1)]
         else:
             fixed = _fixed_scores(list(fixed_q), list(fixed_k), s0, s1)  # nb - 1 × (b, n)
             if cache is not None:
-                cache[key] = fixed
-        blocks = [dense, *fixed]
+                cache[(s0, s1)] = fixed
         S = weights[0] * dense  # (b, n)
         for w, s in zip(weights[1:], fixed):
             S += w * s
         S *= beta  # (b, n)  logits
-        S -= S.max(axis=1, keepdims=True)  # shift: rows of G sum to 0, so no gradient changes
-        E = np.exp(S)  # (b, n)
-        se = E.sum(axis=1)  # (b,)
-        counts = np.diff(indptr[s0 : s1 + 1])  # (b,)
-        starts = indptr[s0:s1] - indptr[s0]  # (b,)
-        tq = np.repeat(np.arange(s1 - s0), counts)  # (t,)
-        tc = cols[indptr[s0] : indptr[s1]]  # (t,)
-        lt = S[tq, tc]  # (t,)  the targets' shifted logits
-        mt = np.maximum.reduceat(lt, starts)  # (b,)  their max per query: exp(lt - mt) cannot all underflow
-        et = np.exp(lt - mt[tq])  # (t,)
-        p = np.add.reduceat(et, starts)  # (b,)  Σ_T exp(S − mt)
-        total -= float((mt + np.log(p) - np.log(se)).sum())  # Σ log Σ_T w
-        G = E / (m * se)[:, None]  # (b, n)  w / m
-        G[tq, tc] -= et / (m * p[tq])  # (b, n)  dL/dlogits = (w − 1_T w / Σ_T w) / m
+        G = _shift_exp(S)  # (b, n)  the shift: rows of G sum to 0, so no gradient changes
+        total += targets_nll(S[None], G[None], targets, s0, s1, m)  # G is now dL/dlogits
         g_tau -= float(np.vdot(G, S))  # dlogits/dlog τ = −logits (the shift is harmless)
-        for i, s in enumerate(blocks):
+        for i, s in enumerate([dense, *fixed]):
             g_w[i] += beta * float(np.vdot(G, s))
         if acc is not None:
             acc += xb.T @ G  # (d, n)
     grads: dict[str, np.ndarray | float] = {"weights": g_w, "log_tau": g_tau}
     if acc is not None:
-        grads["W_Q"] = beta * weights[0] * (acc @ kp)  # (d, d)
+        grads["W_Q"] = beta * weights[0] * (acc @ K)  # (d, d)
     return total / m, grads
 
 
-class _Packing:
-    """Flat float64 vector ↔ (weights, log τ, W_Q) for the parts in ``learn``."""
+class BlendObjective:
+    """The blend loss (+ λ‖W_Q − W₀‖² with "q") as a function of one flat vector θ.
 
-    def __init__(self, start: BlendParams, learn: Sequence[str], d: int) -> None:
+    θ holds the parts chosen by ``learn``, in the order "tau" (an offset of
+    log τ), "weights" (β_1, …; β_0 stays fixed), "q" (an offset of W_Q).
+    ``objective(θ)`` returns ``(loss, gradient)`` for ``minimize(jac=True)``.
+    """
+
+    def __init__(
+        self,
+        X: np.ndarray,
+        K: np.ndarray,
+        fixed_q: Sequence,
+        fixed_k: Sequence,
+        targets: tuple[np.ndarray, np.ndarray],
+        start: BlendParams,
+        learn: Sequence[str],
+        reg: float = 0.0,
+        *,
+        batch: int | None = None,
+    ) -> None:
         bad = [p for p in learn if p not in LEARNABLE]
         if bad or not learn:
             raise ValueError(
@@ -177,32 +179,41 @@ class _Packing:
         if "weights" in self.learn and len(self.w0) < 2:
             raise ValueError("learn='weights' needs at least two blocks (block 0's weight is fixed)")
         self.log_tau0 = math.log(start.temperature)
+        d = X.shape[1]
         self.q0 = np.eye(d) if start.W_Q is None else np.asarray(start.W_Q, np.float64)  # (d, d)
-        self.d = d
-        parts = [np.zeros(1)] if "tau" in self.learn else []
-        parts += [self.w0[1:]] if "weights" in self.learn else []
-        parts += [np.zeros(d * d)] if "q" in self.learn else []
-        self.x0 = np.concatenate(parts)  # (p,)
+        self.apply_q = "q" in self.learn or not np.array_equal(self.q0, np.eye(d))
+        first = {"tau": np.zeros(1), "weights": self.w0[1:], "q": np.zeros((d, d))}
+        self.packer = Packer({p: first[p] for p in self.learn})
+        self.x0 = self.packer.x0  # (p,)
+        self.data = (X, K, fixed_q, fixed_k, targets)
+        self.reg, self.batch = float(reg), batch
+        self.cache: dict = {}  # the fixed blocks' score chunks: computed once per fit
 
-    def unpack(self, theta: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
-        at, w, lt, q = 0, self.w0.copy(), self.log_tau0, None
-        if "tau" in self.learn:
-            lt, at = self.log_tau0 + float(theta[0]), 1
-        if "weights" in self.learn:
-            w[1:] = theta[at : at + len(w) - 1]
-            at += len(w) - 1
-        if "q" in self.learn:
-            q = self.q0 + theta[at:].reshape(self.d, self.d)  # (d, d)
-        elif not np.array_equal(self.q0, np.eye(self.d)):
-            q = self.q0
-        return w, lt, q
+    def params(self, theta: np.ndarray) -> tuple[np.ndarray, float, np.ndarray | None]:
+        """(β (n_blocks,), log τ, W_Q (d, d) or None for the identity) at θ."""
+        blk = self.packer.split(theta)
+        w = self.w0.copy()  # (n_blocks,)
+        if "weights" in blk:
+            w[1:] = blk["weights"]
+        log_tau = self.log_tau0 + float(blk["tau"][0]) if "tau" in blk else self.log_tau0
+        q = self.q0 + blk["q"] if "q" in blk else self.q0  # (d, d)
+        return w, log_tau, q if self.apply_q else None
 
-    def pack_grad(self, g: dict, q: np.ndarray | None, reg: float) -> np.ndarray:
-        parts = [np.array([g["log_tau"]])] if "tau" in self.learn else []
-        parts += [g["weights"][1:]] if "weights" in self.learn else []
-        if "q" in self.learn:
-            parts.append((g["W_Q"] + 2 * reg * (q - self.q0)).ravel())
-        return np.concatenate(parts)
+    def evaluate(self, theta: np.ndarray) -> tuple[float, np.ndarray, float]:
+        """(loss + penalty, gradient (p,), loss without the penalty) at θ."""
+        w, log_tau, q = self.params(theta)
+        loss, g = blend_loss(*self.data, w, log_tau, q, batch=self.batch, cache=self.cache)
+        data = loss
+        grads = {"tau": g["log_tau"], "weights": np.asarray(g["weights"])[1:]}
+        if "q" in self.packer and q is not None:
+            penalty, g_pen = ridge(q, self.q0, self.reg)
+            loss += penalty
+            grads["q"] = g["W_Q"] + g_pen
+        return loss, self.packer.join(grads), data
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        loss, grad, _ = self.evaluate(theta)
+        return loss, grad
 
 
 def fit_blend(
@@ -246,34 +257,16 @@ def fit_blend(
     (True, True)
     """
     t0 = time.perf_counter()
-    pk = _Packing(start, learn, X.shape[1])
-    cache: dict = {}
+    obj = BlendObjective(X, K, fixed_q, fixed_k, targets, start, learn, reg)
     losses: list[float] = []
 
-    last: list = [None, 0.0]  # theta and data loss (without λ) of the latest evaluation
+    def step(theta: np.ndarray, loss: float) -> bool:
+        losses.append(loss)
+        return False
 
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        w, lt, q = pk.unpack(theta)
-        loss, g = blend_loss(X, K, fixed_q, fixed_k, targets, w, lt, q, cache=cache)
-        last[:] = [theta.copy(), loss]
-        if "q" in pk.learn:
-            loss += reg * float(np.vdot(q - pk.q0, q - pk.q0))
-        return loss, pk.pack_grad(g, q, reg)
-
-    def data_loss(theta: np.ndarray) -> float:
-        if last[0] is None or not np.array_equal(last[0], theta):
-            objective(theta)  # L-BFGS's accepted point is usually its latest evaluation
-        return float(last[1])
-
-    losses.append(data_loss(pk.x0))
-    n_iter = 0
-
-    def callback(intermediate_result):  # noqa: ANN001  scipy's keyword
-        nonlocal n_iter
-        n_iter += 1
-        losses.append(data_loss(intermediate_result.x))
-
-    res = minimize(objective, pk.x0, jac=True, method="L-BFGS-B", callback=callback, options={"maxiter": max_iter})
-    w, lt, q = pk.unpack(res.x)
+    sol = lbfgs(obj.evaluate, obj.x0, max_iter=max_iter, step=step)
+    w, lt, q = obj.params(sol.theta)
     params = BlendParams(tuple(float(v) for v in w), math.exp(lt), q)
-    return BlendFit(params, tuple(losses), n_iter, bool(res.success), time.perf_counter() - t0, pk.learn, float(reg))
+    return BlendFit(
+        params, tuple(losses), sol.iterations, sol.converged, time.perf_counter() - t0, obj.learn, float(reg)
+    )

@@ -1,12 +1,12 @@
-"""Fitting a projection on arrays: parameter packing, L-BFGS, Adam, early stopping.
+"""Fitting a projection on arrays: targets, options, validation, early stopping, the report.
 
 :func:`fit_arrays` takes keys, values, queries, targets and the starting weights as
 arrays and returns the fitted weights; :meth:`softdb.SoftTable.fit` only wires a
 table to it (prepares the queries and targets, writes the weights back).
-The losses and their gradients live in :mod:`softdb.learn._losses`; this module maps
-the learned parts (full matrices, tied W_Q = W_K, low-rank updates W₀ + A Bᵀ,
-log τ) to one flat float64 vector, adds the regularisation λ Σ ‖W − W₀‖², and
-runs the optimiser.
+The losses and their gradients live in :mod:`softdb.learn._losses`; the flat-vector
+objective (learned parts ↔ θ, the regularisation λ Σ ‖W − W₀‖²) in
+:mod:`softdb.learn._objective`; the optimisers, shared with the blend fit, in
+:mod:`softdb.learn._optimize`. This module runs one and keeps the best weights.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 
 from softdb.engine._plan import Ask, Head, answer
-from softdb.learn._losses import rows_loss, values_loss
+from softdb.learn._losses import target_mass, values_loss
+from softdb.learn._objective import Objective
+from softdb.learn._optimize import adam, lbfgs
 
 __all__ = ["FitReport", "Objective", "as_targets", "check_options", "fit_arrays"]
 
@@ -79,8 +80,8 @@ class FitReport:
 
         Examples
         --------
-        >>> FitReport(tuple(np.linspace(2.0, 0.5, 500)), 499, 1.25, (), None, "lbfgs", True)
-        FitReport(optimizer='lbfgs', iterations=499, loss 2 → 0.5 (500 values in loss_history), converged=True, seconds=1.25)
+        >>> FitReport(tuple(np.linspace(2.0, 0.5, 50)), 49, 1.0, (), None, "lbfgs", True)
+        FitReport(optimizer='lbfgs', iterations=49, loss 2 → 0.5 (50 values in loss_history), converged=True, seconds=1)
         """
         loss = (
             (
@@ -142,130 +143,31 @@ def _subset(targets: tuple[np.ndarray, np.ndarray], idx: np.ndarray) -> tuple[np
     indptr, cols = targets
     counts = np.diff(indptr)[idx]  # (b,)
     new_ptr = np.concatenate([[0], np.cumsum(counts)])  # (b + 1,)
-    take = np.concatenate([np.arange(indptr[i], indptr[i + 1]) for i in idx]) if len(idx) else []
+    take = np.concatenate([np.arange(indptr[i], indptr[i + 1]) for i in idx]) if len(idx) else np.zeros(0)  # (t_b,)
     return new_ptr, cols[np.asarray(take, np.int64)]
 
 
-# ---------------------------------------------------------------- objective
-class Objective:
-    """Flat-vector view of a projection's learned parts, with regularisation.
-
-    ``objective(theta, X, target)`` returns ``(loss + λ Σ‖W − W₀‖², gradient)``
-    for ``scipy.optimize.minimize(jac=True)``. ``target`` is CSR row targets
-    (loss="rows") or a (m, d_out) array (loss="values").
-    """
-
-    def __init__(
-        self,
-        loss: str,
-        K: np.ndarray,
-        V: np.ndarray | None,
-        W_Q: np.ndarray,
-        W_K: np.ndarray,
-        W_V: np.ndarray | None,
-        log_tau: float,
-        *,
-        heads: int = 1,
-        tied: bool = False,
-        learn: Sequence[str] = ("q", "k", "v"),
-        learn_temperature: bool = False,
-        rank: int | None = None,
-        reg: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        self.loss, self.K, self.V, self.heads, self.tied = loss, K, V, heads, tied
-        self.reg, self.rank = float(reg), rank
-        self.base = {"q": W_Q, "k": W_K, "v": W_V}  # starting matrices W₀
-        self.log_tau0 = float(log_tau)
-        parts = [p for p in learn if p in ("q", "k") or (p == "v" and loss == "values")]
-        if tied and ("q" in parts or "k" in parts):
-            parts = ["q"] + [p for p in parts if p == "v"]
-        self.parts = parts
-        self.learn_tau = learn_temperature
-        rng = np.random.default_rng(seed)
-        self.blocks: list[tuple[str, tuple[int, ...]]] = []
-        x0 = []
-        for p in parts:
-            r_, c_ = self.base[p].shape
-            if rank is None:
-                self.blocks.append((p, (r_, c_)))
-                x0.append(np.zeros(r_ * c_))  # offsets from W₀
-            else:
-                self.blocks += [(p + ".A", (r_, rank)), (p + ".B", (c_, rank))]
-                x0 += [rng.standard_normal(r_ * rank) / np.sqrt(r_), np.zeros(c_ * rank)]  # LoRA init: B = 0
-        if learn_temperature:
-            self.blocks.append(("tau", (1,)))
-            x0.append(np.zeros(1))
-        if not self.blocks:
-            raise ValueError(
-                f"nothing to fit: learn={tuple(learn)} selects no matrix that loss={loss!r} depends on "
-                "and learn_temperature=False; hint: loss='rows' fits W_Q and W_K, loss='values' also W_V"
-            )
-        self.x0 = np.concatenate(x0)  # (p,)
-
-    def _split(self, theta: np.ndarray) -> dict[str, np.ndarray]:
-        out, at = {}, 0
-        for name, shape in self.blocks:
-            size = int(np.prod(shape))
-            out[name] = theta[at : at + size].reshape(shape)
-            at += size
-        return out
-
-    def weights(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
-        """(W_Q, W_K, W_V, log τ) at ``theta``."""
-        blk = self._split(theta)
-        W = dict(self.base)
-        for p in self.parts:
-            delta = blk[p] if self.rank is None else blk[p + ".A"] @ blk[p + ".B"].T  # (rows, cols)
-            W[p] = self.base[p] + delta
-        if self.tied:
-            W["k"] = W["q"]
-        log_tau = self.log_tau0 + (float(blk["tau"][0]) if self.learn_tau else 0.0)
-        return W["q"], W["k"], W["v"], log_tau
-
-    def __call__(self, theta: np.ndarray, X: np.ndarray, target: Any) -> tuple[float, np.ndarray]:
-        W_Q, W_K, W_V, log_tau = self.weights(theta)
-        if self.loss == "rows":
-            loss, g = rows_loss(X, self.K, target, W_Q, W_K, log_tau, heads=self.heads)
-        else:
-            loss, g = values_loss(X, self.K, self.V, target, W_Q, W_K, W_V, log_tau, heads=self.heads)
-        grads = {"q": g["W_Q"], "k": g["W_K"], "v": g.get("W_V")}
-        if self.tied:
-            grads["q"] = grads["q"] + grads["k"]
-        blk = self._split(theta)
-        data_loss = float(loss)
-        out = []
-        for p in self.parts:
-            W = {"q": W_Q, "k": W_K, "v": W_V}[p]
-            gw = grads[p] + 2 * self.reg * (W - self.base[p])  # (rows, cols)
-            if self.rank is None:
-                out.append(gw.ravel())
-            else:
-                A, B = blk[p + ".A"], blk[p + ".B"]  # (rows, r), (cols, r)
-                out += [(gw @ B).ravel(), (gw.T @ A).ravel()]
-            loss += self.reg * float(np.vdot(W - self.base[p], W - self.base[p]))
-        if self.learn_tau:
-            out.append(np.array([g["log_tau"]]))
-        self._last = (theta.copy(), X, target, data_loss)
-        return float(loss), np.concatenate(out)
-
-    def data_loss(self, theta: np.ndarray, X: np.ndarray, target: Any) -> float:
-        """The loss without the regulariser (what FitReport.loss_history records)."""
-        last = getattr(self, "_last", None)
-        if last is None or last[1] is not X or last[2] is not target or not np.array_equal(last[0], theta):
-            self(theta, X, target)  # L-BFGS's callback point is usually its last evaluation: cached
-        return self._last[3]
-
-    def validate(self, theta: np.ndarray, X: np.ndarray, target: Any) -> tuple[float, float]:
-        """(metric, tie-break loss): rows → (recall@1, mean −log w̄); values → (MSE, MSE)."""
-        W_Q, W_K, W_V, log_tau = self.weights(theta)
-        if self.loss == "values":
-            mse = values_loss(X, self.K, self.V, target, W_Q, W_K, W_V, log_tau, heads=self.heads)[0]
-            return mse, mse
-        return _rows_eval(X, self.K, target, W_Q, W_K, log_tau, self.heads)
+# ---------------------------------------------------------------- validation
+def _validate(obj: Objective, theta: np.ndarray, X: np.ndarray, target: Any) -> tuple[float, float]:
+    """(metric, tie-break loss): rows → (recall@1, mean −log w̄); values → (MSE, MSE)."""
+    W_Q, W_K, W_V, log_tau = obj.weights(theta)
+    if obj.loss == "rows":
+        return _rows_eval(X, obj.K, target, W_Q, W_K, log_tau, obj.heads)
+    if obj.V is None or W_V is None:
+        raise ValueError("loss='values' needs the table's values and W_V")
+    mse = values_loss(X, obj.K, obj.V, target, W_Q, W_K, W_V, log_tau, heads=obj.heads)[0]
+    return mse, mse
 
 
-def _rows_eval(X, K, targets, W_Q, W_K, log_tau, heads) -> tuple[float, float]:
+def _rows_eval(
+    X: np.ndarray,
+    K: np.ndarray,
+    targets: tuple[np.ndarray, np.ndarray],
+    W_Q: np.ndarray,
+    W_K: np.ndarray,
+    log_tau: float,
+    heads: int,
+) -> tuple[float, float]:
     """recall@1 (top row by mean head weight is a target) and mean −log Σ_T w̄, via the plan."""
     indptr, cols = targets
     m, dh = X.shape[0], W_Q.shape[1] // heads
@@ -280,25 +182,33 @@ def _rows_eval(X, K, targets, W_Q, W_K, log_tau, heads) -> tuple[float, float]:
     ]
     tau = math.exp(log_tau)
     res = answer(hs, X, Ask(k=1, lse=True), tau)  # one streaming pass per head (+ one for heads > 1)
+    top, lse = res.rows, res.lse  # (m, 1), (m,)
+    if top is None or lse is None:
+        raise RuntimeError("the plan answered Ask(k=1, lse=True) without rows or lse")
     counts = np.diff(indptr)  # (m,)  every query has >= 1 target
     qi = np.repeat(np.arange(m), counts)  # (t,)
     hits = np.zeros(m, bool)
-    np.logical_or.at(hits, qi, cols == res.rows[qi, 0])
+    np.logical_or.at(hits, qi, cols == top[qi, 0])
     qa = X @ W_Q  # (m, d_k)
     s = np.einsum("thd,thd->th", qa[qi].reshape(-1, heads, dh), kp[cols].reshape(-1, heads, dh))  # (t, h)
-    logw = s / tau - res.lse[qi]  # (t, h)  log w^a of each target
-    mx = logw.max(axis=1, keepdims=True)  # (t, 1)
-    logw = (mx + np.log(np.exp(logw - mx).sum(axis=1, keepdims=True)))[:, 0] - math.log(heads)  # (t,)  log w̄
-    top = np.maximum.reduceat(logw, indptr[:-1])  # (m,)
-    nll = -(top + np.log(np.add.reduceat(np.exp(logw - top[qi]), indptr[:-1])))  # (m,)  −log Σ_T w̄
+    logw = s / tau - lse[qi]  # (t, h)  log w^a of each target
+    mx, _, p_a = target_mass(logw.T, indptr[:-1], qi)  # (m,), (h, t), (h, m)
+    nll = -(mx + np.log(p_a.sum(axis=0)) - math.log(heads))  # (m,)  −log Σ_T w̄
     return float(hits.mean()), float(nll.mean())
 
 
-# ------------------------------------------------------------------ optimisers
+# ------------------------------------------------------------------ tracking
 class _Tracker:
     """Loss/validation history, best weights and the patience rule."""
 
-    def __init__(self, obj, validation, patience, higher_better, verbose) -> None:
+    def __init__(
+        self,
+        obj: Objective,
+        validation: tuple[np.ndarray, Any] | None,
+        patience: int,
+        higher_better: bool,
+        verbose: bool,
+    ) -> None:
         self.obj, self.validation, self.patience = obj, validation, patience
         self.sign = -1.0 if higher_better else 1.0
         self.verbose = verbose
@@ -314,7 +224,7 @@ class _Tracker:
         self.losses.append(loss)
         msg = f"iter {len(self.losses) - 1:4d}  loss {loss:.6g}"
         if self.validation is not None:
-            metric, tie = self.obj.validate(theta, *self.validation)
+            metric, tie = _validate(self.obj, theta, *self.validation)
             self.vals.append(metric)
             key = (self.sign * metric, tie)
             if self.best_key is None or key < self.best_key:
@@ -327,64 +237,6 @@ class _Tracker:
         if self.verbose:
             print(msg, flush=True)
         return self.stopped_early
-
-
-def _run_lbfgs(obj: Objective, X, target, tracker: _Tracker, max_iter: int) -> tuple[np.ndarray, int, bool]:
-    tracker.step(obj.x0, obj.data_loss(obj.x0, X, target))
-    n_iter = 0
-
-    def callback(intermediate_result):  # noqa: ANN001  scipy's keyword
-        nonlocal n_iter
-        n_iter += 1
-        theta = intermediate_result.x
-        if tracker.step(theta, obj.data_loss(theta, X, target)):
-            raise StopIteration
-
-    res = minimize(
-        obj, obj.x0, args=(X, target), jac=True, method="L-BFGS-B", callback=callback, options={"maxiter": max_iter}
-    )
-    converged = bool(res.success) and not tracker.stopped_early
-    return res.x, n_iter, converged
-
-
-def _run_adam(
-    obj: Objective,
-    X,
-    target,
-    tracker: _Tracker,
-    max_iter: int,
-    batch_size: int,
-    learning_rate: float,
-    seed: int,
-    tol: float = 1e-6,
-) -> tuple[np.ndarray, int, bool]:
-    rng = np.random.default_rng(seed)
-    m = X.shape[0]
-    theta = obj.x0.copy()  # (p,)
-    mom, vel = np.zeros_like(theta), np.zeros_like(theta)  # (p,), (p,)
-    b1, b2, eps = 0.9, 0.999, 1e-8
-    t = 0
-    tracker.step(theta, obj.data_loss(theta, X, target))
-    converged = False
-    for epoch in range(max_iter):
-        order = rng.permutation(m)  # (m,)
-        total = 0.0
-        for s0 in range(0, m, batch_size):
-            idx = order[s0 : s0 + batch_size]  # (b,)
-            tgt = _subset(target, idx) if obj.loss == "rows" else target[idx]
-            loss, g = obj(theta, X[idx], tgt)
-            total += loss * len(idx)
-            t += 1
-            mom = b1 * mom + (1 - b1) * g
-            vel = b2 * vel + (1 - b2) * g * g
-            theta = theta - learning_rate * (mom / (1 - b1**t)) / (np.sqrt(vel / (1 - b2**t)) + eps)
-        prev = tracker.losses[-1]
-        if tracker.step(theta, total / m):
-            return theta, epoch + 1, False
-        if abs(prev - tracker.losses[-1]) <= tol * max(abs(prev), 1e-12):
-            converged = True
-            return theta, epoch + 1, converged
-    return theta, max_iter, converged
 
 
 # ------------------------------------------------------------------ entry point
@@ -482,11 +334,24 @@ def fit_arrays(
         optimizer = "lbfgs" if len(X) * len(K) <= AUTO_LBFGS_MAX else "adam"
     tracker = _Tracker(obj, validation, patience, higher_better=loss == "rows", verbose=verbose)
     if optimizer == "lbfgs":
-        theta, iters, converged = _run_lbfgs(obj, X, target, tracker, int(max_iter))
+        sol = lbfgs(lambda theta: obj.evaluate(theta, X, target), obj.x0, max_iter=int(max_iter), step=tracker.step)
     else:
-        theta, iters, converged = _run_adam(
-            obj, X, target, tracker, int(max_iter), int(batch_size), float(learning_rate), seed
+
+        def batch(theta: np.ndarray, idx: np.ndarray) -> tuple[float, np.ndarray]:
+            return obj(theta, X[idx], _subset(target, idx) if loss == "rows" else target[idx])
+
+        sol = adam(
+            batch,
+            obj.x0,
+            len(X),
+            start_loss=obj.evaluate(obj.x0, X, target)[2],
+            step=tracker.step,
+            max_iter=int(max_iter),
+            batch_size=int(batch_size),
+            learning_rate=float(learning_rate),
+            seed=seed,
         )
+    theta, iters, converged = sol
     if tracker.best_theta is not None:
         theta = tracker.best_theta
     W_Q, W_K, W_V, log_tau = obj.weights(theta)

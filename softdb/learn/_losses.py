@@ -9,10 +9,11 @@ float64 score matrices, at most :data:`FIT_BYTES` in all.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
-__all__ = ["FIT_BYTES", "rows_loss", "values_loss"]
+__all__ = ["FIT_BYTES", "rows_loss", "target_mass", "targets_nll", "values_loss"]
 
 #: Bytes of float64 score matrices a loss evaluation may hold at once.
 FIT_BYTES = 64 << 20
@@ -21,6 +22,85 @@ FIT_BYTES = 64 << 20
 def _batch_size(n: int, arrays: int, budget: int = FIT_BYTES) -> int:
     """Queries per chunk so that ``arrays`` float64 (batch, n) matrices fit in ``budget``."""
     return max(1, budget // (8 * max(n, 1) * arrays))
+
+
+def _chunks(m: int, b: int) -> Iterator[tuple[int, int]]:
+    """(s0, s1) of each chunk of ``b`` queries out of ``m``."""
+    for s0 in range(0, m, b):
+        yield s0, min(m, s0 + b)
+
+
+def _shift_exp(S: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Shift each row of the logits S (b, n) by its max, in place; return exp(S) (b, n)."""
+    S -= S.max(axis=1, keepdims=True)
+    return np.exp(S, out=out)
+
+
+def target_mass(logw_t: np.ndarray, starts: np.ndarray, tq: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each query's weight on its targets, summed over heads, kept in log-space.
+
+    Parameters
+    ----------
+    logw_t : ndarray of shape (h, t)
+        log w_aj of each head a at each target j (targets grouped by query).
+    starts : ndarray of shape (b,)
+        Where each query's targets start in ``t`` (every query has at least one).
+    tq : ndarray of shape (t,)
+        The query of each target.
+
+    Returns
+    -------
+    mx : ndarray of shape (b,)
+        The shift of each query: its largest log weight at a target.
+    e : ndarray of shape (h, t)
+        exp(logw_t − mx): no query's terms can all underflow.
+    p_a : ndarray of shape (h, b)
+        Σ_{j∈T} w_aj · e^{−mx} per head; log Σ_a Σ_T w_aj = mx + log Σ_a p_a.
+    """
+    mx = np.maximum.reduceat(logw_t.max(axis=0), starts)  # (b,)
+    e = np.exp(logw_t - mx[tq])  # (h, t)
+    return mx, e, np.add.reduceat(e, starts, axis=1)
+
+
+def targets_nll(
+    S: np.ndarray, E: np.ndarray, targets: tuple[np.ndarray, np.ndarray], s0: int, s1: int, m: int
+) -> float:
+    """The multi-target loss of queries s0:s1 from their logits, and its gradient in place.
+
+    The loss of query i is −log w̄(T_i), w̄(T_i) = (1/h) Σ_a Σ_{j∈T_i} w_aij with
+    w_a = softmax(S_a): computed from log-softmax (log w = S − log Σ exp S), never
+    log(softmax). Shared by :func:`rows_loss` (h heads) and the blend loss (h = 1).
+
+    Parameters
+    ----------
+    S : ndarray of shape (h, b, n)
+        Logits (scores / τ) of the b = s1 − s0 queries, each row shifted by its max.
+    E : ndarray of shape (h, b, n)
+        exp(S); overwritten with dL/dS_a, L being the mean loss over all ``m`` queries:
+        (w_a · p_a / (h w̄(T)) − 1_T w_a / (h w̄(T))) / m.
+    targets : (indptr, rows)
+        CSR target rows of all m queries.
+    s0, s1, m : int
+
+    Returns
+    -------
+    float
+        Σ over the chunk's queries of −log w̄(T_i) (not yet divided by m).
+    """
+    indptr, cols = targets
+    heads = S.shape[0]
+    counts = np.diff(indptr[s0 : s1 + 1])  # (b,)
+    starts = indptr[s0:s1] - indptr[s0]  # (b,)
+    tq = np.repeat(np.arange(s1 - s0), counts)  # (t,)  query of each target
+    tc = cols[indptr[s0] : indptr[s1]]  # (t,)  row of each target
+    log_se = np.log(E.sum(axis=2))  # (h, b)  log Σ_j exp(S)
+    logw_t = S[:, tq, tc] - log_se[:, tq]  # (h, t)  log weight of each target, per head
+    mx, e, p_a = target_mass(logw_t, starts, tq)  # (b,), (h, t), (h, b)
+    p_sum = p_a.sum(axis=0)  # (b,)  h · w̄(T) · e^{-mx}
+    r = p_a / p_sum / np.exp(log_se)  # (h, b)  p_a / (h p) / Σ exp(S_a)
+    E *= (r / m)[:, :, None]  # (h, b, n)  r_a w_a / m
+    E[:, tq, tc] -= e / (m * p_sum[tq])  # (h, t)  minus w_aj / (h p m) at the targets
+    return -float((mx + np.log(p_sum) - math.log(heads)).sum())
 
 
 def rows_loss(
@@ -69,7 +149,6 @@ def rows_loss(
     >>> round(loss, 4), sorted(g)
     (1.3133, ['W_K', 'W_Q', 'log_tau'])
     """
-    indptr, cols = targets
     m, n, d, d_k = X.shape[0], K.shape[0], X.shape[1], W_Q.shape[1]
     dh = d_k // heads
     beta = math.exp(-log_tau)
@@ -82,38 +161,21 @@ def rows_loss(
     g_q = np.zeros_like(W_Q)  # (d, d_k)
     g_tau = 0.0
     total = 0.0
-    for s0 in range(0, m, b):
-        s1 = min(m, s0 + b)
+    for s0, s1 in _chunks(m, b):
         xb = X[s0:s1]  # (b, d)
         qb = xb @ W_Q  # (b, d_k)
-        counts = np.diff(indptr[s0 : s1 + 1])  # (b,)
-        starts = indptr[s0:s1] - indptr[s0]  # (b,)
-        tq = np.repeat(np.arange(s1 - s0), counts)  # (t,)  query of each target
-        tc = cols[indptr[s0] : indptr[s1]]  # (t,)  row of each target
         S = np.empty((heads, s1 - s0, n))  # (h, b, n)  scores / τ, shifted by their row max
         E = np.empty_like(S)  # (h, b, n)  exp(S)
-        log_se = np.empty((heads, s1 - s0))  # (h, b)  log Σ_j exp(S)
         for a in range(heads):
             sl = slice(a * dh, (a + 1) * dh)
             np.matmul(qb[:, sl], kp[:, sl].T, out=S[a])  # (b, n)
             S[a] *= beta
-            S[a] -= S[a].max(axis=1, keepdims=True)
-            np.exp(S[a], out=E[a])
-            log_se[a] = np.log(E[a].sum(axis=1))
-        logw_t = S[:, tq, tc] - log_se[:, tq]  # (h, t)  log weight of each target, per head
-        mx = np.maximum.reduceat(logw_t.max(axis=0), starts)  # (b,)  shift per query
-        e = np.exp(logw_t - mx[tq])  # (h, t)
-        p_a = np.add.reduceat(e, starts, axis=1)  # (h, b)  p_a · e^{-mx}
-        p_sum = p_a.sum(axis=0)  # (b,)  h · p · e^{-mx}
-        total -= float((mx + np.log(p_sum) - math.log(heads)).sum())  # Σ log p
-        r = p_a / p_sum / np.exp(log_se)  # (h, b)  p_a / (h p) / Σ exp(S_a)
-        corr = e / (m * p_sum[tq])  # (h, t)  w_aj / (h p m) at the targets
-        dq = None if reassoc else np.empty_like(qb)  # (b, d_k)
+            _shift_exp(S[a], out=E[a])
+        total += targets_nll(S, E, targets, s0, s1, m)  # E is now G = dL/dS
+        dq = np.empty_like(qb)  # (b, d_k)  unused when reassoc
         for a in range(heads):
             sl = slice(a * dh, (a + 1) * dh)
-            G = E[a]  # (b, n)  becomes dL/dS_a = (r_a w_a − 1_T w_a / (h p)) / m
-            G *= (r[a] / m)[:, None]
-            G[tq, tc] -= corr[a]
+            G = E[a]  # (b, n)
             g_tau -= float(np.vdot(G, S[a]))  # dS/dlog τ = −S (rows of G sum to 0: the shift is harmless)
             if reassoc:
                 acc += xb.T @ G  # (d, n)
@@ -191,8 +253,7 @@ def values_loss(
     g_q = np.zeros_like(W_Q)  # (d, d_k)
     g_tau = 0.0
     total = 0.0
-    for s0 in range(0, m, b):
-        s1 = min(m, s0 + b)
+    for s0, s1 in _chunks(m, b):
         xb = X[s0:s1]  # (b, d)
         qb = xb @ W_Q  # (b, d_k)
         dq = np.empty_like(qb)  # (b, d_k)
@@ -200,8 +261,7 @@ def values_loss(
             sl, vsl = slice(a * dh, (a + 1) * dh), slice(a * dvh, (a + 1) * dvh)
             S = qb[:, sl] @ kp[:, sl].T  # (b, n)
             S *= beta
-            S -= S.max(axis=1, keepdims=True)  # shift: rows of G sum to 0, so g_tau is unchanged
-            P = np.exp(S)  # (b, n)
+            P = _shift_exp(S)  # (b, n)  the shift: rows of G sum to 0, so g_tau is unchanged
             P /= P.sum(axis=1, keepdims=True)
             R = P @ vp[:, vsl] - Y[s0:s1, vsl]  # (b, dvh)  residual
             total += float(np.vdot(R, R))

@@ -308,9 +308,12 @@ class Projection:
         """Project a rows version with ``params`` (the table caches the result)."""
         dt = keys.dtype
         h = self._heads
+        w_v = params.W_V
+        if w_v is None:
+            raise ValueError("the projection has no W_V yet; hint: attach it to a table (or call bind(d, d_v)) first")
         kp = keys @ params.W_K.astype(dt)  # (n, d_k)
-        vp = values @ params.W_V.astype(dt)  # (n, d_out)
-        dh, dvh = self._d_k // h, params.W_V.shape[1] // h
+        vp = values @ w_v.astype(dt)  # (n, d_out)
+        dh, dvh = self._d_k // h, w_v.shape[1] // h
         k_heads = tuple(np.ascontiguousarray(kp[:, a * dh : (a + 1) * dh]) for a in range(h))  # h × (n, dh)
         v_heads = tuple(np.ascontiguousarray(vp[:, a * dvh : (a + 1) * dvh]) for a in range(h))  # h × (n, dvh)
         for a in k_heads + v_heads:

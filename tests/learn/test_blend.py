@@ -11,7 +11,7 @@ from scipy.optimize import check_grad
 from scipy.special import logsumexp
 
 from softdb import SoftTable
-from softdb.learn._blend import BlendParams, _Packing, blend_loss, fit_blend
+from softdb.learn._blend import BlendObjective, BlendParams, blend_loss, fit_blend
 
 
 @pytest.fixture()
@@ -41,19 +41,15 @@ def _oracle(X, K, fq, fk, targets, w, log_tau, W_Q):
 @pytest.mark.parametrize("learn", [("tau",), ("weights",), ("tau", "weights"), ("q",), ("tau", "weights", "q")])
 def test_gradients_match_finite_differences(small, learn):
     X, K, fq, fk, targets = small
-    pk = _Packing(BlendParams((0.7, 0.3, -0.2), 0.5), learn, X.shape[1])
-    reg = 0.1
+    obj = BlendObjective(X, K, fq, fk, targets, BlendParams((0.7, 0.3, -0.2), 0.5), learn, 0.1, batch=3)  # chunked
 
     def f(theta):
-        w, lt, q = pk.unpack(theta)
-        loss = blend_loss(X, K, fq, fk, targets, w, lt, q, batch=3)[0]  # batch 3: the chunked path
-        return loss + (reg * float(np.vdot(q - pk.q0, q - pk.q0)) if "q" in pk.learn else 0.0)
+        return obj(theta)[0]  # the loss + 0.1 ‖W_Q − W₀‖² with "q"
 
     def g(theta):
-        w, lt, q = pk.unpack(theta)
-        return pk.pack_grad(blend_loss(X, K, fq, fk, targets, w, lt, q, batch=3)[1], q, reg)
+        return obj(theta)[1]
 
-    x0 = pk.x0 + 0.3 * np.random.default_rng(1).standard_normal(pk.x0.shape)
+    x0 = obj.x0 + 0.3 * np.random.default_rng(1).standard_normal(obj.x0.shape)
     grad = g(x0)
     assert np.linalg.norm(grad) > 1e-3  # the gradient is not trivially zero
     assert check_grad(f, g, x0, epsilon=1e-7) / np.linalg.norm(grad) <= 1e-5

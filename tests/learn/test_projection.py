@@ -152,7 +152,12 @@ def test_raw_gradients_of_each_matrix_and_tau(small, heads, d):
                 return values_loss(X, K, V, Y, args["W_Q"], args["W_K"], args["W_V"], args["log_tau"], heads=heads)
 
             grad = np.atleast_1d(run(x0)[1][name]).ravel()
-            err = check_grad(lambda x: run(x)[0], lambda x: np.atleast_1d(run(x)[1][name]).ravel(), x0, epsilon=1e-7)
+            err = check_grad(
+                lambda x, run=run: run(x)[0],
+                lambda x, run=run, name=name: np.atleast_1d(run(x)[1][name]).ravel(),
+                x0,
+                epsilon=1e-7,
+            )
             assert err / np.linalg.norm(grad) <= 1e-6, (loss_name, name)
 
 
