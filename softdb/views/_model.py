@@ -187,7 +187,7 @@ def grid_log_sum_exp(table: SoftTable, query: Any, tau: float | None = None) -> 
     if not has_slider(table):
         return None
     tau0 = table.temperature if tau is None else float(tau)
-    p = table.answer(query, Ask(lse=True, taus=grid_taus(tau0)), temperature=tau0)
+    p = table._answer(query, Ask(lse=True, taus=grid_taus(tau0)), temperature=tau0)
     return grid_from(tau0, p.answers.lse_at[0])
 
 
@@ -247,11 +247,11 @@ def search_answers(table: SoftTable, queries: Any, k: int, *, temperature: float
 
     proj = table.projection
     if proj is None or proj.heads == 1:  # one pass: hits, their full-table weights, entropy, effective rows
-        p = table.answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
+        p = table._answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
         entropy, effective = p.answers.entropy, p.answers.effective_rows  # (m,), (m,)
     else:  # a mean of several heads' softmaxes has no streaming entropy: dense weights, in batches
-        q = table.prepare(queries)  # (m, d)  encoded once
-        p = table.answer(q, Ask(k=k, lse=True), temperature=temperature, k=k)
+        q = table._prepare(queries)  # (m, d)  encoded once
+        p = table._answer(q, Ask(k=k, lse=True), temperature=temperature, k=k)
         entropy, effective = weight_stats(table, q, temperature=temperature)  # (m,), (m,)
     a, rows = p.answers, p.state.rows  # the rows version the answer was computed on
     pays, out = rows.payloads, []

@@ -530,7 +530,7 @@ def test_files(data):
             bad = draw(st.sampled_from([object(), (1, 2), {1: 2}, math.nan, np.float32(1), {"s": {1}}]))
             t2 = SoftTable(
                 table.keys,
-                None if table.state.shared_kv else table.values,
+                None if table._state.shared_kv else table.values,
                 ids=table.ids,
                 payloads=[bad, *table.payloads[1:]],
                 metric=table.metric,
