@@ -79,16 +79,16 @@ class Explanation:
     block_scores: tuple = ()  # block tables: per hit, each block's raw score (score = Σ weight · raw)
 
     def _repr_html_(self) -> str:
-        from softdb.views import explanation_html
+        from softdb.render import explanation_html
 
         return explanation_html(self)
 
     def to_html(self, path: Any = None) -> str:
         """The explorer as one self-contained HTML page (inline CSS/JS/SVG, works offline).
 
-        With ``path``, also writes it there. See :mod:`softdb.views`.
+        With ``path``, also writes it there. See :mod:`softdb.render`.
         """
-        from softdb.views import explanation_html, write_html
+        from softdb.render import explanation_html, write_html
 
         page = explanation_html(self, standalone=True)
         if path is not None:
