@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -327,10 +327,7 @@ class SoftTable(FrontEnd, Mutation, Fitting):
         return encoder
 
     def _prepare(self, queries: Any) -> Any:
-        """Queries as the plan takes them: (m, d), encoded, checked, unit rows for "cosine".
-
-        For softdb's own modules (``fit``, the CLI): encode once, then ask many times.
-        """
+        """Queries (m, d) as the plan takes them (encoded, checked, unit): encode once, ask many times."""
         return self._queries(queries, self._state)[0]
 
     def _run(
@@ -351,7 +348,7 @@ class SoftTable(FrontEnd, Mutation, Fitting):
         self, queries: Any, ask: Ask, *, temperature: float | None = None, mask: Any = None, k: Any = NO_K
     ) -> Planned:
         """:meth:`FrontEnd._answer <softdb.table._frontend.FrontEnd._answer>`, answered by the plan."""
-        return super()._answer(queries, ask, temperature=temperature, mask=mask, k=k)  # type: ignore[return-value]
+        return cast(Planned, super()._answer(queries, ask, temperature=temperature, mask=mask, k=k))
 
     def explain(self, query: Any, k: int = 5, *, temperature: float | None = None) -> Any:
         """A readable "soft SELECT" for one query (see :func:`softdb.table._explain.explain`).
