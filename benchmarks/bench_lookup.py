@@ -159,7 +159,7 @@ class Case:
             "kv",
             lambda: SoftTable.from_state(
                 TableState.build(
-                    self.table.state.rows.keys, None, ids=None, payloads=None, metric="dot", temperature=None, unit=True
+                    self.table._state.rows.keys, None, ids=None, payloads=None, metric="dot", temperature=None, unit=True
                 )
             ),
         )
@@ -283,7 +283,7 @@ def _search_json(c: Case) -> Callable[[], object]:
     t = c.kv_table
 
     def run() -> object:
-        p = t.answer(c.Q[:1], Ask(lse=True, stats=True), k=K_TOP)
+        p = t._answer(c.Q[:1], Ask(lse=True, stats=True), k=K_TOP)
         hits = p.hits()
         return [
             {

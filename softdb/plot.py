@@ -246,7 +246,7 @@ def temperature_sweep(
 
     proj = table.projection
     if proj is None or proj.heads == 1:  # one pass: the top k at the table's τ, and lse at every τ
-        p = table.answer(query, Ask(taus=tuple(float(t) for t in taus)), k=k)
+        p = table._answer(query, Ask(taus=tuple(float(t) for t in taus)), k=k)
         top = p.hits()
         w = np.stack([p.hit_weights_at(i)[0] for i in range(len(taus))])  # (n_tau, k)
     else:  # the mean of several heads' softmaxes is no function of one log-sum-exp: dense weights

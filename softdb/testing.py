@@ -26,6 +26,7 @@ import numpy as np
 
 from softdb import _checks
 from softdb.engine._plan import Ask
+from softdb.table._state import asked
 from softdb.table._table import SoftTable
 
 __all__ = ["assert_attends_more", "assert_retrieves", "assert_soft_close_to_hard", "assert_weight_at_least"]
@@ -83,7 +84,7 @@ def _snippet(payload: Any) -> str:
 def _ask(table: SoftTable, query: Any, k: int, temperature: float | None, *, weights: bool = True) -> Any:
     """One pass for one query (or a batch): the top max(k, SHOWN) rows and, with ``weights``, every weight."""
     shown = min(max(k, SHOWN), len(table))
-    return table.answer(query, Ask(lse=True, weights=weights), temperature=temperature, k=shown)
+    return table._answer(query, Ask(lse=True, weights=weights), temperature=temperature, k=shown)
 
 
 def _rows_table(table: SoftTable, p: Any, j: int = 0, extra_rows: tuple[int, ...] = ()) -> str:
@@ -248,12 +249,13 @@ def assert_soft_close_to_hard(table: SoftTable, queries: Any, tol: float, *, tem
     shown = min(SHOWN, len(table)) if len(table) else None
     ask = Ask(soft=True, hard=True, lse=True)
     p = (
-        table.answer(queries, ask, temperature=temperature)
+        table._answer(queries, ask, temperature=temperature)
         if shown is None
-        else table.answer(queries, ask, temperature=temperature, k=shown)
+        else table._answer(queries, ask, temperature=temperature, k=shown)
     )  # one pass: soft, hard, the rows shown
-    _checks.check_finite_result(p.answers.soft, "soft lookup", p.tau)
-    gaps = np.abs(p.answers.soft.astype(np.float64) - p.answers.hard).max(axis=1)  # (m,)
+    soft, hard = asked(p.answers.soft), asked(p.answers.hard)  # (m, d_v) each
+    _checks.check_finite_result(soft, "soft lookup", p.tau)
+    gaps = np.abs(soft.astype(np.float64) - hard).max(axis=1)  # (m,)
     worst = int(np.argmax(gaps))
     if gaps[worst] > tol:
         if single:

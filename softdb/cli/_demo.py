@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     # weight exp(s/τ − lse(τ)), and at τ/2 the effective rows 1/Σw² = exp(2·lse(τ) − lse(τ/2))
     g = len(DEMO_TEMPERATURES)
     sweep = tuple(DEMO_TEMPERATURES) + tuple(t / 2 for t in DEMO_TEMPERATURES)
-    p = table.answer(vectors, Ask(lse=True, stats=True, taus=sweep), k=5)
+    p = table._answer(vectors, Ask(lse=True, stats=True, taus=sweep), k=5)
     hits, a = p.hits(), p.answers
     top_at = [p.hit_weights_at(i) for i in range(g)]  # g × (m, 5)
     eff_at = [p.effective_rows_at(i, g + i) for i in range(g)]  # g × (m,)

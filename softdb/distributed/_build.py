@@ -57,6 +57,7 @@ def create(
     if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
         raise ValueError(f"shards must be an integer >= 1, got {shards!r}")
     encoder = None
+    vals: Any  # (n, d_v), or None: the values are the keys
     if isinstance(source, SoftTable):
         t = source
         if values is not None or getattr(t, "projection", None) is not None:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -119,7 +119,7 @@ def write_shard(
     for k, v in chunks:
         kw.write(k)
         if vw is not None:
-            vw.write(v)
+            vw.write(cast(np.ndarray, v))  # separate values: every chunk has them
         if len(k):
             norm_max = max(norm_max, float(np.sqrt(np.einsum("ij,ij->i", k, k, dtype=np.float64)).max()))
     files = {"keys.npy": kw.close()}
@@ -275,7 +275,7 @@ class Version:
                 self._index.update(zip(ids.tolist(), zip([s] * len(ids), range(len(ids)))))
         return self._index
 
-    def take(self, arrays: list[np.ndarray | None], rows: np.ndarray) -> np.ndarray:
+    def take(self, arrays: Sequence[np.ndarray | None], rows: np.ndarray) -> np.ndarray:
         """Per-shard ids (or payloads) of global ``rows`` (any shape); None where row is -1."""
         out = np.empty(rows.shape, object)
         shard = np.searchsorted(self.offsets, rows, side="right") - 1  # (...)  -1 stays below shard 0
@@ -284,30 +284,6 @@ class Version:
             if arr is not None and sel.any():
                 out[sel] = arr[rows[sel] - self.offsets[s]].tolist()
         return out
-
-
-def _read_version(root: str, verify: bool) -> _Version:
-    layout = _shards.read_layout(root, verify=verify)
-    ids, pays = [], []
-    for ref in layout.shards:
-        m = _shards.shard_manifest(ref, verify=verify)
-        i = m["ids"]
-        ids.append(np.array(i, np.int64) if all(type(x) is int for x in i) else _objects(i))
-        pays.append(None if m["payloads"] is None else _objects(m["payloads"]))
-    return _Version(layout, ids, pays)
-
-
-def _nbytes(*objs: Any) -> int:
-    """Bytes of the arrays in kernel states (dataclasses of arrays) and plain arrays."""
-    total = 0
-    for o in objs:
-        if isinstance(o, np.ndarray):
-            total += o.nbytes
-        elif hasattr(o, "__dataclass_fields__"):
-            total += _nbytes(*(getattr(o, f) for f in o.__dataclass_fields__))
-        elif isinstance(o, tuple):
-            total += _nbytes(*o)
-    return total
 
 
 def _objects(items: list) -> np.ndarray:
@@ -325,9 +301,3 @@ def read_version(root: str, verify: bool) -> Version:
         ids.append(np.array(i, np.int64) if all(type(x) is int for x in i) else _objects(i))
         pays.append(None if m["payloads"] is None else _objects(m["payloads"]))
     return Version(layout, ids, pays)
-
-
-def _objects(items: list) -> np.ndarray:
-    out = np.empty(len(items), object)
-    out[:] = items
-    return out

@@ -6,7 +6,9 @@ worker streams its shard through the one kernel and returns only its partial
 per-query state (soft: answer and log-sum-exp; hard: best score, row and
 value; top-k: k best and log-sum-exp), and the client merges them exactly
 (:func:`softdb.engine._states.merge`). Answers equal those of one :class:`~softdb.SoftTable`
-holding all the rows in shard order, with the same tie rule (lowest row).
+holding all the rows in shard order, with the same tie rule (lowest row): both tables
+are the one front end (:mod:`softdb.table._frontend`: queries, checks, weights, results),
+and differ only in where the kernel passes run (:meth:`ShardedTable._run`).
 
 Bytes moved per batch of m queries (width d) over p shards: p copies of the
 queries (4·m·d) out, and p partial states back: m·(4·d_v + 9) for soft lookups,
@@ -17,10 +19,12 @@ m·(4·d_v + 12) for hard ones, m·(12·k + 9) for ``search``; never O(m·n)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 
@@ -29,12 +33,31 @@ from softdb.distributed import _build as _shard_build
 from softdb.distributed import _shards
 from softdb.distributed._tasks import Cluster
 from softdb.engine import _states
-from softdb.table._state import COSINE_TEMPERATURE, SearchResult, unit_rows
+from softdb.engine._plan import Answers, Ask, dense_to_weights, hit_weights
+from softdb.table._frontend import FrontEnd, QuerySpec, as_id_list, check_add_values, next_int_id
+from softdb.table._state import Reply, SearchResult, asked, default_temperature
 
 __all__ = ["ShardedTable"]
 
 
-class ShardedTable:
+@dataclass
+class _ShardReply(Reply):
+    """A sharded table's answers; hits take their ids and payloads from the version asked."""
+
+    version: _shards.Version
+
+    def hits_of(self, rows: Any, scores: Any, weights: Any) -> SearchResult:
+        v = self.version
+        pays = v.take(v.payloads, rows) if any(p is not None for p in v.payloads) else None
+        return SearchResult(v.take(v.ids, rows), scores, weights, pays, rows)
+
+
+def _hard_row(st: _states.KernelState) -> np.ndarray:
+    """The best row of each query (m,) of a hard pass; -1 where no match."""
+    return cast(_states.HardState, st.hard).row
+
+
+class ShardedTable(FrontEnd):
     """A table whose rows live in shards on a Dask cluster, answered as one :class:`~softdb.SoftTable`.
 
     Build one with :meth:`create`, open it with :meth:`open`. ``lookup``,
@@ -66,7 +89,7 @@ class ShardedTable:
     ('c', 'd')
 
     Answering needs a cluster (a LocalCluster on 127.0.0.1 when none is given;
-    ``tests/test_distributed.py`` runs this)::
+    ``tests/distributed/test_distributed.py`` runs this)::
 
         with ShardedTable.open(path, n_workers=1) as t:
             t.search([0, 0, 1, 0], k=1).ids      # array(['c'], dtype=object)
@@ -74,6 +97,12 @@ class ShardedTable:
 
     #: ``weights`` refuses to gather more than this many (query, row) cells from the workers.
     weights_limit = 1 << 24
+
+    _root: str
+    _version: _shards.Version
+    _lock: threading.Lock
+    _encoder: Any
+    _cluster: Cluster
 
     def __init__(self) -> None:
         raise TypeError("use ShardedTable.open(path) (or ShardedTable.create(path, ...) to build one)")
@@ -171,7 +200,6 @@ class ShardedTable:
         self._version = _shards.read_version(self._root, verify)
         self._lock = threading.Lock()
         self._encoder = None
-        self._cluster = None
         self._cluster = Cluster(
             self._root,
             client,
@@ -200,113 +228,79 @@ class ShardedTable:
 
     def __del__(self) -> None:  # pragma: no cover - best effort
         if getattr(self, "_cluster", None) is not None and self._cluster.own is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.close()
-            except Exception:  # noqa: BLE001
-                pass
 
-    # -------------------------------------------------------------- queries
-    def _queries(self, queries: Any, v: _shards.Version) -> tuple[np.ndarray, bool]:
-        if isinstance(queries, str) or (
-            isinstance(queries, list | tuple) and queries and all(isinstance(x, str) for x in queries)
-        ):
-            if self.encoder is None:
-                raise TypeError(
-                    "string queries need a table built from texts, which records its encoder; "
-                    "this one has none; hint: encode the queries yourself"
-                )
-            texts = [queries] if isinstance(queries, str) else list(queries)
-            enc = self.encoder.encode(texts)  # on the client: workers see vectors only
-            queries = enc[0] if isinstance(queries, str) else enc
-        q = _checks.as_matrix(queries, "queries", dtype=self.dtype, allow_1d=True)
-        single = q.ndim == 1
-        q = q[None, :] if single else q  # (m, d)
-        _checks.check_width(q.shape[1], self.dim, "queries")
-        _checks.check_not_empty(v.n)
-        if self.metric == "cosine":  # SoftTable's own arithmetic, so scores match bit for bit
-            q = unit_rows(q, "queries", self.dtype)  # (m, d)
-        return np.ascontiguousarray(q), single
+    # ------------------------------------------------------- the front end's hooks
+    def _snapshot(self) -> _shards.Version:
+        return self._version
 
-    def _tau(self, temperature: float | None) -> float:
-        return self.temperature if temperature is None else _checks.as_temperature(temperature)
+    def _spec(self, snap: _shards.Version) -> QuerySpec:
+        meta = snap.layout.meta
+        return QuerySpec(snap.n, "dense", None, np.dtype(meta["dtype"]), int(meta["dim"]), str(meta["metric"]))
 
-    def lookup(
-        self, queries: Any, *, mode: str = "soft", temperature: float | None = None, mask: Any = None
-    ) -> np.ndarray:
-        """Soft or hard answers, as :meth:`softdb.SoftTable.lookup`: (m, d_v) or (d_v,).
+    def _tau(self, snap: _shards.Version, temperature: float | None) -> float:
+        if temperature is not None:
+            return _checks.as_temperature(temperature)
+        t = snap.layout.meta["temperature"]
+        return (
+            default_temperature("dense", snap.layout.meta["metric"], int(snap.layout.meta["dim"]))
+            if t is None
+            else float(t)
+        )
 
-        Examples
-        --------
-        ::
+    def _query_encoder(self) -> Any:
+        if self.encoder is None:
+            raise TypeError(
+                "string queries need a table built from texts, which records its encoder; "
+                "this one has none; hint: encode the queries yourself"
+            )
+        return self.encoder  # on the client: workers see vectors only
 
-            t.lookup(queries, mode="hard")   # (m, d_v): the best row's value, ties to the lowest global row
-        """
-        mode = _checks.as_mode(mode)
-        v = self._version
-        q, single = self._queries(queries, v)
-        mask = _checks.as_mask(mask, len(q), v.n, single)
-        if mode == "hard":
-            parts = self._cluster.run(v, "hard", q, 1.0, 0, mask)
-            best = _states.merge(*(st for st, _ in parts)).hard.row  # (m,)  global; ties: lowest row
-            out = np.zeros((len(q), self.value_dim), self.dtype)  # (m, d_v)  no match: zeros
-            for st, val in parts:
-                win = (st.hard.row == best) & (best >= 0)  # (m,)  this shard holds the winning row
-                out[win] = val[win]
-        else:
-            tau = self._tau(temperature)
-            parts = self._cluster.run(v, "soft", q, 1.0 / tau, 0, mask)
-            out = _states.finalize(_states.merge(*(st for st, _ in parts))).out  # (m, d_v)
-            _checks.check_finite_result(out, "soft lookup", tau)
-        return out[0] if single else out
-
-    def search(self, queries: Any, k: int = 10, *, temperature: float | None = None, mask: Any = None) -> SearchResult:
-        """The k best rows with full-table weights, as :meth:`softdb.SoftTable.search`.
-
-        Examples
-        --------
-        ::
-
-            t.search(queries, k=10).ids      # (m, 10) global ids, best first
-        """
-        v = self._version
-        q, single = self._queries(queries, v)
-        k = _checks.as_k(k, v.n)
-        mask = _checks.as_mask(mask, len(q), v.n, single)
-        tau = self._tau(temperature)
-        parts = self._cluster.run(v, "search", q, 1.0 / tau, k, mask)
-        r = _states.finalize(_states.merge(*(st for st, _ in parts)))
-        rows, scores, lse = r.top_rows, r.top_scores, r.lse  # (m, k), (m, k), (m,)
-        found = rows >= 0  # (m, k)
-        with np.errstate(over="ignore", invalid="ignore"):
-            logits = scores / np.asarray(tau, self.dtype)  # (m, k)
-            w = np.where(found, np.exp(logits - np.where(found, lse[:, None], 0)), 0).astype(self.dtype)
-        _checks.check_finite_result(w, "search weights", tau)
-        pays = v.take(v.payloads, rows) if any(p is not None for p in v.payloads) else None
-        res = SearchResult(v.take(v.ids, rows), scores, w, pays, rows)
-        return SearchResult(*(None if a is None else a[0] for a in res)) if single else res
-
-    def weights(self, queries: Any, *, temperature: float | None = None, mask: Any = None) -> np.ndarray:
-        """Every row's weight, as :meth:`softdb.SoftTable.weights`; refused above ``weights_limit`` cells."""
-        v = self._version
-        q, single = self._queries(queries, v)
-        if len(q) * v.n > self.weights_limit:
+    def _check_ask(self, snap: _shards.Version, ask: Ask, m: int) -> None:
+        if ask.weights and m * snap.n > self.weights_limit:
             raise ValueError(
-                f"weights() of {len(q)} queries over {v.n} rows would gather {len(q) * v.n} floats from the "
+                f"weights() of {m} queries over {snap.n} rows would gather {m * snap.n} floats from the "
                 f"workers, above weights_limit={self.weights_limit}: that is the O(m·n) traffic sharding "
                 "avoids; hint: search(queries, k) gives the top rows' weights, lookup() the soft answer"
             )
-        mask = _checks.as_mask(mask, len(q), v.n, single)
-        tau = self._tau(temperature)
-        parts = self._cluster.run(v, "dense", q, 1.0 / tau, 0, mask)
-        lse = _states.finalize(_states.merge(*(st for st, _ in parts))).lse  # (m,)
-        w = np.concatenate([dense for _, dense in parts], axis=1)  # (m, n)  scores / τ
-        with np.errstate(invalid="ignore", over="ignore"):
-            w -= np.where(lse == -np.inf, 0, lse)[:, None]
-            np.exp(w, out=w)
-            total = w.sum(axis=1, keepdims=True)  # (m, 1)
-            w /= np.where(total == 0, 1, total)
-        _checks.check_finite_result(w, "weights", tau)
-        return w[0] if single else w
+
+    def _run(
+        self, snap: _shards.Version, q: np.ndarray, single: bool, ask: Ask, tau: float, mask: np.ndarray | None
+    ) -> Reply:
+        """On the workers: one pass over every shard per kind of answer, merged exactly here."""
+        if ask.taus:
+            raise ValueError("a sharded table has no log-sum-exp at extra temperatures; hint: ask one τ at a time")
+        v, q, a = snap, np.ascontiguousarray(q), Answers()  # (m, d)
+        dtype = np.dtype(v.layout.meta["dtype"])
+
+        def merged(op: str, k: int = 0) -> _states.KernelResult:
+            return _states.finalize(_states.merge(*(st for st, _ in self._cluster.run(v, op, q, 1.0 / tau, k, mask))))
+
+        if ask.hard:
+            parts = self._cluster.run(v, "hard", q, 1.0, 0, mask)
+            best = _hard_row(_states.merge(*(st for st, _ in parts)))  # (m,)  global; ties: lowest row
+            a.hard_rows = best[:, None]  # (m, 1)
+            a.hard = np.zeros((len(q), int(v.layout.meta["value_dim"])), dtype)  # (m, d_v)  no match: zeros
+            for st, val in parts:
+                win = (_hard_row(st) == best) & (best >= 0)  # (m,)  this shard holds the winning row
+                a.hard[win] = val[win]
+        if ask.soft:
+            r = merged("soft")
+            a.soft, a.lse = r.out, asked(r.lse)[:, None]  # (m, d_v), (m, 1)
+        if ask.k:
+            r = merged("search", ask.k)
+            a.rows, a.scores, a.lse = r.top_rows, r.top_scores, asked(r.lse)[:, None]  # (m, k), (m, k), (m, 1)
+            a.hit_weights = hit_weights(asked(r.top_rows), asked(r.top_scores), asked(r.lse), tau, dtype)  # (m, k)
+        if ask.weights:
+            parts = self._cluster.run(v, "dense", q, 1.0 / tau, 0, mask)
+            lse = _states.finalize(_states.merge(*(st for st, _ in parts))).lse  # (m,)
+            dense = np.concatenate([d for _, d in parts], axis=1)  # (m, n)  scores / τ
+            a.weights = dense_to_weights(dense, asked(lse))  # (m, n)
+        if ask.stats:
+            r = merged("stats")
+            a.entropy, a.effective_rows = r.entropy, r.effective_rows  # (m,), (m,)
+        return _ShardReply(a, tau, single, v)
 
     def weight_stats(
         self, queries: Any, *, temperature: float | None = None, mask: Any = None
@@ -315,12 +309,8 @@ class ShardedTable:
 
         One pass on the workers (the kernel's mergeable entropy sums); no weights move.
         """
-        v = self._version
-        q, single = self._queries(queries, v)
-        mask = _checks.as_mask(mask, len(q), v.n, single)
-        tau = self._tau(temperature)
-        r = _states.finalize(_states.merge(*(st for st, _ in self._cluster.run(v, "stats", q, 1.0 / tau, 0, mask))))
-        return (r.entropy[0], r.effective_rows[0]) if single else (r.entropy, r.effective_rows)
+        p = self._answer(queries, Ask(stats=True), temperature=temperature, mask=mask)
+        return p.one(p.answers.entropy), p.one(p.answers.effective_rows)  # type: ignore[return-value]
 
     # ------------------------------------------------------------- mutation
     def add(
@@ -332,41 +322,31 @@ class ShardedTable:
         payloads: Sequence[Any] | None = None,
     ) -> None:
         """Append rows to the smallest shard (a new version of that shard), as :meth:`SoftTable.add`."""
-        meta = self._version.layout.meta
-        if meta["shared_kv"] and values is not None:
-            raise ValueError(
-                "this table's values are its keys (it was built with values=None), "
-                "so add() takes no values; hint: build the table with explicit values"
-            )
+        shared = bool(self._version.layout.meta["shared_kv"])
+        if shared:
+            check_add_values(shared, values, self.value_dim, 0)
         k, vals = _shard_build.prepare_rows(keys, values, self.metric, self.dtype, "new rows")
         _checks.check_width(k.shape[1], self.dim, "new keys")
-        if not meta["shared_kv"]:
-            if vals is None:
-                raise ValueError(
-                    f"add() needs values of width {self.value_dim} for the {len(k)} new rows, "
-                    "because this table has separate values; hint: add(keys, values)"
-                )
+        if not shared:
+            check_add_values(shared, vals, self.value_dim, len(k))
             _checks.check_width(vals.shape[1], self.value_dim, "new values", "the table's values")
         with self._lock:
             v = self._version
-            start = max((int(a.max()) for a in v.ids if a.dtype == np.int64 and len(a)), default=-1)
-            start = max([start] + [i for a in v.ids if a.dtype == object for i in a.tolist() if type(i) is int])
-            new_ids = _checks.as_ids(ids, len(k), start=start + 1)
+            new_ids = _checks.as_ids(ids, len(k), start=next_int_id(v.ids))
             _checks.check_new_ids(v.index(), new_ids)
             new_pay = _checks.as_payloads(payloads, len(k))
             s = min(range(len(v.layout.shards)), key=lambda i: (v.layout.shards[i].n, i))
             ref = v.layout.shards[s]
             pays = None
-            if new_pay is not None or v.payloads[s] is not None:
-                old = [None] * ref.n if v.payloads[s] is None else v.payloads[s].tolist()
+            old_pay = v.payloads[s]
+            if new_pay is not None or old_pay is not None:
+                old = [None] * ref.n if old_pay is None else old_pay.tolist()
                 pays = old + list(new_pay if new_pay is not None else [None] * len(k))
             self._commit(v, {s: (None, (k, vals), v.ids[s].tolist() + list(new_ids), pays)})
 
     def remove(self, ids: Iterable[Hashable]) -> None:
         """Remove the rows with these ids (each from the shard that holds it), as :meth:`SoftTable.remove`."""
-        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
-            ids = [ids]  # type: ignore[list-item]
-        ids = list(ids)
+        ids = as_id_list(ids)
         with self._lock:
             v = self._version
             index = v.index()
@@ -379,7 +359,8 @@ class ShardedTable:
             for s, rows in by_shard.items():
                 keep = np.ones(v.layout.shards[s].n, bool)
                 keep[rows] = False
-                pays = None if v.payloads[s] is None else v.payloads[s][keep].tolist()
+                old_pay = v.payloads[s]
+                pays = None if old_pay is None else old_pay[keep].tolist()
                 changes[s] = (keep, None, v.ids[s][keep].tolist(), pays)
             self._commit(v, changes)
 
@@ -442,10 +423,7 @@ class ShardedTable:
     @property
     def temperature(self) -> float:
         """τ of lookups: the table's, else √d for "dot" and 0.05 for "cosine" (as SoftTable)."""
-        t = self._version.layout.meta["temperature"]
-        if t is not None:
-            return float(t)
-        return COSINE_TEMPERATURE if self.metric == "cosine" else float(np.sqrt(self.dim))
+        return self._tau(self._version, None)
 
     @property
     def ids(self) -> tuple:

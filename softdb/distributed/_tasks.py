@@ -8,6 +8,7 @@ answered from some shards only.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from typing import Any
 
@@ -80,10 +81,8 @@ class Cluster:
             self.own.close()
             self.own = None
             return
-        try:
+        with contextlib.suppress(Exception):  # the cluster may be gone already; nothing left to release
             client.run(_shard_worker.forget, self.root)
-        except Exception:  # noqa: BLE001 - the cluster may be gone already; nothing left to release
-            pass
 
     def placement(self, refs: list) -> list[str]:
         """A live worker per shard: where it was, else the least loaded."""
@@ -96,12 +95,12 @@ class Cluster:
                 load[w] += 1
         out = []
         for r in refs:
-            w = self.where.get(r.index)
-            if w not in load:
-                w = min(alive, key=lambda a: (load[a], a))
-                load[w] += 1
-                self.where[r.index] = w
-            out.append(w)
+            at = self.where.get(r.index)
+            if at is None or at not in load:
+                at = min(alive, key=lambda a: (load[a], a))
+                load[at] += 1
+                self.where[r.index] = at
+            out.append(at)
         return out
 
     def submit(self, jobs: list[tuple[ShardRef, tuple]], what: str) -> list[Any]:

@@ -16,12 +16,14 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
 from softdb.distributed._shards import ShardRef, check_version
 from softdb.engine import _kernel
 from softdb.engine._scorers import DenseScorer
+from softdb.engine._states import HardState
 from softdb.store import _storage as storage
 
 __all__ = ["CACHE_SHARDS", "forget", "load", "run"]
@@ -111,7 +113,8 @@ def run(
     Returns ``(state, extra)``. ``op`` is "soft" (soft state with Σ e·v), "hard"
     (hard state; extra: the best row's value (m, d_v)), "search" (top-k and soft
     state, for the full-table log-sum-exp) or "dense" (soft state; extra: the
-    scaled scores (m, n_shard)) or "stats" (soft state with the entropy sums). ``mask`` is this shard's slice, bit-packed: (bytes, shape).
+    scaled scores (m, n_shard)) or "stats" (soft state with the entropy sums). ``mask`` is
+    this shard's slice, bit-packed: (bytes, shape).
     """
     got = _get(ref, verify)
     keys, values = got.keys, got.keys if got.values is None else got.values
@@ -121,8 +124,9 @@ def run(
         return _kernel.run(scorer, q, values, scale=scale, soft=True, mask=mk, offset=offset), None
     if op == "hard":
         st = _kernel.run(scorer, q, hard=True, mask=mk, offset=offset)
-        local = st.hard.row - offset  # (m,)  -offset - 1 where no match
-        found = st.hard.row >= 0  # (m,)
+        row = cast(HardState, st.hard).row  # (m,)  global best row; -1 where no match
+        local = row - offset  # (m,)  -offset - 1 where no match
+        found = row >= 0  # (m,)
         val = np.where(found[:, None], values[np.where(found, local, 0)], 0).astype(keys.dtype, copy=False)
         return st, val  # (m, d_v)
     if op == "search":

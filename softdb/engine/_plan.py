@@ -49,7 +49,7 @@ from softdb.engine._kernel import run
 from softdb.engine._scorers import CsrScorer, DenseScorer
 from softdb.engine._states import finalize
 
-__all__ = ["Answers", "Ask", "Head", "answer", "values_at"]
+__all__ = ["Answers", "Ask", "Head", "answer", "dense_to_weights", "hit_weights", "values_at"]
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ def answer(
     return _heads(heads, queries, ask, tau, mask, dtype)
 
 
-def _dense_to_weights(w: np.ndarray, lse: np.ndarray) -> np.ndarray:
+def dense_to_weights(w: np.ndarray, lse: np.ndarray) -> np.ndarray:
     """Scaled scores (m, n) → softmax weights, in place; rows sum to 1 (or all 0)."""
     with np.errstate(invalid="ignore", over="ignore"):
         w -= np.where(lse == -np.inf, 0, lse)[:, None]  # no match: stays -inf → 0
@@ -230,6 +230,16 @@ def _dense_to_weights(w: np.ndarray, lse: np.ndarray) -> np.ndarray:
         total = w.sum(axis=1, keepdims=True)  # (m, 1)  1 up to float32 rounding of lse
         w /= np.where(total == 0, 1, total)  # exact sums; no match stays all 0
     return w
+
+
+def hit_weights(rows: np.ndarray, scores: np.ndarray, lse: np.ndarray, tau: float, dtype: np.dtype) -> np.ndarray:
+    """Full-table weights exp(score / τ − lse) of top-k hits (m, k); 0 where a row is -1 (no match)."""
+    found = rows >= 0  # (m, k)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # τ below float32: inf, checked
+        logits = scores / np.asarray(tau, scores.dtype)  # (m, k)
+        w = np.where(found, np.exp(logits - np.where(found, lse[:, None], 0)), 0)  # (m, k)
+        w = np.minimum(w, 1)  # float32 rounding of score / τ against the log-sum-exp: no weight above 1
+    return w.astype(dtype, copy=False)  # (m, k)
 
 
 def _one_head(head: Head, q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> Answers:
@@ -265,14 +275,9 @@ def _one_head(head: Head, q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> A
     if ask.k:
         out.rows, out.scores = r.top_rows, r.top_scores  # (m, k), (m, k)
         if r.lse is not None:
-            found = r.top_rows >= 0  # (m, k)
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # τ below float32: inf, checked
-                logits = r.top_scores / np.asarray(tau, r.top_scores.dtype)  # (m, k)
-                w = np.where(found, np.exp(logits - np.where(found, r.lse[:, None], 0)), 0)
-                w = np.minimum(w, 1)  # float32 rounding of score / τ against the log-sum-exp: no weight above 1
-            out.hit_weights = w.astype(dtype, copy=False)
+            out.hit_weights = hit_weights(r.top_rows, r.top_scores, r.lse, tau, dtype)  # (m, k)
     if dense is not None:
-        out.weights = _dense_to_weights(dense, r.lse)
+        out.weights = dense_to_weights(dense, r.lse)
     return out
 
 
@@ -304,7 +309,7 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
         lses.append(r.lse)
         best.append(r.best_row)
         if dense is not None:
-            wa = _dense_to_weights(dense, r.lse)  # (m, n)
+            wa = dense_to_weights(dense, r.lse)  # (m, n)
             w = wa if w is None else np.add(w, wa, out=w)
     res = Answers(lse=np.stack(lses, axis=1))  # (m, h)
     if ask.soft:

@@ -34,7 +34,7 @@ def rank(
     run: dict[str, dict[str, float]] = {}
     for start in range(0, len(query_ids), batch):
         sl = slice(start, start + batch)
-        p = table.answer([q[sl] for q in queries] if isinstance(queries, list) else queries[sl], ask, k=k)
+        p = table._answer([q[sl] for q in queries] if isinstance(queries, list) else queries[sl], ask, k=k)
         hits = p.hits()  # (b, k) each: a batch is never a single query
         vals = hits.weights if mode == "soft" else hits.scores  # (b, k)
         for qid, ids, v in zip(query_ids[start : start + batch], hits.ids, vals.astype(np.float64)):

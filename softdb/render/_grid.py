@@ -175,7 +175,7 @@ def grid_log_sum_exp(table: SoftTable, query: Any, tau: float | None = None) -> 
     if not has_slider(table):
         return None
     tau0 = table.temperature if tau is None else float(tau)
-    p = table.answer(query, Ask(lse=True, taus=grid_taus(tau0)), temperature=tau0)
+    p = table._answer(query, Ask(lse=True, taus=grid_taus(tau0)), temperature=tau0)
     lse_at = p.answers.lse_at  # (1, 2g)
     assert lse_at is not None  # asked for: Ask(taus=...)
     return grid_from(tau0, lse_at[0])

@@ -9,12 +9,15 @@ projected values in projected mode).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from softdb.engine._plan import Ask
 from softdb.render._html import snippet
+
+if TYPE_CHECKING:  # pragma: no cover
+    from softdb.table._table import SoftTable
 
 __all__ = ["WEAK_MATCH_COSINE", "Explanation", "explain", "snippet", "weight_stats"]
 
@@ -76,16 +79,16 @@ class Explanation:
     block_scores: tuple = ()  # block tables: per hit, each block's raw score (score = Σ weight · raw)
 
     def _repr_html_(self) -> str:
-        from softdb.views import explanation_html
+        from softdb.render import explanation_html
 
         return explanation_html(self)
 
     def to_html(self, path: Any = None) -> str:
         """The explorer as one self-contained HTML page (inline CSS/JS/SVG, works offline).
 
-        With ``path``, also writes it there. See :mod:`softdb.views`.
+        With ``path``, also writes it there. See :mod:`softdb.render`.
         """
-        from softdb.views import explanation_html, write_html
+        from softdb.render import explanation_html, write_html
 
         page = explanation_html(self, standalone=True)
         if path is not None:
@@ -95,7 +98,7 @@ class Explanation:
     def __str__(self) -> str:
         lines = [f"query: {self.query}", "", f"{'rank':>4}  {'id':<34} {'score':>7} {'weight':>7}  payload"]
         for r, (i, s, w, p) in enumerate(zip(self.ids, self.scores, self.weights, self.payloads), 1):
-            bar = "█" * int(round(w * 20))
+            bar = "█" * round(w * 20)
             lines.append(f"{r:>4}  {str(i)[:34]:<34} {s:>7.3f} {w:>7.3f}  {bar} {snippet(p, 50)}")
             if self.block_scores and i is not None:
                 lines.append(
@@ -161,7 +164,7 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
             raise ValueError(f"explain takes one query of shape (d,), got shape {q.shape}; hint: explain one at a time")
     k = min(k, len(table)) if len(table) else k
     taus = tuple(float(t) for t in taus)
-    p = table.answer(query, Ask(soft=True, hard=True, lse=True, stats=True, taus=taus), temperature=temperature, k=k)
+    p = table._answer(query, Ask(soft=True, hard=True, lse=True, stats=True, taus=taus), temperature=temperature, k=k)
     hits = p.hits()  # (k,) each
     a = p.answers
     soft, hard = a.soft[0], a.hard[0]  # (d_out,), (d_out,)
@@ -170,7 +173,8 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
     sn = soft / max(float(np.linalg.norm(soft)), 1e-30)
     hn = hard / max(float(np.linalg.norm(hard)), 1e-30)
     nearest = hits.ids[int(np.argmax(hv @ sn))]
-    blocks, parts = (), ()
+    blocks: tuple = ()
+    parts: tuple = ()
     if table.key_kind == "blocks":  # each block's share of each hit's score
         blocks = tuple(zip(_block_names(table), table.block_weights))
         found = np.atleast_1d(hits.rows)[np.atleast_1d(hits.rows) >= 0]
@@ -257,7 +261,7 @@ def weight_stats(
     effective = np.empty(m, np.float64)  # (m,)
     for start in range(0, m, max(step, 1)):
         part = [x[start : start + step] for x in q] if blocks else q[start : start + step]
-        a = table.answer(part, Ask(stats=True), temperature=temperature).answers
+        a = table._answer(part, Ask(stats=True), temperature=temperature).answers
         entropy[start : start + step] = a.entropy  # (b,)
         effective[start : start + step] = a.effective_rows  # (b,)
     return entropy, effective

@@ -65,7 +65,7 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
     Parameters
     ----------
     state : TableState
-        ``table.state`` (what :meth:`SoftTable.save` passes).
+        ``table._state`` (what :meth:`SoftTable.save` passes).
     path : str or PathLike
         The table folder. Its parent folder must exist. An existing file, or a
         non-empty folder that is not a softdb table, is never overwritten.
@@ -87,7 +87,7 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
     >>> from softdb import SoftTable
     >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", 7], payloads=["x", None, {"k": 1}])
     >>> folder = os.path.join(tempfile.mkdtemp(), "t")
-    >>> save_state(t.state, folder)
+    >>> save_state(t._state, folder)
     >>> sorted(os.listdir(folder))
     ['keys.npy', 'manifest.json']
     >>> load_state(folder).rows.ids

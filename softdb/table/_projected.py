@@ -23,8 +23,8 @@ class ProjectionCache:
     >>> from softdb import Projection, SoftTable
     >>> t = SoftTable(np.eye(2, dtype=np.float32), projection=Projection(2, heads=2))
     >>> cache = ProjectionCache()
-    >>> first = cache.get(t.state.rows, t.projection)
-    >>> cache.get(t.state.rows, t.projection) is first, len(first.keys)
+    >>> first = cache.get(t._state.rows, t.projection)
+    >>> cache.get(t._state.rows, t.projection) is first, len(first.keys)
     (True, 2)
     """
 

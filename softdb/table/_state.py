@@ -2,7 +2,7 @@
 
 :class:`SoftTable` keeps one :class:`TableState` and swaps it whole on every change
 (``add``, ``remove``, setting the projection or the encoder), so a reader that
-takes ``table.state`` once sees one consistent version. Nothing in a state is
+takes ``table._state`` once sees one consistent version. Nothing in a state is
 mutated: the rows (:class:`Rows`) are read-only arrays, and a projection's weights
 are themselves swapped whole (``Projection.params``).
 
@@ -22,15 +22,16 @@ encoder : object or None
 shared_kv, has_payloads : bool
 dim, value_dim : int; dtype : numpy dtype
 
-:class:`Planned` is what ``SoftTable.answer`` returns: the plan's answers with the
-state, τ and heads they came from, for modules that print or test them.
+:class:`Reply` is what a question returns to the front end (:mod:`softdb.table._frontend`),
+whatever ran the kernel passes; :class:`Planned`, what ``SoftTable._answer`` returns, adds the
+state, τ and heads the plan's answers came from, for modules that print or test them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -38,7 +39,17 @@ from softdb import _checks
 from softdb.engine import _keys
 from softdb.engine._plan import Answers, values_at
 
-__all__ = ["COSINE_TEMPERATURE", "Planned", "Rows", "SearchResult", "TableState", "unit_rows"]
+__all__ = [
+    "COSINE_TEMPERATURE",
+    "Planned",
+    "Reply",
+    "Rows",
+    "SearchResult",
+    "TableState",
+    "asked",
+    "default_temperature",
+    "unit_rows",
+]
 
 #: Default temperature for metric="cosine": all-MiniLM-L6-v2 and most sentence
 #: encoders are trained with a contrastive loss at scale 20, i.e. τ = 0.05.
@@ -112,7 +123,7 @@ class Rows:
     @cached_property
     def _payload_array(self) -> np.ndarray:
         """(n + 1,) object array of the payloads, then None."""
-        return _lookup_array(self.payloads)
+        return _lookup_array(self.payloads or ())  # only read when the table has payloads
 
     def hits(self, rows: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> SearchResult:
         """Ids and payloads of hit ``rows`` (-1 = no match → None)."""
@@ -125,6 +136,11 @@ def _lookup_array(items: tuple) -> np.ndarray:
     arr[:-1] = items
     arr.flags.writeable = False
     return arr
+
+
+def asked(x: np.ndarray | None) -> np.ndarray:
+    """An answer that was asked for (an :class:`Answers` field is None only when it was not)."""
+    return cast(np.ndarray, x)
 
 
 def shared_values(keys: Any) -> Any:
@@ -244,27 +260,67 @@ class TableState:
                 return float(np.exp(log_tau))
         if self.temperature is not None:
             return self.temperature
-        if self.kind != "dense":
-            return 1.0  # sparse or block scores have no √d scale (hybrid text tables set their own τ)
-        if self.metric == "cosine":
-            return COSINE_TEMPERATURE
-        if proj is not None:
-            return float(np.sqrt(proj.d_k / proj.heads))
-        return float(np.sqrt(self.dim))
+        return default_temperature(self.kind, self.metric, self.dim, proj)
+
+
+def default_temperature(kind: str, metric: str, dim: int, projection: Any = None) -> float:
+    """τ of a table that has none of its own (every kind of table: one rule).
+
+    1 for sparse or block keys (their scores have no √d scale; hybrid text tables set
+    their own τ), 0.05 for "cosine", √(d_k / heads) in projected mode, else √d.
+    """
+    if kind != "dense":
+        return 1.0
+    if metric == "cosine":
+        return COSINE_TEMPERATURE
+    if projection is not None:
+        return float(np.sqrt(projection.d_k / projection.heads))
+    return float(np.sqrt(dim))
 
 
 @dataclass
-class Planned:
-    """Answers of one plan call, with what they came from.
+class Reply:
+    """Answers of one question, whatever ran its kernel passes (what the front end reads).
 
     Attributes
     ----------
     answers : Answers
-    state : TableState
-        The version the answers were computed on (ids, payloads, values).
     tau : float
     single : bool
         The call was one query (1-D or one string): ``one()`` strips the batch axis.
+    """
+
+    answers: Answers
+    tau: float
+    single: bool
+
+    def hits(self) -> SearchResult:
+        """The top-k answers as a SearchResult ((k,) arrays for a single query)."""
+        a = self.answers
+        res = self.hits_of(a.rows, a.scores, a.hit_weights)
+        if self.single:
+            res = SearchResult._make(None if x is None else x[0] for x in res)
+        return res
+
+    def hits_of(self, rows: Any, scores: Any, weights: Any) -> SearchResult:
+        """Ids and payloads of hit ``rows`` (-1 = no match → None), as a SearchResult."""
+        raise NotImplementedError
+
+    def one(self, x: np.ndarray | None) -> np.ndarray | None:
+        """``x[0]`` for a single query, else ``x``."""
+        return x[0] if self.single and x is not None else x
+
+
+@dataclass
+class Planned(Reply):
+    """Answers of one plan call (in process), with what they came from.
+
+    Attributes
+    ----------
+    answers, tau, single
+        As in :class:`Reply`.
+    state : TableState
+        The version the answers were computed on (ids, payloads, values).
     heads : list of Head
     queries : ndarray of shape (m, d)
         The queries as the plan took them (encoded, unit rows for "cosine").
@@ -272,25 +328,13 @@ class Planned:
         The extra temperatures asked for.
     """
 
-    answers: Answers
     state: TableState
-    tau: float
-    single: bool
     heads: list = field(repr=False, default_factory=list)
     queries: np.ndarray | None = field(repr=False, default=None)
     taus: tuple = ()  # the extra temperatures of the ask (``answers.lse_at`` columns)
 
-    def hits(self) -> SearchResult:
-        """The top-k answers as a SearchResult ((k,) arrays for a single query)."""
-        a = self.answers
-        res = self.state.rows.hits(a.rows, a.scores, a.hit_weights)
-        if self.single:
-            res = SearchResult(*(None if x is None else x[0] for x in res))
-        return res
-
-    def one(self, x: np.ndarray | None) -> np.ndarray | None:
-        """``x[0]`` for a single query, else ``x``."""
-        return x[0] if self.single and x is not None else x
+    def hits_of(self, rows: Any, scores: Any, weights: Any) -> SearchResult:
+        return self.state.rows.hits(rows, scores, weights)
 
     def hit_weights_at(self, i: int) -> np.ndarray:
         """The hits' full-table weights at the i-th extra temperature of the ask: (m, k).
@@ -300,15 +344,15 @@ class Planned:
         a = self.answers
         tau = self.taus[i]
         with np.errstate(over="ignore", invalid="ignore"):
-            w = np.exp(a.scores.astype(np.float64) / tau - a.lse_at[:, i, None])  # (m, k)
-        return np.where(a.rows >= 0, w, 0.0)
+            w = np.exp(asked(a.scores).astype(np.float64) / tau - asked(a.lse_at)[:, i, None])  # (m, k)
+        return np.where(asked(a.rows) >= 0, w, 0.0)
 
     def effective_rows_at(self, i: int, i_half: int) -> np.ndarray:
         """1 / Σ w² at the i-th extra temperature τ, given τ / 2 is the ``i_half``-th: (m,).
 
         Σ_j w_j(τ)² = exp(lse(τ/2) − 2·lse(τ)), so no pass beyond the log-sum-exps is needed.
         """
-        lse = self.answers.lse_at.astype(np.float64)
+        lse = asked(self.answers.lse_at).astype(np.float64)  # (m, g)
         return np.exp(2.0 * lse[:, i] - lse[:, i_half])  # (m,)
 
     def scores_of(self, rows: np.ndarray) -> np.ndarray:
@@ -323,7 +367,7 @@ class Planned:
         out = None
         for a, h in enumerate(self.heads):
             la = (h.project(self.queries) @ np.asarray(h.keys[rows]).T).astype(np.float64) / self.tau
-            la -= self.answers.lse[:, a, None]  # (m, r)  log w^a
+            la -= asked(self.answers.lse)[:, a, None]  # (m, r)  log w^a
             out = la if out is None else np.logaddexp(out, la)
         return out - np.log(len(self.heads))  # (m, r)
 

@@ -3,34 +3,36 @@
 The table wires three parts: its state (:mod:`softdb.table._state`, swapped whole on
 every change), the query plan (:mod:`softdb.engine._plan`, one kernel pass per question)
 and, in projected mode, a cache of projected rows (:mod:`softdb.table._projected`).
+
+Its methods come in four parts: construction, properties, the plan's hooks and
+persistence here; ``lookup``, ``weights`` and ``search`` from the front end every table
+shares (:mod:`softdb.table._frontend`); ``add`` and ``remove`` from
+:mod:`softdb.table._mutation`; ``fit`` and ``block_scores`` from :mod:`softdb.table._fitting`.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Hashable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import scipy.sparse as sp
 
 from softdb import _checks
 from softdb.engine import _keys
 from softdb.engine._plan import Ask, Head, answer
+from softdb.table._fitting import Fitting
+from softdb.table._frontend import NO_K, FrontEnd, QuerySpec, prepare_queries
+from softdb.table._mutation import Mutation
 from softdb.table._projected import ProjectionCache
-from softdb.table._state import COSINE_TEMPERATURE, Planned, Rows, SearchResult, TableState, shared_values, unit_rows
+from softdb.table._state import COSINE_TEMPERATURE, Planned, SearchResult, TableState
 
 if TYPE_CHECKING:  # pragma: no cover
     from os import PathLike
 
-    from softdb.learn._fit import FitReport
     from softdb.learn._projection import Projection
 
 __all__ = ["COSINE_TEMPERATURE", "SearchResult", "SoftTable"]
-
-
-_NO_K = object()  # answer(k=...) not given
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -39,7 +41,11 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     return v
 
 
-class SoftTable:
+def _spec_of(st: TableState) -> QuerySpec:
+    return QuerySpec(len(st.rows.ids), st.kind, st.rows.keys, st.dtype, st.dim, st.metric)
+
+
+class SoftTable(FrontEnd, Mutation, Fitting):
     """A table of keys and values answered by soft (attention) lookups.
 
     A query q scores every key, s_j = q·k_j (or the cosine), the scores become
@@ -147,16 +153,7 @@ class SoftTable:
         self._proj_cache = ProjectionCache()
         self._state = state
 
-    # ------------------------------------------------------------------ state
-    @property
-    def state(self) -> TableState:
-        """The current :class:`~softdb.table._state.TableState` (internal, documented there).
-
-        One consistent version: rows, metric, τ, projection, encoder. Changes
-        swap in a new state, so a reader that takes it once never sees a mix.
-        """
-        return self._state
-
+    # ------------------------------------------------------------ properties
     def __len__(self) -> int:
         return len(self._state.rows.ids)
 
@@ -233,7 +230,7 @@ class SoftTable:
         """Per-row payloads, or None if the table has none."""
         return self._state.rows.payloads
 
-    def row_of(self, id: Hashable) -> int:
+    def row_of(self, id: Hashable) -> int:  # noqa: A002 - public keyword: row_of(id=...) must keep working
         """Row position of ``id``."""
         try:
             return self._state.rows.index[id]
@@ -261,11 +258,6 @@ class SoftTable:
     def encoder(self, encoder: Any) -> None:
         with self._lock:
             self._state = self._state.with_(encoder=encoder, encoder_name=getattr(encoder, "name", None))
-
-    def set_encoder_name(self, name: str | None) -> None:
-        """Record the encoder by name only; :attr:`encoder` builds it on first use (used by load)."""
-        with self._lock:
-            self._state = self._state.with_(encoder=None, encoder_name=name)
 
     @property
     def projection(self) -> Projection | None:
@@ -305,103 +297,6 @@ class SoftTable:
             self._state = self._state.with_(projection=projection)
             self._proj_cache.clear()
 
-    # -------------------------------------------------------------- mutation
-    def add(
-        self,
-        keys: Any,
-        values: Any = None,
-        *,
-        ids: Iterable[Hashable] | None = None,
-        payloads: Sequence[Any] | None = None,
-    ) -> None:
-        """Append rows, swapping in new arrays (readers never see a mix).
-
-        Parameters
-        ----------
-        keys : array_like of shape (n_new, d)
-        values : array_like of shape (n_new, d_v)
-            Required unless the table's values are its keys.
-        ids : sequence, optional
-            Default: integers after the largest integer id in the table.
-        payloads : sequence, optional
-
-        Examples
-        --------
-        >>> t = SoftTable(np.eye(2, dtype=np.float32))
-        >>> t.add([[1.0, 1.0]], ids=["both"])
-        >>> len(t), t.ids
-        (3, (0, 1, 'both'))
-        """
-        st = self._state
-        k = _keys.as_keys(keys, "keys", dtype=st.dtype, copy=True)
-        if _keys.kind_of(k) != st.kind or _keys.dims(k) != _keys.dims(st.rows.keys):
-            if st.kind == "dense" and _keys.kind_of(k) == "dense":
-                _checks.check_width(k.shape[1], st.dim, "new keys")
-            raise ValueError(
-                f"new keys are {_keys.kind_of(k)} of widths {list(_keys.dims(k))} but the table's "
-                f"are {st.kind} of widths {list(_keys.dims(st.rows.keys))}; hint: encode "
-                "them the same way (table.encoder.encode_documents for text tables)"
-            )
-        if st.shared_kv:
-            if values is not None:
-                raise ValueError(
-                    "this table's values are its keys (it was built with values=None), "
-                    "so add() takes no values; hint: build the table with explicit values"
-                )
-            v = None
-        else:
-            if values is None:
-                raise ValueError(
-                    f"add() needs values of width {st.value_dim} for the {k.shape[0]} new rows, "
-                    "because this table has separate values; hint: add(keys, values)"
-                )
-            v = _checks.as_matrix(values, "values", dtype=st.dtype, copy=True)
-            _checks.check_width(v.shape[1], st.value_dim, "new values", "the table's values")
-            _checks.check_same_rows(k.shape[0], "keys", len(v), "values")
-        new_pay = _checks.as_payloads(payloads, k.shape[0])
-        if st.metric == "cosine":
-            k = unit_rows(k, "keys", st.dtype)
-        with self._lock:
-            st = self._state
-            old = st.rows
-            start = max((i for i in old.ids if isinstance(i, int)), default=-1) + 1
-            new_ids = _checks.as_ids(ids, k.shape[0], start=start)
-            _checks.check_new_ids(old.index, new_ids)
-            has_payloads = st.has_payloads or new_pay is not None  # only once the rows are valid
-            keys_all = _keys.stack(old.keys, k)  # (n + n_new, d)
-            values_all = shared_values(keys_all) if st.shared_kv else np.concatenate([old.values, v])
-            pay = None
-            if has_payloads:
-                pay = (old.payloads or (None,) * len(old.ids)) + (new_pay or (None,) * k.shape[0])
-            rows = Rows.build(keys_all, values_all, old.ids + new_ids, pay)
-            self._state = st.with_(rows=rows, has_payloads=has_payloads)
-
-    def remove(self, ids: Iterable[Hashable]) -> None:
-        """Remove the rows with these ids (unknown ids are an error).
-
-        Examples
-        --------
-        >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", "c"])
-        >>> t.remove(["b"])
-        >>> t.ids
-        ('a', 'c')
-        """
-        if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
-            ids = [ids]  # type: ignore[list-item]
-        ids = list(ids)
-        with self._lock:
-            st = self._state
-            old = st.rows
-            _checks.check_known_ids(old.index, ids)
-            drop = np.zeros(len(old.ids), bool)
-            drop[[old.index[i] for i in ids]] = True
-            keep = np.flatnonzero(~drop)
-            keys = _keys.take(old.keys, keep)  # (n - r, d)  a new array
-            values = shared_values(keys) if st.shared_kv else old.values[keep]
-            kept_ids = tuple(old.ids[i] for i in keep)
-            pay = None if old.payloads is None else tuple(old.payloads[i] for i in keep)
-            self._state = st.with_(rows=Rows.build(keys, values, kept_ids, pay))
-
     # --------------------------------------------------------------- lookups
     def _snapshot(self) -> tuple[TableState, Any]:
         """One consistent (state, projected rows or None); projects at most once per version."""
@@ -410,34 +305,18 @@ class SoftTable:
             return st, None
         return st, self._proj_cache.get(st.rows, st.projection)
 
-    def _queries(self, queries: Any, st: TableState) -> tuple[np.ndarray, bool]:
-        """Queries → (m, d) in the table's dtype (encoded, checked, unit for "cosine"), and single.
+    def _spec(self, snap: tuple[TableState, Any]) -> QuerySpec:
+        return _spec_of(snap[0])
 
-        CSR keys take dense or CSR queries; block keys one query matrix per block."""
-        one_text = isinstance(queries, str)
-        if isinstance(queries, str) or (
-            isinstance(queries, list | tuple) and queries and all(isinstance(q, str) for q in queries)
-        ):
-            queries = self._encode_queries(queries)
-        if st.kind != "dense":
-            q, single = _keys.as_queries(queries, st.rows.keys, st.dtype)
-            _checks.check_not_empty(len(st.rows.ids))
-            return q, single or one_text
-        if sp.issparse(queries):
-            raise TypeError(
-                "sparse queries need sparse keys; this table's keys are dense; "
-                "hint: queries.toarray(), or build the table from CSR keys"
-            )
-        q = _checks.as_matrix(queries, "queries", dtype=st.dtype, allow_1d=True)
-        single = q.ndim == 1
-        q = q[None, :] if single else q
-        _checks.check_width(q.shape[1], st.dim, "queries")
-        _checks.check_not_empty(len(st.rows.ids))
-        if st.metric == "cosine":
-            q = unit_rows(q, "queries", st.dtype)
-        return q, single
+    def _tau(self, snap: tuple[TableState, Any], temperature: float | None) -> float:
+        st, proj = snap
+        return st.tau(temperature, None if proj is None else proj.params)
 
-    def _encode_queries(self, queries: str | Sequence[str]) -> np.ndarray:
+    def _queries(self, queries: Any, st: TableState) -> tuple[Any, bool]:
+        """Queries → (m, d) in the table's dtype (encoded, checked, unit for "cosine"), and single."""
+        return prepare_queries(queries, _spec_of(st), self._query_encoder)
+
+    def _query_encoder(self) -> Any:
         encoder = self.encoder
         if encoder is None:
             raise TypeError(
@@ -445,66 +324,31 @@ class SoftTable:
                 "which knows its encoder; this table has none; hint: encode the query "
                 "yourself, or set table.encoder"
             )
-        texts = [queries] if isinstance(queries, str) else list(queries)
-        out = encoder.encode(texts)
-        if isinstance(queries, str) and self._state.kind == "dense":
-            return out[0]
-        return out  # sparse and block queries stay 2-D; _queries marks one text as single
+        return encoder
 
-    def prepare(self, queries: Any) -> np.ndarray:
-        """Queries as the plan takes them: (m, d), encoded, checked, unit rows for "cosine".
-
-        For softdb's own modules (``fit``, the CLI): encode once, then ask many times.
-        """
+    def _prepare(self, queries: Any) -> Any:
+        """Queries (m, d) as the plan takes them (encoded, checked, unit): encode once, ask many times."""
         return self._queries(queries, self._state)[0]
 
-    def answer(
-        self,
-        queries: Any,
-        ask: Ask,
-        *,
-        temperature: float | None = None,
-        mask: Any = None,
-        k: Any = _NO_K,
+    def _run(
+        self, snap: tuple[TableState, Any], q: Any, single: bool, ask: Ask, tau: float, mask: np.ndarray | None
     ) -> Planned:
-        """Answer through the query plan, in one pass (internal: for softdb's own modules).
-
-        Parameters
-        ----------
-        queries : array_like of shape (m, d) or (d,), or str / list of str
-        ask : softdb.engine._plan.Ask
-            What to compute (soft, hard, top-k, log-sum-exp, weights, statistics, extra τ).
-        temperature : float, optional
-        mask : array_like of bool, shape (n,) or (m, n), optional
-        k : int, optional
-            Checked against the table's size (of the same version) and put into ``ask``.
-
-        Returns
-        -------
-        softdb.table._state.Planned
-
-        Examples
-        --------
-        >>> from softdb.engine._plan import Ask
-        >>> t = SoftTable(np.eye(2, dtype=np.float32), temperature=1.0)
-        >>> p = t.answer([1.0, 0.0], Ask(hard=True, stats=True))
-        >>> p.one(p.answers.hard), round(float(p.one(p.answers.effective_rows)), 3)
-        (array([1., 0.], dtype=float32), 1.648)
-        """
-        st, proj = self._snapshot()
-        q, single = self._queries(queries, st)
-        n = len(st.rows.ids)
-        if k is not _NO_K:
-            ask = Ask(**{**ask.__dict__, "k": _checks.as_k(k, n)})
-        mask = _checks.as_mask(mask, q.shape[0], n, single)
+        """In process: one pass of the query plan per head (see :mod:`softdb.engine._plan`)."""
+        st, proj = snap
         if proj is None:
             heads = [Head(st.rows.keys, st.rows.values, st.query_w, st.rows.key_norm_max, st.block_weights)]
         else:
             heads = [
                 Head(kh, vh, wq, nm) for kh, vh, wq, nm in zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max)
             ]
-        tau = st.tau(temperature, None if proj is None else proj.params)
-        return Planned(answer(heads, q, ask, tau, mask, dtype=st.dtype), st, tau, single, heads, q, ask.taus)
+        answers = answer(heads, q, ask, tau, mask, dtype=st.dtype)
+        return Planned(answers, tau, single, state=st, heads=heads, queries=q, taus=ask.taus)
+
+    def _answer(
+        self, queries: Any, ask: Ask, *, temperature: float | None = None, mask: Any = None, k: Any = NO_K
+    ) -> Planned:
+        """:meth:`FrontEnd._answer <softdb.table._frontend.FrontEnd._answer>`, answered by the plan."""
+        return cast(Planned, super()._answer(queries, ask, temperature=temperature, mask=mask, k=k))
 
     def explain(self, query: Any, k: int = 5, *, temperature: float | None = None) -> Any:
         """A readable "soft SELECT" for one query (see :func:`softdb.table._explain.explain`).
@@ -520,315 +364,6 @@ class SoftTable:
         from softdb.table._explain import explain
 
         return explain(self, query, k, temperature=temperature)
-
-    def lookup(
-        self,
-        queries: Any,
-        *,
-        mode: str = "soft",
-        temperature: float | None = None,
-        mask: Any = None,
-    ) -> np.ndarray:
-        """Answer queries: the weighted average of the values, or the best row's value.
-
-        Parameters
-        ----------
-        queries : array_like of shape (m, d) or (d,)
-        mode : {"soft", "hard"}
-            "soft": Σ_j w_j v_j with w = softmax(scores / τ). "hard": the value of
-            the best-scoring row (ties go to the lowest row).
-        temperature : float, optional
-            τ for this call; default ``table.temperature``.
-        mask : array_like of bool, shape (n,) or (m, n), optional
-            True where a row is allowed. A query with no allowed row gets zeros.
-
-        Returns
-        -------
-        ndarray of shape (m, d_v), or (d_v,) for one query
-
-        Examples
-        --------
-        >>> t = SoftTable(np.eye(2, dtype=np.float32), [[0.0], [1.0]], temperature=1.0)
-        >>> t.lookup([[5.0, 0.0]]).round(4)
-        array([[0.0067]], dtype=float32)
-        >>> t.lookup([5.0, 0.0], mode="hard")
-        array([0.], dtype=float32)
-        """
-        mode = _checks.as_mode(mode)
-        p = self.answer(queries, Ask(soft=mode == "soft", hard=mode == "hard"), temperature=temperature, mask=mask)
-        if mode == "hard":
-            return p.one(p.answers.hard)
-        _checks.check_finite_result(p.answers.soft, "soft lookup", p.tau)
-        return p.one(p.answers.soft)
-
-    def weights(
-        self,
-        queries: Any,
-        *,
-        temperature: float | None = None,
-        mask: Any = None,
-    ) -> np.ndarray:
-        """The attention weights softmax(scores / τ) of every row.
-
-        This output is O(m × n) by nature; use :meth:`search` for the top rows.
-
-        Parameters
-        ----------
-        queries : array_like of shape (m, d) or (d,)
-        temperature : float, optional
-        mask : array_like of bool, shape (n,) or (m, n), optional
-            Masked rows get weight 0; a query with no allowed row gets all zeros.
-
-        Returns
-        -------
-        ndarray of shape (m, n), or (n,) for one query; each row sums to 1.
-
-        Examples
-        --------
-        >>> t = SoftTable(np.eye(2, dtype=np.float32), temperature=1.0)
-        >>> t.weights([1.0, 0.0]).round(4)
-        array([0.7311, 0.2689], dtype=float32)
-        """
-        p = self.answer(queries, Ask(weights=True), temperature=temperature, mask=mask)
-        _checks.check_finite_result(p.answers.weights, "weights", p.tau)
-        return p.one(p.answers.weights)
-
-    def search(
-        self,
-        queries: Any,
-        k: int = 10,
-        *,
-        temperature: float | None = None,
-        mask: Any = None,
-    ) -> SearchResult:
-        """The k best rows of each query, with scores and full-table weights.
-
-        Parameters
-        ----------
-        queries : array_like of shape (m, d) or (d,)
-        k : int
-            1 <= k <= len(table).
-        temperature : float, optional
-        mask : array_like of bool, shape (n,) or (m, n), optional
-
-        Returns
-        -------
-        SearchResult
-            ids, scores, weights, payloads and rows, each (m, k) or (k,), sorted by
-            score descending (ties: lowest row first). Slots past the allowed rows
-            hold id None, score -inf, weight 0 and row -1.
-
-        Examples
-        --------
-        >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["x", "y", "z"], temperature=1.0)
-        >>> hits = t.search([0.0, 2.0, 1.0], k=2)
-        >>> hits.ids, hits.scores, hits.weights.round(3)
-        (array(['y', 'z'], dtype=object), array([2., 1.], dtype=float32), array([0.665, 0.245], dtype=float32))
-        """
-        p = self.answer(queries, Ask(lse=True), temperature=temperature, mask=mask, k=k)
-        _checks.check_finite_result(p.answers.hit_weights, "search weights", p.tau)
-        return p.hits()
-
-    # ------------------------------------------------------------- fitting
-    def fit(
-        self,
-        queries: Any,
-        targets: Any,
-        *,
-        loss: str = "rows",
-        optimizer: str = "auto",
-        max_iter: int = 100,
-        reg: float = 0.0,
-        validation: tuple[Any, Any] | None = None,
-        patience: int = 10,
-        batch_size: int = 256,
-        learning_rate: float = 0.01,
-        seed: int = 0,
-        verbose: bool = False,
-        learn: Sequence[str] | None = None,
-    ) -> FitReport:
-        """Fit the table's projection to training queries, in float64 (or a block table's blend).
-
-        Block tables (e.g. hybrid [dense | sparse]) fit their blend instead, with
-        :func:`softdb.learn._blend.fit_blend`: ``learn`` ⊆ {"tau", "weights", "q"} (default
-        ("tau", "weights"): a handful of parameters; block 0's weight stays fixed),
-        ``reg`` (λ of λ‖W_Q − I‖², with "q") and ``max_iter``; the loss is
-        −log Σ_{j∈targets} w_j over the whole table. That returns a ``BlendFit``.
-
-        Parameters
-        ----------
-        queries : array_like of shape (m, d)
-            Raw training queries (normalised first when metric="cosine").
-        targets : sequence or array_like
-            loss="rows": one row id per query, or a list of ids per query; the
-            loss is the mean of −log Σ_{j∈targets} w̄_j over the whole table
-            (w̄: mean weight over heads). loss="values": (m, d_out) target answers;
-            the loss is the mean squared error of the soft lookup.
-        loss : {"rows", "values"}
-        optimizer : {"auto", "lbfgs", "adam"}
-            "lbfgs": full batch, scipy L-BFGS-B. "adam": mini-batches of queries
-            (each against the whole table). "auto": L-BFGS up to 2·10⁷ query × row
-            scores, else Adam.
-        max_iter : int
-            L-BFGS iterations or Adam epochs.
-        reg : float
-            λ of the penalty λ Σ ‖W − W₀‖² towards the starting weights.
-        validation : (queries, targets), optional
-            Evaluated after every iteration: recall@1 (rows; ties broken by the
-            validation loss) or MSE (values). The best weights are kept, and the
-            fit stops after ``patience`` iterations without improvement.
-        patience : int
-        batch_size : int
-            Adam mini-batch size (queries).
-        learning_rate : float
-            Adam step size.
-        seed : int
-            Seeds Adam's shuffling and the low-rank factors.
-        verbose : bool
-            Print the loss (and validation metric) of every iteration.
-
-        Returns
-        -------
-        FitReport
-
-        Notes
-        -----
-        What is learned is set on the projection: ``learn`` (subset of "q", "k",
-        "v"; W_V only matters to loss="values"), ``tied``, ``rank`` (low-rank
-        update W₀ + A Bᵀ) and ``learn_temperature`` (log τ). The fit reads one
-        version of the rows and writes the weights back with
-        ``projection.set_weights`` (lookups then re-project the rows).
-
-        Examples
-        --------
-        >>> from softdb import Projection, SoftTable
-        >>> x = np.eye(3, dtype=np.float32)
-        >>> t = SoftTable(x, ids=["a", "b", "c"], projection=Projection(3))
-        >>> t.search(x, k=1).ids.ravel().tolist()  # identity: each row retrieves itself
-        ['a', 'b', 'c']
-        >>> report = t.fit(x, ["b", "c", "a"])  # a → b → c → a
-        >>> t.search(x, k=1).ids.ravel().tolist(), report.loss_history[-1] < 0.01
-        (['b', 'c', 'a'], True)
-        """
-        if self._state.kind == "blocks":
-            return self._fit_blend(
-                queries, targets, learn=("tau", "weights") if learn is None else learn, reg=reg, max_iter=max_iter
-            )
-        if learn is not None:
-            raise TypeError(
-                "learn= is for block tables; a dense table's projection says what it learns (Projection(d, learn=...))"
-            )
-        from softdb.learn._fit import as_targets, check_options, fit_arrays
-
-        st = self._state
-        proj = st.projection
-        if proj is None:
-            raise ValueError(
-                "this table has no projection to fit; hint: table.projection = Projection(table.dim) "
-                "(or SoftTable(..., projection=Projection(d)))"
-            )
-        check_options(loss, optimizer, max_iter, batch_size, patience, reg)
-        rows = st.rows
-
-        def prepare(q: Any, t: Any, what: str) -> tuple[np.ndarray, Any]:
-            x = self._queries(q, st)[0].astype(np.float64)  # (m, d)
-            if loss == "rows":
-                return x, as_targets(t, len(x), rows.index, what)
-            y = np.asarray(t, dtype=np.float64)  # (m, d_out)
-            y = y[:, None] if y.ndim == 1 and proj.d_out == 1 else y
-            if y.shape != (len(x), proj.d_out):
-                raise ValueError(
-                    f"{what} must have shape ({len(x)}, {proj.d_out}) (one answer of width d_out={proj.d_out} "
-                    f"per query), got {y.shape}; hint: loss='values' targets are vectors, loss='rows' takes ids"
-                )
-            if not np.isfinite(y).all():
-                raise ValueError(f"{what} must be finite")
-            return x, y
-
-        X, target = prepare(queries, targets, "targets")
-        val = None if validation is None else prepare(validation[0], validation[1], "validation targets")
-        params = proj.params
-        update, report = fit_arrays(
-            rows.keys.astype(np.float64),
-            rows.values.astype(np.float64) if loss == "values" else None,
-            X,
-            target,
-            params.W_Q,
-            params.W_K,
-            params.W_V,
-            math.log(st.tau(None, params)),
-            loss=loss,
-            heads=proj.heads,
-            tied=proj.tied,
-            learn=proj.learn,
-            learn_temperature=proj.learn_temperature,
-            rank=proj.rank,
-            optimizer=optimizer,
-            max_iter=max_iter,
-            reg=reg,
-            validation=val,
-            patience=patience,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            seed=seed,
-            verbose=verbose,
-        )
-        proj.set_weights(**update)
-        return report
-
-    # ------------------------------------------------------ delegated features
-    def _fit_blend(self, queries: Any, targets: Any, *, learn: Sequence[str], reg: float, max_iter: int) -> Any:
-        """fit() of a block table: its blend (block weights, τ, W_Q of the dense block)."""
-        from softdb.learn._blend import BlendParams, fit_blend
-        from softdb.learn._fit import as_targets
-
-        st = self._state
-        rows = st.rows
-        if not isinstance(rows.keys[0], np.ndarray):
-            raise ValueError(
-                "fit() of a block table needs a dense first block (its weight stays fixed and "
-                "learn='q' fits its W_Q), but block 0 is sparse; hint: put the dense block first"
-            )
-        q, _ = self._queries(queries, st)  # raw queries: W_Q applies inside the fit
-        tgt = as_targets(targets, q.shape[0], rows.index)
-        start = BlendParams(st.block_weights, st.tau(), st.query_w)
-        X = np.asarray(q[0], np.float64)  # (m, d_0)
-        K = np.asarray(rows.keys[0], np.float64)  # (n, d_0)
-        res = fit_blend(
-            X, K, list(q[1:]), list(rows.keys[1:]), tgt, start, learn=learn, reg=float(reg), max_iter=int(max_iter)
-        )
-        with self._lock:
-            self._state = self._state.with_(
-                block_weights=tuple(res.params.weights), temperature=res.params.temperature, query_w=res.params.W_Q
-            )
-        return res
-
-    def block_scores(self, query: Any, rows: Any) -> np.ndarray:
-        """Each key block's raw score q_b·k_b of one query against some rows: (len(rows), n_blocks).
-
-        A row's score is ``block_scores @ block_weights``; explain shows the parts.
-
-        Examples
-        --------
-        >>> import scipy.sparse as sp
-        >>> t = SoftTable([np.eye(2, dtype=np.float32), sp.csr_matrix(np.array([[0, 4], [2, 0]], np.float32))],
-        ...               block_weights=[1.0, 0.5])
-        >>> t.block_scores([np.array([1, 0], np.float32), sp.csr_matrix(np.array([[0, 1]], np.float32))], [0, 1])
-        array([[1., 4.],
-               [0., 0.]])
-        """
-        st = self._state
-        if st.kind != "blocks":
-            raise ValueError(f"block_scores needs block keys, but this table's keys are {st.kind}")
-        r = st.rows
-        q, _ = self._queries(query, st)
-        q = Head(r.keys, w_q=st.query_w).project(q)
-        idx = np.asarray(rows, np.int64)  # (k,)
-        out = np.zeros((len(idx), len(r.keys)))  # (k, n_blocks)
-        for b, (qb, kb) in enumerate(zip(q, r.keys)):
-            s = kb[idx] @ qb[:1].T  # (k, 1)
-            out[:, b] = (s.toarray() if sp.issparse(s) else np.asarray(s)).ravel()
-        return out
 
     @classmethod
     def from_texts(
@@ -900,7 +435,7 @@ class SoftTable:
         """Save the table to a folder, atomically (the format: :mod:`softdb.store._storage`)."""
         from softdb.table._persist import save_state
 
-        save_state(self.state, path)
+        save_state(self._state, path)
 
     @classmethod
     def load(cls, path: str | PathLike[str], *, mmap: bool = False, verify: bool = True) -> SoftTable:

@@ -80,11 +80,11 @@ def search_answers(table: SoftTable, queries: Any, k: int, *, temperature: float
 
     proj = table.projection
     if proj is None or proj.heads == 1:  # one pass: hits, their full-table weights, entropy, effective rows
-        p = table.answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
+        p = table._answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
         entropy, effective = p.answers.entropy, p.answers.effective_rows  # (m,), (m,)
     else:  # a mean of several heads' softmaxes has no streaming entropy: dense weights, in batches
-        q = table.prepare(queries)  # (m, d)  encoded once
-        p = table.answer(q, Ask(k=k, lse=True), temperature=temperature, k=k)
+        q = table._prepare(queries)  # (m, d)  encoded once
+        p = table._answer(q, Ask(k=k, lse=True), temperature=temperature, k=k)
         entropy, effective = weight_stats(table, q, temperature=temperature)  # (m,), (m,)
     a, rows = p.answers, p.state.rows  # the rows version the answer was computed on
     hit_rows, scores, weights = a.rows, a.scores, a.hit_weights  # (m, k) each

@@ -152,6 +152,23 @@ def test_memmapped_npy_and_string_queries(client, tmp_path):
         _same_search(t.search(np.asarray(ref.keys[:9]), k=4), plain.search(np.asarray(ref.keys[:9]), k=4))
 
 
+def test_hit_weights_are_clamped_at_one_as_in_a_softtable(client, tmp_path):
+    """A lone dominant hit: float32 rounding of score / τ against the merged log-sum-exp gives
+    exp(+1 ulp) = 1.0000076 unclamped; the one front end clamps at 1, as SoftTable always did."""
+    keys = np.eye(4, dtype=np.float32)
+    q = np.array([[1, 0, 0, 0], [0, 0, 2, 0]], np.float32)
+    ref = SoftTable(keys, temperature=0.013)
+    want = ref.search(q, k=2)
+    assert want.weights.max() == 1.0  # the clamp binds for these queries
+    ShardedTable.create(str(tmp_path / "t"), keys, shards=2, temperature=0.013)
+    with ShardedTable.open(str(tmp_path / "t"), client=client) as t:
+        got = t.search(q, k=2)
+        one = t.search(q[0], k=1)
+    assert got.weights.max() <= 1.0 and one.weights.max() <= 1.0
+    _same_search(got, want)
+    np.testing.assert_array_equal(got.weights, want.weights)
+
+
 def test_add_remove_and_readers_in_threads(client, tmp_path):
     k, v, q = _ties_data(n=1203, seed=3)
     ids = [f"r{i}" for i in range(len(k))]
@@ -258,7 +275,7 @@ def test_sigkill_a_worker_during_a_batch(client, tmp_path):
         for _attempt in range(5):  # bounded: retry if a batch ends before the kill lands
             pids = client.run(os.getpid)  # {worker address: pid}
             out: dict = {}
-            th = threading.Thread(target=lambda: out.setdefault("hits", t.search(q, k=10)))
+            th = threading.Thread(target=lambda out=out: out.setdefault("hits", t.search(q, k=10)))
             th.start()
             victim = None
             while th.is_alive() and victim is None:

@@ -135,7 +135,7 @@ def test_one_pass_gives_every_answer_against_float64_oracles():
     mask = rng.random((9, 400)) < 0.5
     t = SoftTable(K, V, temperature=0.7)
     taus = (0.2, 0.35, 3.0)
-    p = t.answer(Q, Ask(soft=True, hard=True, lse=True, stats=True, taus=taus), k=5, mask=mask)
+    p = t._answer(Q, Ask(soft=True, hard=True, lse=True, stats=True, taus=taus), k=5, mask=mask)
     a = p.answers
     s = np.where(mask, Q.astype(np.float64) @ K.T.astype(np.float64), -np.inf)  # (m, n)
     w = softmax(s / 0.7, axis=1)
@@ -162,13 +162,13 @@ def test_one_pass_gives_every_answer_against_float64_oracles():
 def test_extra_temperatures_need_one_head():
     t, rng = _heads_table(n=50)
     with pytest.raises(ValueError, match="extra temperatures is defined for one head only"):
-        t.answer(rng.standard_normal((2, 24)).astype(np.float32), Ask(taus=(1.0,)))
+        t._answer(rng.standard_normal((2, 24)).astype(np.float32), Ask(taus=(1.0,)))
 
 
 def test_multi_head_statistics_match_the_mean_weights():
     t, rng = _heads_table(n=200, heads=2)
     Q = rng.standard_normal((4, 24)).astype(np.float32)
-    a = t.answer(Q, Ask(stats=True)).answers
+    a = t._answer(Q, Ask(stats=True)).answers
     w = t.weights(Q).astype(np.float64)
     np.testing.assert_allclose(a.entropy, -(w * np.log(w)).sum(axis=1), rtol=1e-4)
     np.testing.assert_allclose(a.effective_rows, 1 / (w * w).sum(axis=1), rtol=1e-4)

@@ -124,7 +124,7 @@ def same(t: SoftTable, ref: SoftTable) -> bool:
         and [type(i) for i in t.ids] == [type(i) for i in ref.ids]
         and t.payloads == ref.payloads
         and t.metric == ref.metric
-        and t.state.temperature == ref.state.temperature
+        and t._state.temperature == ref._state.temperature
         and t.dtype == ref.dtype
         and t.keys.shape == ref.keys.shape
         and t.values.shape == ref.values.shape

@@ -26,14 +26,14 @@ def assert_same(a: SoftTable, b: SoftTable) -> None:
     assert a.ids == b.ids
     assert [type(i) for i in a.ids] == [type(i) for i in b.ids]
     assert a.payloads == b.payloads
-    assert (a.metric, a.state.temperature, a.temperature, a.dtype, a.dim, a.value_dim, a.state.shared_kv) == (
+    assert (a.metric, a._state.temperature, a.temperature, a.dtype, a.dim, a.value_dim, a._state.shared_kv) == (
         b.metric,
-        b.state.temperature,
+        b._state.temperature,
         b.temperature,
         b.dtype,
         b.dim,
         b.value_dim,
-        b.state.shared_kv,
+        b._state.shared_kv,
     )
     np.testing.assert_array_equal(a.keys, b.keys)
     np.testing.assert_array_equal(a.values, b.values)
@@ -62,8 +62,8 @@ def test_round_trip(tmp_path, metric, dtype, shared, mmap):
     np.testing.assert_array_equal(t.lookup(q), u.lookup(q))
     np.testing.assert_array_equal(t.search(q, k=3).rows, u.search(q, k=3).rows)
     if mmap:
-        assert isinstance(u.state.rows.keys, np.memmap)
-        assert shared or isinstance(u.state.rows.values, np.memmap)
+        assert isinstance(u._state.rows.keys, np.memmap)
+        assert shared or isinstance(u._state.rows.values, np.memmap)
 
 
 def test_files_are_plain_numpy_and_manifest_is_documented(tmp_path):
@@ -140,7 +140,7 @@ def test_projection_and_encoder_state(tmp_path):
             np.testing.assert_array_equal(arrays[name], a)
         q = RNG.normal(size=(3, 4)).astype(np.float32)
         np.testing.assert_array_equal(u.lookup(q), t.lookup(q))
-        assert u.state.encoder_name == "all-MiniLM-L6-v2"
+        assert u._state.encoder_name == "all-MiniLM-L6-v2"
     (tmp_path / "t" / "projection.W_K.npy").unlink()
     with pytest.raises(FileNotFoundError, match=re.escape("projection.W_K.npy")):
         SoftTable.load(tmp_path / "t")

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -452,7 +453,7 @@ def test_add_remove(data):
             args[bad] = draw(odd_array(m, d if bad == "keys" else dv))
         elif bad == "ids":
             args["ids"] = draw(
-                st.one_of(ODD_IDS, st.lists(st.sampled_from(list(table.ids) + ["new", 99]), min_size=m, max_size=m))
+                st.one_of(ODD_IDS, st.lists(st.sampled_from([*table.ids, "new", 99]), min_size=m, max_size=m))
             )
         else:
             args["payloads"] = draw(st.one_of(JUNK, st.lists(st.integers(), max_size=4)))
@@ -490,7 +491,7 @@ def test_files(data):
         verify, mmap = draw(st.booleans()), draw(st.booleans())
         fname = draw(st.sampled_from(names))
         fpath = os.path.join(path, fname)
-        raw = open(fpath, "rb").read()
+        raw = Path(fpath).read_bytes()
         words = [fname]
         if how == "flip":
             verify = verify or fname == "manifest.json" or draw(st.booleans())
@@ -501,16 +502,16 @@ def test_files(data):
                 off = min(off, 127)
             buf = bytearray(raw)
             buf[off] ^= 1 << draw(st.integers(0, 7))
-            open(fpath, "wb").write(bytes(buf))
+            Path(fpath).write_bytes(bytes(buf))
         elif how == "truncate":
-            open(fpath, "wb").write(raw[: draw(st.integers(0, len(raw) - 1))])
+            Path(fpath).write_bytes(raw[: draw(st.integers(0, len(raw) - 1))])
         elif how == "delete":
             os.unlink(fpath)
         elif how == "no folder":
             shutil.rmtree(path)
             words = ["no softdb table"]
         elif how == "junk manifest":
-            open(os.path.join(path, "manifest.json"), "wb").write(
+            Path(path, "manifest.json").write_bytes(
                 draw(
                     st.sampled_from(
                         [
@@ -530,7 +531,7 @@ def test_files(data):
             bad = draw(st.sampled_from([object(), (1, 2), {1: 2}, math.nan, np.float32(1), {"s": {1}}]))
             t2 = SoftTable(
                 table.keys,
-                None if table.state.shared_kv else table.values,
+                None if table._state.shared_kv else table.values,
                 ids=table.ids,
                 payloads=[bad, *table.payloads[1:]],
                 metric=table.metric,
@@ -541,10 +542,10 @@ def test_files(data):
             target = draw(st.sampled_from(["file", "foreign folder", "missing parent"]))
             other = os.path.join(root, "x")
             if target == "file":
-                open(other, "w").write("mine")
+                Path(other).write_text("mine")
             elif target == "foreign folder":
                 os.mkdir(other)
-                open(os.path.join(other, "notes"), "w").write("mine")
+                Path(other, "notes").write_text("mine")
             else:
                 other = os.path.join(root, "missing", "t")
             res = attempt(f"save ({target})", lambda: table.save(other), [other, os.path.dirname(other)])

@@ -158,7 +158,7 @@ def test_readers_see_one_version_while_writer_adds_removes_saves(tmp_path, capsy
                 assert err[v] <= 1e-5 * max(1.0, np.abs(out).max()), (out, legit[v])
                 seen[v] += 1
             elif op == "hard":
-                k = int(round(out[0] / 1000))
+                k = round(float(out[0]) / 1000)
                 assert 0 <= k <= last and np.array_equal(out, x_value(k)[0]), out
             elif op == "weights":
                 want = {65: w1, 66: w2}[len(out)]

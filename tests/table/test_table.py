@@ -59,7 +59,7 @@ def test_float64_kept_and_float32_default(data):
     assert t64.dtype == np.float64 and t64.lookup(Q).dtype == np.float64
     t32 = SoftTable(K.tolist(), V.tolist())
     assert t32.dtype == np.float32 and t32.lookup(Q).dtype == np.float32
-    s, w, soft, _ = reference(Q, K, V, np.sqrt(24))
+    _, _, soft, _ = reference(Q, K, V, np.sqrt(24))
     np.testing.assert_allclose(t64.lookup(Q), soft, rtol=1e-10, atol=1e-12)
 
 
@@ -137,7 +137,7 @@ def test_mask_row_and_per_query(data):
     rng = np.random.default_rng(1)
     mask = rng.random((11, 300)) < 0.3
     t = SoftTable(K, V)
-    s, w, soft, order = reference(Q, K, V, t.temperature, mask=mask)
+    _, w, soft, order = reference(Q, K, V, t.temperature, mask=mask)
     np.testing.assert_allclose(t.weights(Q, mask=mask), w, atol=2e-6)
     np.testing.assert_allclose(t.lookup(Q, mask=mask), soft, atol=2e-5)
     np.testing.assert_array_equal(t.lookup(Q, mode="hard", mask=mask), V[order[:, 0]])
@@ -183,7 +183,7 @@ def test_large_scores_stay_finite():
     V = rng.standard_normal((50, 2)).astype(np.float32)
     t = SoftTable(K, V, temperature=1.0)
     Q = (rng.standard_normal((4, 8)) * 100).astype(np.float32)  # scores ~ ±1e5
-    s, w, soft, order = reference(Q, K, V, 1.0)
+    _, w, soft, order = reference(Q, K, V, 1.0)
     out = t.lookup(Q)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, soft, atol=1e-4)
@@ -232,7 +232,7 @@ def test_add_default_ids_continue_and_empty_table_fills():
 
 
 def test_readers_keep_their_snapshot(data):
-    K, V, Q = data
+    K, V, _ = data
     t = SoftTable(K, V)
     before = t.keys
     t.remove([0, 1])
