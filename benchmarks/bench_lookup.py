@@ -159,7 +159,13 @@ class Case:
             "kv",
             lambda: SoftTable.from_state(
                 TableState.build(
-                    self.table._state.rows.keys, None, ids=None, payloads=None, metric="dot", temperature=None, unit=True
+                    self.table._state.rows.keys,
+                    None,
+                    ids=None,
+                    payloads=None,
+                    metric="dot",
+                    temperature=None,
+                    unit=True,
                 )
             ),
         )

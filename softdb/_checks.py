@@ -96,7 +96,7 @@ def as_matrix(
         )
     if dtype is None:
         given64 = isinstance(x, np.ndarray) and x.dtype == np.float64  # lists become float32
-        dtype = np.float64 if given64 else np.float32
+        dtype = np.dtype(np.float64 if given64 else np.float32)
     if kind == "f" and arr.dtype.itemsize > 8:
         arr = arr.astype(np.float64)
     with np.errstate(over="ignore"):  # too-large values are reported below

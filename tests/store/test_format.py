@@ -124,7 +124,7 @@ def test_tables_saved_by_71a4ec0_load_and_save_back_to_the_same_bytes(tmp_path, 
 def test_an_encoder_version_is_recorded_but_not_loaded(tmp_path):
     m = json.loads((GOLDEN / "encoder_version" / "manifest.json").read_text())
     assert m["encoder"] == {"name": "my-model", "version": "2.1"}
-    assert SoftTable.load(GOLDEN / "encoder_version").state.encoder_name == "my-model"
+    assert SoftTable.load(GOLDEN / "encoder_version")._state.encoder_name == "my-model"
     build_tables()["encoder_version"].save(tmp_path / "t")
     assert _normalised_manifest(tmp_path / "t") == _normalised_manifest(GOLDEN / "encoder_version")
 
