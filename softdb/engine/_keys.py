@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from softdb import _checks
+from softdb.engine._protocols import Scorer
 from softdb.engine._scorers import BlockScorer, CsrScorer, DenseScorer, row_norm_max
 
 __all__ = ["Blocks", "as_keys", "as_queries", "freeze", "kind_of", "norm_max", "scorer", "stack", "take", "width"]
@@ -131,7 +132,7 @@ def take(keys: Any, rows: np.ndarray) -> Any:
     return keys[rows]
 
 
-def scorer(keys: Any, weights: Sequence[float] | None = None, key_norm_max: Any = None) -> Any:
+def scorer(keys: Any, weights: Sequence[float] | None = None, key_norm_max: Any = None) -> Scorer:
     """The kernel scorer of these keys (block weights for blocks)."""
     if isinstance(keys, Blocks):
         nm = key_norm_max or (None,) * len(keys)

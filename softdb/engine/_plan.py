@@ -43,10 +43,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from softdb.engine._kernel import run
-from softdb.engine._scorers import CsrScorer, DenseScorer
+from softdb.engine._keys import Blocks
+from softdb.engine._keys import scorer as blocks_scorer
+from softdb.engine._protocols import BoundScorer, Scorer
+from softdb.engine._scorers import CsrScorer, DenseScorer, is_sparse
 from softdb.engine._states import finalize
 
 __all__ = ["Answers", "Ask", "Head", "answer", "values_at"]
@@ -58,12 +60,13 @@ class Head:
 
     Attributes
     ----------
-    keys : ndarray of shape (n, d_h), scipy.sparse matrix, or a scorer
+    keys : ndarray of shape (n, d_h), scipy.sparse matrix, Blocks, or a scorer
         The head's keys (the table's keys in plain mode; projected keys otherwise).
-        A scorer (anything with ``n`` and ``bind``, see :mod:`softdb.engine._scorers`, e.g. a
+        A scorer (a :class:`~softdb.engine._protocols.Scorer`, e.g. a
         ``BlockScorer([DenseScorer(emb), CsrScorer(bm25)], weights)``) is used as is;
         a scipy.sparse matrix is scored by a ``CsrScorer`` (built per call: pass the
-        scorer itself to build it once).
+        scorer itself to build it once), :class:`~softdb.engine._keys.Blocks` by a
+        ``BlockScorer`` with the block ``weights``.
     values : ndarray of shape (n, d_vh), optional
         Needed for soft and hard answers only.
     w_q : ndarray of shape (d, d_h), optional
@@ -78,20 +81,22 @@ class Head:
     key_norm_max: Any = None
     weights: Any = None  # block weights, when ``keys`` are softdb.engine._keys.Blocks
 
-    def scorer(self) -> Any:
-        if hasattr(self.keys, "bind"):
-            return self.keys
-        if not isinstance(self.keys, np.ndarray) and not sp.issparse(self.keys):
-            from softdb.engine._keys import scorer
-
-            return scorer(self.keys, self.weights, self.key_norm_max)  # blocks [dense | sparse]
-        if sp.issparse(self.keys):
-            return CsrScorer(self.keys, self.key_norm_max)
-        return DenseScorer(self.keys, self.key_norm_max)
+    def scorer(self) -> Scorer:
+        """The kernel's scorer of these keys (see ``keys``)."""
+        keys = self.keys
+        if isinstance(keys, np.ndarray):
+            return DenseScorer(keys, self.key_norm_max)
+        if is_sparse(keys):
+            return CsrScorer(keys, self.key_norm_max)
+        if isinstance(keys, Blocks):
+            return blocks_scorer(keys, self.weights, self.key_norm_max)  # blocks [dense | sparse]
+        return keys  # a scorer
 
     @property
     def n(self) -> int:
-        return self.keys.n if hasattr(self.keys, "bind") else self.keys.shape[0]
+        """Number of rows."""
+        keys = self.keys
+        return keys.shape[0] if isinstance(keys, np.ndarray | Blocks) or is_sparse(keys) else keys.n
 
     def project(self, q: Any) -> Any:
         if self.w_q is None:
@@ -331,7 +336,7 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
     return res
 
 
-class _MeanHeads:
+class _MeanHeads(Scorer):
     """A scorer whose scores are log w̄_j = log (1/h) Σ_a exp(s^a_j / τ − lse_a), in float64.
 
     Used by the second pass of multi-head search: the kernel's top-k then ranks rows by
@@ -347,11 +352,12 @@ class _MeanHeads:
         return _MeanHeadsBound(bound, self.lse, math.log(len(self.heads)))
 
 
-class _MeanHeadsBound:
+class _MeanHeadsBound(BoundScorer):
     by_row = False
+    one_query = False
     dtype = np.dtype(np.float64)
 
-    def __init__(self, bound: list, lse: np.ndarray, log_h: float) -> None:
+    def __init__(self, bound: list[BoundScorer], lse: np.ndarray, log_h: float) -> None:
         self.bound, self.lse, self.log_h, self.m = bound, lse, log_h, bound[0].m
         self.local = threading.local()  # one buffer per thread: the kernel may score ranges in parallel
 
@@ -368,5 +374,5 @@ class _MeanHeadsBound:
         out -= self.log_h  # (m, c)  log mean weight
         return out
 
-    def abs_max(self) -> None:
+    def abs_max(self) -> float | None:
         return None
