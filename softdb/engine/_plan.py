@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from softdb.engine._kernel import run
 from softdb.engine._keys import Blocks
@@ -196,7 +197,7 @@ def answer(
     tau: float,
     mask: np.ndarray | None = None,
     *,
-    dtype: np.dtype | None = None,
+    dtype: DTypeLike | None = None,
 ) -> Answers:
     """Answer ``queries`` (m, d) as ``ask`` says, in one kernel pass per head.
 
@@ -219,12 +220,16 @@ def answer(
     -------
     Answers
     """
-    if dtype is None:
-        dtype = queries.dtype if hasattr(queries, "dtype") else np.float32
-    dtype = np.dtype(dtype)
+    dt = np.dtype(getattr(queries, "dtype", np.float32) if dtype is None else dtype)
     if len(heads) == 1:
-        return _one_head(heads[0], queries, ask, tau, mask, dtype)
-    return _heads(heads, queries, ask, tau, mask, dtype)
+        return _one_head(heads[0], queries, ask, tau, mask, dt)
+    return _heads(heads, queries, ask, tau, mask, dt)
+
+
+def _asked(x: np.ndarray | None) -> np.ndarray:
+    """An answer the pass was asked for, hence not None."""
+    assert x is not None, "the kernel pass was asked for this answer"
+    return x
 
 
 def _dense_to_weights(w: np.ndarray, lse: np.ndarray) -> np.ndarray:
@@ -237,7 +242,7 @@ def _dense_to_weights(w: np.ndarray, lse: np.ndarray) -> np.ndarray:
     return w
 
 
-def _one_head(head: Head, q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> Answers:
+def _one_head(head: Head, q: Any, ask: Ask, tau: float, mask: np.ndarray | None, dtype: np.dtype) -> Answers:
     n = head.n
     qh = head.project(q)  # (m, d_h); for a BlockScorer head, one query matrix per block
     m = qh.shape[0] if hasattr(qh, "shape") else qh[0].shape[0]
@@ -265,23 +270,27 @@ def _one_head(head: Head, q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> A
         lse_at=r.lse_grid,
     )
     if ask.hard:
-        out.hard_rows = r.best_row[:, None]  # (m, 1)
-        out.hard = values_at([head], r.best_row, dtype)  # (m, d_vh)
+        best = _asked(r.best_row)  # (m,)
+        out.hard_rows = best[:, None]  # (m, 1)
+        out.hard = values_at([head], best, dtype)  # (m, d_vh)
     if ask.k:
-        out.rows, out.scores = r.top_rows, r.top_scores  # (m, k), (m, k)
+        rows, scores = _asked(r.top_rows), _asked(r.top_scores)  # (m, k), (m, k)
+        out.rows, out.scores = rows, scores
         if r.lse is not None:
-            found = r.top_rows >= 0  # (m, k)
+            found = rows >= 0  # (m, k)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # τ below float32: inf, checked
-                logits = r.top_scores / np.asarray(tau, r.top_scores.dtype)  # (m, k)
+                logits = scores / np.asarray(tau, scores.dtype)  # (m, k)
                 w = np.where(found, np.exp(logits - np.where(found, r.lse[:, None], 0)), 0)
                 w = np.minimum(w, 1)  # float32 rounding of score / τ against the log-sum-exp: no weight above 1
             out.hit_weights = w.astype(dtype, copy=False)
     if dense is not None:
-        out.weights = _dense_to_weights(dense, r.lse)
+        out.weights = _dense_to_weights(dense, _asked(r.lse))  # (m, n)
     return out
 
 
-def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> Answers:
+def _heads(
+    heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask: np.ndarray | None, dtype: np.dtype
+) -> Answers:
     if ask.taus:
         raise ValueError(
             "log-sum-exp at extra temperatures is defined for one head only; "
@@ -290,7 +299,10 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
     m, n, h = q.shape[0], heads[0].n, len(heads)
     want_weights = ask.weights or ask.stats  # the mean of softmaxes has no streaming entropy
     qs = [hd.project(q) for hd in heads]  # h × (m, d_h)
-    outs, lses, best, w = [], [], [], None
+    outs: list[np.ndarray] = []  # h × (m, d_vh), with ``soft``
+    lses: list[np.ndarray] = []  # h × (m,)
+    best: list[np.ndarray] = []  # h × (m,), with ``hard``
+    w = None  # (m, n)  Σ over heads of the weights
     for hd, qh in zip(heads, qs):  # pass 1: one pass per head
         dense = np.empty((m, n), dtype) if want_weights else None  # (m, n)
         r = finalize(
@@ -305,13 +317,16 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
                 mask=mask,
             )
         )
-        outs.append(r.out)
-        lses.append(r.lse)
-        best.append(r.best_row)
+        if ask.soft:
+            outs.append(_asked(r.out))
+        lses.append(_asked(r.lse))
+        if ask.hard:
+            best.append(_asked(r.best_row))
         if dense is not None:
-            wa = _dense_to_weights(dense, r.lse)  # (m, n)
+            wa = _dense_to_weights(dense, lses[-1])  # (m, n)
             w = wa if w is None else np.add(w, wa, out=w)
-    res = Answers(lse=np.stack(lses, axis=1))  # (m, h)
+    lse = np.stack(lses, axis=1)  # (m, h)
+    res = Answers(lse=lse)
     if ask.soft:
         res.soft = np.concatenate(outs, axis=1)  # (m, d_out)
     if ask.hard:
@@ -328,11 +343,11 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
         if ask.weights:
             res.weights = w
     if ask.k:  # pass 2: top-k by mean head weight, streamed
-        scorer = _MeanHeads(heads, res.lse, tau)
-        r = finalize(run(scorer, qs, k=ask.k, mask=mask))
+        r = finalize(run(_MeanHeads(heads, lse, tau), qs, k=ask.k, mask=mask))
+        top_scores = _asked(r.top_scores)  # (m, k)
         res.rows = r.top_rows  # (m, k)
-        res.scores = r.top_scores.astype(dtype)  # (m, k)  log mean weight; -inf: no match
-        res.hit_weights = np.exp(r.top_scores).astype(dtype)  # (m, k)
+        res.scores = top_scores.astype(dtype)  # (m, k)  log mean weight; -inf: no match
+        res.hit_weights = np.exp(top_scores).astype(dtype)  # (m, k)
     return res
 
 

@@ -53,8 +53,10 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import reduce
+from typing import TypeVar
 
 import numpy as np
 
@@ -62,13 +64,19 @@ from softdb import _checks
 
 __all__ = ["HardState", "KernelResult", "KernelState", "SoftState", "TopKState", "finalize", "merge"]
 
+T = TypeVar("T")
+R = TypeVar("R")
 
-def _opt(a, b, f):
-    if (a is None) != (b is None):
+
+def _opt(a: T | None, b: T | None, f: Callable[[T, T], R]) -> R | None:
+    """``f(a, b)``, or None when both are None (a reduction neither state holds)."""
+    if a is not None and b is not None:
+        return f(a, b)
+    if a is not None or b is not None:
         raise ValueError(
             "cannot merge states that hold different reductions; hint: run every part with the same options"
         )
-    return None if a is None else f(a, b)
+    return None
 
 
 @dataclass
@@ -201,7 +209,7 @@ def finalize(state: KernelState) -> KernelResult:
         denom = np.where(empty, 1, soft.se)  # (m,)
         if soft.o is not None:
             res.out = soft.o / denom[:, None]  # (m, d_v)  zeros for no match
-        if soft.ent is not None:
+        if soft.ent is not None and soft.sq is not None:  # kept together (``stats``)
             with np.errstate(divide="ignore"):
                 h = np.log(denom) - soft.ent / denom  # (m,)  H = log Σe - Σ e (l - mx) / Σe
             res.entropy = np.where(empty, 0, np.maximum(h, 0)).astype(np.float64)
