@@ -15,16 +15,20 @@ Examples
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["PassConfig"]
 
 
-@dataclass(frozen=True)
-class PassConfig:
-    """One kernel pass over some rows of a bound scorer, decided once (frozen)."""
+class PassConfig(NamedTuple):
+    """One kernel pass over some rows of a bound scorer, decided once (immutable).
+
+    A NamedTuple rather than a frozen dataclass: it is built on every pass, and a frozen
+    dataclass's 18 ``object.__setattr__`` calls cost ~2.6 µs against ~1 µs, a few per cent
+    of a one-query lookup over a small table.
+    """
 
     dtype: np.dtype
     """Float dtype of the scores and of every running state."""

@@ -257,7 +257,7 @@ def run(
         dense=dense,
         mask=mask,
         stats=stats,
-        grid=tuple(g / units for g in grid),
+        grid=tuple([g / units for g in grid]),
         fast=fast,
         post_scale=post_scale,
         d_v=values.shape[1] if soft and values is not None and not outer else None,
