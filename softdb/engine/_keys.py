@@ -22,7 +22,7 @@ from softdb import _checks
 from softdb.engine._protocols import Scorer
 from softdb.engine._scorers import BlockScorer, CsrScorer, DenseScorer, is_sparse, row_norm_max
 
-__all__ = ["Blocks", "as_keys", "as_queries", "freeze", "kind_of", "norm_max", "scorer", "stack", "take", "width"]
+__all__ = ["Blocks", "as_keys", "as_queries", "dims", "freeze", "kind_of", "norm_max", "scorer", "stack", "take"]
 
 
 class Blocks(tuple):
@@ -92,11 +92,8 @@ def as_keys(keys: Any, name: str = "keys", *, dtype: np.dtype | None = None, cop
     return _checks.as_matrix(keys, name, dtype=dtype, copy=copy)
 
 
-def width(keys: Any) -> int:
-    return keys.shape[1]
-
-
 def dims(keys: Any) -> tuple[int, ...]:
+    """The keys' widths: one per block for blocks."""
     return keys.dims if isinstance(keys, Blocks) else (keys.shape[1],)
 
 

@@ -186,7 +186,7 @@ def values_at(heads: Sequence[Head], rows: np.ndarray, dtype: np.dtype, *, per_h
         r = rows[..., a] if per_head else rows  # (...,)
         v = h.values[np.maximum(r, 0).ravel()]  # (r, d_vh)
         v = np.asarray(v.toarray() if hasattr(v, "toarray") else v).reshape(*r.shape, -1)  # (..., d_vh)
-        outs.append(np.where((r >= 0)[..., None], v, 0))
+        outs.append(np.where((r >= 0)[..., None], v, 0))  # (..., d_vh)
     return np.concatenate(outs, axis=-1).astype(dtype, copy=False)  # (..., d_out)
 
 
@@ -235,10 +235,10 @@ def _asked(x: np.ndarray | None) -> np.ndarray:
 def _dense_to_weights(w: np.ndarray, lse: np.ndarray) -> np.ndarray:
     """Scaled scores (m, n) → softmax weights, in place; rows sum to 1 (or all 0)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        w -= np.where(lse == -np.inf, 0, lse)[:, None]  # no match: stays -inf → 0
-        np.exp(w, out=w)
+        w -= np.where(lse == -np.inf, 0, lse)[:, None]  # (m, n)  no match: stays -inf → 0
+        np.exp(w, out=w)  # (m, n)
         total = w.sum(axis=1, keepdims=True)  # (m, 1)  1 up to float32 rounding of lse
-        w /= np.where(total == 0, 1, total)  # exact sums; no match stays all 0
+        w /= np.where(total == 0, 1, total)  # (m, n)  exact sums; no match stays all 0
     return w
 
 
@@ -280,7 +280,7 @@ def _one_head(head: Head, q: Any, ask: Ask, tau: float, mask: np.ndarray | None,
             found = rows >= 0  # (m, k)
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # τ below float32: inf, checked
                 logits = scores / np.asarray(tau, scores.dtype)  # (m, k)
-                w = np.where(found, np.exp(logits - np.where(found, r.lse[:, None], 0)), 0)
+                w = np.where(found, np.exp(logits - np.where(found, r.lse[:, None], 0)), 0)  # (m, k)
                 w = np.minimum(w, 1)  # float32 rounding of score / τ against the log-sum-exp: no weight above 1
             out.hit_weights = w.astype(dtype, copy=False)
     if dense is not None:
@@ -339,7 +339,7 @@ def _heads(
             with np.errstate(divide="ignore", invalid="ignore"):
                 res.entropy = -np.where(w64 > 0, w64 * np.log(w64), 0).sum(axis=1)  # (m,)
                 sq = (w64 * w64).sum(axis=1)  # (m,)
-            res.effective_rows = np.where(sq > 0, 1.0 / np.where(sq > 0, sq, 1), 0)
+            res.effective_rows = np.where(sq > 0, 1.0 / np.where(sq > 0, sq, 1), 0)  # (m,)
         if ask.weights:
             res.weights = w
     if ask.k:  # pass 2: top-k by mean head weight, streamed
@@ -379,7 +379,7 @@ class _MeanHeadsBound(BoundScorer):
     def scores(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         t = getattr(self.local, "tmp", None)
         if t is None or t.size < out.size:
-            t = self.local.tmp = np.empty(out.size, self.bound[0].dtype)  # reused by every chunk
+            t = self.local.tmp = np.empty(out.size, self.bound[0].dtype)  # (m·c,)  reused by every chunk
         t = t[: out.size].reshape(out.shape)  # (m, c)
         out.fill(-np.inf)
         for a, b in enumerate(self.bound):

@@ -44,17 +44,17 @@ class _Lse:
         self.ratio = dt.type(ratio)
         self.mx = np.full(m, -np.inf, dt)  # (m,)
         self.se = np.zeros(m, dt)  # (m,)
-        self.buf = np.empty(0, dt)
+        self.buf = np.empty(0, dt)  # (≥ m·c,)  grown to the largest chunk
 
     def feed(self, s: np.ndarray) -> None:
         if self.buf.size < s.size:
-            self.buf = np.empty(s.size, s.dtype)
+            self.buf = np.empty(s.size, s.dtype)  # (m·c,)
         t = np.multiply(s, self.ratio, out=self.buf[: s.size].reshape(s.shape))  # (m, c)
         new_mx = np.maximum(self.mx, t.max(axis=1))  # (m,)
         shift = np.where(new_mx == -np.inf, 0, new_mx).astype(t.dtype)  # (m,)
-        self.se *= np.exp(self.mx - shift)
+        self.se *= np.exp(self.mx - shift)  # (m,)
         t -= shift[:, None]
-        self.se += np.exp(t, out=t).sum(axis=1)
+        self.se += np.exp(t, out=t).sum(axis=1)  # (m,)
         self.mx[:] = new_mx
 
 
@@ -91,7 +91,7 @@ class Reducer:
             if cfg.stats:
                 self.ent, self.sq = np.zeros(m, dt), np.zeros(m, dt)  # (m,), (m,)
         self.grid = [_Lse(m, dt, g) for g in cfg.grid]
-        self.ebuf = np.empty(0, dt)
+        self.ebuf = np.empty(0, dt)  # (≥ m·c,)  exp of a chunk, with stats
         if cfg.hard:
             self.best_s = np.full(m, -np.inf, dt)  # (m,)
             self.best_r = np.full(m, -1, np.int64)  # (m,)
@@ -161,10 +161,10 @@ class Reducer:
         ent, sq = self.ent, self.sq  # (m,), (m,)  updated in place, with stats
         if ent is not None and sq is not None:
             if self.ebuf.size < s.size:
-                self.ebuf = np.empty(s.size, s.dtype)
+                self.ebuf = np.empty(s.size, s.dtype)  # (m·c,)
             e = np.exp(s, out=self.ebuf[: s.size].reshape(s.shape))  # (m, c)
             np.copyto(s, 0, where=e == 0)  # masked: 0·(-inf) would be NaN
-            ent[:] = np.where(se == 0, 0, alpha * (ent + (mx - shift) * se))  # rebase onto shift
+            ent[:] = np.where(se == 0, 0, alpha * (ent + (mx - shift) * se))  # (m,)  rebase onto shift
             ent += np.einsum("ij,ij->i", e, s)  # (m,)  Σ e (l - shift)
             sq *= alpha * alpha
             sq += np.einsum("ij,ij->i", e, e)  # (m,)  Σ e²
@@ -194,7 +194,7 @@ class Reducer:
         if not self.fast:
             new_mx = np.maximum(mx, s.max(axis=0))  # (m,)
             shift = np.where(new_mx == -np.inf, 0, new_mx).astype(s.dtype)  # (m,)  all masked: 0
-            se *= np.exp(mx - shift)  # rescale of old state; 0 while empty
+            se *= np.exp(mx - shift)  # (m,)  rescale of old state; 0 while empty
             s -= shift
             mx[:] = new_mx
         np.exp(s, out=s)  # (c, m)

@@ -70,7 +70,7 @@ def row_norm_max(keys: Any) -> float:
             minlength=k.shape[0],
         )  # (n,)
         return float(np.sqrt(sq.max()))
-    return float(np.sqrt(np.einsum("ij,ij->i", keys, keys, dtype=np.float64)).max())
+    return float(np.sqrt(np.einsum("ij,ij->i", keys, keys, dtype=np.float64)).max())  # max of (n,)
 
 
 def _query_norm_max(q: Any) -> float:
@@ -78,7 +78,7 @@ def _query_norm_max(q: Any) -> float:
         return 0.0
     if is_sparse(q):
         return row_norm_max(q)
-    return float(np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64)).max())
+    return float(np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64)).max())  # max of (m,)
 
 
 # ---------------------------------------------------------------------- dense
@@ -291,7 +291,7 @@ class _BlockBound(RowScorer):
         if len(self.bound) > 1:
             tmp = getattr(self._local, "tmp", None)
             if tmp is None or tmp.size < out.size:
-                tmp = self._local.tmp = np.empty(out.size, self.dtype)  # reused by every chunk
+                tmp = self._local.tmp = np.empty(out.size, self.dtype)  # (m·c,)  reused by every chunk
             tmp = tmp[: out.size].reshape(out.shape)
             for b in self.bound[1:]:
                 out += getattr(b, method)(start, stop, tmp)  # (m, c) | (c, m)

@@ -87,7 +87,7 @@ class TopK:
             sf = s[short] if short.size < m else s  # (f, c)
             gm = sf[:, : c // g * g].reshape(sf.shape[0], -1, g).max(axis=1) if c >= 2 * g else sf  # (f, g)|(f, c)
             gb = np.partition(gm, gm.shape[1] - k, axis=1)[:, -k]  # (f,)
-            bound[short] = np.maximum(bound[short], gb)
+            bound[short] = np.maximum(bound[short], gb)  # (f,)
         lim = np.maximum(bound, np.finfo(s.dtype).min)  # (m,)  masked (-inf) scores never enter
         hit = self._mask(m, c)  # (m, ≥c)
         bq = TOPK_BLOCK if m >= ROW_LAYOUT_MIN else 1  # queries per block
@@ -127,7 +127,7 @@ class TopK:
         """A reused (rows, cols padded to whole 8-byte words) bool buffer, padding False."""
         width = -(-cols // 8) * 8
         if self.hit.size < rows * width:
-            self.hit = np.empty(rows * width, bool)  # reused by every chunk: no fresh pages
+            self.hit = np.empty(rows * width, bool)  # (rows·width,)  reused by every chunk: no fresh pages
         hit = self.hit[: rows * width].reshape(rows, width)
         hit[:, cols:] = False
         return hit
@@ -163,4 +163,4 @@ class TopK:
         best = np.argsort(-pad_s, axis=1, kind="stable")[:, :k]  # (r, k)  score desc, then row asc
         self.s[rows] = np.take_along_axis(pad_s, best, axis=1)  # (r, k)
         self.r[rows] = np.take_along_axis(pad_r, best, axis=1)  # (r, k)
-        np.maximum(self.bound, self.s[:, -1], out=self.bound)
+        np.maximum(self.bound, self.s[:, -1], out=self.bound)  # (m,)
