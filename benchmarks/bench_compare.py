@@ -15,7 +15,10 @@ idle workers spin ~0.1 s after a multithreaded call, and calls under 50 ms timed
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 import tempfile
@@ -29,17 +32,24 @@ from bench_lookup import K_TOP, SETTLE_S, make_data, parse_sizes, timed_rounds
 
 
 def _import_softdb(root: Path):
-    """Import the softdb package found in ``root`` as a fresh module tree."""
+    """Import the softdb package found in ``root`` as a fresh module tree.
+
+    Every module of it is imported now, from ``root``: softdb imports some modules lazily,
+    inside functions, and those must resolve to this tree's own modules (``_activate``),
+    whatever its layout (``softdb._kernel`` before the layers became folders,
+    ``softdb.engine._kernel`` after).
+    """
     for name in [k for k in sys.modules if k == "softdb" or k.startswith("softdb.")]:
         del sys.modules[name]
     sys.path.insert(0, str(root))
     try:
-        import importlib
-
         import softdb
 
-        for name in ("_kernel", "explain", "storage", "projection", "_fit", "text"):  # what is imported lazily
-            importlib.import_module(f"softdb.{name}")
+        for info in pkgutil.walk_packages(softdb.__path__, "softdb.", onerror=lambda name: None):
+            if info.name.endswith("__main__"):
+                continue
+            with contextlib.suppress(ImportError):  # an optional dependency not installed: not timed here
+                importlib.import_module(info.name)
     finally:
         sys.path.pop(0)
     mods = {k: v for k, v in sys.modules.items() if k == "softdb" or k.startswith("softdb.")}
@@ -56,7 +66,8 @@ def _activate(mods: dict) -> None:
 def methods(sd, Q, K, V) -> dict:
     t = sd.SoftTable(K, V)
     kv = sd.SoftTable(K)
-    stream = sys.modules["softdb.engine._kernel"].stream
+    kernel = sys.modules.get("softdb.engine._kernel") or sys.modules["softdb._kernel"]  # after / before the move
+    stream = kernel.stream
     out = {
         "lookup soft": lambda: t.lookup(Q),
         "lookup hard": lambda: t.lookup(Q, mode="hard"),
@@ -87,13 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         head_sd, head_mods = _import_softdb(HERE)
         print(f"base {rev} vs this checkout; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         print(
-            f"{'n':>8} {'m':>4}  {'method':<24} {'base ms':>9} {'x GEMM':>7} {'head ms':>9} {'x GEMM':>7} {'head/base':>9}"
+            f"{'n':>8} {'m':>4}  {'method':<24} {'base ms':>9} {'x GEMM':>7} {'head ms':>9} {'x GEMM':>7} "
+            f"{'head/base':>9}"
         )
         for n in parse_sizes(args.sizes):
             for m in parse_sizes(args.queries):
                 Q, K, V = make_data(n, m)
                 S = np.empty((m, n), np.float32)
-                fns = {("gemm", "Q@K.T"): lambda: np.matmul(Q, K.T, out=S)}
+                fns = {("gemm", "Q@K.T"): lambda Q=Q, K=K, S=S: np.matmul(Q, K.T, out=S)}
                 for tag, sd, mods in (("base", base_sd, base_mods), ("head", head_sd, head_mods)):
                     _activate(mods)
                     for name, fn in methods(sd, Q, K, V).items():

@@ -76,8 +76,10 @@ import scipy.special
 import softdb
 from softdb import Projection, SoftTable
 from softdb.engine import _fused, _parallel
-from softdb.engine._kernel import _column_sums, _TopK, chunk_rows, stream
+from softdb.engine._kernel import chunk_rows, stream
 from softdb.engine._plan import Ask
+from softdb.engine._reductions import _column_sums
+from softdb.engine._topk import TopK
 from softdb.explain import explain
 from softdb.table._state import TableState
 
@@ -527,7 +529,7 @@ def breakdown(table: SoftTable, Q: np.ndarray, repeats: int, pause: float, tau: 
 
     def stages(upto: int) -> Callable[[], object]:
         def run() -> None:
-            top = _TopK(m, K_TOP, np.dtype(np.float32))
+            top = TopK(m, K_TOP, np.dtype(np.float32))
             for s0 in range(0, n, step):
                 s = buf[: m * min(step, n - s0)].reshape(-1, m)  # (c, m)
                 np.matmul(K[s0 : s0 + step], Qs.T, out=s)

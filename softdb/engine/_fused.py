@@ -59,7 +59,16 @@ def available() -> bool:
     return ENABLED and _have_numba
 
 
-def _score_blend_py(keys, q, values, mask, s, o, block, zero):  # pragma: no cover - compiled
+def _score_blend_py(
+    keys: np.ndarray,
+    q: np.ndarray,
+    values: np.ndarray,
+    mask: np.ndarray | None,
+    s: np.ndarray,
+    o: np.ndarray,
+    block: int,
+    zero: np.floating,
+) -> None:  # pragma: no cover - compiled
     """The loop numba compiles (plain Python over scalars: only ever run compiled).
 
     One row at a time, in order: one sequential stream, which the hardware prefetcher
@@ -82,7 +91,9 @@ def _score_blend_py(keys, q, values, mask, s, o, block, zero):  # pragma: no cov
             o[t] += acc[t]
 
 
-def _weight_py(x, j, mask, s, zero):  # pragma: no cover - compiled
+def _weight_py(
+    x: np.floating, j: int, mask: np.ndarray | None, s: np.ndarray, zero: np.floating
+) -> np.floating:  # pragma: no cover - compiled
     """Row j's score into s[j] and its weight exp(x); masked: -inf and 0.
 
     ``mask`` None compiles to a loop with no test at all (numba prunes the branch).
@@ -148,13 +159,12 @@ def score_blend(
     All arrays share one float dtype; the compiled loop releases the GIL. Without numba
     (or with ``ENABLED`` False) the same is computed by numpy.
     """
-    use = mask is not None
     loop = _compiled() if available() else None
     if loop is None:
-        np.matmul(keys, q, out=s)
-        if use:
+        np.matmul(keys, q, out=s)  # (c,)
+        if mask is not None:
             s[~mask] = -np.inf
-        o += np.exp(s) @ values
+        o += np.exp(s) @ values  # (d_v,)
         return
-    m = np.ascontiguousarray(mask) if use else None
+    m = np.ascontiguousarray(mask) if mask is not None else None
     loop(np.asarray(keys), np.asarray(q), np.asarray(values), m, s, o, BLOCK, s.dtype.type(0))

@@ -19,9 +19,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from softdb import _checks
-from softdb.engine._scorers import BlockScorer, CsrScorer, DenseScorer, row_norm_max
+from softdb.engine._protocols import Scorer
+from softdb.engine._scorers import BlockScorer, CsrScorer, DenseScorer, is_sparse, row_norm_max
 
-__all__ = ["Blocks", "as_keys", "as_queries", "freeze", "kind_of", "norm_max", "scorer", "stack", "take", "width"]
+__all__ = ["Blocks", "as_keys", "as_queries", "dims", "freeze", "kind_of", "norm_max", "scorer", "stack", "take"]
 
 
 class Blocks(tuple):
@@ -48,7 +49,7 @@ def kind_of(keys: Any) -> str:
     """ "dense", "csr" or "blocks"."""
     if isinstance(keys, Blocks):
         return "blocks"
-    return "csr" if sp.issparse(keys) else "dense"
+    return "csr" if is_sparse(keys) else "dense"
 
 
 def _as_csr(x: Any, name: str, dtype: np.dtype | None, copy: bool) -> sp.csr_matrix:
@@ -69,14 +70,14 @@ def _as_csr(x: Any, name: str, dtype: np.dtype | None, copy: bool) -> sp.csr_mat
 
 def as_keys(keys: Any, name: str = "keys", *, dtype: np.dtype | None = None, copy: bool = True) -> Any:
     """Validate keys of any kind; lists and tuples of matrices are blocks."""
-    if sp.issparse(keys):
+    if is_sparse(keys):
         return _as_csr(keys, name, dtype, copy)
-    if isinstance(keys, list | tuple) and keys and any(sp.issparse(b) or np.ndim(b) == 2 for b in keys):
+    if isinstance(keys, list | tuple) and keys and any(is_sparse(b) or np.ndim(b) == 2 for b in keys):
         parts = []
         for i, b in enumerate(keys):
             parts.append(
                 _as_csr(b, f"{name} block {i}", dtype, copy)
-                if sp.issparse(b)
+                if is_sparse(b)
                 else _checks.as_matrix(b, f"{name} block {i}", dtype=dtype, copy=copy)
             )
             if dtype is None:
@@ -91,18 +92,15 @@ def as_keys(keys: Any, name: str = "keys", *, dtype: np.dtype | None = None, cop
     return _checks.as_matrix(keys, name, dtype=dtype, copy=copy)
 
 
-def width(keys: Any) -> int:
-    return keys.shape[1]
-
-
 def dims(keys: Any) -> tuple[int, ...]:
+    """The keys' widths: one per block for blocks."""
     return keys.dims if isinstance(keys, Blocks) else (keys.shape[1],)
 
 
 def freeze(keys: Any) -> None:
     """Make the table's own arrays read-only."""
     for b in keys if isinstance(keys, Blocks) else (keys,):
-        arrays = (b.data, b.indices, b.indptr) if sp.issparse(b) else (b,)
+        arrays = (b.data, b.indices, b.indptr) if is_sparse(b) else (b,)
         for a in arrays:
             if isinstance(a, np.ndarray):
                 a.flags.writeable = False
@@ -119,7 +117,7 @@ def stack(a: Any, b: Any) -> Any:
     """Rows of ``a`` then rows of ``b`` (same kind and widths), as new arrays."""
     if isinstance(a, Blocks):
         return Blocks([stack(x, y) for x, y in zip(a, b)])
-    if sp.issparse(a):
+    if is_sparse(a):
         return sp.vstack([a, b], format="csr", dtype=a.dtype)
     return np.concatenate([a, b])  # (n_a + n_b, d)
 
@@ -131,18 +129,18 @@ def take(keys: Any, rows: np.ndarray) -> Any:
     return keys[rows]
 
 
-def scorer(keys: Any, weights: Sequence[float] | None = None, key_norm_max: Any = None) -> Any:
+def scorer(keys: Any, weights: Sequence[float] | None = None, key_norm_max: Any = None) -> Scorer:
     """The kernel scorer of these keys (block weights for blocks)."""
     if isinstance(keys, Blocks):
         nm = key_norm_max or (None,) * len(keys)
         return BlockScorer([scorer(b, None, m) for b, m in zip(keys, nm)], weights)
-    if sp.issparse(keys):
+    if is_sparse(keys):
         return CsrScorer(keys, key_norm_max)
     return DenseScorer(keys, key_norm_max)
 
 
 def _dense_query(q: Any, name: str, dtype: np.dtype, width: int) -> tuple[Any, bool]:
-    if sp.issparse(q):
+    if is_sparse(q):
         q = _as_csr(q, name, dtype, False)
         single = False
     else:
@@ -160,14 +158,14 @@ def as_queries(queries: Any, keys: Any, dtype: np.dtype) -> tuple[Any, bool]:
     sequence of one query matrix (or vector) per block.
     """
     if not isinstance(keys, Blocks):
-        if sp.issparse(queries) and not sp.issparse(keys):
+        if is_sparse(queries) and not is_sparse(keys):
             raise TypeError(
                 "sparse queries need sparse keys; this table's keys are dense; "
                 "hint: queries.toarray(), or build the table from CSR keys"
             )
         return _dense_query(queries, "queries", dtype, keys.shape[1])
     if (
-        sp.issparse(queries)
+        is_sparse(queries)
         or isinstance(queries, np.ndarray)
         or not isinstance(queries, list | tuple)
         or len(queries) != len(keys)
@@ -180,7 +178,7 @@ def as_queries(queries: Any, keys: Any, dtype: np.dtype) -> tuple[Any, bool]:
         )
     parts, singles = [], []
     for i, (q, k) in enumerate(zip(queries, keys)):
-        if sp.issparse(q) and not sp.issparse(k):
+        if is_sparse(q) and not is_sparse(k):
             raise TypeError(f"query block {i} is sparse but key block {i} is dense; hint: q.toarray()")
         p, s = _dense_query(q, f"query block {i}", dtype, k.shape[1])
         parts.append(p)

@@ -28,6 +28,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -104,7 +105,7 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous row ranges covering 0..n, sizes differing by at most one."""
     q, r = divmod(n, parts)
     edges = [i * q + min(i, r) for i in range(parts + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 @contextmanager

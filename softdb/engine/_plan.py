@@ -43,10 +43,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
+from numpy.typing import DTypeLike
 
 from softdb.engine._kernel import run
-from softdb.engine._scorers import CsrScorer, DenseScorer
+from softdb.engine._keys import Blocks
+from softdb.engine._keys import scorer as blocks_scorer
+from softdb.engine._protocols import BoundScorer, Scorer
+from softdb.engine._scorers import CsrScorer, DenseScorer, is_sparse
 from softdb.engine._states import finalize
 
 __all__ = ["Answers", "Ask", "Head", "answer", "dense_to_weights", "hit_weights", "values_at"]
@@ -58,12 +61,13 @@ class Head:
 
     Attributes
     ----------
-    keys : ndarray of shape (n, d_h), scipy.sparse matrix, or a scorer
+    keys : ndarray of shape (n, d_h), scipy.sparse matrix, Blocks, or a scorer
         The head's keys (the table's keys in plain mode; projected keys otherwise).
-        A scorer (anything with ``n`` and ``bind``, see :mod:`softdb.engine._scorers`, e.g. a
+        A scorer (a :class:`~softdb.engine._protocols.Scorer`, e.g. a
         ``BlockScorer([DenseScorer(emb), CsrScorer(bm25)], weights)``) is used as is;
         a scipy.sparse matrix is scored by a ``CsrScorer`` (built per call: pass the
-        scorer itself to build it once).
+        scorer itself to build it once), :class:`~softdb.engine._keys.Blocks` by a
+        ``BlockScorer`` with the block ``weights``.
     values : ndarray of shape (n, d_vh), optional
         Needed for soft and hard answers only.
     w_q : ndarray of shape (d, d_h), optional
@@ -78,20 +82,22 @@ class Head:
     key_norm_max: Any = None
     weights: Any = None  # block weights, when ``keys`` are softdb.engine._keys.Blocks
 
-    def scorer(self) -> Any:
-        if hasattr(self.keys, "bind"):
-            return self.keys
-        if not isinstance(self.keys, np.ndarray) and not sp.issparse(self.keys):
-            from softdb.engine._keys import scorer
-
-            return scorer(self.keys, self.weights, self.key_norm_max)  # blocks [dense | sparse]
-        if sp.issparse(self.keys):
-            return CsrScorer(self.keys, self.key_norm_max)
-        return DenseScorer(self.keys, self.key_norm_max)
+    def scorer(self) -> Scorer:
+        """The kernel's scorer of these keys (see ``keys``)."""
+        keys = self.keys
+        if isinstance(keys, np.ndarray):
+            return DenseScorer(keys, self.key_norm_max)
+        if is_sparse(keys):
+            return CsrScorer(keys, self.key_norm_max)
+        if isinstance(keys, Blocks):
+            return blocks_scorer(keys, self.weights, self.key_norm_max)  # blocks [dense | sparse]
+        return keys  # a scorer
 
     @property
     def n(self) -> int:
-        return self.keys.n if hasattr(self.keys, "bind") else self.keys.shape[0]
+        """Number of rows."""
+        keys = self.keys
+        return keys.shape[0] if isinstance(keys, np.ndarray | Blocks) or is_sparse(keys) else keys.n
 
     def project(self, q: Any) -> Any:
         if self.w_q is None:
@@ -180,7 +186,7 @@ def values_at(heads: Sequence[Head], rows: np.ndarray, dtype: np.dtype, *, per_h
         r = rows[..., a] if per_head else rows  # (...,)
         v = h.values[np.maximum(r, 0).ravel()]  # (r, d_vh)
         v = np.asarray(v.toarray() if hasattr(v, "toarray") else v).reshape(*r.shape, -1)  # (..., d_vh)
-        outs.append(np.where((r >= 0)[..., None], v, 0))
+        outs.append(np.where((r >= 0)[..., None], v, 0))  # (..., d_vh)
     return np.concatenate(outs, axis=-1).astype(dtype, copy=False)  # (..., d_out)
 
 
@@ -191,7 +197,7 @@ def answer(
     tau: float,
     mask: np.ndarray | None = None,
     *,
-    dtype: np.dtype | None = None,
+    dtype: DTypeLike | None = None,
 ) -> Answers:
     """Answer ``queries`` (m, d) as ``ask`` says, in one kernel pass per head.
 
@@ -214,21 +220,25 @@ def answer(
     -------
     Answers
     """
-    if dtype is None:
-        dtype = queries.dtype if hasattr(queries, "dtype") else np.float32
-    dtype = np.dtype(dtype)
+    dt = np.dtype(getattr(queries, "dtype", np.float32) if dtype is None else dtype)
     if len(heads) == 1:
-        return _one_head(heads[0], queries, ask, tau, mask, dtype)
-    return _heads(heads, queries, ask, tau, mask, dtype)
+        return _one_head(heads[0], queries, ask, tau, mask, dt)
+    return _heads(heads, queries, ask, tau, mask, dt)
+
+
+def _asked(x: np.ndarray | None) -> np.ndarray:
+    """An answer the pass was asked for, hence not None."""
+    assert x is not None, "the kernel pass was asked for this answer"
+    return x
 
 
 def dense_to_weights(w: np.ndarray, lse: np.ndarray) -> np.ndarray:
     """Scaled scores (m, n) → softmax weights, in place; rows sum to 1 (or all 0)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        w -= np.where(lse == -np.inf, 0, lse)[:, None]  # no match: stays -inf → 0
-        np.exp(w, out=w)
+        w -= np.where(lse == -np.inf, 0, lse)[:, None]  # (m, n)  no match: stays -inf → 0
+        np.exp(w, out=w)  # (m, n)
         total = w.sum(axis=1, keepdims=True)  # (m, 1)  1 up to float32 rounding of lse
-        w /= np.where(total == 0, 1, total)  # exact sums; no match stays all 0
+        w /= np.where(total == 0, 1, total)  # (m, n)  exact sums; no match stays all 0
     return w
 
 
@@ -242,7 +252,7 @@ def hit_weights(rows: np.ndarray, scores: np.ndarray, lse: np.ndarray, tau: floa
     return w.astype(dtype, copy=False)  # (m, k)
 
 
-def _one_head(head: Head, q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> Answers:
+def _one_head(head: Head, q: Any, ask: Ask, tau: float, mask: np.ndarray | None, dtype: np.dtype) -> Answers:
     n = head.n
     qh = head.project(q)  # (m, d_h); for a BlockScorer head, one query matrix per block
     m = qh.shape[0] if hasattr(qh, "shape") else qh[0].shape[0]
@@ -270,18 +280,22 @@ def _one_head(head: Head, q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> A
         lse_at=r.lse_grid,
     )
     if ask.hard:
-        out.hard_rows = r.best_row[:, None]  # (m, 1)
-        out.hard = values_at([head], r.best_row, dtype)  # (m, d_vh)
+        best = _asked(r.best_row)  # (m,)
+        out.hard_rows = best[:, None]  # (m, 1)
+        out.hard = values_at([head], best, dtype)  # (m, d_vh)
     if ask.k:
-        out.rows, out.scores = r.top_rows, r.top_scores  # (m, k), (m, k)
+        rows, scores = _asked(r.top_rows), _asked(r.top_scores)  # (m, k), (m, k)
+        out.rows, out.scores = rows, scores
         if r.lse is not None:
-            out.hit_weights = hit_weights(r.top_rows, r.top_scores, r.lse, tau, dtype)  # (m, k)
+            out.hit_weights = hit_weights(rows, scores, r.lse, tau, dtype)  # (m, k)
     if dense is not None:
-        out.weights = dense_to_weights(dense, r.lse)
+        out.weights = dense_to_weights(dense, _asked(r.lse))  # (m, n)
     return out
 
 
-def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dtype) -> Answers:
+def _heads(
+    heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask: np.ndarray | None, dtype: np.dtype
+) -> Answers:
     if ask.taus:
         raise ValueError(
             "log-sum-exp at extra temperatures is defined for one head only; "
@@ -290,7 +304,10 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
     m, n, h = q.shape[0], heads[0].n, len(heads)
     want_weights = ask.weights or ask.stats  # the mean of softmaxes has no streaming entropy
     qs = [hd.project(q) for hd in heads]  # h × (m, d_h)
-    outs, lses, best, w = [], [], [], None
+    outs: list[np.ndarray] = []  # h × (m, d_vh), with ``soft``
+    lses: list[np.ndarray] = []  # h × (m,)
+    best: list[np.ndarray] = []  # h × (m,), with ``hard``
+    w = None  # (m, n)  Σ over heads of the weights
     for hd, qh in zip(heads, qs):  # pass 1: one pass per head
         dense = np.empty((m, n), dtype) if want_weights else None  # (m, n)
         r = finalize(
@@ -305,13 +322,16 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
                 mask=mask,
             )
         )
-        outs.append(r.out)
-        lses.append(r.lse)
-        best.append(r.best_row)
+        if ask.soft:
+            outs.append(_asked(r.out))
+        lses.append(_asked(r.lse))
+        if ask.hard:
+            best.append(_asked(r.best_row))
         if dense is not None:
-            wa = dense_to_weights(dense, r.lse)  # (m, n)
+            wa = dense_to_weights(dense, lses[-1])  # (m, n)
             w = wa if w is None else np.add(w, wa, out=w)
-    res = Answers(lse=np.stack(lses, axis=1))  # (m, h)
+    lse = np.stack(lses, axis=1)  # (m, h)
+    res = Answers(lse=lse)
     if ask.soft:
         res.soft = np.concatenate(outs, axis=1)  # (m, d_out)
     if ask.hard:
@@ -324,19 +344,19 @@ def _heads(heads: Sequence[Head], q: np.ndarray, ask: Ask, tau: float, mask, dty
             with np.errstate(divide="ignore", invalid="ignore"):
                 res.entropy = -np.where(w64 > 0, w64 * np.log(w64), 0).sum(axis=1)  # (m,)
                 sq = (w64 * w64).sum(axis=1)  # (m,)
-            res.effective_rows = np.where(sq > 0, 1.0 / np.where(sq > 0, sq, 1), 0)
+            res.effective_rows = np.where(sq > 0, 1.0 / np.where(sq > 0, sq, 1), 0)  # (m,)
         if ask.weights:
             res.weights = w
     if ask.k:  # pass 2: top-k by mean head weight, streamed
-        scorer = _MeanHeads(heads, res.lse, tau)
-        r = finalize(run(scorer, qs, k=ask.k, mask=mask))
+        r = finalize(run(_MeanHeads(heads, lse, tau), qs, k=ask.k, mask=mask))
+        top_scores = _asked(r.top_scores)  # (m, k)
         res.rows = r.top_rows  # (m, k)
-        res.scores = r.top_scores.astype(dtype)  # (m, k)  log mean weight; -inf: no match
-        res.hit_weights = np.exp(r.top_scores).astype(dtype)  # (m, k)
+        res.scores = top_scores.astype(dtype)  # (m, k)  log mean weight; -inf: no match
+        res.hit_weights = np.exp(top_scores).astype(dtype)  # (m, k)
     return res
 
 
-class _MeanHeads:
+class _MeanHeads(Scorer):
     """A scorer whose scores are log w̄_j = log (1/h) Σ_a exp(s^a_j / τ − lse_a), in float64.
 
     Used by the second pass of multi-head search: the kernel's top-k then ranks rows by
@@ -352,18 +372,19 @@ class _MeanHeads:
         return _MeanHeadsBound(bound, self.lse, math.log(len(self.heads)))
 
 
-class _MeanHeadsBound:
+class _MeanHeadsBound(BoundScorer):
     by_row = False
+    one_query = False
     dtype = np.dtype(np.float64)
 
-    def __init__(self, bound: list, lse: np.ndarray, log_h: float) -> None:
+    def __init__(self, bound: list[BoundScorer], lse: np.ndarray, log_h: float) -> None:
         self.bound, self.lse, self.log_h, self.m = bound, lse, log_h, bound[0].m
         self.local = threading.local()  # one buffer per thread: the kernel may score ranges in parallel
 
     def scores(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         t = getattr(self.local, "tmp", None)
         if t is None or t.size < out.size:
-            t = self.local.tmp = np.empty(out.size, self.bound[0].dtype)  # reused by every chunk
+            t = self.local.tmp = np.empty(out.size, self.bound[0].dtype)  # (m·c,)  reused by every chunk
         t = t[: out.size].reshape(out.shape)  # (m, c)
         out.fill(-np.inf)
         for a, b in enumerate(self.bound):
@@ -373,5 +394,5 @@ class _MeanHeadsBound:
         out -= self.log_h  # (m, c)  log mean weight
         return out
 
-    def abs_max(self) -> None:
+    def abs_max(self) -> float | None:
         return None

@@ -5,35 +5,12 @@ The kernel (:func:`softdb.engine._kernel.run`) never touches keys itself. It wal
 after the scores (masking, soft / hard / top-k reductions, merging) is the same
 for every kind of key.
 
-Interface
----------
-A **scorer** holds the keys of ``n`` rows:
-
-``scorer.n`` : int
-    Number of rows.
-``scorer.bind(queries, scale=1.0)`` -> bound scorer
-    Prepares one batch of m queries, multiplied by ``scale`` (the kernel passes
-    1/τ when it wants scores already divided by τ). ``queries`` is whatever the
-    scorer scores: a dense (m, d) array for :class:`DenseScorer`; a dense array or
-    a scipy.sparse matrix (m, d) for :class:`CsrScorer`; a sequence of one such per
-    block for :class:`BlockScorer`. Inputs are never mutated.
-
-A **bound scorer** answers for its m queries:
-
-``m`` : int, ``dtype`` : numpy float dtype of the scores
-``scores(start, stop, out)`` -> ndarray of shape (m, c)
-    The scores of rows start:stop (c = stop − start), written into ``out`` (a
-    C-contiguous (m, c) buffer of ``dtype``) and returned.
-``scores_by_row(start, stop, out)`` -> ndarray of shape (c, m), optional
-    The same scores laid out by row, into a (c, m) ``out``; ``by_row`` says
-    whether it exists (the kernel's top-k prefers this layout).
-``scores_one(start, stop, out)`` and ``row_bytes()``, optional
-    For a single query (m = 1): the scores computed without a BLAS call (no thread
-    barrier per chunk), and the bytes of one key row; with them the kernel streams a
-    one-query soft answer in cache-sized chunks (``BLEND_CHUNK_BYTES``).
-``abs_max()`` -> float or None
-    An upper bound of |score| over every (query, row), or None if unknown; lets
-    the soft reduction skip its running max when exp cannot overflow.
+What a scorer is (the unbound :class:`~softdb.engine._protocols.Scorer` of n rows, the
+:class:`~softdb.engine._protocols.BoundScorer` it binds to m queries, and the optional
+row-layout and one-query capabilities) is declared in :mod:`softdb.engine._protocols`.
+``bind`` takes whatever the scorer scores: a dense (m, d) array for :class:`DenseScorer`;
+a dense array or a scipy.sparse matrix (m, d) for :class:`CsrScorer`; a sequence of one
+such per block for :class:`BlockScorer`. Inputs are never mutated.
 
 Scorers here:
 
@@ -44,8 +21,8 @@ Scorers here:
 - :class:`BlockScorer`: several scorers side by side over the same n rows, each
   with a weight: score = Σ_b weight_b · q_b·k_b (hybrid keys [dense | sparse]).
 
-Any object with this interface works (the kernel duck-types it), e.g. a scorer
-of mean head weights for multi-head search.
+Any object with that interface works, e.g. the scorer of mean head weights for
+multi-head search (:mod:`softdb.engine._plan`).
 
 Examples
 --------
@@ -67,14 +44,25 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["BlockScorer", "CsrScorer", "DenseScorer", "row_norm_max"]
+from softdb.engine._protocols import BoundScorer, OneQueryScorer, RowScorer, Scorer, is_row_scorer
+
+__all__ = ["BlockScorer", "CsrScorer", "DenseScorer", "is_sparse", "row_norm_max"]
+
+
+def is_sparse(x: object) -> bool:
+    """``scipy.sparse.issparse``, without narrowing an ``Any`` to scipy-stubs' bare ``SparseABC``.
+
+    Keys and queries are duck-typed (``Any``); narrowed to ``SparseABC``, which declares
+    no attributes, every use of a sparse matrix after the test would be a type error.
+    """
+    return sp.issparse(x)
 
 
 def row_norm_max(keys: Any) -> float:
     """max_j ‖k_j‖ of a dense array or scipy.sparse matrix (0 when empty)."""
     if keys.shape[0] == 0:
         return 0.0
-    if sp.issparse(keys):
+    if is_sparse(keys):
         k = sp.csr_matrix(keys)
         sq = np.bincount(
             np.repeat(np.arange(k.shape[0]), np.diff(k.indptr)),
@@ -82,19 +70,19 @@ def row_norm_max(keys: Any) -> float:
             minlength=k.shape[0],
         )  # (n,)
         return float(np.sqrt(sq.max()))
-    return float(np.sqrt(np.einsum("ij,ij->i", keys, keys, dtype=np.float64)).max())
+    return float(np.sqrt(np.einsum("ij,ij->i", keys, keys, dtype=np.float64)).max())  # max of (n,)
 
 
 def _query_norm_max(q: Any) -> float:
     if q.shape[0] == 0:
         return 0.0
-    if sp.issparse(q):
+    if is_sparse(q):
         return row_norm_max(q)
-    return float(np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64)).max())
+    return float(np.sqrt(np.einsum("ij,ij->i", q, q, dtype=np.float64)).max())  # max of (m,)
 
 
 # ---------------------------------------------------------------------- dense
-class DenseScorer:
+class DenseScorer(Scorer):
     """Dense keys (n, d): each chunk's scores are one BLAS GEMM.
 
     Parameters
@@ -122,8 +110,9 @@ class DenseScorer:
         return _DenseBound(self, q, dt)
 
 
-class _DenseBound:
+class _DenseBound(RowScorer, OneQueryScorer):
     by_row = True
+    one_query = True
 
     def __init__(self, scorer: DenseScorer, q: np.ndarray, dt: np.dtype) -> None:
         self.scorer, self.q, self.dtype, self.m = scorer, q, dt, q.shape[0]
@@ -143,7 +132,7 @@ class _DenseBound:
         """Bytes of one key row."""
         return self.scorer.keys.shape[1] * self.scorer.keys.itemsize
 
-    def dense_rows(self) -> tuple[np.ndarray, np.ndarray]:
+    def dense_rows(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The keys (n, d) and the one scaled query (d,): for :mod:`softdb.engine._fused`'s loop."""
         return self.scorer.keys, self.q[0]
 
@@ -152,7 +141,7 @@ class _DenseBound:
 
 
 # ----------------------------------------------------------------- sparse CSR
-class CsrScorer:
+class CsrScorer(Scorer):
     """scipy.sparse CSR keys (n, d), e.g. per-term BM25 weights; never densified.
 
     Parameters
@@ -169,7 +158,7 @@ class CsrScorer:
     """
 
     def __init__(self, keys: Any, key_norm_max: float | None = None) -> None:
-        if not sp.issparse(keys):
+        if not is_sparse(keys):
             raise TypeError(
                 f"CsrScorer takes a scipy.sparse matrix, got {type(keys).__name__}; hint: DenseScorer scores dense keys"
             )
@@ -201,7 +190,9 @@ class CsrScorer:
                 f"queries have {queries.shape[1]} columns but the sparse keys have {self.dim}; "
                 "hint: encode the queries with the same vocabulary"
             )
-        if sp.issparse(queries):
+        q: Any
+        qt: Any
+        if is_sparse(queries):
             dt = np.result_type(queries.dtype, self.dtype, np.float32)
             q = sp.csr_matrix(queries, dtype=dt, copy=scale != 1.0)  # (m, d)
             if scale != 1.0:
@@ -215,20 +206,21 @@ class CsrScorer:
         return _CsrBound(self, q, qt, dt)
 
 
-class _CsrBound:
+class _CsrBound(RowScorer):
     by_row = True
+    one_query = False
 
     def __init__(self, scorer: CsrScorer, q: Any, qt: Any, dt: np.dtype) -> None:
         self.scorer, self.q, self.qt, self.dtype, self.m = scorer, q, qt, dt, q.shape[0]
 
     def scores_by_row(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         r = self.scorer.rows(start, stop) @ self.qt  # (c, m)  sparse @ dense → dense; sparse @ sparse → sparse
-        out[...] = r.toarray() if sp.issparse(r) else r
+        out[...] = r.toarray() if is_sparse(r) else r
         return out
 
     def scores(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
         r = self.scorer.rows(start, stop) @ self.qt  # (c, m)
-        out[...] = (r.toarray() if sp.issparse(r) else r).T  # (m, c)
+        out[...] = (r.toarray() if is_sparse(r) else r).T  # (m, c)
         return out
 
     def abs_max(self) -> float:
@@ -236,7 +228,7 @@ class _CsrBound:
 
 
 # --------------------------------------------------------------------- blocks
-class BlockScorer:
+class BlockScorer(Scorer):
     """Several key blocks over the same rows: score = Σ_b weight_b · q_b·k_b.
 
     Parameters
@@ -253,7 +245,7 @@ class BlockScorer:
     offered when every block offers it.
     """
 
-    def __init__(self, blocks: Sequence[Any], weights: Sequence[float] | None = None) -> None:
+    def __init__(self, blocks: Sequence[Scorer], weights: Sequence[float] | None = None) -> None:
         blocks = list(blocks)
         if not blocks:
             raise ValueError("BlockScorer needs at least one block")
@@ -268,7 +260,7 @@ class BlockScorer:
         self.blocks, self.weights, self.n = blocks, tuple(w), blocks[0].n
 
     def bind(self, queries: Sequence[Any], scale: float = 1.0) -> _BlockBound:
-        if sp.issparse(queries) or isinstance(queries, np.ndarray) or len(queries) != len(self.blocks):
+        if is_sparse(queries) or isinstance(queries, np.ndarray) or len(queries) != len(self.blocks):
             raise ValueError(
                 f"a BlockScorer of {len(self.blocks)} blocks takes a sequence of "
                 f"{len(self.blocks)} query matrices, one per block"
@@ -282,12 +274,16 @@ class BlockScorer:
         return _BlockBound(bound)
 
 
-class _BlockBound:
-    def __init__(self, bound: list) -> None:
+class _BlockBound(RowScorer):
+    """The bound blocks; ``scores_by_row`` only when every block has it (``by_row``)."""
+
+    one_query = False
+
+    def __init__(self, bound: list[BoundScorer]) -> None:
         self.bound = bound
         self.m = bound[0].m
         self.dtype = np.result_type(*(b.dtype for b in bound))
-        self.by_row = all(getattr(b, "by_row", False) for b in bound)
+        self.by_row = all(is_row_scorer(b) for b in bound)
         self._local = threading.local()  # one buffer per thread: the kernel may score ranges in parallel
 
     def _sum(self, method: str, start: int, stop: int, out: np.ndarray) -> np.ndarray:
@@ -295,7 +291,7 @@ class _BlockBound:
         if len(self.bound) > 1:
             tmp = getattr(self._local, "tmp", None)
             if tmp is None or tmp.size < out.size:
-                tmp = self._local.tmp = np.empty(out.size, self.dtype)  # reused by every chunk
+                tmp = self._local.tmp = np.empty(out.size, self.dtype)  # (m·c,)  reused by every chunk
             tmp = tmp[: out.size].reshape(out.shape)
             for b in self.bound[1:]:
                 out += getattr(b, method)(start, stop, tmp)  # (m, c) | (c, m)
@@ -309,4 +305,4 @@ class _BlockBound:
 
     def abs_max(self) -> float | None:
         parts = [b.abs_max() for b in self.bound]
-        return None if any(p is None for p in parts) else float(sum(parts))
+        return None if any(p is None for p in parts) else float(sum(p for p in parts if p is not None))

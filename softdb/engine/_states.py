@@ -53,8 +53,10 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import reduce
+from typing import TypeVar
 
 import numpy as np
 
@@ -62,13 +64,19 @@ from softdb import _checks
 
 __all__ = ["HardState", "KernelResult", "KernelState", "SoftState", "TopKState", "finalize", "merge"]
 
+T = TypeVar("T")
+R = TypeVar("R")
 
-def _opt(a, b, f):
-    if (a is None) != (b is None):
+
+def _opt(a: T | None, b: T | None, f: Callable[[T, T], R]) -> R | None:
+    """``f(a, b)``, or None when both are None (a reduction neither state holds)."""
+    if a is not None and b is not None:
+        return f(a, b)
+    if a is not None or b is not None:
         raise ValueError(
             "cannot merge states that hold different reductions; hint: run every part with the same options"
         )
-    return None if a is None else f(a, b)
+    return None
 
 
 @dataclass
@@ -100,8 +108,8 @@ class SoftState:
         out.sq = _opt(self.sq, other.sq, lambda x, y: a * a * x + b * b * y)
         if _opt(self.ent, other.ent, lambda x, y: True):
             with np.errstate(invalid="ignore"):  # rebase Σ e (l - mx) onto the new shift
-                ea = np.where(self.se == 0, 0, a * (self.ent + (self.mx - shift) * self.se))
-                eb = np.where(other.se == 0, 0, b * (other.ent + (other.mx - shift) * other.se))
+                ea = np.where(self.se == 0, 0, a * (self.ent + (self.mx - shift) * self.se))  # (m,)
+                eb = np.where(other.se == 0, 0, b * (other.ent + (other.mx - shift) * other.se))  # (m,)
             out.ent = (ea + eb).astype(self.se.dtype)
         return out
 
@@ -117,7 +125,7 @@ class HardState:
         take = (other.score > self.score) | (
             (other.score == self.score) & (other.row >= 0) & ((self.row < 0) | (other.row < self.row))
         )  # (m,)
-        return HardState(np.where(take, other.score, self.score), np.where(take, other.row, self.row))
+        return HardState(np.where(take, other.score, self.score), np.where(take, other.row, self.row))  # (m,) each
 
 
 @dataclass
@@ -133,7 +141,7 @@ class TopKState:
         r = np.concatenate([self.rows, other.rows], axis=1)  # (m, 2k)
         r_key = np.where(r < 0, np.iinfo(np.int64).max, r)  # (m, 2k)  empty slots last
         order = np.lexsort((r_key, -s), axis=1)[:, :k]  # (m, k)  score desc, then row asc
-        return TopKState(np.take_along_axis(s, order, 1), np.take_along_axis(r, order, 1))
+        return TopKState(np.take_along_axis(s, order, 1), np.take_along_axis(r, order, 1))  # (m, k) each
 
 
 @dataclass
@@ -201,10 +209,10 @@ def finalize(state: KernelState) -> KernelResult:
         denom = np.where(empty, 1, soft.se)  # (m,)
         if soft.o is not None:
             res.out = soft.o / denom[:, None]  # (m, d_v)  zeros for no match
-        if soft.ent is not None:
+        if soft.ent is not None and soft.sq is not None:  # kept together (``stats``)
             with np.errstate(divide="ignore"):
                 h = np.log(denom) - soft.ent / denom  # (m,)  H = log Σe - Σ e (l - mx) / Σe
-            res.entropy = np.where(empty, 0, np.maximum(h, 0)).astype(np.float64)
+            res.entropy = np.where(empty, 0, np.maximum(h, 0)).astype(np.float64)  # (m,)
             res.effective_rows = np.where(empty, 0, denom.astype(np.float64) ** 2 / np.where(empty, 1, soft.sq)).astype(
                 np.float64
             )

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
-from softdb.engine import _kernel
+from softdb.engine import _topk
 from softdb.engine._kernel import stream
 
 
@@ -53,8 +53,8 @@ def oracle(Q, K, mask, k):
 @pytest.fixture(params=["default", "tiny tiles, merge every chunk"])
 def tuning(request, monkeypatch):
     if request.param != "default":
-        monkeypatch.setattr(_kernel, "TOPK_TILE", 8)  # tiles of 1 row (m >= 8)
-        monkeypatch.setattr(_kernel, "TOPK_MERGE_MIN", 1)
+        monkeypatch.setattr(_topk, "TOPK_TILE", 8)  # tiles of 1 row (m >= 8)
+        monkeypatch.setattr(_topk, "TOPK_MERGE_MIN", 1)
     return request.param
 
 

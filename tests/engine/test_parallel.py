@@ -298,7 +298,7 @@ def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, thre
     scores and blends each big chunk row by row (small blocks force several partial
     sums). Checked against float64 numpy.
     """
-    from softdb.engine import _fused, _kernel
+    from softdb.engine import _fused, _kernel, _pass
 
     monkeypatch.setattr(_kernel, "BLEND_CHUNK_BYTES", 1)  # 256 rows per blended chunk
     monkeypatch.setattr(_kernel, "CHUNK_BYTES", 4096)  # 1024 (or 512 per thread) rows per reduction chunk
@@ -306,8 +306,8 @@ def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, thre
     monkeypatch.setattr(_fused, "MIN_ROWS", 1)
     monkeypatch.setattr(_fused, "BLOCK", 100)
     calls, fused_calls = [], []
-    inner = _kernel._Pass._bounded_blend
-    monkeypatch.setattr(_kernel._Pass, "_bounded_blend", lambda self, a, b: calls.append((a, b)) or inner(self, a, b))
+    inner = _pass.Pass._bounded_blend
+    monkeypatch.setattr(_pass.Pass, "_bounded_blend", lambda self, a, b: calls.append((a, b)) or inner(self, a, b))
     inner_fused = _fused.score_blend
     monkeypatch.setattr(_fused, "score_blend", lambda *a: fused_calls.append(len(a[0])) or inner_fused(*a))
     rng = np.random.default_rng(6)

@@ -7,6 +7,7 @@ whatever the cut and whatever order and grouping the parts are merged in.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -79,7 +80,7 @@ def _merge_randomly(states, seed):
 def test_parts_merged_in_any_grouping_equal_the_whole(case, opts):
     Q, K, V, mask, bounds, k, seed, chunk = case
     whole = finalize(_run_part(Q, K, V, mask, 0, len(K), opts, k, chunk))
-    parts = [_run_part(Q, K, V, mask, a, b, opts, k, chunk) for a, b in zip(bounds, bounds[1:])]
+    parts = [_run_part(Q, K, V, mask, a, b, opts, k, chunk) for a, b in itertools.pairwise(bounds)]
     got = finalize(_merge_randomly(parts, seed))
     for f in ("top_rows", "top_scores", "best_row", "best_score"):
         if getattr(whole, f) is not None:
