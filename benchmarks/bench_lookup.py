@@ -159,7 +159,7 @@ class Case:
         """The same keys as a K = V table (sharing the arrays, no copy)."""
         return self.get(
             "kv",
-            lambda: SoftTable.from_state(
+            lambda: SoftTable._from_state(
                 TableState.build(
                     self.table._state.rows.keys,
                     None,

@@ -138,7 +138,7 @@ class SoftTable(FrontEnd, Mutation, Fitting):
             self.projection = projection
 
     @classmethod
-    def from_state(cls, state: TableState) -> SoftTable:
+    def _from_state(cls, state: TableState) -> SoftTable:
         """A table over an existing state, arrays not copied (how :meth:`load` builds tables).
 
         ``state`` comes from :meth:`TableState.build` (the one construction path,
@@ -443,7 +443,7 @@ class SoftTable(FrontEnd, Mutation, Fitting):
         from softdb.table._persist import load_state
 
         state = load_state(path, mmap=mmap, verify=verify)
-        table = cls.from_state(state.with_(projection=None))
+        table = cls._from_state(state.with_(projection=None))
         if state.projection is not None:
             table.projection = state.projection
         return table
