@@ -82,7 +82,20 @@ def _query_norm_max(q: Any) -> float:
 
 
 # ---------------------------------------------------------------------- dense
-class DenseScorer(Scorer):
+class _NormCache:
+    """The largest key row norm, computed once on first use (the scores' bound for |score| checks)."""
+
+    keys: Any
+    _norm: float | None
+
+    @property
+    def key_norm_max(self) -> float:
+        if self._norm is None:
+            self._norm = row_norm_max(self.keys)
+        return self._norm
+
+
+class DenseScorer(_NormCache, Scorer):
     """Dense keys (n, d): each chunk's scores are one BLAS GEMM.
 
     Parameters
@@ -97,12 +110,6 @@ class DenseScorer(Scorer):
         self.keys = keys  # (n, d)
         self.n = keys.shape[0]
         self._norm = key_norm_max
-
-    @property
-    def key_norm_max(self) -> float:
-        if self._norm is None:
-            self._norm = row_norm_max(self.keys)
-        return self._norm
 
     def bind(self, queries: np.ndarray, scale: float = 1.0) -> _DenseBound:
         dt = np.result_type(queries.dtype, self.keys.dtype)
@@ -141,7 +148,7 @@ class _DenseBound(RowScorer, OneQueryScorer):
 
 
 # ----------------------------------------------------------------- sparse CSR
-class CsrScorer(Scorer):
+class CsrScorer(_NormCache, Scorer):
     """scipy.sparse CSR keys (n, d), e.g. per-term BM25 weights; never densified.
 
     Parameters
@@ -168,12 +175,6 @@ class CsrScorer(Scorer):
         self.n, self.dim = k.shape
         self.dtype = k.dtype
         self._norm = key_norm_max
-
-    @property
-    def key_norm_max(self) -> float:
-        if self._norm is None:
-            self._norm = row_norm_max(self.keys)
-        return self._norm
 
     def rows(self, start: int, stop: int) -> sp.csr_matrix:
         """Rows start:stop as a CSR matrix sharing the keys' data (no copy)."""
