@@ -174,7 +174,7 @@ def test_kill_at_each_step(tmp_path, tables, zygote, crash_at, expect, path_exis
     assert which(path, a, b) == "A" and os.listdir(tmp_path) == ["t"]
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_random_sigkills_leave_old_or_new(tmp_path, tables, zygote, capsys):
     a, b = tables
     path = tmp_path / "t"
@@ -185,7 +185,9 @@ def test_random_sigkills_leave_old_or_new(tmp_path, tables, zygote, capsys):
     outcomes: collections.Counter = collections.Counter()
     states: collections.Counter = collections.Counter()
     kills = 0
-    while kills < 80 and time.perf_counter() - t0 < 40:
+    # 80 kills, and more while they have not yet hit both saves: on a loaded machine a forked saver
+    # may not run at all before the kill, so the window alone does not promise both outcomes.
+    while (kills < 80 or len(outcomes) < 2) and time.perf_counter() - t0 < 90:
         pid = zygote.start("random", path)
         time.sleep(rng.uniform(0, 3 * save_s))  # lands anywhere in the first ~2 saves
         os.kill(pid, signal.SIGKILL)
