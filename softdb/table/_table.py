@@ -42,7 +42,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 
 def _spec_of(st: TableState) -> QuerySpec:
-    return QuerySpec(len(st.rows.ids), st.kind, st.rows.keys, st.dtype, st.dim, st.metric)
+    return QuerySpec(st.rows.n, st.kind, st.rows.template, st.dtype, st.dim, st.metric)
 
 
 class SoftTable(FrontEnd, Mutation, Fitting):
@@ -152,10 +152,11 @@ class SoftTable(FrontEnd, Mutation, Fitting):
         self._lock = threading.Lock()  # serialises writers; readers take one state and go
         self._proj_cache = ProjectionCache()
         self._state = state
+        self._home: str | None = None  # the folder last saved to or loaded from (compact checks its lock)
 
     # ------------------------------------------------------------ properties
     def __len__(self) -> int:
-        return len(self._state.rows.ids)
+        return self._state.rows.n
 
     def _repr_html_(self) -> str:
         from softdb.render import table_html
@@ -228,7 +229,10 @@ class SoftTable(FrontEnd, Mutation, Fitting):
     @property
     def payloads(self) -> tuple | None:
         """Per-row payloads, or None if the table has none."""
-        return self._state.rows.payloads
+        st = self._state
+        if not st.has_payloads:
+            return None
+        return st.rows.payloads or (None,) * st.rows.n
 
     def row_of(self, id: Hashable) -> int:  # noqa: A002 - public keyword: row_of(id=...) must keep working
         """Row position of ``id``."""
@@ -336,7 +340,12 @@ class SoftTable(FrontEnd, Mutation, Fitting):
         """In process: one pass of the query plan per head (see :mod:`softdb.engine._plan`)."""
         st, proj = snap
         if proj is None:
-            heads = [Head(st.rows.keys, st.rows.values, st.query_w, st.rows.key_norm_max, st.block_weights)]
+            rows = st.rows
+            if len(rows.views) == 1 and rows.views[0].live is None:  # one segment, nothing removed: one pass
+                p = rows.views[0].part
+                heads = [Head(p.keys, p.values, st.query_w, p.key_norm_max, st.block_weights)]
+            else:
+                heads = [Head(rows.parts, None, st.query_w, None, st.block_weights)]  # one pass per segment
         else:
             heads = [
                 Head(kh, vh, wq, nm) for kh, vh, wq, nm in zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max)
