@@ -105,28 +105,33 @@ def publish(build: Callable[[str], object], path: str | os.PathLike[str]) -> Non
     """
     target, parent, aside = _names(path)
     with _locked(parent, exclusive=True):
-        if os.path.lexists(target) and not os.path.isdir(target):
-            raise ValueError(f"cannot save to {target}: it is a file, not a table folder")
-        if (
-            os.path.isdir(target)
-            and os.listdir(target)
-            and not (_is_table(target) or os.path.exists(os.path.join(target, "shards.json")))
-        ):
-            raise ValueError(
-                f"cannot save to {target}: it is a non-empty folder that is not a softdb table, "
-                "and saving would replace it; hint: choose a new path"
-            )
-        for stale in glob.glob(glob.escape(os.path.join(parent, f".{os.path.basename(target)}{_TMP}")) + "*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed save: we hold the lock
-        tmp = os.path.join(parent, f".{os.path.basename(target)}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
-        os.mkdir(tmp)
-        try:
-            build(tmp)
-            fsync_dir(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _swap_in(tmp, target, parent, aside)
+        _publish_locked(build, target, parent, aside)
+
+
+def _publish_locked(build: Callable[[str], object], target: str, parent: str, aside: str) -> None:
+    """:func:`publish` with the parent folder's lock already held."""
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise ValueError(f"cannot save to {target}: it is a file, not a table folder")
+    if (
+        os.path.isdir(target)
+        and os.listdir(target)
+        and not (_is_table(target) or os.path.exists(os.path.join(target, "shards.json")))
+    ):
+        raise ValueError(
+            f"cannot save to {target}: it is a non-empty folder that is not a softdb table, "
+            "and saving would replace it; hint: choose a new path"
+        )
+    for stale in glob.glob(glob.escape(os.path.join(parent, f".{os.path.basename(target)}{_TMP}")) + "*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed save: we hold the lock
+    tmp = os.path.join(parent, f".{os.path.basename(target)}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
+    os.mkdir(tmp)
+    try:
+        build(tmp)
+        fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap_in(tmp, target, parent, aside)
 
 
 def _is_table(folder: str) -> bool:

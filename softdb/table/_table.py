@@ -12,6 +12,7 @@ shares (:mod:`softdb.table._frontend`); ``add`` and ``remove`` from
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -25,6 +26,7 @@ from softdb.table._fitting import Fitting
 from softdb.table._frontend import NO_K, FrontEnd, QuerySpec, prepare_queries
 from softdb.table._mutation import Mutation
 from softdb.table._projected import ProjectionCache
+from softdb.table._segments import merge_tail
 from softdb.table._state import COSINE_TEMPERATURE, Planned, SearchResult, TableState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -441,18 +443,32 @@ class SoftTable(FrontEnd, Mutation, Fitting):
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | PathLike[str]) -> None:
-        """Save the table to a folder, atomically (the format: :mod:`softdb.store._storage`)."""
+        """Save the table to a folder, atomically, writing only what the folder lacks.
+
+        The growing segment is sealed first (a save is a flush, as in Lucene), so each row is
+        written once: a save after adds writes the new segment, the live bitmaps that changed
+        and the manifest (the format: ``docs/format.md``, :mod:`softdb.store._segmented`).
+        """
         from softdb.table._persist import save_state
 
-        save_state(self._state, path)
+        with self._lock:
+            st = self._state
+            views = list(st.rows.views)
+            if views[-1].growing and views[-1].n_live:
+                sealed = merge_tail([*views[:-1], views[-1].seg.seal(views[-1].live)], st.shared_kv)
+                st = st.with_(rows=st.rows.with_views(sealed))
+                self._state = st
+        save_state(st, path)
+        self._home = os.path.abspath(os.fspath(path))
 
     @classmethod
     def load(cls, path: str | PathLike[str], *, mmap: bool = False, verify: bool = True) -> SoftTable:
-        """Load a table saved by :meth:`save` (the format: :mod:`softdb.store._storage`)."""
+        """Load a table saved by :meth:`save` (the format: ``docs/format.md``; format 1 still loads)."""
         from softdb.table._persist import load_state
 
         state = load_state(path, mmap=mmap, verify=verify)
         table = cls.from_state(state.with_(projection=None))
         if state.projection is not None:
             table.projection = state.projection
+        table._home = os.path.abspath(os.fspath(path))
         return table
