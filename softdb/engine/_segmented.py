@@ -244,7 +244,7 @@ def _run_part(
         dense=pd,
         **kw,
     )
-    if pd is not None and part.live is not None:
+    if dense is not None and pd is not None and part.live is not None:
         dense[:, a:b] = pd[:, part.live_rows]  # (m, n_live_p)
     _relabel(st, a, part)
     states.append(st)

@@ -320,11 +320,15 @@ def _load_v2(path: str | os.PathLike[str], *, mmap: bool, verify: bool) -> Table
             int(m["value_dim"]),
             np.dtype(m["dtype"]),
             kind=kind,
-            block_weights=None if kind != "blocks" else tuple(float(w) for w in key_meta["weights"]),
+            block_weights=None
+            if key_meta is None or kind != "blocks"
+            else tuple(float(w) for w in key_meta["weights"]),
             query_w=query_w,
         )
         if first.shape[1] != dim or ids_seen != m["n"]:
-            raise ValueError(f"its segments hold {ids_seen} live rows of width {first.shape[1]}, not n={m['n']}, dim={dim}")
+            raise ValueError(
+                f"its segments hold {ids_seen} live rows of width {first.shape[1]}, not n={m['n']}, dim={dim}"
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{mpath}: {exc}") from None
     proj = m.get("projection")

@@ -80,8 +80,8 @@ class Segment:
         self,
         keys: Any,
         values: Any,
-        ids: Sequence[Hashable],
-        payloads: Sequence[Any] | None,
+        ids: Any,
+        payloads: Any,
         *,
         key_norm_max: Any = None,
         int_max: int | None = None,
@@ -268,7 +268,7 @@ class _LiveIndex(Mapping):
 
     def __contains__(self, id_: object) -> bool:
         try:
-            return self.rows.locate(id_) is not None  # type: ignore[arg-type]
+            return self.rows.locate(id_) is not None
         except TypeError:
             return False
 
@@ -314,7 +314,8 @@ class Rows:
         return None
 
     @cached_property
-    def index(self) -> _LiveIndex:
+    def index(self) -> Any:
+        """A read-only mapping id → global live row (a dict's ``in``, ``[]``, ``len``), per segment."""
         return _LiveIndex(self)
 
     @cached_property
