@@ -23,7 +23,8 @@ from softdb import _checks
 from softdb.engine import _keys
 from softdb.table import _segments
 from softdb.table._frontend import as_id_list, check_add_values
-from softdb.table._segments import Growing, Rows, Segment, SegView, merge_tail, merged
+from softdb.table._merge import merge_tail, merged
+from softdb.table._segments import Growing, Rows, Segment, SegView
 from softdb.table._state import TableState, unit_rows
 
 __all__ = ["CompactReport", "Mutation"]

@@ -18,16 +18,15 @@ never read, so no version ever changes under a reader.
 Global row order is insertion order (segments in order, rows in order, deleted rows skipped):
 row ``r`` of a version is its r-th live row, exactly as in one array of the live rows.
 
-The merge policy (:func:`merge_tail`) keeps the number of segments logarithmic in the rows: when
+The merge policy (:func:`softdb.table._merge.merge_tail`) keeps the number of segments logarithmic in the rows: when
 the last :data:`MERGE_FACTOR` sealed segments are of the same size tier (rows / SEAL_ROWS, in
 powers of MERGE_FACTOR), they are merged into one (deleted rows dropped). Only neighbours merge,
-so insertion order is kept. :func:`compact` merges everything into one segment.
+so insertion order is kept. ``compact`` merges everything into one segment.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ import numpy as np
 from softdb.engine import _keys
 from softdb.engine._segmented import Part, Parts
 
-__all__ = ["MERGE_FACTOR", "SEAL_ROWS", "Growing", "Rows", "SegView", "Segment", "merge_tail", "merged"]
+__all__ = ["MERGE_FACTOR", "SEAL_ROWS", "Growing", "Rows", "SegView", "Segment"]
 
 #: Rows of a growing segment when it seals. benchmarks/bench_writes.py measured (1M × 384
 #: float32, 2 cores) that search over the segments the policy leaves after 10,000 single adds costs
@@ -392,62 +391,3 @@ class Rows:
     def template(self) -> Any:
         """Keys of the first segment: the kind and widths of the table's keys, without gathering them."""
         return self.views[0].keys
-
-
-# ------------------------------------------------------------------ merging
-def _tier(n: int) -> int:
-    return 0 if n <= SEAL_ROWS else int(math.log(n / SEAL_ROWS, MERGE_FACTOR))
-
-
-def _concat_rows(arrays: Sequence[np.ndarray], sels: Sequence[np.ndarray | None], n: int) -> np.ndarray:
-    """Rows ``sel`` (all when None) of each dense array, one after the other, copied once: (n, d)."""
-    out = np.empty((n, arrays[0].shape[1]), arrays[0].dtype)  # (n, d)
-    a = 0
-    for arr, sel in zip(arrays, sels):
-        b = a + (len(arr) if sel is None else len(sel))
-        if sel is None:
-            out[a:b] = arr
-        else:
-            np.take(arr, sel, axis=0, out=out[a:b])
-        a = b
-    return out
-
-
-def merged(views: Sequence[SegView], shared_kv: bool) -> SegView:
-    """One sealed segment of the live rows of ``views``, in order (deleted rows dropped)."""
-    live = [v.part.live_rows if v.live is not None else None for v in views]
-    n = sum(v.n_live for v in views)
-    if all(isinstance(v.keys, np.ndarray) for v in views):
-        out = _concat_rows([v.keys for v in views], live, n)  # (n, d)  one copy
-    else:
-        parts = [v.keys if s is None else _keys.take(v.keys, s) for v, s in zip(views, live)]
-        out = parts[0]
-        for k in parts[1:]:
-            out = _keys.stack(out, k)
-        if len(parts) == 1 and live[0] is None:
-            out = _keys.take(out, np.arange(out.shape[0]))  # own copy
-    values = None if shared_kv else _concat_rows([v.values for v in views], live, n)  # (n, d_v)
-    ids = np.concatenate([v.ids if s is None else v.ids[s] for v, s in zip(views, live)])
-    pay = None
-    if any(v.payloads is not None for v in views):
-        pay = np.concatenate(
-            [
-                np.full(v.n_live, None, object) if v.payloads is None else (v.payloads if s is None else v.payloads[s])
-                for v, s in zip(views, live)
-            ]
-        )
-    norms = [v.key_norm_max for v in views if v.n]
-    bound = (tuple(map(max, zip(*norms))) if isinstance(norms[0], tuple) else max(norms)) if norms else None
-    int_max = max(v.seg.int_max for v in views)
-    return Segment(out, values, ids, pay, key_norm_max=bound, int_max=int_max).view()
-
-
-def merge_tail(sealed: list[SegView], shared_kv: bool) -> list[SegView]:
-    """The tiered policy: while the last MERGE_FACTOR sealed segments share a tier, merge them."""
-    while len(sealed) >= MERGE_FACTOR:
-        tail = sealed[-MERGE_FACTOR:]
-        tiers = {_tier(v.n_live) for v in tail}
-        if len(tiers) != 1:
-            break
-        sealed = [*sealed[:-MERGE_FACTOR], merged(tail, shared_kv)]
-    return sealed

@@ -24,9 +24,9 @@ from softdb.engine import _keys
 from softdb.engine._plan import Ask, Head, answer
 from softdb.table._fitting import Fitting
 from softdb.table._frontend import NO_K, FrontEnd, QuerySpec, prepare_queries
+from softdb.table._merge import merge_tail
 from softdb.table._mutation import Mutation
 from softdb.table._projected import ProjectionCache
-from softdb.table._segments import merge_tail
 from softdb.table._state import COSINE_TEMPERATURE, Planned, SearchResult, TableState
 
 if TYPE_CHECKING:  # pragma: no cover
