@@ -6,8 +6,8 @@ and, in projected mode, a cache of projected rows (:mod:`softdb.table._projected
 
 Its methods come in four parts: construction, properties, the plan's hooks and
 persistence here; ``lookup``, ``weights`` and ``search`` from the front end every table
-shares (:mod:`softdb.table._frontend`); ``add`` and ``remove`` from
-:mod:`softdb.table._mutation`; ``fit`` and ``block_scores`` from :mod:`softdb.table._fitting`.
+shares (:mod:`softdb.table._frontend`); ``add``, ``remove`` and ``compact`` from
+:mod:`softdb.table._mutation` (over the segments of :mod:`softdb.table._segments`); ``fit`` and ``block_scores`` from :mod:`softdb.table._fitting`.
 """
 
 from __future__ import annotations
@@ -89,9 +89,11 @@ class SoftTable(FrontEnd, Mutation, Fitting):
     ``weights`` is the mean of the heads' weights (still summing to 1), and
     ``search`` ranks rows by that mean weight, reporting score = log(mean weight).
 
-    Lookups read one immutable version of the rows; ``add`` and ``remove``
-    build new arrays and swap them in whole, so a concurrent reader sees
-    either the old rows or the new ones, never a mix.
+    The rows are segments (sealed ones, one growing segment, a live bitmap each):
+    ``add`` appends to the growing segment, ``remove`` clears live bits,
+    :meth:`compact` merges them (see ``docs/format.md``). Lookups read one
+    immutable version of the rows, and a write swaps in a new version whole, so
+    a concurrent reader sees either the old rows or the new ones, never a mix.
 
     A query whose rows are all masked gets "no match": a zero answer, a row of
     zero weights, and search hits with id None, score -inf and weight 0.
