@@ -40,10 +40,10 @@ from softdb.engine._segmented import Part, Parts
 
 __all__ = ["MERGE_FACTOR", "SEAL_ROWS", "Growing", "Rows", "SegView", "Segment"]
 
-#: Rows of a growing segment when it seals. benchmarks/bench_writes.py measured (1M × 384
-#: float32, 2 cores) that search over the segments the policy leaves after 10,000 single adds costs
-#: within a few per cent of one segment from 1024 rows on, while a sealing add (and the merges it
-#: triggers) stays a few milliseconds up to 8192 rows; 4096 sits in between (see docs/format.md).
+#: Rows of a growing segment when it seals. benchmarks/bench_writes.py (200k × 384 float32, 10,000
+#: single adds, 2 cores): search over the segments the policy leaves costs 1.32× one segment at
+#: 1,024 rows, 1.13× at 4,096, 1.10× at 16,384, while a sealing add copies SEAL_ROWS rows (24 MiB
+#: at 16,384) and a save of a growing table rewrites them: 4,096 sits in between (docs/format.md).
 SEAL_ROWS = 4096
 #: Sealed segments of one size tier that merge into one (a tier is a power of MERGE_FACTOR).
 MERGE_FACTOR = 8
