@@ -7,7 +7,8 @@ and, in projected mode, a cache of projected rows (:mod:`softdb.table._projected
 Its methods come in four parts: construction, properties, the plan's hooks and
 persistence here; ``lookup``, ``weights`` and ``search`` from the front end every table
 shares (:mod:`softdb.table._frontend`); ``add``, ``remove`` and ``compact`` from
-:mod:`softdb.table._mutation` (over the segments of :mod:`softdb.table._segments`); ``fit`` and ``block_scores`` from :mod:`softdb.table._fitting`.
+:mod:`softdb.table._mutation` (over the segments of :mod:`softdb.table._segments`); ``fit`` and
+``block_scores`` from :mod:`softdb.table._fitting`.
 """
 
 from __future__ import annotations
