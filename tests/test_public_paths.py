@@ -101,7 +101,7 @@ PUBLIC: dict[str, list[str]] = {
         "sqrt_d",
     ],
     "softdb.storage": ["NpyWriter", "load_state", "open_arrays", "publish", "save_state", "write_manifest"],
-    "softdb.table": ["COSINE_TEMPERATURE", "SearchResult", "SoftTable"],
+    "softdb.table": ["COSINE_TEMPERATURE", "CompactReport", "SearchResult", "SoftTable"],
     "softdb.explain": ["Explanation", "WEAK_MATCH_COSINE", "explain", "snippet", "weight_stats"],
     "softdb.cli": ["main"],
     "softdb.intuitions.figures": ["draw", "save_figures"],
