@@ -130,7 +130,9 @@ def take(keys: Any, rows: np.ndarray) -> Any:
 
 
 def scorer(keys: Any, weights: Sequence[float] | None = None, key_norm_max: Any = None) -> Scorer:
-    """The kernel scorer of these keys (block weights for blocks)."""
+    """The kernel scorer of these keys (block weights for blocks); a scorer is used as is."""
+    if not isinstance(keys, np.ndarray) and hasattr(keys, "bind"):  # e.g. a growing BM25 block's Bm25Scorer
+        return keys
     if isinstance(keys, Blocks):
         nm = key_norm_max or (None,) * len(keys)
         return BlockScorer([scorer(b, None, m) for b, m in zip(keys, nm)], weights)

@@ -16,6 +16,7 @@ from softdb import _checks
 from softdb.engine import _keys
 from softdb.table._frontend import as_id_list, check_add_values, next_int_id
 from softdb.table._state import Rows, TableState, shared_values, unit_rows
+from softdb.table._texts import text_after_add, text_after_remove
 
 __all__ = ["Mutation"]
 
@@ -53,9 +54,14 @@ class Mutation:
         >>> len(t), t.ids
         (3, (0, 1, 'both'))
         """
+        self._add(keys, values, ids=ids, payloads=payloads)
+
+    def _add(self, keys: Any, values: Any, *, ids: Any, payloads: Any, grown: tuple[Any, Any] | None = None) -> tuple:
+        """``add``; ``grown`` = (encoder the keys were grown from, the grown version) from ``add_texts``."""
         st = self._state
         k = _keys.as_keys(keys, "keys", dtype=st.dtype, copy=True)
-        if _keys.kind_of(k) != st.kind or _keys.dims(k) != _keys.dims(st.rows.keys):
+        want = _keys.dims(st.rows.keys) if grown is None else _keys.dims(k)  # a grown vocabulary widens the keys
+        if _keys.kind_of(k) != st.kind or _keys.dims(k) != want:
             if st.kind == "dense" and _keys.kind_of(k) == "dense":
                 _checks.check_width(k.shape[1], st.dim, "new keys")
             raise ValueError(
@@ -78,13 +84,16 @@ class Mutation:
             new_ids = _checks.as_ids(ids, k.shape[0], start=next_int_id([old.ids]))
             _checks.check_new_ids(old.index, new_ids)
             has_payloads = st.has_payloads or new_pay is not None  # only once the rows are valid
-            keys_all = _keys.stack(old.keys, k)  # (n + n_new, d)
+            old_keys, encoder = text_after_add(st, k, grown)  # a growing BM25 block: its statistics
+            keys_all = _keys.stack(old_keys, k)  # (n + n_new, d)
             values_all = shared_values(keys_all) if st.shared_kv else np.concatenate([old.values, v])
             pay = None
             if has_payloads:
                 pay = (old.payloads or (None,) * len(old.ids)) + (new_pay or (None,) * k.shape[0])
             rows = Rows.build(keys_all, values_all, old.ids + new_ids, pay)
-            self._state = st.with_(rows=rows, has_payloads=has_payloads)
+            widths = dict(dim=keys_all.shape[1], value_dim=values_all.shape[1])  # a grown vocabulary widens them
+            self._state = st.with_(rows=rows, has_payloads=has_payloads, encoder=encoder, **widths)
+        return new_ids
 
     def remove(self, ids: Iterable[Hashable]) -> None:
         """Remove the rows with these ids (unknown ids are an error).
@@ -109,4 +118,5 @@ class Mutation:
             values = shared_values(keys) if st.shared_kv else old.values[keep]
             kept_ids = tuple(old.ids[i] for i in keep)
             pay = None if old.payloads is None else tuple(old.payloads[i] for i in keep)
-            self._state = st.with_(rows=Rows.build(keys, values, kept_ids, pay))
+            encoder = text_after_remove(st, np.flatnonzero(drop))  # a growing BM25 block: its statistics
+            self._state = st.with_(rows=Rows.build(keys, values, kept_ids, pay), encoder=encoder)

@@ -245,6 +245,21 @@ class TableState:
     def with_(self, **changes: Any) -> TableState:
         return replace(self, **changes)
 
+    @property
+    def growing_text(self) -> bool:
+        """True if the encoder is a growing BM25 / hybrid one: the sparse keys are term counts."""
+        return bool(getattr(self.encoder, "growing", False))
+
+    @cached_property
+    def score_keys(self) -> Any:
+        """The keys as the kernel scores them: term counts become a BM25 scorer (current statistics)."""
+        return self.encoder.key_scorer(self.rows.keys) if self.growing_text else self.rows.keys
+
+    @cached_property
+    def weighted_keys(self) -> Any:
+        """The keys with BM25 weights in place of term counts (for fit and explain), once per version."""
+        return self.encoder.weigh(self.rows.keys) if self.growing_text else self.rows.keys
+
     def tau(self, temperature: float | None = None, params: Any = None) -> float:
         """τ of a call: the call's, else the projection's own, else the table's, else the default.
 

@@ -26,6 +26,7 @@ from softdb.table._frontend import NO_K, FrontEnd, QuerySpec, prepare_queries
 from softdb.table._mutation import Mutation
 from softdb.table._projected import ProjectionCache
 from softdb.table._state import COSINE_TEMPERATURE, Planned, SearchResult, TableState
+from softdb.table._texts import TextWrites
 
 if TYPE_CHECKING:  # pragma: no cover
     from os import PathLike
@@ -45,7 +46,7 @@ def _spec_of(st: TableState) -> QuerySpec:
     return QuerySpec(len(st.rows.ids), st.kind, st.rows.keys, st.dtype, st.dim, st.metric)
 
 
-class SoftTable(FrontEnd, Mutation, Fitting):
+class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
     """A table of keys and values answered by soft (attention) lookups.
 
     A query q scores every key, s_j = q·k_j (or the cosine), the scores become
@@ -314,7 +315,7 @@ class SoftTable(FrontEnd, Mutation, Fitting):
 
     def _queries(self, queries: Any, st: TableState) -> tuple[Any, bool]:
         """Queries → (m, d) in the table's dtype (encoded, checked, unit for "cosine"), and single."""
-        return prepare_queries(queries, _spec_of(st), self._query_encoder)
+        return prepare_queries(queries, _spec_of(st), lambda: st.encoder or self._query_encoder())  # st's vocabulary
 
     def _query_encoder(self) -> Any:
         encoder = self.encoder
@@ -336,7 +337,7 @@ class SoftTable(FrontEnd, Mutation, Fitting):
         """In process: one pass of the query plan per head (see :mod:`softdb.engine._plan`)."""
         st, proj = snap
         if proj is None:
-            heads = [Head(st.rows.keys, st.rows.values, st.query_w, st.rows.key_norm_max, st.block_weights)]
+            heads = [Head(st.score_keys, st.rows.values, st.query_w, st.rows.key_norm_max, st.block_weights)]
         else:
             heads = [
                 Head(kh, vh, wq, nm) for kh, vh, wq, nm in zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max)
@@ -415,7 +416,10 @@ class SoftTable(FrontEnd, Mutation, Fitting):
             keys = encoder.encode(texts)
             table = cls(keys, values, ids=ids, payloads=payloads, metric="cosine", temperature=temperature)
         else:
-            keys = encoder.encode_corpus(texts)  # CSR, or blocks [dense | sparse]
+            if getattr(encoder, "grows", False):  # BM25 / hybrid: term counts, statistics that grow
+                encoder, keys = encoder.grow(texts)
+            else:
+                keys = encoder.encode_corpus(texts)  # CSR, or blocks [dense | sparse]
             if temperature is None:
                 temperature = getattr(encoder, "temperature", None)
             table = cls(
