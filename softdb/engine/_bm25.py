@@ -29,6 +29,8 @@ array([[0.2912, 0.    ]], dtype=float32)
 
 from __future__ import annotations
 
+import threading
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -39,13 +41,31 @@ import scipy.sparse as sp
 from softdb.engine._protocols import BoundScorer, Scorer
 from softdb.engine._scorers import CsrScorer
 
-__all__ = ["Bm25Scorer", "Bm25Stats", "doc_lengths"]
+__all__ = ["Bm25Scorer", "Bm25Stats", "doc_lengths", "postings"]
+
+#: (CSC, lengths) of each term-count matrix still alive, by id: a sealed segment's keys outlive
+#: many table versions (and their scorers), so its postings are built once, not once per version.
+_POSTINGS: dict[int, tuple[sp.csc_matrix, np.ndarray]] = {}
+_POSTINGS_LOCK = threading.Lock()
 
 
 def doc_lengths(counts: Any) -> np.ndarray:
     """|d| of each row of a CSR matrix of term counts: (n,) float64 row sums."""
     rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))  # (nnz,)
     return np.bincount(rows, weights=counts.data.astype(np.float64), minlength=counts.shape[0])  # (n,)
+
+
+def postings(counts: Any) -> tuple[sp.csc_matrix, np.ndarray]:
+    """The term counts by term (CSC, (n, V)) and |d| of each row (n,), built once per matrix."""
+    key = id(counts)
+    got = _POSTINGS.get(key)
+    if got is None:
+        got = (sp.csc_matrix(counts), doc_lengths(counts))
+        with _POSTINGS_LOCK:
+            if key not in _POSTINGS:
+                _POSTINGS[key] = got
+                weakref.finalize(counts, _POSTINGS.pop, key, None)  # dropped with the matrix
+    return got
 
 
 @dataclass(frozen=True)
@@ -144,14 +164,14 @@ class Bm25Scorer(Scorer):
     def shape(self) -> tuple[int, int]:
         return (self.n, self.dim)
 
-    @cached_property
+    @property
     def lengths(self) -> np.ndarray:
         """(n,) |d| of each row."""
-        return doc_lengths(self.counts)
+        return postings(self.counts)[1]
 
-    @cached_property
+    @property
     def _csc(self) -> sp.csc_matrix:
-        return sp.csc_matrix(self.counts)  # (n, V_k)  built once per block: postings by term
+        return postings(self.counts)[0]  # (n, V_k)  built once per key matrix: postings by term
 
     def weighted(self) -> sp.csr_matrix:
         """Every row's BM25 weights under the statistics: (n, V_k) float32 CSR (for fit, explain)."""
