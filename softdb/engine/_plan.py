@@ -50,7 +50,8 @@ from softdb.engine._keys import Blocks
 from softdb.engine._keys import scorer as blocks_scorer
 from softdb.engine._protocols import BoundScorer, Scorer
 from softdb.engine._scorers import CsrScorer, DenseScorer, is_sparse
-from softdb.engine._states import finalize
+from softdb.engine._segmented import Parts, run_parts
+from softdb.engine._states import KernelState, finalize
 
 __all__ = ["Answers", "Ask", "Head", "answer", "dense_to_weights", "hit_weights", "values_at"]
 
@@ -91,7 +92,14 @@ class Head:
             return CsrScorer(keys, self.key_norm_max)
         if isinstance(keys, Blocks):
             return blocks_scorer(keys, self.weights, self.key_norm_max)  # blocks [dense | sparse]
+        if isinstance(keys, Parts):
+            raise TypeError("a segmented head has one scorer per part; hint: run it through _drive")
         return keys  # a scorer
+
+    def part(self, i: int) -> Head:
+        """Part i of a segmented head (keys a :class:`~softdb.engine._segmented.Parts`), as a plain head."""
+        p = self.keys.parts[i]
+        return Head(p.keys, p.values, None, p.key_norm_max, self.weights)
 
     @property
     def n(self) -> int:
@@ -184,7 +192,8 @@ def values_at(heads: Sequence[Head], rows: np.ndarray, dtype: np.dtype, *, per_h
     outs = []
     for a, h in enumerate(heads):
         r = rows[..., a] if per_head else rows  # (...,)
-        v = h.values[np.maximum(r, 0).ravel()]  # (r, d_vh)
+        idx = np.maximum(r, 0).ravel()  # (r,)
+        v = h.keys.take(idx, values=True) if isinstance(h.keys, Parts) else h.values[idx]  # (r, d_vh)
         v = np.asarray(v.toarray() if hasattr(v, "toarray") else v).reshape(*r.shape, -1)  # (..., d_vh)
         outs.append(np.where((r >= 0)[..., None], v, 0))  # (..., d_vh)
     return np.concatenate(outs, axis=-1).astype(dtype, copy=False)  # (..., d_out)
@@ -226,6 +235,25 @@ def answer(
     return _heads(heads, queries, ask, tau, mask, dt)
 
 
+def _drive(heads: Sequence[Head], make: Any, queries: Any, *, values: bool = False, **kw: Any) -> KernelState:
+    """The pass driver: one kernel pass over the heads' rows (``make(heads)`` is its scorer).
+
+    Heads over segmented rows (keys a :class:`~softdb.engine._segmented.Parts`, every head
+    with the same parts) run one pass per part, merged exactly
+    (:func:`~softdb.engine._segmented.run_parts`); ``values``: blend the first head's values.
+    """
+    first = heads[0]
+    if not isinstance(first.keys, Parts):
+        return run(make(heads), queries, first.values if values else None, **kw)
+    return run_parts(
+        first.keys,
+        lambda i: make([h.part(i) for h in heads]),
+        queries,
+        (lambda i: first.keys.parts[i].values) if values else None,
+        **kw,
+    )
+
+
 def _asked(x: np.ndarray | None) -> np.ndarray:
     """An answer the pass was asked for, hence not None."""
     assert x is not None, "the kernel pass was asked for this answer"
@@ -258,10 +286,11 @@ def _one_head(head: Head, q: Any, ask: Ask, tau: float, mask: np.ndarray | None,
     m = qh.shape[0] if hasattr(qh, "shape") else qh[0].shape[0]
     need_lse = ask.soft or ask.lse or ask.weights or ask.stats
     dense = np.empty((m, n), dtype) if ask.weights else None  # (m, n)
-    state = run(
-        head.scorer(),
+    state = _drive(
+        [head],
+        lambda hs: hs[0].scorer(),
         qh,
-        head.values if ask.soft else None,
+        values=ask.soft,
         scale=1.0 / tau,
         soft=need_lse,
         hard=ask.hard,
@@ -311,10 +340,11 @@ def _heads(
     for hd, qh in zip(heads, qs):  # pass 1: one pass per head
         dense = np.empty((m, n), dtype) if want_weights else None  # (m, n)
         r = finalize(
-            run(
-                hd.scorer(),
+            _drive(
+                [hd],
+                lambda hs: hs[0].scorer(),
                 qh,
-                hd.values if ask.soft else None,
+                values=ask.soft,
                 scale=1.0 / tau,
                 soft=True,
                 hard=ask.hard,
@@ -348,7 +378,7 @@ def _heads(
         if ask.weights:
             res.weights = w
     if ask.k:  # pass 2: top-k by mean head weight, streamed
-        r = finalize(run(_MeanHeads(heads, lse, tau), qs, k=ask.k, mask=mask))
+        r = finalize(_drive(heads, lambda hs: _MeanHeads(hs, lse, tau), qs, k=ask.k, mask=mask))
         top_scores = _asked(r.top_scores)  # (m, k)
         res.rows = r.top_rows  # (m, k)
         res.scores = top_scores.astype(dtype)  # (m, k)  log mean weight; -inf: no match

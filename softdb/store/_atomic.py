@@ -37,11 +37,12 @@ import glob
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 
 from softdb.store import _manifest
 
-__all__ = ["check_path", "fsync_dir", "publish", "reading"]
+__all__ = ["WRITER_LOCK", "check_not_writing", "check_path", "fsync_dir", "publish", "reading", "writing"]
 
 _TMP = ".softdb-tmp-"
 _OLD = ".softdb-old"
@@ -104,28 +105,33 @@ def publish(build: Callable[[str], object], path: str | os.PathLike[str]) -> Non
     """
     target, parent, aside = _names(path)
     with _locked(parent, exclusive=True):
-        if os.path.lexists(target) and not os.path.isdir(target):
-            raise ValueError(f"cannot save to {target}: it is a file, not a table folder")
-        if (
-            os.path.isdir(target)
-            and os.listdir(target)
-            and not (_is_table(target) or os.path.exists(os.path.join(target, "shards.json")))
-        ):
-            raise ValueError(
-                f"cannot save to {target}: it is a non-empty folder that is not a softdb table, "
-                "and saving would replace it; hint: choose a new path"
-            )
-        for stale in glob.glob(glob.escape(os.path.join(parent, f".{os.path.basename(target)}{_TMP}")) + "*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left by a killed save: we hold the lock
-        tmp = os.path.join(parent, f".{os.path.basename(target)}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
-        os.mkdir(tmp)
-        try:
-            build(tmp)
-            fsync_dir(tmp)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        _swap_in(tmp, target, parent, aside)
+        _publish_locked(build, target, parent, aside)
+
+
+def _publish_locked(build: Callable[[str], object], target: str, parent: str, aside: str) -> None:
+    """:func:`publish` with the parent folder's lock already held."""
+    if os.path.lexists(target) and not os.path.isdir(target):
+        raise ValueError(f"cannot save to {target}: it is a file, not a table folder")
+    if (
+        os.path.isdir(target)
+        and os.listdir(target)
+        and not (_is_table(target) or os.path.exists(os.path.join(target, "shards.json")))
+    ):
+        raise ValueError(
+            f"cannot save to {target}: it is a non-empty folder that is not a softdb table, "
+            "and saving would replace it; hint: choose a new path"
+        )
+    for stale in glob.glob(glob.escape(os.path.join(parent, f".{os.path.basename(target)}{_TMP}")) + "*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed save: we hold the lock
+    tmp = os.path.join(parent, f".{os.path.basename(target)}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
+    os.mkdir(tmp)
+    try:
+        build(tmp)
+        fsync_dir(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap_in(tmp, target, parent, aside)
 
 
 def _is_table(folder: str) -> bool:
@@ -184,3 +190,81 @@ def reading(path: str | os.PathLike[str]) -> Iterator[str]:
                 raise FileNotFoundError(f"no softdb table at {target}: the folder does not exist")
             folder = aside  # a save was killed between its two renames: this is the table
         yield folder
+
+
+# ------------------------------------------------------------------ the writer lock
+#: Lock file inside a table folder: held by whoever has the table open for writing.
+WRITER_LOCK = ".softdb-writer.lock"
+_held: dict[str, int] = {}  # table folder -> open fd, for locks this process holds
+_held_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the table folder ``path`` open for writing (an exclusive ``flock`` on a lock file in it).
+
+    While one process (or one ``with`` block) holds it, :meth:`softdb.SoftTable.compact` of a
+    table bound to that folder elsewhere is refused; this process's own tables may compact.
+    The command line's writes (``softdb add``, ``remove``, ``compact``) hold it.
+
+    Raises
+    ------
+    RuntimeError
+        Another writer holds it.
+    FileNotFoundError
+        ``path`` is not a folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with writing(folder):
+    ...     check_not_writing(folder)  # held by this process: allowed
+    """
+    import fcntl
+
+    target = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(target):
+        raise FileNotFoundError(f"no table folder at {target}; hint: save the table there first")
+    fd = os.open(os.path.join(target, WRITER_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise _busy(target) from None
+    with _held_lock:
+        _held[target] = fd
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held.pop(target, None)
+        os.close(fd)
+
+
+def _busy(target: str) -> RuntimeError:
+    return RuntimeError(
+        f"the table folder {target} is open for writing elsewhere (another process or thread holds its "
+        f"writer lock {WRITER_LOCK}), so it cannot be compacted now; hint: wait for that writer to finish, "
+        "then try again"
+    )
+
+
+def check_not_writing(path: str | os.PathLike[str]) -> None:
+    """Raise RuntimeError if another writer holds the table folder ``path`` open (see :func:`writing`)."""
+    import fcntl
+
+    target = os.path.abspath(os.fspath(path))
+    with _held_lock:
+        if target in _held:
+            return  # this process holds it: its own writes may go on
+    try:
+        fd = os.open(os.path.join(target, WRITER_LOCK), os.O_RDONLY)
+    except FileNotFoundError:
+        return  # nobody ever held it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _busy(target) from None
+    finally:
+        os.close(fd)

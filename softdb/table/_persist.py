@@ -1,8 +1,10 @@
 """A table state on disk: what :meth:`SoftTable.save` writes and :meth:`SoftTable.load` reads.
 
-The folder format, the atomic save and the verified load are the store's
-(:mod:`softdb.store`); this module only turns a :class:`TableState` into the
-manifest fields and array files the store writes, and back. Each part of a table
+The folder format (segment folders and a manifest: :mod:`softdb.store._segmented`, user
+docs in ``docs/format.md``), the atomic incremental save and the verified load are the
+store's (:mod:`softdb.store`); this module only turns a :class:`TableState` (its segments,
+:mod:`softdb.table._segments`) into the fields, segment contents and arrays the store
+writes, and back. Tables saved in format 1 (one folder of arrays) still load. Each part of a table
 asks its own object for its state: the projection (``Projection.get_state``) and a
 text encoder with fitted state (:class:`softdb.text.StatefulEncoder`).
 
@@ -17,10 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from softdb.store import load_table, save_table
+from softdb import _checks
+from softdb.store import load_table
 from softdb.store._atomic import check_path
 from softdb.store._keyfiles import key_files
-from softdb.store._manifest import ARRAY_NAME
+from softdb.store._manifest import ARRAY_NAME, check_json_value
+from softdb.store._segmented import SegmentOut, is_segmented, load_segmented, save_segmented
+from softdb.table._segments import Rows, Segment
 from softdb.table._state import TableState
 
 __all__ = ["load_state", "save_state"]
@@ -54,13 +59,41 @@ def _encoder_part(state: TableState) -> tuple[dict | None, dict[str, np.ndarray]
     return encoder, arrays
 
 
-def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
-    """Save a table state to the folder ``path`` atomically (format: :mod:`softdb.store._storage`).
+def _segment_out(view: Any, state: TableState) -> SegmentOut:
+    """What the store needs to save one segment view (its arrays only if it must be written)."""
+    seg = view.seg.seal(None).seg if view.growing else view.seg  # the growing rows so far, sealed
+
+    def contents() -> tuple[dict, list]:
+        key_arrays, key_meta = key_files(seg.keys, state.block_weights, None)
+        fields = dict(
+            n=seg.n,
+            dim=state.dim,
+            value_dim=state.value_dim,
+            dtype=state.dtype,
+            keys=key_meta,
+            metric=state.metric,
+            temperature=state.temperature,
+            shared_kv=state.shared_kv,
+            ids=tuple(seg.ids.tolist()),
+            payloads=None if seg.payloads is None else tuple(seg.payloads.tolist()),
+        )
+        arrays = [*key_arrays.items(), *([] if state.shared_kv else [("values.npy", seg.values)])]
+        return fields, arrays
+
+    out = SegmentOut(seg.saved, contents, view.live, seg.n)
+    out.segment = seg  # type: ignore[attr-defined]  # told its name once saved
+    return out
+
+
+def save_state(state: TableState, path: str | os.PathLike[str]) -> list[tuple[str, int]]:
+    """Save a table state to the folder ``path``, writing only what the folder lacks (format: docs/format.md).
 
     A state is one consistent version: a save running while other threads add or
-    remove rows writes the version it was given. If ``path`` already holds a table it
-    is replaced; after a crash at any moment ``path`` loads as the old table
-    or the new one, never a mix.
+    remove rows writes the version it was given. Over a table saved before in the
+    segment format, a save writes the new segments, the changed live bitmaps and the
+    manifest, nothing else; anything else at ``path`` (nothing, a format-1 table) is
+    replaced whole. After a crash at any moment ``path`` loads as the old table or
+    the new one, never a mix (:mod:`softdb.store._segmented`).
 
     Parameters
     ----------
@@ -70,11 +103,16 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
         The table folder. Its parent folder must exist. An existing file, or a
         non-empty folder that is not a softdb table, is never overwritten.
 
+    Returns
+    -------
+    list of (name, bytes)
+        The segment folders and files written, the manifest last.
+
     Raises
     ------
     TypeError
         A payload (or projection config) JSON cannot store; the message names
-        the row and the type. Nothing is written.
+        the row and the type.
     ValueError
         ``path`` is a file or a folder that is not a table.
     FileNotFoundError
@@ -87,42 +125,53 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> None:
     >>> from softdb import SoftTable
     >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", 7], payloads=["x", None, {"k": 1}])
     >>> folder = os.path.join(tempfile.mkdtemp(), "t")
-    >>> save_state(t._state, folder)
-    >>> sorted(os.listdir(folder))
-    ['keys.npy', 'manifest.json']
+    >>> [name[:4] for name, _ in save_state(t._state, folder)]
+    ['seg-', 'manifest.json']
     >>> load_state(folder).rows.ids
     ('a', 'b', 7)
+    >>> t.remove(["b"])
+    >>> [name.split(".")[1][:4] for name, _ in save_state(t._state, folder)]  # the live bitmap, the manifest
+    ['live', 'json']
     """
-    rows = state.rows  # one version: add/remove swap it whole, never mutate it
+    rows = state.rows  # one version: writes swap it whole, never mutate it
     check_path(path)  # a bad path fails before any work
     proj, proj_arrays = _projection_part(state.projection)
     encoder, enc_arrays = _encoder_part(state)
-    key_arrays, key_meta = key_files(rows.keys, state.block_weights, state.query_w)
-    fields = dict(
-        n=len(rows.ids),
+    _, key_meta = key_files(rows.template, state.block_weights, state.query_w)
+    head_arrays: list[tuple[str, Any]] = []
+    if proj is not None:
+        proj["arrays"] = {k: f"projection.{k}" for k in proj_arrays}
+        head_arrays += [(f"projection.{k}", np.asarray(a)) for k, a in proj_arrays.items()]
+    if encoder is not None and "arrays" in encoder:
+        encoder["arrays"] = {k: f"encoder.{k}" for k in enc_arrays}
+        head_arrays += [(f"encoder.{k}", np.asarray(a)) for k, a in enc_arrays.items()]
+    if state.query_w is not None and key_meta is not None:
+        key_meta["query_projection"] = "keys.query_projection"
+        head_arrays.append(("keys.query_projection", np.asarray(state.query_w, np.float64)))
+    if proj is not None:
+        check_json_value(proj["config"], "projection config")
+    head = dict(
+        n=rows.n,
         dim=state.dim,
         value_dim=state.value_dim,
-        dtype=state.dtype,
-        keys=key_meta,
+        dtype=np.dtype(state.dtype).name,
         metric=state.metric,
         temperature=state.temperature,
         shared_kv=state.shared_kv,
-        ids=rows.ids,
-        payloads=rows.payloads,
+        has_payloads=state.has_payloads,
+        keys=key_meta,
         projection=proj,
         encoder=encoder,
     )
-    arrays = [
-        *key_arrays.items(),
-        *((f"encoder.{k}.npy", np.asarray(a)) for k, a in enc_arrays.items()),
-        *([] if state.shared_kv else [("values.npy", rows.values)]),
-        *((f"projection.{k}.npy", np.asarray(a)) for k, a in proj_arrays.items()),
-    ]
-    save_table(path, fields, arrays)
+    outs = [_segment_out(v, state) for v in rows.views]
+    written = save_segmented(path, head, head_arrays, outs)
+    for o in outs:
+        o.segment.saved = o.name  # type: ignore[attr-defined]
+    return written
 
 
 def load_state(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool = True) -> TableState:
-    """Load the state of a table saved by :func:`save_state` (:meth:`SoftTable.load` wraps it).
+    """Load the state of a table saved by :func:`save_state` (or by softdb's format 1).
 
     Parameters
     ----------
@@ -133,7 +182,7 @@ def load_state(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool
         them: lookups then stream the table through the kernel chunk by chunk,
         so a table larger than RAM still answers.
     verify : bool
-        Check the sha256 of the manifest and of every array file, and that the
+        Check the sha256 of the manifests and of every array file, and that the
         arrays are finite. ``verify=False`` skips reading the data (for huge
         memory-mapped tables) but still checks the format version, file sizes,
         and every header's shape and dtype against the manifest.
@@ -147,10 +196,10 @@ def load_state(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool
     Raises
     ------
     FileNotFoundError
-        No table at ``path``, or a file the manifest lists is missing (named).
+        No table at ``path``, or a file the manifest lists is missing (named, with its segment).
     ValueError
         An unknown format version, a checksum mismatch, a truncated file, a
-        shape or dtype that disagrees with the manifest; the message names the file.
+        shape or dtype that disagrees with the manifest; the message names the segment and the file.
 
     Examples
     --------
@@ -163,6 +212,8 @@ def load_state(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool
     >>> st.rows.ids, type(st.rows.keys).__name__
     (('1', 1), 'memmap')
     """
+    if is_segmented(path):
+        return _load_v2(path, mmap=mmap, verify=verify)
     stored = load_table(path, mmap=mmap, verify=verify)
     m, arrays = stored.manifest, stored.arrays
     key_meta = m.get("keys")
@@ -182,17 +233,69 @@ def load_state(path: str | os.PathLike[str], *, mmap: bool = False, verify: bool
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{stored.where}: {exc}") from None
     proj = m.get("projection")
+    return _with_parts(state, m, proj and {n: arrays[f] for n, f in proj["arrays"].items()}, arrays, stored.where)
+
+
+def _with_parts(state: TableState, m: dict, proj_arrays: dict | None, enc_files: dict, where: str) -> TableState:
+    """The projection and encoder recorded in manifest ``m`` added to ``state``."""
+    proj = m.get("projection")
     if proj is not None:
         from softdb.learn._projection import Projection
 
-        arrs = {name: arrays[fname] for name, fname in proj["arrays"].items()}
-        state = state.with_(projection=Projection.from_state(proj["config"], arrs))
+        state = state.with_(projection=Projection.from_state(proj["config"], proj_arrays or {}))
     enc = m.get("encoder")
     if isinstance(enc, dict):
         state = state.with_(encoder_name=enc.get("name"))
         if isinstance(enc.get("state"), dict):  # BM25 / hybrid: vocabulary and idf travel in the table
-            state = state.with_(encoder=_encoder_from_state(enc, arrays, stored.where))
+            state = state.with_(encoder=_encoder_from_state(enc, enc_files, where))
     return state
+
+
+def _load_v2(path: str | os.PathLike[str], *, mmap: bool, verify: bool) -> TableState:
+    mpath, m, arrays, segs = load_segmented(path, mmap=mmap, verify=verify)
+    views = []
+    for s in segs:
+        sm = s.manifest
+        seg = Segment(s.keys, s.values, sm["ids"], sm["payloads"])
+        seg.saved = s.name
+        views.append(seg.view(s.live))
+    try:
+        if not views:
+            raise ValueError("it lists no segment")
+        shared = bool(m["shared_kv"])
+        rows = Rows(views, shared)
+        ids_seen = rows.n  # every live id once: a damaged table could repeat one across segments
+        key_meta = m.get("keys")
+        kind = "dense" if key_meta is None else key_meta["kind"]
+        query_w = None
+        if key_meta is not None and key_meta.get("query_projection"):
+            query_w = np.asarray(arrays[key_meta["query_projection"]], np.float64)
+        first = views[0].keys
+        dim = int(m["dim"])
+        state = TableState(
+            rows,
+            _checks.as_metric(m["metric"]),
+            None if m["temperature"] is None else _checks.as_temperature(m["temperature"]),
+            shared,
+            bool(m.get("has_payloads", any(v.payloads is not None for v in views))),
+            dim,
+            int(m["value_dim"]),
+            np.dtype(m["dtype"]),
+            kind=kind,
+            block_weights=None if kind != "blocks" else tuple(float(w) for w in key_meta["weights"]),
+            query_w=query_w,
+        )
+        if first.shape[1] != dim or ids_seen != m["n"]:
+            raise ValueError(f"its segments hold {ids_seen} live rows of width {first.shape[1]}, not n={m['n']}, dim={dim}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{mpath}: {exc}") from None
+    proj = m.get("projection")
+    proj_arrays = None if proj is None else {name: arrays[stem] for name, stem in proj["arrays"].items()}
+    enc = m.get("encoder")
+    enc_files = {}
+    if isinstance(enc, dict) and isinstance(enc.get("arrays"), dict):
+        enc_files = {stem: arrays[stem] for stem in enc["arrays"].values()}
+    return _with_parts(state, m, proj_arrays, enc_files, mpath)
 
 
 def _encoder_from_state(enc: dict, arrays: dict, mpath: str) -> Any:

@@ -9,9 +9,10 @@ are themselves swapped whole (``Projection.params``).
 Fields of :class:`TableState`
 -----------------------------
 rows : Rows
-    The current rows version: ``keys`` (n, d) (unit rows for "cosine"), ``values``
-    (n, d_v) (``keys`` itself when K = V), ``ids``, ``payloads``, ``index`` (id → row)
-    and ``key_norm_max``.
+    The current rows version (:mod:`softdb.table._segments`): segment views, each with its
+    live bitmap; ``keys`` (n, d) (unit rows for "cosine"), ``values`` (n, d_v) (``keys``
+    itself when K = V), ``ids``, ``payloads`` of the live rows in global order (gathered on
+    first use), ``index`` (id → row), ``parts`` (what the query plan runs over).
 metric : {"dot", "cosine"}
 temperature : float or None
     The table's own τ; None means the default (see :meth:`TableState.tau`).
@@ -38,6 +39,8 @@ import numpy as np
 from softdb import _checks
 from softdb.engine import _keys
 from softdb.engine._plan import Answers, values_at
+from softdb.engine._segmented import Part, Parts
+from softdb.table._segments import Rows
 
 __all__ = [
     "COSINE_TEMPERATURE",
@@ -96,46 +99,6 @@ class SearchResult(NamedTuple):
         from softdb.render import search_result_html
 
         return search_result_html(self)
-
-
-@dataclass(frozen=True)
-class Rows:
-    """One immutable version of the table's rows. Mutation swaps in a new one."""
-
-    keys: Any  # (n, d) read-only (unit rows when metric="cosine"), CSR (n, V), or _keys.Blocks
-    values: Any  # (n, d_v)  read-only; `keys` itself (the first block of blocks) when K = V
-    ids: tuple
-    payloads: tuple | None
-    index: dict = field(repr=False)  # id -> row
-    key_norm_max: Any = 0.0  # max ‖k_j‖ (one per block for blocks)
-
-    @classmethod
-    def build(cls, keys: Any, values: Any, ids: tuple, payloads: tuple | None) -> Rows:
-        _keys.freeze(keys)  # arrays are the table's own: freeze them
-        _keys.freeze(values)
-        return cls(keys, values, ids, payloads, dict(zip(ids, range(len(ids)))), _keys.norm_max(keys))
-
-    @cached_property
-    def _id_array(self) -> np.ndarray:
-        """(n + 1,) object array of the ids, then None: row -1 (no match) maps to None."""
-        return _lookup_array(self.ids)
-
-    @cached_property
-    def _payload_array(self) -> np.ndarray:
-        """(n + 1,) object array of the payloads, then None."""
-        return _lookup_array(self.payloads or ())  # only read when the table has payloads
-
-    def hits(self, rows: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> SearchResult:
-        """Ids and payloads of hit ``rows`` (-1 = no match → None)."""
-        pays = None if self.payloads is None else self._payload_array[rows]  # (m, k)
-        return SearchResult(self._id_array[rows], scores, weights, pays, rows)
-
-
-def _lookup_array(items: tuple) -> np.ndarray:
-    arr = np.empty(len(items) + 1, object)  # (n + 1,)  built once per rows version
-    arr[:-1] = items
-    arr.flags.writeable = False
-    return arr
 
 
 def asked(x: np.ndarray | None) -> np.ndarray:
@@ -251,9 +214,22 @@ class TableState:
         return bool(getattr(self.encoder, "growing", False))
 
     @cached_property
-    def score_keys(self) -> Any:
-        """The keys as the kernel scores them: term counts become a BM25 scorer (current statistics)."""
-        return self.encoder.key_scorer(self.rows.keys) if self.growing_text else self.rows.keys
+    def template(self) -> Any:
+        """Keys of the table's kind and widths (a growing vocabulary's: queries are shaped after them)."""
+        t = self.rows.template
+        return _keys.widen(t, self.encoder.dims) if self.growing_text else t
+
+    def score(self, keys: Any) -> Any:
+        """Keys (of one segment) as the kernel scores them: term counts become a BM25 scorer (current statistics)."""
+        return self.encoder.key_scorer(keys) if self.growing_text else keys
+
+    @cached_property
+    def score_parts(self) -> Parts:
+        """The rows' parts (segments) as the kernel scores them (see :meth:`score`), once per version."""
+        parts = self.rows.parts
+        if not self.growing_text:
+            return parts
+        return Parts([Part(self.score(p.keys), p.values, p.key_norm_max, p.live) for p in parts.parts])
 
     @cached_property
     def weighted_keys(self) -> Any:
@@ -349,7 +325,12 @@ class Planned(Reply):
     taus: tuple = ()  # the extra temperatures of the ask (``answers.lse_at`` columns)
 
     def hits_of(self, rows: Any, scores: Any, weights: Any) -> SearchResult:
-        return self.state.rows.hits(rows, scores, weights)
+        ids, pays = self.state.rows.labels(rows)
+        if not self.state.has_payloads:
+            pays = None
+        elif pays is None:
+            pays = np.full(np.shape(rows), None, object)
+        return SearchResult(ids, scores, weights, pays, rows)
 
     def hit_weights_at(self, i: int) -> np.ndarray:
         """The hits' full-table weights at the i-th extra temperature of the ask: (m, k).

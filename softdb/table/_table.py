@@ -12,6 +12,7 @@ shares (:mod:`softdb.table._frontend`); ``add`` and ``remove`` from
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -25,6 +26,7 @@ from softdb.table._fitting import Fitting
 from softdb.table._frontend import NO_K, FrontEnd, QuerySpec, prepare_queries
 from softdb.table._mutation import Mutation
 from softdb.table._projected import ProjectionCache
+from softdb.table._segments import merge_tail
 from softdb.table._state import COSINE_TEMPERATURE, Planned, SearchResult, TableState
 from softdb.table._texts import TextWrites
 
@@ -43,7 +45,7 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 
 def _spec_of(st: TableState) -> QuerySpec:
-    return QuerySpec(len(st.rows.ids), st.kind, st.rows.keys, st.dtype, st.dim, st.metric)
+    return QuerySpec(st.rows.n, st.kind, st.template, st.dtype, st.dim, st.metric)
 
 
 class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
@@ -153,10 +155,11 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
         self._lock = threading.Lock()  # serialises writers; readers take one state and go
         self._proj_cache = ProjectionCache()
         self._state = state
+        self._home: str | None = None  # the folder last saved to or loaded from (compact checks its lock)
 
     # ------------------------------------------------------------ properties
     def __len__(self) -> int:
-        return len(self._state.rows.ids)
+        return self._state.rows.n
 
     def _repr_html_(self) -> str:
         from softdb.render import table_html
@@ -229,7 +232,10 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
     @property
     def payloads(self) -> tuple | None:
         """Per-row payloads, or None if the table has none."""
-        return self._state.rows.payloads
+        st = self._state
+        if not st.has_payloads:
+            return None
+        return st.rows.payloads or (None,) * st.rows.n
 
     def row_of(self, id: Hashable) -> int:  # noqa: A002 - public keyword: row_of(id=...) must keep working
         """Row position of ``id``."""
@@ -337,7 +343,12 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
         """In process: one pass of the query plan per head (see :mod:`softdb.engine._plan`)."""
         st, proj = snap
         if proj is None:
-            heads = [Head(st.score_keys, st.rows.values, st.query_w, st.rows.key_norm_max, st.block_weights)]
+            rows = st.rows
+            if len(rows.views) == 1 and rows.views[0].live is None:  # one segment, nothing removed: one pass
+                p = rows.views[0].part
+                heads = [Head(st.score(p.keys), p.values, st.query_w, p.key_norm_max, st.block_weights)]
+            else:
+                heads = [Head(st.score_parts, None, st.query_w, None, st.block_weights)]  # one pass per segment
         else:
             heads = [
                 Head(kh, vh, wq, nm) for kh, vh, wq, nm in zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max)
@@ -436,18 +447,32 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
 
     # ----------------------------------------------------------- persistence
     def save(self, path: str | PathLike[str]) -> None:
-        """Save the table to a folder, atomically (the format: :mod:`softdb.store._storage`)."""
+        """Save the table to a folder, atomically, writing only what the folder lacks.
+
+        The growing segment is sealed first (a save is a flush, as in Lucene), so each row is
+        written once: a save after adds writes the new segment, the live bitmaps that changed
+        and the manifest (the format: ``docs/format.md``, :mod:`softdb.store._segmented`).
+        """
         from softdb.table._persist import save_state
 
-        save_state(self._state, path)
+        with self._lock:
+            st = self._state
+            views = list(st.rows.views)
+            if views[-1].growing and views[-1].n_live:
+                sealed = merge_tail([*views[:-1], views[-1].seg.seal(views[-1].live)], st.shared_kv)
+                st = st.with_(rows=st.rows.with_views(sealed))
+                self._state = st
+        save_state(st, path)
+        self._home = os.path.abspath(os.fspath(path))
 
     @classmethod
     def load(cls, path: str | PathLike[str], *, mmap: bool = False, verify: bool = True) -> SoftTable:
-        """Load a table saved by :meth:`save` (the format: :mod:`softdb.store._storage`)."""
+        """Load a table saved by :meth:`save` (the format: ``docs/format.md``; format 1 still loads)."""
         from softdb.table._persist import load_state
 
         state = load_state(path, mmap=mmap, verify=verify)
         table = cls.from_state(state.with_(projection=None))
         if state.projection is not None:
             table.projection = state.projection
+        table._home = os.path.abspath(os.fspath(path))
         return table

@@ -16,13 +16,11 @@ from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from softdb.engine import _keys
-from softdb.engine._scorers import is_sparse
 from softdb.table._state import TableState
 
-__all__ = ["StaleEncoderError", "TextWrites", "text_after_add", "text_after_remove", "widen"]
+__all__ = ["StaleEncoderError", "TextWrites", "text_after_add", "text_after_remove"]
 
 #: Times ``add_texts`` re-encodes when another writer changed the vocabulary meanwhile.
 RETRIES = 8
@@ -32,17 +30,8 @@ class StaleEncoderError(Exception):
     """The keys were grown from an encoder version that is no longer the table's (a writer raced)."""
 
 
-def widen(keys: Any, dims: Sequence[int]) -> Any:
-    """Keys with sparse blocks widened to ``dims`` columns (new vocabulary terms: no entries), arrays shared."""
-    if isinstance(keys, _keys.Blocks):
-        return _keys.Blocks([widen(b, (d,)) for b, d in zip(keys, dims)])
-    if is_sparse(keys) and keys.shape[1] < dims[0]:
-        return sp.csr_matrix((keys.data, keys.indices, keys.indptr), shape=(keys.shape[0], dims[0]), copy=False)
-    return keys
-
-
-def text_after_add(st: TableState, new_keys: Any, grown: tuple[Any, Any] | None) -> tuple[Any, Any]:
-    """(the old keys, widened to the new vocabulary; the encoder version after adding ``new_keys``).
+def text_after_add(st: TableState, new_keys: Any, grown: tuple[Any, Any] | None) -> Any:
+    """The encoder version after adding ``new_keys`` (segments of narrower keys are widened as they stack).
 
     ``grown`` = (encoder version the keys were grown from, the grown version), from ``add_texts``.
     Call it under the table's write lock, after every other check of the rows.
@@ -51,17 +40,22 @@ def text_after_add(st: TableState, new_keys: Any, grown: tuple[Any, Any] | None)
         base, new = grown
         if st.encoder is not base:
             raise StaleEncoderError
-        return widen(st.rows.keys, _keys.dims(new_keys)), new
+        return new
     if st.growing_text:  # term counts added as keys: the statistics must hold them
-        return st.rows.keys, st.encoder.plus(new_keys)
-    return st.rows.keys, st.encoder
+        return st.encoder.plus(new_keys)
+    return st.encoder
 
 
-def text_after_remove(st: TableState, dropped: np.ndarray) -> Any:
-    """The encoder version after removing rows ``dropped`` (r,) (their counts leave the statistics)."""
+def text_after_remove(st: TableState, hits: dict[int, list[int]]) -> Any:
+    """The encoder version after removing rows ``hits`` ({segment: local rows}; their counts leave the statistics)."""
     if not st.growing_text:
         return st.encoder
-    return st.encoder.shrink(_keys.take(st.rows.keys, dropped))
+    views = st.rows.views
+    gone = None
+    for seg, rows in hits.items():
+        part = _keys.take(views[seg].keys, np.asarray(rows, np.int64))  # (r_s, V_s)
+        gone = part if gone is None else _keys.stack(gone, part)
+    return st.encoder if gone is None else st.encoder.shrink(gone)
 
 
 class TextWrites:

@@ -147,6 +147,11 @@ class BM25Encoder:
         return self._n
 
     @property
+    def dims(self) -> tuple[int]:
+        """(V,): the width of its keys and queries."""
+        return (self._n,)
+
+    @property
     def vocabulary(self) -> tuple[str, ...]:
         """The stems; column j of keys and queries is ``vocabulary[j]`` (sorted, then added ones)."""
         return tuple(self._terms[: self._n])
