@@ -84,9 +84,7 @@ def _with_rows(
     if not fits:
         if tail is not None and tail.n_live:
             sealed = merge_tail([*sealed, _seal(tail, shared)], shared)
-        g = Growing(
-            keys, None if shared else st.value_dim, st.dtype, min(_segments.SEAL_ROWS, max(256, 2 * r))
-        )
+        g = Growing(keys, None if shared else st.value_dim, st.dtype, min(_segments.SEAL_ROWS, max(256, 2 * r)))
         view = g.append(keys, values, ids, pays)
         tail = None
     if tail is not None and tail.live is not None:

@@ -16,6 +16,7 @@ Stemmer = pytest.importorskip("Stemmer")
 
 from softdb import SoftTable  # noqa: E402 - after the importorskip above
 from softdb.eval._metrics import trec_eval  # noqa: E402
+from softdb.table import _segments  # noqa: E402
 from softdb.text import HashEncoder, HybridEncoder, beir_corpus, beir_qrels, beir_queries  # noqa: E402
 from softdb.text import _bm25 as bm25_module  # noqa: E402
 
@@ -54,7 +55,14 @@ def _ndcg(scores, doc_ids, query_ids, qrels):
     return np.array([per[q]["ndcg@10"] for q in query_ids])
 
 
-def test_scifact_grown_one_document_at_a_time_then_thinned_equals_bm25s_from_scratch():
+@pytest.fixture
+def small_segments(monkeypatch):
+    """Segments of 16 rows merged 4 at a time: the growth below crosses many seals and merges."""
+    monkeypatch.setattr(_segments, "SEAL_ROWS", 16)
+    monkeypatch.setattr(_segments, "MERGE_FACTOR", 4)
+
+
+def test_scifact_grown_one_document_at_a_time_then_thinned_equals_bm25s_from_scratch(small_segments):
     corpus = beir_corpus(SCIFACT)
     docs, ids = list(corpus.texts), list(corpus.ids)
     half = len(docs) // 2
@@ -66,6 +74,7 @@ def test_scifact_grown_one_document_at_a_time_then_thinned_equals_bm25s_from_scr
     gone = list(rng.choice(ids, size=len(ids) // 10, replace=False))
     table.remove(gone)
     live = [i for i in ids if i not in set(gone)]
+    assert len(table._state.rows.views) > 2  # sealed segments of different vocabularies, a growing one
     assert list(table.ids) == live and len(live) == len(ids) - len(ids) // 10
     live_docs = [docs[ids.index(i)] for i in live]
 
@@ -100,12 +109,13 @@ _step = st.one_of(
     st.tuples(st.just("add"), st.lists(_text, min_size=1, max_size=3)),
     st.tuples(st.just("remove"), st.integers(0, 10**6)),
     st.tuples(st.just("reload"), st.booleans()),
+    st.tuples(st.just("compact"), st.just(None)),
 )
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(start=st.lists(_text, min_size=1, max_size=4), steps=st.lists(_step, max_size=8))
-def test_any_sequence_of_adds_removes_and_reloads_scores_as_bm25s_from_scratch(tmp_path, start, steps):
+@given(start=st.lists(_text, min_size=1, max_size=20), steps=st.lists(_step, max_size=12))
+def test_any_sequence_of_adds_removes_and_reloads_scores_as_bm25s_from_scratch(tmp_path, small_segments, start, steps):
     table = SoftTable.from_texts(start, encoder="bm25")
     live = list(start)
     for i, (op, arg) in enumerate(steps):
@@ -116,6 +126,8 @@ def test_any_sequence_of_adds_removes_and_reloads_scores_as_bm25s_from_scratch(t
             j = arg % len(live)
             table.remove([table.ids[j]])
             del live[j]
+        elif op == "compact":
+            table.compact()
         elif op == "reload":
             table.save(tmp_path / f"t{i}")
             table = SoftTable.load(tmp_path / f"t{i}", mmap=arg)
