@@ -107,7 +107,7 @@ def _as_ids(table: Any, given: list[str]) -> list:
     """Command-line ids as the table holds them: "7" is the int 7 if the table has 7 and not "7"."""
     index = table.ids
     known = set(index)
-    out = []
+    out: list[Any] = []
     for g in given:
         if g not in known and g.lstrip("-").isdigit() and int(g) in known:
             out.append(int(g))
