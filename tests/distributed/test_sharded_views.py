@@ -90,7 +90,13 @@ def test_explain_method_on_a_sharded_table_equals_soft_table(sharded_folder, cli
         got, want = t.explain("python objects", k=3), ref.explain("python objects", k=3)
         assert got.ids == want.ids and np.allclose(got.weights, want.weights, atol=1e-6)
         assert np.allclose(got.soft, want.soft, atol=1e-5) and np.allclose(got.hard, want.hard)
-        assert np.isclose(got.entropy, want.entropy)
+        assert np.isclose(got.entropy, want.entropy) and got.soft_nearest == want.soft_nearest
+        from softdb.engine._plan import Ask
+
+        p = t._answer(["python objects", "gzip"], Ask(k=6), k=6)  # the rows explain shows: their values
+        ids = p.hits().ids  # (2, 6)
+        want_values = np.stack([[ref.values[ref.row_of(i)] for i in row] for row in ids])  # (2, 6, d)
+        np.testing.assert_array_equal(p.hit_values(p.answers.rows), want_values)
 
 
 def test_serve_of_a_4_shard_table_answers_as_the_in_process_app(sharded_folder):
