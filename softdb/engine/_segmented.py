@@ -33,6 +33,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -40,12 +41,16 @@ from typing import Any
 
 import numpy as np
 
-from softdb.engine import _keys
+from softdb.engine import _keys, _parallel
 from softdb.engine._kernel import run
 from softdb.engine._protocols import Scorer
 from softdb.engine._states import KernelState, merge
 
-__all__ = ["Part", "Parts", "run_parts"]
+__all__ = ["SMALL_PART", "Part", "Parts", "run_parts"]
+
+#: Parts below this many rows run with one BLAS thread: waking idle BLAS threads for a small
+#: GEMM or GEMV costs more than it saves (a multithreaded call ends in a barrier).
+SMALL_PART = 1 << 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,24 +197,45 @@ def run_parts(
     KernelState
         With global live rows.
     """
-    states = []
-    for i, part in enumerate(parts.parts):
-        a, b = int(parts.starts[i]), int(parts.starts[i + 1])
-        if a == b and states:
-            continue  # no live row: nothing to add (the first part runs anyway: a defined empty state)
-        pd = None
-        if dense is not None:
-            pd = dense[:, a:b] if part.live is None else np.empty((dense.shape[0], part.n_phys), dense.dtype)
-        st = run(
-            scorer_of(i),
-            queries,
-            None if values_of is None else values_of(i),
-            mask=_part_mask(mask, a, b, part),
-            dense=pd,
-            **kw,
-        )
-        if pd is not None and part.live is not None:
-            dense[:, a:b] = pd[:, part.live_rows]  # (m, n_live_p)
-        _relabel(st, a, part)
-        states.append(st)
+    states: list[KernelState] = []
+    small = [i for i, p in enumerate(parts.parts) if p.n_phys < SMALL_PART]
+    big = [i for i, p in enumerate(parts.parts) if p.n_phys >= SMALL_PART]
+    for i in big:
+        _run_part(parts, i, scorer_of, queries, values_of, mask, dense, kw, states)
+    if small:
+        with _parallel.single_blas() if len(small) > 1 or big else contextlib.nullcontext():
+            for i in small:  # small parts: one BLAS thread each, no wake-up of idle BLAS threads per call
+                _run_part(parts, i, scorer_of, queries, values_of, mask, dense, kw, states)
     return merge(*states) if len(states) > 1 else states[0]
+
+
+def _run_part(
+    parts: Parts,
+    i: int,
+    scorer_of: Callable[[int], Scorer],
+    queries: Any,
+    values_of: Callable[[int], Any] | None,
+    mask: np.ndarray | None,
+    dense: np.ndarray | None,
+    kw: dict,
+    states: list[KernelState],
+) -> None:
+    part = parts.parts[i]
+    a, b = int(parts.starts[i]), int(parts.starts[i + 1])
+    if a == b and (states or i < len(parts.parts) - 1):
+        return  # no live row: nothing to add (one part runs anyway: a defined empty state)
+    pd = None
+    if dense is not None:
+        pd = dense[:, a:b] if part.live is None else np.empty((dense.shape[0], part.n_phys), dense.dtype)
+    st = run(
+        scorer_of(i),
+        queries,
+        None if values_of is None else values_of(i),
+        mask=_part_mask(mask, a, b, part),
+        dense=pd,
+        **kw,
+    )
+    if pd is not None and part.live is not None:
+        dense[:, a:b] = pd[:, part.live_rows]  # (m, n_live_p)
+    _relabel(st, a, part)
+    states.append(st)

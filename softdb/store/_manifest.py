@@ -218,10 +218,8 @@ def loads(text: bytes, where: str, *, verify: bool = True) -> dict:
         raise ValueError(f"{where} is not a softdb table manifest (its 'format' is not {FORMAT!r})")
     version = _field(m, "format_version", (int,), where)
     if version != FORMAT_VERSION:
-        newer = "; hint: upgrade softdb" if version > FORMAT_VERSION else ""
-        raise ValueError(
-            f"{where} has format_version {version}, but this softdb reads format_version {FORMAT_VERSION}{newer}"
-        )
+        newer = "; hint: upgrade softdb" if version > 2 else ""  # 2: segment folders (softdb.store._segmented)
+        raise ValueError(f"{where} has format_version {version}, but this softdb reads format_versions 1 and 2{newer}")
     if verify:
         want = m.get("checksum")
         if not isinstance(want, str) or want != _canonical_sha256(m):

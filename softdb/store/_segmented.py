@@ -74,6 +74,7 @@ class SegmentOut:
     contents: Callable[[], tuple[dict, Sequence[tuple[str, Any]]]]
     live: np.ndarray | None
     n: int
+    segment: Any = None  # the caller's own object for this segment (told its name once saved)
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -132,15 +133,37 @@ def _write_segment(root: str, seg: SegmentOut, written: list) -> dict:
     return {"folder": name, "n": int(fields["n"]), "checksum": checksum}
 
 
+def v1_segment_name(manifest: dict) -> str:
+    """The segment name a format-1 table folder gets when a save turns it into format 2."""
+    return f"seg-{manifest['checksum'][:20]}"
+
+
+def _adopt_v1(folder: str, v1: dict, name: str) -> dict:
+    """Make the format-1 table at ``folder`` a segment folder of itself, by hard links (no byte copied)."""
+    dest = os.path.join(folder, name)
+    if os.path.isdir(dest):
+        shutil.rmtree(dest)  # left by a killed save
+    tmp = os.path.join(folder, f".seg-tmp-{secrets.token_hex(6)}")
+    os.mkdir(tmp)
+    for fname in [*v1["files"], "manifest.json"]:
+        try:
+            os.link(os.path.join(folder, fname), os.path.join(tmp, fname))
+        except OSError:  # pragma: no cover - a file system without hard links: copy
+            shutil.copy2(os.path.join(folder, fname), os.path.join(tmp, fname))
+    fsync_dir(tmp)
+    os.rename(tmp, dest)
+    return {"folder": name, "n": int(v1["n"]), "checksum": v1["checksum"]}
+
+
 def _current(target: str) -> dict | None:
-    """The format-2 manifest at ``target`` if it is one and intact, else None (a full save follows)."""
+    """The intact manifest at ``target`` (format 2, or format 1: adopted as a segment), else None."""
     try:
         with open(os.path.join(target, "manifest.json"), "rb") as f:
             text = f.read()
         m = json.loads(text)
     except (OSError, ValueError):
         return None
-    if not (isinstance(m, dict) and m.get("format") == _manifest.FORMAT and m.get("format_version") == FORMAT_VERSION):
+    if not (isinstance(m, dict) and m.get("format") == _manifest.FORMAT and m.get("format_version") in (1, 2)):
         return None
     if m.get("checksum") != _manifest.checksum(m):
         return None
@@ -150,6 +173,9 @@ def _current(target: str) -> dict | None:
 def _fill(folder: str, current: dict | None, head: dict, head_arrays: Sequence[tuple[str, Any]], segs: Sequence[SegmentOut]) -> tuple[dict, list]:
     """Write what ``folder`` lacks and return the new manifest (not yet written) and what was written."""
     written: list = []
+    v1 = current if current is not None and current.get("format_version") == 1 else None
+    if v1 is not None:
+        current = None  # its files are the table's, not shared ones: adopted below if a segment is it
     listed_segs = {s["folder"]: s for s in (current or {}).get("segments", [])}
     listed_files = dict((current or {}).get("files", {}))
     for s in (current or {}).get("segments", []):
@@ -163,6 +189,8 @@ def _fill(folder: str, current: dict | None, head: dict, head_arrays: Sequence[t
     for seg in segs:
         if seg.name is not None and seg.name in listed_segs and os.path.isdir(os.path.join(folder, seg.name)):
             entry = {k: listed_segs[seg.name][k] for k in ("folder", "n", "checksum")}
+        elif v1 is not None and seg.name == v1_segment_name(v1):
+            entry = _adopt_v1(folder, v1, seg.name)
         else:
             entry = _write_segment(folder, seg, written)
             seg.name = entry["folder"]

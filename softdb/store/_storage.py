@@ -82,7 +82,7 @@ def write_manifest(folder: str, manifest: dict) -> bytes:
     return text
 
 
-def save_table(path: str | os.PathLike[str], fields: dict[str, Any], arrays: Sequence[tuple[str, Any]]) -> None:
+def save_table(path: str | os.PathLike[str], fields: dict[str, Any], arrays: Sequence[tuple[str, Any]]) -> dict:
     """Write a table folder at ``path`` atomically: the array files, then the manifest.
 
     Parameters
@@ -103,6 +103,11 @@ def save_table(path: str | os.PathLike[str], fields: dict[str, Any], arrays: Seq
         or a foreign folder.
     FileNotFoundError
         The parent folder does not exist.
+
+    Returns
+    -------
+    dict
+        The manifest written (with ``files`` and ``checksum``).
     """
     manifest = _manifest.build(**fields, version=__version__, files={}, created="")  # raises before the disk
 
@@ -112,8 +117,10 @@ def save_table(path: str | os.PathLike[str], fields: dict[str, Any], arrays: Seq
             _arrays.write_npy(tmp, fname, arr, files)
         manifest.update(files=files, created=now())
         write_manifest(tmp, manifest)
+        manifest["checksum"] = _manifest.checksum(manifest)
 
     publish(build, path)
+    return manifest
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from softdb import _checks
-from softdb.store import load_table
+from softdb.store import load_table, save_table
 from softdb.store._atomic import check_path
 from softdb.store._keyfiles import key_files
 from softdb.store._manifest import ARRAY_NAME, check_json_value
-from softdb.store._segmented import SegmentOut, is_segmented, load_segmented, save_segmented
+from softdb.store._segmented import SegmentOut, is_segmented, load_segmented, save_segmented, v1_segment_name
 from softdb.table._segments import Rows, Segment
 from softdb.table._state import TableState
 
@@ -80,9 +80,42 @@ def _segment_out(view: Any, state: TableState) -> SegmentOut:
         arrays = [*key_arrays.items(), *([] if state.shared_kv else [("values.npy", seg.values)])]
         return fields, arrays
 
-    out = SegmentOut(seg.saved, contents, view.live, seg.n)
-    out.segment = seg  # type: ignore[attr-defined]  # told its name once saved
-    return out
+    return SegmentOut(seg.saved, contents, view.live, seg.n, segment=seg)
+
+
+def _is_v2(path: str | os.PathLike[str]) -> bool:
+    return os.path.isdir(path) and is_segmented(path)
+
+
+def _save_v1(state: TableState, path: str | os.PathLike[str]) -> list[tuple[str, int]]:
+    """Format 1: one folder of arrays (a table of one segment with nothing removed)."""
+    rows = state.rows
+    proj, proj_arrays = _projection_part(state.projection)
+    encoder, enc_arrays = _encoder_part(state)
+    key_arrays, key_meta = key_files(rows.keys, state.block_weights, state.query_w)
+    fields = dict(
+        n=rows.n,
+        dim=state.dim,
+        value_dim=state.value_dim,
+        dtype=state.dtype,
+        keys=key_meta,
+        metric=state.metric,
+        temperature=state.temperature,
+        shared_kv=state.shared_kv,
+        ids=rows.ids,
+        payloads=rows.payloads if state.has_payloads else None,
+        projection=proj,
+        encoder=encoder,
+    )
+    arrays = [
+        *key_arrays.items(),
+        *((f"encoder.{k}.npy", np.asarray(a)) for k, a in enc_arrays.items()),
+        *([] if state.shared_kv else [("values.npy", rows.values)]),
+        *((f"projection.{k}.npy", np.asarray(a)) for k, a in proj_arrays.items()),
+    ]
+    m = save_table(path, fields, arrays)
+    rows.views[0].seg.saved = v1_segment_name(m)  # a later save of more segments adopts this folder
+    return [*((f, e["bytes"]) for f, e in m["files"].items()), ("manifest.json", -1)]
 
 
 def save_state(state: TableState, path: str | os.PathLike[str]) -> list[tuple[str, int]]:
@@ -125,16 +158,21 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> list[tuple[st
     >>> from softdb import SoftTable
     >>> t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", 7], payloads=["x", None, {"k": 1}])
     >>> folder = os.path.join(tempfile.mkdtemp(), "t")
-    >>> [name[:4] for name, _ in save_state(t._state, folder)]
-    ['seg-', 'manifest.json']
+    >>> [name for name, _ in save_state(t._state, folder)]  # one segment, nothing removed: format 1
+    ['keys.npy', 'manifest.json']
     >>> load_state(folder).rows.ids
     ('a', 'b', 7)
     >>> t.remove(["b"])
-    >>> [name.split(".")[1][:4] for name, _ in save_state(t._state, folder)]  # the live bitmap, the manifest
+    >>> [name.split(".")[1][:4] for name, _ in save_state(t._state, folder)]  # its files adopted, no byte copied
     ['live', 'json']
+    >>> load_state(folder).rows.ids
+    ('a', 7)
     """
     rows = state.rows  # one version: writes swap it whole, never mutate it
     check_path(path)  # a bad path fails before any work
+    one = rows.views[0]
+    if len(rows.views) == 1 and one.live is None and not one.growing and not _is_v2(path):
+        return _save_v1(state, path)
     proj, proj_arrays = _projection_part(state.projection)
     encoder, enc_arrays = _encoder_part(state)
     _, key_meta = key_files(rows.template, state.block_weights, state.query_w)
@@ -166,7 +204,7 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> list[tuple[st
     outs = [_segment_out(v, state) for v in rows.views]
     written = save_segmented(path, head, head_arrays, outs)
     for o in outs:
-        o.segment.saved = o.name  # type: ignore[attr-defined]
+        o.segment.saved = o.name
     return written
 
 

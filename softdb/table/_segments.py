@@ -318,7 +318,7 @@ class Rows:
         got = [getattr(v, what) for v in self.views]
         if len(self.views) == 1 and self.views[0].live is None:
             return got[0]
-        got = [self._live(v, a) for v, a in zip(self.views, got)]
+        got = [a if v.live is None else _keys.take(a, v.part.live_rows) for v, a in zip(self.views, got)]
         if what == "keys":
             out = got[0]
             for g in got[1:]:

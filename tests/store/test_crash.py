@@ -1,8 +1,14 @@
-"""Crash safety: a save killed with SIGKILL at any moment leaves the old table or the new one."""
+"""Crash safety: a save killed with SIGKILL at any moment leaves the old table or the new one.
+
+Whole saves (format 1: a new folder swapped in) and incremental saves (format 2: new segment
+folders, live bitmaps, then the manifest replaced in place), including the big save that follows
+a compaction.
+"""
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -27,13 +33,15 @@ pytestmark = [
 ZYGOTE = r"""
 import os, shutil, signal, sys
 sys.path.insert(0, {tests!r})
-from test_crash import table_a, table_b
+from test_crash import grow_forever, table_a, table_b
 a, b = table_a(), table_b()
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 def child(crash_at, path):
+    if crash_at == "grow":  # incremental saves of a growing table, with compactions
+        grow_forever(path)
     if crash_at == "random":
         while True:
             b.save(path)
@@ -206,3 +214,111 @@ def test_random_sigkills_leave_old_or_new(tmp_path, tables, zygote, capsys):
     assert outcomes["A"] and outcomes["B"]  # kills landed in different saves
     a.save(path)
     assert os.listdir(tmp_path) == ["t"]
+
+
+# --------------------------------------------------------------- incremental saves and compaction
+GROW_BASE, GROW_D, GROW_STEP = 20_000, 32, 40
+
+
+def grow_base() -> SoftTable:
+    rng = np.random.default_rng(5)
+    keys = rng.normal(size=(GROW_BASE, GROW_D)).astype(np.float32)
+    return SoftTable(keys, ids=[f"b{i}" for i in range(GROW_BASE)], payloads=list(range(GROW_BASE)))
+
+
+def _step_rows(j: int) -> tuple[np.ndarray, list, list]:
+    keys = np.random.default_rng(1000 + j).normal(size=(GROW_STEP, GROW_D)).astype(np.float32)
+    ids = [f"v{j}"] + [f"s{j}_{r}" for r in range(1, GROW_STEP)]
+    return keys, ids, [j] * GROW_STEP
+
+
+def _step_removals(j: int) -> list:
+    gone = [f"v{j - 1}", *(f"b{(j * 7 + r) % GROW_BASE}" for r in range(5))]
+    if j > 2:
+        gone += [f"s{j - 2}_{r}" for r in range(2, GROW_STEP, 2)]
+    return gone
+
+
+def apply_step(t: SoftTable, j: int) -> None:
+    """Step j: add 40 rows (marker v{j}), remove v{j-1}, 5 base rows and half of step j-2; compact every 4th."""
+    keys, ids, pays = _step_rows(j)
+    t.add(keys, ids=ids, payloads=pays)
+    t.remove([i for i in _step_removals(j) if i in t._state.rows.index])
+    if j % 4 == 0:
+        t.compact()
+
+
+def version_of(t: SoftTable) -> int:
+    marks = [i for i in t.ids[-GROW_STEP * 3 :] if isinstance(i, str) and i.startswith("v")]
+    assert len(marks) <= 1, marks
+    return int(marks[0][1:]) if marks else 0
+
+
+def expected(j: int) -> SoftTable:
+    """Version j built from scratch: one array of the live rows in insertion order."""
+    base = grow_base()
+    keys, ids, pays = [np.asarray(base.keys)], list(base.ids), list(base.payloads)
+    for s in range(1, j + 1):
+        k, i, p = _step_rows(s)
+        keys.append(k)
+        ids += i
+        pays += p
+        gone = set(_step_removals(s))
+        keep = [x not in gone for x in ids]
+        keys = [np.concatenate(keys)[keep]]
+        ids = [x for x, ok in zip(ids, keep) if ok]
+        pays = [x for x, ok in zip(pays, keep) if ok]
+    return SoftTable(keys[0], ids=ids, payloads=pays)
+
+
+def grow_forever(path: str) -> None:
+    t = SoftTable.load(path)
+    j = version_of(t)
+    while True:
+        j += 1
+        apply_step(t, j)
+        t.save(path)
+
+
+@pytest.mark.timeout(300)
+def test_random_sigkills_during_incremental_saves_and_compactions(tmp_path, zygote, capsys):
+    path = tmp_path / "t"
+    base = grow_base()
+    base.save(path)
+    t = SoftTable.load(path)
+    t0 = time.perf_counter()
+    apply_step(t, 1)
+    t.save(path)  # format 2 from here on
+    step_s = time.perf_counter() - t0
+    rng = np.random.default_rng(3)
+    seen: collections.Counter = collections.Counter()
+    cache: dict[int, SoftTable] = {}
+    kills = 0
+    t0 = time.perf_counter()
+    while kills < 60 and time.perf_counter() - t0 < 200:
+        pid = zygote.start("grow", path)
+        time.sleep(rng.uniform(0.05, 0.05 + 6 * step_s))  # after the child's load, anywhere in a few saves
+        os.kill(pid, signal.SIGKILL)
+        assert zygote.reap(pid) == -signal.SIGKILL
+        kills += 1
+        got = SoftTable.load(path)
+        j = version_of(got)
+        if j not in cache:
+            cache[j] = expected(j)
+        if not same(got, cache[j]):
+            pytest.fail(f"after kill {kills}, {path} loaded as no saved version (its marker says {j})")
+        seen["compacted" if j % 4 == 0 else "incremental"] += 1
+    with capsys.disabled():
+        print(
+            f"\ncrash test (incremental): {kills} SIGKILLs in {time.perf_counter() - t0:.1f} s "
+            f"(one step + save ≈ {step_s * 1e3:.0f} ms); every load was a saved version, reached version "
+            f"{max(cache)}; loads after {dict(seen)} saves"
+        )
+    assert kills >= 50
+    assert len(cache) >= 5 and seen["compacted"] and seen["incremental"]
+    final = SoftTable.load(path)
+    final.save(path)  # a clean save collects what killed saves left behind
+    m = json.loads((path / "manifest.json").read_text())
+    named = {"manifest.json", *m["files"], *(s["folder"] for s in m["segments"])}
+    named |= {s["live"]["file"] for s in m["segments"] if s["live"]}
+    assert set(os.listdir(path)) <= named | {".softdb-writer.lock"}

@@ -327,8 +327,8 @@ def test_manifest_damage_is_detected(tmp_path):
     ("edit", "msg"),
     [
         (
-            lambda m: m.update(format_version=2),
-            "has format_version 2, but this softdb reads format_version 1; hint: upgrade softdb",
+            lambda m: m.update(format_version=3),
+            "has format_version 3, but this softdb reads format_versions 1 and 2; hint: upgrade softdb",
         ),
         (lambda m: m.update(format="other"), "is not a softdb table manifest"),
         (lambda m: m.pop("n"), "has no 'n' field"),

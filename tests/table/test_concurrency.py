@@ -1,4 +1,4 @@
-"""Thread safety: readers see one consistent version while a writer adds, removes and saves.
+"""Thread safety: readers see one consistent version while a writer adds, removes, compacts and saves.
 
 The table is built so that every version is identifiable from any answer:
 64 fixed base rows plus one or two "x" rows, all with the same key e0 and the
@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from softdb import SoftTable
+from softdb.table import _segments
 
 N_BASE, D = 64, 8
 RNG = np.random.default_rng(11)
@@ -59,7 +60,13 @@ def version_of_ids(ids: tuple) -> tuple[int, ...]:
 
 
 @pytest.mark.timeout(120)
-def test_readers_see_one_version_while_writer_adds_removes_saves(tmp_path, capsys):
+@pytest.mark.parametrize("segments", ["one growing segment", "tiny segments, merges and compactions"])
+def test_readers_see_one_version_while_writer_adds_removes_saves(tmp_path, capsys, monkeypatch, segments):
+    compacting = segments.startswith("tiny")
+    if compacting:  # seal every 8 rows, merge every 3 segments: seals, merges and compactions all the time
+        monkeypatch.setattr(_segments, "SEAL_ROWS", 8)
+        monkeypatch.setattr(_segments, "MERGE_FACTOR", 3)
+    compactions: list = []
     keys, values, ids = version_arrays([0])
     table = SoftTable(keys, values, ids=ids, payloads=list(ids), temperature=1.0)
     n_readers, n_lookups = 4, 1000
@@ -97,6 +104,8 @@ def test_readers_see_one_version_while_writer_adds_removes_saves(tmp_path, capsy
                 table.add(X_KEY, x_value(i), ids=[f"x{i}"], payloads=[f"x{i}"])
                 table.remove([f"x{i - 1}"])
                 steps[0] = i
+                if compacting and i % 5 == 0:
+                    compactions.append(table.compact())
                 time.sleep(0.0002)  # let readers in between versions (a GIL convoy favours the writer)
                 if i % 25 == 0:
                     table.save(tmp_path / "live")  # over the same folder that the loader reads
@@ -177,11 +186,15 @@ def test_readers_see_one_version_while_writer_adds_removes_saves(tmp_path, capsy
     with capsys.disabled():
         print(
             f"\nconcurrency: {n_readers} readers x {n_lookups} lookups {dict(counts)}; writer made "
-            f"{2 * last} versions (add + remove) and {len(saves)} saves; soft answers matched "
+            f"{2 * last} versions (add + remove), {len(saves)} saves and {len(compactions)} compactions "
+            f"({segments}); soft answers matched "
             f"{len(seen)} distinct versions; loader loaded {len(loads)} tables mid-write, all consistent"
         )
     assert sum(counts.values()) == n_readers * n_lookups
     assert len(seen) >= 10, "the writer never ran while the readers did"
+    if compacting:
+        assert compactions and all(c.segments_after == 1 for c in compactions)
+        assert sum(c.rows_dropped for c in compactions) > 0
 
 
 @pytest.mark.timeout(60)
