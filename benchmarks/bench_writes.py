@@ -88,7 +88,11 @@ def written_by_save(table: SoftTable, path: Path) -> tuple[int, int, int]:
     before = folder_bytes(path)
     table.save(path)
     after = folder_bytes(path)
-    new = {k: v for k, v in after.items() if before.get(k) != v and not (k.endswith(".npy") and v[0] in {b[0] for b in before.values()})}
+    new = {
+        k: v
+        for k, v in after.items()
+        if before.get(k) != v and not (k.endswith(".npy") and v[0] in {b[0] for b in before.values()})
+    }
     total = sum(v[1] for v in new.values())
     return total, after["manifest.json"][1], len(new)
 

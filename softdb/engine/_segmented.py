@@ -48,9 +48,17 @@ from softdb.engine._states import KernelState, merge
 
 __all__ = ["SMALL_PART", "Part", "Parts", "run_parts"]
 
-#: Parts below this many rows run with one BLAS thread: waking idle BLAS threads for a small
-#: GEMM or GEMV costs more than it saves (a multithreaded call ends in a barrier).
-SMALL_PART = 1 << 16
+#: Parts of fewer score cells (queries × rows) run with one BLAS thread: waking idle BLAS threads
+#: for a small GEMM or GEMV costs more than it saves (a multithreaded call ends in a barrier).
+#: benchmarks/bench_writes.py: with it, 1M rows + the policy's small segments × 1 query cost 1.01×
+#: one segment; without it 1.3×. At 256 queries the small segments' GEMMs keep their threads.
+SMALL_PART = 1 << 18
+
+
+def _queries_of(queries: Any) -> int:
+    """The number of queries (dense, CSR, or a sequence of one matrix per block or head)."""
+    q = queries[0] if isinstance(queries, list | tuple) else queries
+    return int(q.shape[0])
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,8 +206,9 @@ def run_parts(
         With global live rows.
     """
     states: list[KernelState] = []
-    small = [i for i, p in enumerate(parts.parts) if p.n_phys < SMALL_PART]
-    big = [i for i, p in enumerate(parts.parts) if p.n_phys >= SMALL_PART]
+    m = _queries_of(queries)
+    small = [i for i, p in enumerate(parts.parts) if m * p.n_phys < SMALL_PART]
+    big = [i for i, p in enumerate(parts.parts) if m * p.n_phys >= SMALL_PART]
     for i in big:
         _run_part(parts, i, scorer_of, queries, values_of, mask, dense, kw, states)
     if small:
@@ -235,7 +244,7 @@ def _run_part(
         dense=pd,
         **kw,
     )
-    if pd is not None and part.live is not None:
+    if dense is not None and pd is not None and part.live is not None:
         dense[:, a:b] = pd[:, part.live_rows]  # (m, n_live_p)
     _relabel(st, a, part)
     states.append(st)

@@ -30,6 +30,7 @@ folder, a format-1 table) writes a whole new folder and swaps it in
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -170,7 +171,9 @@ def _current(target: str) -> dict | None:
     return m
 
 
-def _fill(folder: str, current: dict | None, head: dict, head_arrays: Sequence[tuple[str, Any]], segs: Sequence[SegmentOut]) -> tuple[dict, list]:
+def _fill(
+    folder: str, current: dict | None, head: dict, head_arrays: Sequence[tuple[str, Any]], segs: Sequence[SegmentOut]
+) -> tuple[dict, list]:
     """Write what ``folder`` lacks and return the new manifest (not yet written) and what was written."""
     written: list = []
     v1 = current if current is not None and current.get("format_version") == 1 else None
@@ -197,9 +200,16 @@ def _fill(folder: str, current: dict | None, head: dict, head_arrays: Sequence[t
         live = None
         if seg.live is not None:
             live_files: dict = {}
-            fname = _content_file(folder, f"{entry['folder']}.live", np.asarray(seg.live, bool), listed_files, live_files, written)
+            fname = _content_file(
+                folder, f"{entry['folder']}.live", np.asarray(seg.live, bool), listed_files, live_files, written
+            )
             e = live_files[fname]
-            live = {"file": fname, "sha256": e["sha256"], "bytes": e["bytes"], "removed": int(seg.n - np.count_nonzero(seg.live))}
+            live = {
+                "file": fname,
+                "sha256": e["sha256"],
+                "bytes": e["bytes"],
+                "removed": int(seg.n - np.count_nonzero(seg.live)),
+            }
         entries.append({**entry, "live": live})
     manifest = {
         "format": _manifest.FORMAT,
@@ -244,10 +254,8 @@ def _collect(folder: str, m: dict) -> None:
         if os.path.isdir(p) and not os.path.islink(p):
             shutil.rmtree(p, ignore_errors=True)
         else:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(p)
-            except OSError:  # pragma: no cover
-                pass
 
 
 def save_segmented(

@@ -319,7 +319,9 @@ def _load_v2(path: str | os.PathLike[str], *, mmap: bool, verify: bool) -> Table
             int(m["value_dim"]),
             np.dtype(m["dtype"]),
             kind=kind,
-            block_weights=None if kind != "blocks" else tuple(float(w) for w in key_meta["weights"]),
+            block_weights=None
+            if key_meta is None or kind != "blocks"
+            else tuple(float(w) for w in key_meta["weights"]),
             query_w=query_w,
         )
         width = max(int(v.keys.shape[1]) for v in views)  # a growing BM25 vocabulary: later segments are wider

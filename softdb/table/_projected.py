@@ -81,7 +81,9 @@ class ProjectionCache:
                 self._last = (rows, out)
                 return out
             keys = tuple(
-                Parts([Part(pr.keys[a], pr.values[a], pr.key_norm_max[a], v.live) for pr, v in zip(per_seg, rows.views)])
+                Parts(
+                    [Part(pr.keys[a], pr.values[a], pr.key_norm_max[a], v.live) for pr, v in zip(per_seg, rows.views)]
+                )
                 for a in range(heads)
             )
             out = ProjectedRows(params, keys, (None,) * heads, (None,) * heads, per_seg[0].w_q)

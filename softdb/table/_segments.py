@@ -76,7 +76,16 @@ class Segment:
     folder (:mod:`softdb.table._persist`), so a later save writes it no more.
     """
 
-    def __init__(self, keys: Any, values: Any, ids: Sequence[Hashable], payloads: Sequence[Any] | None) -> None:
+    def __init__(
+        self,
+        keys: Any,
+        values: Any,
+        ids: Any,
+        payloads: Any,
+        *,
+        key_norm_max: Any = None,
+        int_max: int | None = None,
+    ) -> None:
         _keys.freeze(keys)
         if values is not None:
             _keys.freeze(values)
@@ -89,8 +98,10 @@ class Segment:
         if self.payloads is not None:
             self.payloads.flags.writeable = False
         self.index: dict = dict(zip(self.ids.tolist(), range(self.n)))
-        self.key_norm_max = _keys.norm_max(keys) if self.n else (0.0 if _keys.kind_of(keys) != "blocks" else ())
-        self.int_max = _int_max(self.index)
+        if key_norm_max is None:
+            key_norm_max = _keys.norm_max(keys) if self.n else (0.0 if _keys.kind_of(keys) != "blocks" else ())
+        self.key_norm_max = key_norm_max  # max ‖k_j‖, or a bound on it (a merged segment: its parts' max)
+        self.int_max = _int_max(self.index) if int_max is None else int_max
         self.saved: str | None = None
 
     def view(self, live: np.ndarray | None = None) -> SegView:
@@ -257,7 +268,7 @@ class _LiveIndex(Mapping):
 
     def __contains__(self, id_: object) -> bool:
         try:
-            return self.rows.locate(id_) is not None  # type: ignore[arg-type]
+            return self.rows.locate(id_) is not None
         except TypeError:
             return False
 
@@ -303,7 +314,8 @@ class Rows:
         return None
 
     @cached_property
-    def index(self) -> _LiveIndex:
+    def index(self) -> Any:
+        """A read-only mapping id → global live row (a dict's ``in``, ``[]``, ``len``), per segment."""
         return _LiveIndex(self)
 
     @cached_property
@@ -387,22 +399,34 @@ def _tier(n: int) -> int:
     return 0 if n <= SEAL_ROWS else int(math.log(n / SEAL_ROWS, MERGE_FACTOR))
 
 
+def _concat_rows(arrays: Sequence[np.ndarray], sels: Sequence[np.ndarray | None], n: int) -> np.ndarray:
+    """Rows ``sel`` (all when None) of each dense array, one after the other, copied once: (n, d)."""
+    out = np.empty((n, arrays[0].shape[1]), arrays[0].dtype)  # (n, d)
+    a = 0
+    for arr, sel in zip(arrays, sels):
+        b = a + (len(arr) if sel is None else len(sel))
+        if sel is None:
+            out[a:b] = arr
+        else:
+            np.take(arr, sel, axis=0, out=out[a:b])
+        a = b
+    return out
+
+
 def merged(views: Sequence[SegView], shared_kv: bool) -> SegView:
     """One sealed segment of the live rows of ``views``, in order (deleted rows dropped)."""
     live = [v.part.live_rows if v.live is not None else None for v in views]
-
-    def rows_of(v: SegView, sel: np.ndarray | None, a: Any) -> Any:
-        return a if sel is None else _keys.take(a, sel)
-
-    keys = [rows_of(v, s, v.keys) for v, s in zip(views, live)]
-    out = keys[0]
-    for k in keys[1:]:
-        out = _keys.stack(out, k)
-    if len(keys) == 1 and live[0] is None:
-        out = _keys.take(out, np.arange(out.shape[0]))  # own copy (a growing buffer may be reused)
-    values = None
-    if not shared_kv:
-        values = np.concatenate([v.values if s is None else v.values[s] for v, s in zip(views, live)])
+    n = sum(v.n_live for v in views)
+    if all(isinstance(v.keys, np.ndarray) for v in views):
+        out = _concat_rows([v.keys for v in views], live, n)  # (n, d)  one copy
+    else:
+        parts = [v.keys if s is None else _keys.take(v.keys, s) for v, s in zip(views, live)]
+        out = parts[0]
+        for k in parts[1:]:
+            out = _keys.stack(out, k)
+        if len(parts) == 1 and live[0] is None:
+            out = _keys.take(out, np.arange(out.shape[0]))  # own copy
+    values = None if shared_kv else _concat_rows([v.values for v in views], live, n)  # (n, d_v)
     ids = np.concatenate([v.ids if s is None else v.ids[s] for v, s in zip(views, live)])
     pay = None
     if any(v.payloads is not None for v in views):
@@ -412,7 +436,10 @@ def merged(views: Sequence[SegView], shared_kv: bool) -> SegView:
                 for v, s in zip(views, live)
             ]
         )
-    return Segment(out, values, ids, pay).view()
+    norms = [v.key_norm_max for v in views if v.n]
+    bound = (tuple(map(max, zip(*norms))) if isinstance(norms[0], tuple) else max(norms)) if norms else None
+    int_max = max(v.seg.int_max for v in views)
+    return Segment(out, values, ids, pay, key_norm_max=bound, int_max=int_max).view()
 
 
 def merge_tail(sealed: list[SegView], shared_kv: bool) -> list[SegView]:

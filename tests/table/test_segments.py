@@ -43,9 +43,7 @@ def assert_same_answers(
     k = min(3, n)
     masks = [None, rng.random(n) < 0.6, rng.random((len(Q), n)) < 0.5]
     for mask in masks:
-        np.testing.assert_allclose(
-            t.lookup(Q, mask=mask), fresh.lookup(Q, mask=mask), rtol=1e-5, atol=1e-6
-        )
+        np.testing.assert_allclose(t.lookup(Q, mask=mask), fresh.lookup(Q, mask=mask), rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(t.lookup(Q, mode="hard", mask=mask), fresh.lookup(Q, mode="hard", mask=mask))
         a, b = t.search(Q, k=k, mask=mask), fresh.search(Q, k=k, mask=mask)
         np.testing.assert_array_equal(a.rows, b.rows)
@@ -226,7 +224,9 @@ def test_write_errors_say_what_must_hold(tiny_segments):
     t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", "c"])
     with pytest.raises(ValueError, match=re.escape("new keys have 2 columns but the table's keys have 3")):
         t.add(np.ones((1, 2), np.float32))
-    with pytest.raises(ValueError, match=re.escape("cannot add rows: 1 duplicate ids already in the table, e.g. ['a']")):
+    with pytest.raises(
+        ValueError, match=re.escape("cannot add rows: 1 duplicate ids already in the table, e.g. ['a']")
+    ):
         t.add(np.ones((1, 3), np.float32), ids=["a"])
     with pytest.raises(ValueError, match=re.escape("cannot remove rows: 1 unknown ids ['zz']")):
         t.remove(["zz"])
