@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from softdb.cli import _data, _demo, _eval, _index, _intuitions, _search, _views
+from softdb.cli import _data, _demo, _eval, _index, _intuitions, _search, _views, _writes
 
 __all__ = ["COMMANDS", "Command", "add_parsers", "runner"]
 
@@ -33,6 +33,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("data", _data.add_parser, _data.run),
     Command("explain", _views.add_explain_parser, _views.explain),
     Command("serve", _views.add_serve_parser, _views.serve),
+    Command("add", _writes.add_add_parser, _writes.add),
+    Command("remove", _writes.add_remove_parser, _writes.remove),
+    Command("compact", _writes.add_compact_parser, _writes.compact),
 )
 
 

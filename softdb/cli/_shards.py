@@ -21,6 +21,7 @@ from softdb.cli._args import positive_int, text_table
 __all__ = [
     "add_index_arguments",
     "add_search_arguments",
+    "check_table_folder",
     "index",
     "is_sharded",
     "is_sharded_table",
@@ -185,11 +186,30 @@ def _record_encoder(path: str, name: str) -> None:
     _shards.write_layout(path, layout, replace=True)
 
 
+def check_table_folder(path: str) -> None:
+    """A folder that is neither a table nor a sharded table: say what it holds and what was expected."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no table at {path!r}; hint: build one with `softdb index CORPUS -o {path}`")
+    if not os.path.isdir(path):
+        raise ValueError(
+            f"{path!r} is a file, but a table is a folder holding manifest.json (`softdb index`) or "
+            "shards.json (`softdb index --shards N`); hint: pass the table's folder"
+        )
+    if os.path.isfile(os.path.join(path, "manifest.json")) or is_sharded(path):
+        return
+    names = sorted(os.listdir(path))
+    held = "nothing" if not names else f"{len(names)} entries ({', '.join(names[:5])}{', …' if len(names) > 5 else ''})"
+    raise ValueError(
+        f"{path!r} is not a softdb table: it holds {held}, but a table folder holds manifest.json "
+        "(written by `softdb index`) or shards.json (a sharded table, `softdb index --shards N`); "
+        f"hint: build one with `softdb index CORPUS -o {path}`"
+    )
+
+
 @contextlib.contextmanager
 def open_table(path: str, *, verify: bool = True, scheduler: str | None = None) -> Iterator[Any]:
     """The table at ``path``: a SoftTable, or a ShardedTable (closed on exit) for a sharded folder."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no table at {path!r}; hint: build one with `softdb index CORPUS -o {path}`")
+    check_table_folder(path)
     if not is_sharded(path):
         if scheduler is not None:
             raise ValueError(

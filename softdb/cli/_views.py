@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
-from softdb.cli._args import UserError, load_table, positive_float, positive_int, text_table
+from softdb.cli._args import UserError, positive_float, positive_int, text_table
+from softdb.cli._shards import open_table
 
 __all__ = ["add_explain_parser", "add_serve_parser", "explain", "serve"]
 
@@ -18,7 +21,7 @@ def _source(p: argparse.ArgumentParser) -> None:
         default="stdlib",
         help="'stdlib' (default), a folder of .txt/.md files, a .jsonl/.csv file, or a BEIR folder",
     )
-    src.add_argument("--table", help="a table folder written by `softdb index`")
+    src.add_argument("--table", help="a table folder written by `softdb index` (sharded ones too: `--shards N`)")
 
 
 def add_explain_parser(subparsers: Any) -> None:
@@ -52,14 +55,17 @@ def add_serve_parser(subparsers: Any) -> None:
     s.add_argument("--quiet", action="store_true", help="do not log each request to stderr")
 
 
-def _table(args: argparse.Namespace) -> Any:
-    table = load_table(args.table) if args.table else text_table(args.corpus)
-    if table.encoder is None:
-        raise UserError(
-            f"the table at {args.table!r} records no text encoder, so it cannot take text queries; "
-            "hint: build it with `softdb index`"
-        )
-    return table
+@contextlib.contextmanager
+def _table(args: argparse.Namespace) -> Iterator[Any]:
+    """The table asked for: a saved one (a sharded one on a local Dask cluster, closed on exit) or a corpus."""
+    with contextlib.ExitStack() as stack:
+        table = stack.enter_context(open_table(args.table)) if args.table else text_table(args.corpus)
+        if table.encoder is None:
+            raise UserError(
+                f"the table at {args.table!r} records no text encoder, so it cannot take text queries; "
+                "hint: build it with `softdb index`"
+            )
+        yield table
 
 
 def explain(args: argparse.Namespace) -> int:
@@ -68,16 +74,17 @@ def explain(args: argparse.Namespace) -> int:
 
     if not args.query.strip():
         raise UserError('the query is empty; hint: softdb explain "how do I read a csv file"')
-    table = _table(args)
-    e = explain_view(table, args.query, k=min(args.k, len(table)), temperature=args.temperature)
-    if args.html is None:
-        print(e)
-        return 0
-    try:
-        size = write_explanation_html(e, args.html)
-    except OSError as exc:
-        raise UserError(f"cannot write {args.html!r}: {exc.strerror or exc}") from None
-    print(f"wrote {args.html} ({size / 1024:.1f} KB): {len(e.ids)} hits of {len(table)} rows; open it in a browser")
+    with _table(args) as table:
+        e = explain_view(table, args.query, k=min(args.k, len(table)), temperature=args.temperature)
+        if args.html is None:
+            print(e)
+            return 0
+        try:
+            size = write_explanation_html(e, args.html)
+        except OSError as exc:
+            raise UserError(f"cannot write {args.html!r}: {exc.strerror or exc}") from None
+        n = len(table)
+    print(f"wrote {args.html} ({size / 1024:.1f} KB): {len(e.ids)} hits of {n} rows; open it in a browser")
     return 0
 
 
@@ -87,30 +94,30 @@ def serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
-    table = _table(args)
-    try:
-        srv = start_server(
-            table,
-            host=args.host,
-            port=args.port,
-            background=False,
-            quiet=args.quiet,
-            title=f"softdb · {args.table or args.corpus}",
+    with _table(args) as table:
+        try:
+            srv = start_server(
+                table,
+                host=args.host,
+                port=args.port,
+                background=False,
+                quiet=args.quiet,
+                title=f"softdb · {args.table or args.corpus}",
+            )
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
+                "hint: choose another --port (0 picks a free one)"
+            ) from None
+        print(
+            f"softdb: serving {len(table)} rows at {srv.url}  (API: {srv.url}api/search?q=…; Ctrl-C stops)",
+            file=sys.stderr,
+            flush=True,
         )
-    except OSError as exc:
-        raise UserError(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}; "
-            "hint: choose another --port (0 picks a free one)"
-        ) from None
-    print(
-        f"softdb: serving {len(table)} rows at {srv.url}  (API: {srv.url}api/search?q=…; Ctrl-C stops)",
-        file=sys.stderr,
-        flush=True,
-    )
-    try:
-        srv.serve_forever()
-    except KeyboardInterrupt:
-        print("softdb: stopped", file=sys.stderr)
-    finally:
-        srv.shutdown()
+        try:
+            srv.serve_forever()
+        except KeyboardInterrupt:
+            print("softdb: stopped", file=sys.stderr)
+        finally:
+            srv.shutdown()
     return 0

@@ -31,7 +31,9 @@ import numpy as np
 from softdb import _checks
 from softdb.distributed import _build as _shard_build
 from softdb.distributed import _shards
+from softdb.distributed import _views as _shard_views
 from softdb.distributed._tasks import Cluster
+from softdb.distributed._texts import ShardedTexts
 from softdb.engine import _states
 from softdb.engine._plan import Answers, Ask, dense_to_weights, hit_weights
 from softdb.table._frontend import FrontEnd, QuerySpec, as_id_list, check_add_values, next_int_id
@@ -45,11 +47,27 @@ class _ShardReply(Reply):
     """A sharded table's answers; hits take their ids and payloads from the version asked."""
 
     version: _shards.Version
+    verify: bool = True
+    taus: tuple = ()
 
     def hits_of(self, rows: Any, scores: Any, weights: Any) -> SearchResult:
         v = self.version
         pays = v.take(v.payloads, rows) if any(p is not None for p in v.payloads) else None
         return SearchResult(v.take(v.ids, rows), scores, weights, pays, rows)
+
+    # what explain and the views read (see softdb.distributed._views)
+    @property
+    def state(self) -> _shard_views.VersionState:
+        return _shard_views.VersionState(self.version)
+
+    def hit_values(self, rows: np.ndarray) -> np.ndarray:
+        return _shard_views.hit_values(self.version, rows, np.dtype(self.version.layout.meta["dtype"]), self.verify)
+
+    def hit_weights_at(self, i: int) -> np.ndarray:
+        return _shard_views.hit_weights_at(self.answers, self.taus, i)
+
+    def effective_rows_at(self, i: int, i_half: int) -> np.ndarray:
+        return _shard_views.effective_rows_at(self.answers, i, i_half)
 
 
 def _hard_row(st: _states.KernelState) -> np.ndarray:
@@ -57,7 +75,7 @@ def _hard_row(st: _states.KernelState) -> np.ndarray:
     return cast(_states.HardState, st.hard).row
 
 
-class ShardedTable(FrontEnd):
+class ShardedTable(FrontEnd, _shard_views.ShardedViews, ShardedTexts):
     """A table whose rows live in shards on a Dask cluster, answered as one :class:`~softdb.SoftTable`.
 
     Build one with :meth:`create`, open it with :meth:`open`. ``lookup``,
@@ -269,14 +287,15 @@ class ShardedTable(FrontEnd):
         self, snap: _shards.Version, q: np.ndarray, single: bool, ask: Ask, tau: float, mask: np.ndarray | None
     ) -> Reply:
         """On the workers: one pass over every shard per kind of answer, merged exactly here."""
-        if ask.taus:
-            raise ValueError("a sharded table has no log-sum-exp at extra temperatures; hint: ask one τ at a time")
         v, q, a = snap, np.ascontiguousarray(q), Answers()  # (m, d)
         dtype = np.dtype(v.layout.meta["dtype"])
 
-        def merged(op: str, k: int = 0) -> _states.KernelResult:
-            return _states.finalize(_states.merge(*(st for st, _ in self._cluster.run(v, op, q, 1.0 / tau, k, mask))))
+        def merged(op: str, k: int = 0, grid: tuple = ()) -> _states.KernelResult:
+            parts = self._cluster.run(v, op, q, 1.0 / tau, k, mask, grid)
+            return _states.finalize(_states.merge(*(st for st, _ in parts)))
 
+        if ask.taus:  # the explorer's slider: log-sum-exp at each extra τ, one more pass
+            a.lse_at = merged("grid", grid=tuple(1.0 / t for t in ask.taus)).lse_grid  # (m, g)
         if ask.hard:
             parts = self._cluster.run(v, "hard", q, 1.0, 0, mask)
             best = _hard_row(_states.merge(*(st for st, _ in parts)))  # (m,)  global; ties: lowest row
@@ -300,7 +319,7 @@ class ShardedTable(FrontEnd):
         if ask.stats:
             r = merged("stats")
             a.entropy, a.effective_rows = r.entropy, r.effective_rows  # (m,), (m,)
-        return _ShardReply(a, tau, single, v)
+        return _ShardReply(a, tau, single, v, self._cluster.verify, tuple(ask.taus))
 
     def weight_stats(
         self, queries: Any, *, temperature: float | None = None, mask: Any = None
@@ -320,8 +339,8 @@ class ShardedTable(FrontEnd):
         *,
         ids: Iterable[Hashable] | None = None,
         payloads: Sequence[Any] | None = None,
-    ) -> None:
-        """Append rows to the smallest shard (a new version of that shard), as :meth:`SoftTable.add`."""
+    ) -> tuple:
+        """Append rows to the smallest shard (a new version of that shard), as :meth:`SoftTable.add`; return the ids."""
         shared = bool(self._version.layout.meta["shared_kv"])
         if shared:
             check_add_values(shared, values, self.value_dim, 0)
@@ -343,6 +362,7 @@ class ShardedTable(FrontEnd):
                 old = [None] * ref.n if old_pay is None else old_pay.tolist()
                 pays = old + list(new_pay if new_pay is not None else [None] * len(k))
             self._commit(v, {s: (None, (k, vals), v.ids[s].tolist() + list(new_ids), pays)})
+        return tuple(new_ids)
 
     def remove(self, ids: Iterable[Hashable]) -> None:
         """Remove the rows with these ids (each from the shard that holds it), as :meth:`SoftTable.remove`."""

@@ -142,7 +142,9 @@ class Cluster:
             for f in futs:
                 f.release()
 
-    def run(self, v: Version, op: str, q: np.ndarray, scale: float, k: int, mask: np.ndarray | None) -> list:
+    def run(
+        self, v: Version, op: str, q: np.ndarray, scale: float, k: int, mask: np.ndarray | None, grid: tuple = ()
+    ) -> list:
         jobs, sent = [], 0
         for r in v.layout.shards:
             if not r.n:
@@ -153,7 +155,7 @@ class Cluster:
                 mk = mask[a:b] if mask.ndim == 1 else mask[:, a:b]  # (n_i,) | (m, n_i)
                 packed = (np.packbits(mk).tobytes(), mk.shape)
                 sent += len(packed[0])
-            jobs.append((r, (_shard_worker.run, r, self.verify, a, q, op, scale, k, packed)))
+            jobs.append((r, (_shard_worker.run, r, self.verify, a, q, op, scale, k, packed, grid)))
             sent += q.nbytes
         if not jobs:
             raise ValueError("the table has no rows; hint: add rows first")

@@ -106,7 +106,15 @@ def _unpack(mask: tuple | None) -> np.ndarray | None:
 
 
 def run(
-    ref: ShardRef, verify: bool, offset: int, q: np.ndarray, op: str, scale: float, k: int, mask: tuple | None
+    ref: ShardRef,
+    verify: bool,
+    offset: int,
+    q: np.ndarray,
+    op: str,
+    scale: float,
+    k: int,
+    mask: tuple | None,
+    grid: tuple = (),
 ) -> tuple:
     """One shard's mergeable state for queries ``q`` (m, d), rows global (``offset`` + local).
 
@@ -114,7 +122,8 @@ def run(
     (hard state; extra: the best row's value (m, d_v)), "search" (top-k and soft
     state, for the full-table log-sum-exp) or "dense" (soft state; extra: the
     scaled scores (m, n_shard)) or "stats" (soft state with the entropy sums). ``mask`` is
-    this shard's slice, bit-packed: (bytes, shape).
+    this shard's slice, bit-packed: (bytes, shape). "grid": soft state with the log-sum-exp
+    at each scale of ``grid`` (1 / τ of the explorer's slider).
     """
     got = _get(ref, verify)
     keys, values = got.keys, got.keys if got.values is None else got.values
@@ -130,9 +139,11 @@ def run(
         val = np.where(found[:, None], values[np.where(found, local, 0)], 0).astype(keys.dtype, copy=False)
         return st, val  # (m, d_v)
     if op == "search":
-        return _kernel.run(scorer, q, scale=scale, soft=True, k=min(k, len(keys)), mask=mk, offset=offset), None
+        return _kernel.run(scorer, q, scale=scale, soft=True, k=k, mask=mk, offset=offset), None  # padded: merges to k
     if op == "stats":
         return _kernel.run(scorer, q, scale=scale, soft=True, stats=True, mask=mk, offset=offset), None
+    if op == "grid":
+        return _kernel.run(scorer, q, scale=scale, soft=True, grid=grid, mask=mk, offset=offset), None
     if op == "dense":
         s = np.empty((len(q), len(keys)), keys.dtype)  # (m, n_shard)
         return _kernel.run(scorer, q, scale=scale, dense=s, mask=mk, offset=offset), s

@@ -22,7 +22,19 @@ from softdb import _checks
 from softdb.engine._protocols import Scorer
 from softdb.engine._scorers import BlockScorer, CsrScorer, DenseScorer, is_sparse, row_norm_max
 
-__all__ = ["Blocks", "as_keys", "as_queries", "dims", "freeze", "kind_of", "norm_max", "scorer", "stack", "take"]
+__all__ = [
+    "Blocks",
+    "as_keys",
+    "as_queries",
+    "dims",
+    "freeze",
+    "kind_of",
+    "norm_max",
+    "scorer",
+    "stack",
+    "take",
+    "widen",
+]
 
 
 class Blocks(tuple):
@@ -113,12 +125,31 @@ def norm_max(keys: Any) -> float | tuple[float, ...]:
     return row_norm_max(keys)
 
 
+def widen(keys: Any, widths: Sequence[int]) -> Any:
+    """Keys whose sparse blocks have ``widths`` columns (≥ theirs; the new columns hold no entry).
+
+    A growing BM25 vocabulary adds columns at its end: keys written before hold none of the
+    new terms. The arrays are shared, not copied.
+
+    Examples
+    --------
+    >>> widen(sp.csr_matrix(np.eye(2, dtype=np.float32)), (5,)).shape
+    (2, 5)
+    """
+    if isinstance(keys, Blocks):
+        return Blocks([widen(b, (w,)) for b, w in zip(keys, widths)])
+    if is_sparse(keys) and keys.shape[1] < widths[0]:
+        return sp.csr_matrix((keys.data, keys.indices, keys.indptr), shape=(keys.shape[0], widths[0]), copy=False)
+    return keys
+
+
 def stack(a: Any, b: Any) -> Any:
-    """Rows of ``a`` then rows of ``b`` (same kind and widths), as new arrays."""
+    """Rows of ``a`` then rows of ``b`` (same kind and widths; sparse ones widened to the wider), as new arrays."""
     if isinstance(a, Blocks):
         return Blocks([stack(x, y) for x, y in zip(a, b)])
     if is_sparse(a):
-        return sp.vstack([a, b], format="csr", dtype=a.dtype)
+        w = max(a.shape[1], b.shape[1])
+        return sp.vstack([widen(a, (w,)), widen(b, (w,))], format="csr", dtype=a.dtype)
     return np.concatenate([a, b])  # (n_a + n_b, d)
 
 
@@ -130,7 +161,9 @@ def take(keys: Any, rows: np.ndarray) -> Any:
 
 
 def scorer(keys: Any, weights: Sequence[float] | None = None, key_norm_max: Any = None) -> Scorer:
-    """The kernel scorer of these keys (block weights for blocks)."""
+    """The kernel scorer of these keys (block weights for blocks); a scorer is used as is."""
+    if not isinstance(keys, np.ndarray) and hasattr(keys, "bind"):  # e.g. a growing BM25 block's Bm25Scorer
+        return keys
     if isinstance(keys, Blocks):
         nm = key_norm_max or (None,) * len(keys)
         return BlockScorer([scorer(b, None, m) for b, m in zip(keys, nm)], weights)

@@ -198,7 +198,15 @@ class Fitting:
         X = np.asarray(q[0], np.float64)  # (m, d_0)
         K = np.asarray(rows.keys[0], np.float64)  # (n, d_0)
         res = fit_blend(
-            X, K, list(q[1:]), list(rows.keys[1:]), tgt, start, learn=learn, reg=float(reg), max_iter=int(max_iter)
+            X,
+            K,
+            list(q[1:]),
+            list(st.weighted_keys[1:]),
+            tgt,
+            start,
+            learn=learn,
+            reg=float(reg),
+            max_iter=int(max_iter),
         )
         with self._lock:
             self._state = self._state.with_(
@@ -229,7 +237,7 @@ class Fitting:
         q = Head(r.keys, w_q=st.query_w).project(q)
         idx = np.asarray(rows, np.int64)  # (k,)
         out = np.zeros((len(idx), len(r.keys)))  # (k, n_blocks)
-        for b, (qb, kb) in enumerate(zip(q, r.keys)):
+        for b, (qb, kb) in enumerate(zip(q, st.weighted_keys)):
             s = kb[idx] @ qb[:1].T  # (k, 1)
             out[:, b] = (cast(Any, s).toarray() if sp.issparse(s) else np.asarray(s)).ravel()
         return out

@@ -26,6 +26,7 @@ from softdb.table._frontend import as_id_list, check_add_values
 from softdb.table._merge import merge_tail, merged
 from softdb.table._segments import Growing, Rows, Segment, SegView
 from softdb.table._state import TableState, unit_rows
+from softdb.table._texts import text_after_add, text_after_remove
 
 __all__ = ["CompactReport", "Mutation"]
 
@@ -94,6 +95,11 @@ def _with_rows(
     return [*sealed, view]
 
 
+def _value_dim(st: TableState, k: Any) -> int:
+    """The value width after adding keys ``k``: a K = V table's values widen with its keys."""
+    return int((k[0] if isinstance(k, _keys.Blocks) else k).shape[1]) if st.shared_kv else st.value_dim
+
+
 class Mutation:
     """``add``, ``remove`` and ``compact`` of :class:`softdb.SoftTable` (a mixin over its state and lock)."""
 
@@ -139,9 +145,13 @@ class Mutation:
         >>> len(t), t.ids
         (3, (0, 1, 'both'))
         """
+        self._add(keys, values, ids=ids, payloads=payloads)
+
+    def _add(self, keys: Any, values: Any, *, ids: Any, payloads: Any, grown: tuple[Any, Any] | None = None) -> tuple:
+        """``add``; ``grown`` = (encoder the keys were grown from, the grown version) from ``add_texts``."""
         st = self._state
         k = _keys.as_keys(keys, "keys", dtype=st.dtype, copy=True)
-        template = st.rows.template
+        template = st.template if grown is None else k  # a grown vocabulary widens the keys
         if _keys.kind_of(k) != st.kind or _keys.dims(k) != _keys.dims(template):
             if st.kind == "dense" and _keys.kind_of(k) == "dense":
                 _checks.check_width(k.shape[1], st.dim, "new keys")
@@ -160,15 +170,19 @@ class Mutation:
         if st.metric == "cosine":
             k = unit_rows(k, "keys", st.dtype)
         if not k.shape[0]:
-            return
+            return ()
         with self._lock:
             st = self._state
             old = st.rows
             new_ids = _checks.as_ids(ids, k.shape[0], start=old.int_max + 1)
             _checks.check_new_ids(old.index, new_ids)
+            encoder = text_after_add(st, k, grown)  # a growing BM25 block: its statistics (checked first)
             views = _with_rows(list(old.views), k, v, new_ids, new_pay, st)
             has_payloads = st.has_payloads or new_pay is not None  # only once the rows are valid
-            self._state = st.with_(rows=old.with_views(views), has_payloads=has_payloads)
+            rows = old.with_views(views)
+            widths = {} if encoder is st.encoder else dict(dim=k.shape[1], value_dim=_value_dim(st, k))
+            self._state = st.with_(rows=rows, has_payloads=has_payloads, encoder=encoder, **widths)
+        return new_ids
 
     def remove(self, ids: Iterable[Hashable]) -> None:
         """Remove the rows with these ids (unknown ids are an error): sets deletion bits, copies no row.
@@ -196,7 +210,8 @@ class Mutation:
                 live = np.ones(v.n, bool) if v.live is None else v.live.copy()  # (n_seg,)  copy-on-write
                 live[rows] = False
                 views[seg] = dataclasses.replace(v, live=live)
-            self._state = st.with_(rows=old.with_views(views))
+            encoder = text_after_remove(st, hits)  # a growing BM25 block: the removed counts leave its statistics
+            self._state = st.with_(rows=old.with_views(views), encoder=encoder)
 
     def compact(self) -> CompactReport:
         """Merge every segment into one and drop the removed rows.

@@ -308,7 +308,6 @@ def _load_v2(path: str | os.PathLike[str], *, mmap: bool, verify: bool) -> Table
         query_w = None
         if key_meta is not None and key_meta.get("query_projection"):
             query_w = np.asarray(arrays[key_meta["query_projection"]], np.float64)
-        first = views[0].keys
         dim = int(m["dim"])
         state = TableState(
             rows,
@@ -325,10 +324,9 @@ def _load_v2(path: str | os.PathLike[str], *, mmap: bool, verify: bool) -> Table
             else tuple(float(w) for w in key_meta["weights"]),
             query_w=query_w,
         )
-        if first.shape[1] != dim or ids_seen != m["n"]:
-            raise ValueError(
-                f"its segments hold {ids_seen} live rows of width {first.shape[1]}, not n={m['n']}, dim={dim}"
-            )
+        width = max(int(v.keys.shape[1]) for v in views)  # a growing BM25 vocabulary: later segments are wider
+        if width != dim or ids_seen != m["n"]:
+            raise ValueError(f"its segments hold {ids_seen} live rows of width {width}, not n={m['n']}, dim={dim}")
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{mpath}: {exc}") from None
     proj = m.get("projection")

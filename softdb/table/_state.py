@@ -31,6 +31,7 @@ state, τ and heads the plan's answers came from, for modules that print or test
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -38,6 +39,7 @@ import numpy as np
 from softdb import _checks
 from softdb.engine import _keys
 from softdb.engine._plan import Answers, values_at
+from softdb.engine._segmented import Part, Parts
 from softdb.table._segments import Rows
 
 __all__ = [
@@ -205,6 +207,34 @@ class TableState:
 
     def with_(self, **changes: Any) -> TableState:
         return replace(self, **changes)
+
+    @property
+    def growing_text(self) -> bool:
+        """True if the encoder is a growing BM25 / hybrid one: the sparse keys are term counts."""
+        return bool(getattr(self.encoder, "growing", False))
+
+    @cached_property
+    def template(self) -> Any:
+        """Keys of the table's kind and widths (a growing vocabulary's: queries are shaped after them)."""
+        t = self.rows.template
+        return _keys.widen(t, self.encoder.dims) if self.growing_text else t
+
+    def score(self, keys: Any) -> Any:
+        """Keys (of one segment) as the kernel scores them: term counts become a BM25 scorer (current statistics)."""
+        return self.encoder.key_scorer(keys) if self.growing_text else keys
+
+    @cached_property
+    def score_parts(self) -> Parts:
+        """The rows' parts (segments) as the kernel scores them (see :meth:`score`), once per version."""
+        parts = self.rows.parts
+        if not self.growing_text:
+            return parts
+        return Parts([Part(self.score(p.keys), p.values, p.key_norm_max, p.live) for p in parts.parts])
+
+    @cached_property
+    def weighted_keys(self) -> Any:
+        """The keys with BM25 weights in place of term counts (for fit and explain), once per version."""
+        return self.encoder.weigh(self.rows.keys) if self.growing_text else self.rows.keys
 
     def tau(self, temperature: float | None = None, params: Any = None) -> float:
         """τ of a call: the call's, else the projection's own, else the table's, else the default.

@@ -29,6 +29,7 @@ from softdb.table._merge import merge_tail
 from softdb.table._mutation import Mutation
 from softdb.table._projected import ProjectionCache
 from softdb.table._state import COSINE_TEMPERATURE, Planned, SearchResult, TableState
+from softdb.table._texts import TextWrites
 
 if TYPE_CHECKING:  # pragma: no cover
     from os import PathLike
@@ -45,10 +46,10 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 
 def _spec_of(st: TableState) -> QuerySpec:
-    return QuerySpec(st.rows.n, st.kind, st.rows.template, st.dtype, st.dim, st.metric)
+    return QuerySpec(st.rows.n, st.kind, st.template, st.dtype, st.dim, st.metric)
 
 
-class SoftTable(FrontEnd, Mutation, Fitting):
+class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
     """A table of keys and values answered by soft (attention) lookups.
 
     A query q scores every key, s_j = q·k_j (or the cosine), the scores become
@@ -323,7 +324,7 @@ class SoftTable(FrontEnd, Mutation, Fitting):
 
     def _queries(self, queries: Any, st: TableState) -> tuple[Any, bool]:
         """Queries → (m, d) in the table's dtype (encoded, checked, unit for "cosine"), and single."""
-        return prepare_queries(queries, _spec_of(st), self._query_encoder)
+        return prepare_queries(queries, _spec_of(st), lambda: st.encoder or self._query_encoder())  # st's vocabulary
 
     def _query_encoder(self) -> Any:
         encoder = self.encoder
@@ -348,9 +349,9 @@ class SoftTable(FrontEnd, Mutation, Fitting):
             rows = st.rows
             if len(rows.views) == 1 and rows.views[0].live is None:  # one segment, nothing removed: one pass
                 p = rows.views[0].part
-                heads = [Head(p.keys, p.values, st.query_w, p.key_norm_max, st.block_weights)]
+                heads = [Head(st.score(p.keys), p.values, st.query_w, p.key_norm_max, st.block_weights)]
             else:
-                heads = [Head(rows.parts, None, st.query_w, None, st.block_weights)]  # one pass per segment
+                heads = [Head(st.score_parts, None, st.query_w, None, st.block_weights)]  # one pass per segment
         else:
             heads = [
                 Head(kh, vh, wq, nm) for kh, vh, wq, nm in zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max)
@@ -429,7 +430,10 @@ class SoftTable(FrontEnd, Mutation, Fitting):
             keys = encoder.encode(texts)
             table = cls(keys, values, ids=ids, payloads=payloads, metric="cosine", temperature=temperature)
         else:
-            keys = encoder.encode_corpus(texts)  # CSR, or blocks [dense | sparse]
+            if getattr(encoder, "grows", False):  # BM25 / hybrid: term counts, statistics that grow
+                encoder, keys = encoder.grow(texts)
+            else:
+                keys = encoder.encode_corpus(texts)  # CSR, or blocks [dense | sparse]
             if temperature is None:
                 temperature = getattr(encoder, "temperature", None)
             table = cls(

@@ -9,11 +9,13 @@ so "keyword + meaning" is one score, one softmax and one kernel pass.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from softdb.engine._keys import Blocks
 from softdb.text._bm25 import BM25Encoder
 from softdb.text._names import encoder_from_name
 
@@ -109,6 +111,47 @@ class HybridEncoder:
     def encode_documents(self, texts: Sequence[str]) -> list:
         """Keys of more documents with the fitted BM25 statistics (e.g. for ``add``)."""
         return [self.dense.encode(texts), self.sparse.encode_documents(texts)]
+
+    # ------------------------------------------------------------- growing
+    @property
+    def growing(self) -> bool:
+        """True if the BM25 block's keys are term counts and its statistics grow."""
+        return self.sparse.growing
+
+    @property
+    def grows(self) -> bool:
+        """True if :meth:`grow` may be called (see :attr:`BM25Encoder.grows`)."""
+        return self.sparse.grows
+
+    def _with_sparse(self, sparse: BM25Encoder) -> HybridEncoder:
+        new = copy.copy(self)
+        new.sparse = sparse
+        return new
+
+    def grow(self, texts: Sequence[str]) -> tuple[HybridEncoder, list]:
+        """Keys of new documents [(n, d) dense, (n, V') term counts] and the version that holds them.
+
+        See :meth:`BM25Encoder.grow`; the dense block is encoded as for queries.
+        """
+        texts = list(texts) if not isinstance(texts, str) else texts
+        sparse, counts = self.sparse.grow(texts)
+        return self._with_sparse(sparse), [self.dense.encode(texts), counts]
+
+    def plus(self, keys: Sequence[Any]) -> HybridEncoder:
+        """The version whose BM25 statistics also hold the term counts of block keys added as rows."""
+        return self._with_sparse(self.sparse.plus(keys[1]))
+
+    def shrink(self, keys: Sequence[Any]) -> HybridEncoder:
+        """The version whose BM25 statistics no longer hold the removed rows' block keys."""
+        return self._with_sparse(self.sparse.shrink(keys[1]))
+
+    def key_scorer(self, keys: Sequence[Any]) -> Blocks:
+        """Block keys as the kernel scores them: the dense block, and BM25 weighed at query time."""
+        return Blocks([keys[0], self.sparse.key_scorer(keys[1])])
+
+    def weigh(self, keys: Sequence[Any]) -> Blocks:
+        """Block keys with the BM25 block's weights under the current statistics (for fit, explain)."""
+        return Blocks([keys[0], self.sparse.weigh(keys[1])])
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool | None = None) -> list:
         """Query blocks: [(m, d) float32 unit rows, (m, V) float32 CSR term counts]."""

@@ -152,7 +152,7 @@ def test_an_encoder_version_is_recorded_but_not_loaded(tmp_path):
         (
             "bm25",
             ["keys", "encoder"],
-            ["keys.data.npy", "keys.indices.npy", "keys.indptr.npy", "encoder.vocabulary.npy", "encoder.idf.npy"],
+            ["keys.data.npy", "keys.indices.npy", "keys.indptr.npy", "encoder.vocabulary.npy", "encoder.df.npy"],
         ),
         (
             "bm25_values",
@@ -162,7 +162,7 @@ def test_an_encoder_version_is_recorded_but_not_loaded(tmp_path):
                 "keys.indices.npy",
                 "keys.indptr.npy",
                 "encoder.vocabulary.npy",
-                "encoder.idf.npy",
+                "encoder.df.npy",
                 "values.npy",
             ],
         ),
@@ -175,7 +175,7 @@ def test_an_encoder_version_is_recorded_but_not_loaded(tmp_path):
                 "keys.1.indices.npy",
                 "keys.1.indptr.npy",
                 "encoder.vocabulary.npy",
-                "encoder.idf.npy",
+                "encoder.df.npy",
             ],
         ),
         (
@@ -199,8 +199,8 @@ def test_manifest_keys_and_file_order_are_pinned(tmp_path, kind, fields, files):
         assert list(m["projection"]) == ["config", "arrays"]
     if "encoder" in m and "state" in m["encoder"]:
         assert list(m["encoder"]) == ["name", "state", "arrays"]
-        assert list(m["encoder"]["arrays"]) == ["vocabulary", "idf"]
-        bm25 = ["version", "kind", "k1", "b", "stopwords", "stemmer", "n_docs", "avgdl", "method"]
+        assert list(m["encoder"]["arrays"]) == ["vocabulary", "df"]  # a growing BM25 (state version 2)
+        bm25 = ["version", "kind", "k1", "b", "stopwords", "stemmer", "n_docs", "total_len", "method"]
         state = m["encoder"]["state"]
         assert list(state) == (bm25 if kind.startswith("bm25") else ["kind", "dense", "weight", "sparse"])
         assert kind.startswith("bm25") or (state["kind"], state["dense"], list(state["sparse"])) == (
