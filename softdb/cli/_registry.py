@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from softdb.cli import _data, _demo, _eval, _index, _intuitions, _search, _views
+from softdb.cli import _data, _demo, _eval, _heads, _index, _intuitions, _search, _views
 
 __all__ = ["COMMANDS", "Command", "add_parsers", "runner"]
 
@@ -33,6 +33,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("data", _data.add_parser, _data.run),
     Command("explain", _views.add_explain_parser, _views.explain),
     Command("serve", _views.add_serve_parser, _views.serve),
+    Command("heads", _heads.add_parser, _heads.run),
 )
 
 
