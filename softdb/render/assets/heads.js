@@ -91,20 +91,18 @@
 
   // ------------------------------------------------------------------ lookup
   function spark(soft, hard) {
-    var NS = "http://www.w3.org/2000/svg", W = 320, H = 60;
-    var svg = document.createElementNS(NS, "svg");
-    svg.setAttribute("width", W); svg.setAttribute("height", H); svg.setAttribute("role", "img");
-    var lo = Math.min.apply(null, soft.concat(hard)), hi = Math.max.apply(null, soft.concat(hard)), span = (hi - lo) || 1;
+    var W = 320, H = 60, c = el("canvas", {width: String(W), height: String(H), "class": "spark"});
+    var ctx = c.getContext("2d");
+    var all = soft.concat(hard), lo = Math.min.apply(null, all), hi = Math.max.apply(null, all), span = (hi - lo) || 1;
     [[soft, "#3b6fd8"], [hard, "#c0392b"]].forEach(function (p) {
-      var pts = p[0].map(function (y, k) {
-        return (2 + k * (W - 4) / Math.max(1, p[0].length - 1)).toFixed(1) + "," + (H - 2 - (y - lo) / span * (H - 4)).toFixed(1);
-      }).join(" ");
-      var line = document.createElementNS(NS, "polyline");
-      line.setAttribute("fill", "none"); line.setAttribute("stroke", p[1]); line.setAttribute("stroke-width", "1.5");
-      line.setAttribute("points", pts);
-      svg.appendChild(line);
+      ctx.strokeStyle = p[1]; ctx.lineWidth = 1.5; ctx.beginPath();
+      p[0].forEach(function (y, k) {
+        var px = 2 + k * (W - 4) / Math.max(1, p[0].length - 1), py = H - 2 - (y - lo) / span * (H - 4);
+        if (k) ctx.lineTo(px, py); else ctx.moveTo(px, py);
+      });
+      ctx.stroke();
     });
-    return svg;
+    return c;
   }
 
   function drawLookup() {
