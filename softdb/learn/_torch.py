@@ -137,7 +137,7 @@ def to_torch(p: Projection, *, batch_first: bool | None = None) -> Any:
     --------
     >>> import torch
     >>> from softdb import Projection
-    >>> p = Projection(4, heads=2, d_v=3, init="random")
+    >>> p = Projection(4, d_out=4, heads=2, d_v=3, init="random")
     >>> mha = p.to_torch()
     >>> mha.embed_dim, mha.num_heads, mha.vdim, mha.batch_first
     (4, 2, 3, False)
