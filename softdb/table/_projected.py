@@ -11,7 +11,48 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-__all__ = ["ProjectionCache"]
+import numpy as np
+
+from softdb.engine._plan import Answers, Ask, Head
+
+__all__ = ["ProjectionCache", "check_head", "heads_of", "output"]
+
+
+def heads_of(st: Any, proj: Any) -> list[Head]:
+    """The plan's heads of a table state: one plain head, or one per projection head."""
+    if proj is None:
+        return [Head(st.rows.keys, st.rows.values, st.query_w, st.rows.key_norm_max, st.block_weights)]
+    return [
+        Head(kh, vh, wq, nm, b_q=bq)
+        for kh, vh, wq, nm, bq in zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max, proj.b_q)
+    ]
+
+
+def check_head(head: Any, heads: int) -> int | None:
+    """``head=`` of a question: None (all heads) or an index in [0, heads)."""
+    if head is None:
+        return None
+    if isinstance(head, bool) or not isinstance(head, int | np.integer) or not 0 <= head < heads:
+        raise ValueError(
+            f"head must be an int in [0, {heads}) (this table has {heads} head{'s' * (heads != 1)}), "
+            f"got {head!r}; hint: table.projection.heads is the number of heads"
+        )
+    return int(head)
+
+
+def output(answers: Answers, proj: Any, ask: Ask) -> Answers:
+    """The answers after the projection's output W_O (+ b_O), in place; one head's are left alone.
+
+    A query with no allowed row keeps its all-zero answer ("no match").
+    """
+    if proj is None or proj.w_o is None or ask.head is not None:
+        return answers
+    if answers.soft is not None:
+        found = np.isfinite(answers.lse).any(axis=1) if answers.lse is not None else None  # (m,)
+        answers.soft = proj.output(answers.soft, found)  # (m, d_o)
+    if answers.hard is not None and answers.hard_rows is not None:
+        answers.hard = proj.output(answers.hard, (answers.hard_rows >= 0).any(axis=1))  # (m, d_o)
+    return answers
 
 
 class ProjectionCache:
