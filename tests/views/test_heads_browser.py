@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from _fake_heads import fake_heads
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
-from test_browser import _driver
+from test_browser import By, WebDriverWait, _driver, shot  # test_browser skips without Chromium or selenium
 
 from softdb.views import heads_view_data, write_heads_html
 
@@ -40,8 +39,12 @@ def requested(d) -> list[str]:
     return urls
 
 
+def select_option(d, select_id: str, value: str) -> None:
+    d.find_element(By.CSS_SELECTOR, f'#{select_id} option[value="{value}"]').click()
+
+
 def choose(d, layer: int, head: int) -> None:
-    Select(d.find_element(By.ID, "layer")).select_by_value(str(layer))
+    select_option(d, "layer", str(layer))
     d.find_element(By.CSS_SELECTOR, f'button.head[data-head="{head}"]').click()
 
 
@@ -93,3 +96,54 @@ def test_fake_heads_click_a_token_and_read_its_weights_offline(tmp_path):
         assert not [x for x in d.get_log("browser") if x["level"] == "SEVERE"]
     finally:
         d.quit()
+
+
+# ------------------------------------------------------------------ the real model (slow)
+@pytest.fixture(scope="module")
+def minilm_heads(_offline_and_private_cache):
+    from softdb.heads import all_heads
+
+    return all_heads(SENTENCE)
+
+
+@pytest.mark.slow
+def test_minilm_standalone_view_click_a_token_weights_equal_weights_offline(minilm_heads, tmp_path):
+    path = tmp_path / "minilm_heads.html"
+    size = write_heads_html(heads_view_data(minilm_heads, text=SENTENCE), path)
+    print(f"\nstandalone head view: {size / 1024:.0f} KB for 6 layers × 12 heads × {len(minilm_heads.tokens)} tokens")
+    d = offline_driver()
+    try:
+        d.set_window_size(1400, 1000)
+        d.get(path.as_uri())
+        WebDriverWait(d, 20).until(lambda x: x.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        assert len(d.find_elements(By.CSS_SELECTOR, "button.head")) == 12
+        it = list(minilm_heads.tokens).index("it")
+        check_clicks(d, minilm_heads, [(0, 2, 5), (5, 11, 1), (3, 4, it)])
+        shot(d, "heads_minilm_it")
+        assert requested(d) == [path.as_uri()]
+        assert not [x for x in d.get_log("browser") if x["level"] == "SEVERE"]
+    finally:
+        d.quit()
+
+
+@pytest.mark.slow
+def test_serve_heads_page_under_its_csp(minilm_heads):
+    from softdb import SoftTable
+    from softdb.text import HashEncoder
+    from softdb.views._server import start_server
+
+    srv = start_server(SoftTable.from_texts(["a b", "c d"], encoder=HashEncoder()), port=0)
+    d = _driver()
+    try:
+        d.get(srv.url + "heads")
+        box = d.find_element(By.ID, "text")
+        box.send_keys(SENTENCE)
+        select_option(d, "layer-param", "3")
+        d.find_element(By.CSS_SELECTOR, "#heads-form button").click()
+        WebDriverWait(d, 60).until(lambda x: x.find_elements(By.CSS_SELECTOR, "body[data-ready='1']"))
+        assert [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR, "#layer option")] == ["3"]
+        check_clicks(d, minilm_heads, [(3, 7, 2)])
+        assert not [x for x in d.get_log("browser") if x["level"] == "SEVERE"]  # the CSP let the script run
+    finally:
+        d.quit()
+        srv.shutdown()
