@@ -30,7 +30,7 @@ print(f"  max |SoftTable.weights - torch weights| = {np.abs(w - attn[0].numpy())
 
 # ------------------------------------------------------------------ 2. a real model's head, queried
 sentence = "The cat sat on the mat because it was warm."
-layer, head = 3, 4
+layer, head = 5, 11  # a head where "it" looks back at what it refers to
 heads = transformer_heads(sentence, layer)  # one table per head of that layer
 t = heads[head]
 tokens = [p["token"] for p in t.payloads]

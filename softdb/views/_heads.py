@@ -23,8 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["HeadsLike", "heads_page", "heads_summary", "heads_view_data", "pick_layers", "write_heads_html"]
 
-#: Weights are kept to this many decimals in the page (|page − weights()| ≤ 5e-7).
-WEIGHT_DECIMALS = 6
+#: Weights are kept to this many decimals in the page (|page − weights()| ≤ 5e-8, below float32 noise at 1).
+WEIGHT_DECIMALS = 7
 #: Soft and hard answers are kept to this many significant digits.
 ANSWER_DIGITS = 4
 #: Tokens whose top retrieved token the text summary prints per head.
@@ -34,10 +34,14 @@ SUMMARY_TOKENS = 4
 class HeadsLike(Protocol):
     """What the view needs of :class:`softdb.heads.Heads`: tokens and one table per layer and head."""
 
-    tokens: Sequence[str]
-    layers: int
-    heads: int
-    d_head: int
+    @property
+    def tokens(self) -> Sequence[str]: ...
+    @property
+    def layers(self) -> int: ...
+    @property
+    def heads(self) -> int: ...
+    @property
+    def d_head(self) -> int: ...
 
     def table(self, layer: int, head: int) -> SoftTable: ...
 

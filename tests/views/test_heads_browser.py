@@ -73,12 +73,12 @@ def check_clicks(d, heads, picks) -> None:
         pos = [j for j, _ in shown]
         assert sorted(pos) == list(range(len(ref)))  # every token, once
         w = np.array([wj for _, wj in shown])
-        np.testing.assert_allclose(w, ref[pos], atol=5e-7, rtol=0)
+        np.testing.assert_allclose(w, ref[pos], atol=3e-7, rtol=0)
         assert list(w) == sorted(w, reverse=True)  # ranked by weight
         hard = d.find_element(By.ID, "hard-token").text
         assert hard == f"{heads.tokens[int(np.argmax(ref))]} ({int(np.argmax(ref))})"
         cells = d.find_elements(By.CSS_SELECTOR, f'#heatmap tr[data-i="{token}"] td.cell')
-        np.testing.assert_allclose([float(c.get_attribute("data-weight")) for c in cells], ref, atol=5e-7, rtol=0)
+        np.testing.assert_allclose([float(c.get_attribute("data-weight")) for c in cells], ref, atol=3e-7, rtol=0)
 
 
 def test_fake_heads_click_a_token_and_read_its_weights_offline(tmp_path):

@@ -45,7 +45,7 @@ def test_every_heads_weights_and_answers_match_a_float64_reference(heads, data):
         for h in range(3):
             v, t = data["views"][str(li)][h], heads.table(li, h)
             w, ent, eff, soft, hard = _ref(t)
-            np.testing.assert_allclose(v["weights"], w, atol=10.0**-WEIGHT_DECIMALS, rtol=0)
+            np.testing.assert_allclose(v["weights"], w, atol=2e-6, rtol=0)  # float32 softmax vs float64
             np.testing.assert_allclose(v["weights"], t.weights(t.keys), atol=0.5 * 10.0**-WEIGHT_DECIMALS + 1e-9)
             np.testing.assert_allclose(v["entropy"], ent, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(v["effective_rows"], eff, rtol=1e-4)
