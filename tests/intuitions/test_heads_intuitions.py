@@ -132,3 +132,14 @@ def test_a_tied_head_is_exactly_symmetric():
         tt = tied_table(t)
         assert rules.antisymmetric_share(tt.weights(tt.keys)[None])[0] < 1e-3
         assert rules.antisymmetric_share(t.weights(t.keys)[None])[0] > 0.05
+
+
+@pytest.mark.parametrize("name", sorted(intuitions.REAL_HEADS))
+def test_each_real_head_claim_draws_a_layer_by_head_figure(name):
+    pytest.importorskip("matplotlib")
+    from softdb.intuitions.figures import draw
+
+    r = intuitions.REGISTRY[name]()
+    fig = draw(r)
+    assert fig.axes[0].get_xlabel() == "head" and fig.axes[0].get_ylabel() == "layer"
+    assert np.asarray(r.plots["grid"]).shape == (6, 12)
