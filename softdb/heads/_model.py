@@ -249,11 +249,12 @@ def model_attentions(texts: list[str], *, model: Any = None, truncate: bool = Fa
     texts = _check_texts(texts)
     m = load(model)
     tok = m.tokenizer
-    lengths = [len(ids) for ids in tok(texts, truncation=False)["input_ids"]]
+    lengths = [len(ids) for ids in tok(texts, truncation=False, verbose=False)["input_ids"]]
     for i, n in enumerate(lengths):
         if n > m.window and not truncate:
+            which = "the text" if len(texts) == 1 else f"text {i}"
             raise ValueError(
-                f"text {i} has {n} tokens but the model's window is {m.window} tokens; "
+                f"{which} has {n} tokens but the model's window is {m.window} tokens; "
                 f"hint: truncate=True keeps the first {m.window}, or split the text"
             )
     import torch
