@@ -92,7 +92,7 @@ def head_lookups(t: SoftTable) -> dict[str, Any]:
     >>> x = np.eye(3, dtype=np.float32)
     >>> d = head_lookups(SoftTable(x, x, temperature=1.0, projection=Projection(3)))
     >>> d["hard_row"], [round(e, 3) for e in d["entropy"]]
-    ([0, 1, 2], [1.029, 1.029, 1.029])
+    ([0, 1, 2], [0.975, 0.975, 0.975])
     """
     x = t.keys  # (n, d)
     w = np.asarray(t.weights(x), dtype=np.float64)  # (n, n)
