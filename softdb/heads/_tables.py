@@ -91,7 +91,7 @@ def layer_tables(x: np.ndarray, tokens: tuple[str, ...], weights: Any, heads: in
     >>> rng = np.random.default_rng(0)
     >>> w = LayerWeights(*(rng.standard_normal((4, 4), np.float32) for _ in range(3)), *(np.zeros(4, np.float32),) * 3)
     >>> t = layer_tables(rng.standard_normal((3, 4), np.float32), ("[CLS]", "hi", "[SEP]"), w, heads=2)
-    >>> len(t), t[1].ids, t[1].temperature == np.sqrt(2), t[1].weights(t[1].keys, heads="each").shape
+    >>> len(t), t[1].ids, t[1].temperature == 2 ** 0.5, t[1].weights(t[1].keys, heads="each").shape
     (2, ('0:[CLS]', '1:hi', '2:[SEP]'), True, (1, 3, 3))
     """
     x = np.ascontiguousarray(x, dtype=np.float32)  # (n, hidden)

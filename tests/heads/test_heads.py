@@ -151,7 +151,9 @@ def test_a_sentence_transformers_folder_with_the_model_in_a_subfolder(tmp_path, 
         if f.is_file() and f.name not in ("modules.json",):
             (sub / f.name).symlink_to(f)
     (tmp_path / "modules.json").write_text(
-        json.dumps([{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"}])
+        json.dumps(
+            [{"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"}]
+        )
     )
     h = all_heads(TEXTS[0], model=tmp_path)
     n = int(run.lengths[0])

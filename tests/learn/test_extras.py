@@ -66,7 +66,7 @@ def test_lookup_weights_and_hard_match_float64_oracle(heads, with_o):
         ex.pop("W_O"), ex.pop("b_O")
     p.set_weights(**ex)
     t = SoftTable(K, V, projection=p)
-    w, ctx, out, v = oracle(X, K, V, p, 0.9)
+    w, _, out, v = oracle(X, K, V, p, 0.9)
     np.testing.assert_allclose(t.lookup(X), out, atol=1e-12, rtol=1e-12)
     np.testing.assert_allclose(t.weights(X, heads="each"), w, atol=1e-13)
     np.testing.assert_allclose(t.weights(X), w.mean(axis=0), atol=1e-13)
