@@ -11,7 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from softdb.cli import _data, _demo, _eval, _index, _intuitions, _search, _views, _writes
+from softdb.cli import _data, _demo, _eval, _heads, _index, _intuitions, _search, _views, _writes
 
 __all__ = ["COMMANDS", "Command", "add_parsers", "runner"]
 
@@ -36,6 +36,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("add", _writes.add_add_parser, _writes.add),
     Command("remove", _writes.add_remove_parser, _writes.remove),
     Command("compact", _writes.add_compact_parser, _writes.compact),
+    Command("heads", _heads.add_parser, _heads.run),
 )
 
 

@@ -75,6 +75,10 @@ class Head:
         Query projection of the head; None is the identity (plain mode).
     key_norm_max : float, optional
         max ‖k_j‖ (enables the kernel's fast softmax).
+    weights : sequence of float, optional
+        Block weights, when ``keys`` are :class:`~softdb.engine._keys.Blocks`.
+    b_q : ndarray of shape (d_h,), optional
+        Query bias of the head: a query scores as ``q W_Q + b_q`` (dense queries only).
     """
 
     keys: Any
@@ -82,6 +86,7 @@ class Head:
     w_q: np.ndarray | None = None
     key_norm_max: Any = None
     weights: Any = None  # block weights, when ``keys`` are softdb.engine._keys.Blocks
+    b_q: np.ndarray | None = None  # (d_h,)  query bias (projected heads)
 
     def scorer(self) -> Scorer:
         """The kernel's scorer of these keys (see ``keys``)."""
@@ -108,11 +113,15 @@ class Head:
         return keys.shape[0] if isinstance(keys, np.ndarray | Blocks) or is_sparse(keys) else keys.n
 
     def project(self, q: Any) -> Any:
+        """The head's queries: ``q W_Q + b_q`` (q itself without W_Q)."""
         if self.w_q is None:
             return q
         if isinstance(q, tuple):  # blocks: W_Q projects the first (dense) query block
             return type(q)([(q[0] @ self.w_q).astype(q[0].dtype, copy=False), *q[1:]])
-        return q @ self.w_q  # (m, d_h)
+        qh = q @ self.w_q  # (m, d_h)
+        if self.b_q is not None:
+            qh += self.b_q  # (m, d_h)
+        return qh
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,11 @@ class Ask:
         full-table weights.
     weights : bool
         The dense (m, n) weights (mean over heads); O(m × n) by nature.
+    each : bool
+        With ``weights``: also each head's own dense weights, (h, m, n).
+    head : int, optional
+        Answer with this head alone (its soft and hard answers, hits, weights and
+        statistics), as if the table had that one head.
     stats : bool
         Entropy (nats) and effective number of rows 1 / Σ w² of the weights.
     taus : tuple of float
@@ -146,6 +160,8 @@ class Ask:
     weights: bool = False
     stats: bool = False
     taus: tuple = ()
+    each: bool = False
+    head: int | None = None
 
 
 @dataclass
@@ -165,6 +181,8 @@ class Answers:
         Full-table (mean) weight of each hit; 0 for no match (with ``lse`` or heads > 1).
     lse : ndarray of shape (m, h)
     weights : ndarray of shape (m, n)
+    head_weights : ndarray of shape (h, m, n)
+        Each head's weights (with ``each``).
     entropy, effective_rows : ndarray of shape (m,), float64
     lse_at : ndarray of shape (m, len(taus))
     """
@@ -180,6 +198,7 @@ class Answers:
     entropy: np.ndarray | None = None
     effective_rows: np.ndarray | None = None
     lse_at: np.ndarray | None = None
+    head_weights: np.ndarray | None = None
 
 
 def values_at(heads: Sequence[Head], rows: np.ndarray, dtype: np.dtype, *, per_head: bool = False) -> np.ndarray:
@@ -230,8 +249,13 @@ def answer(
     Answers
     """
     dt = np.dtype(getattr(queries, "dtype", np.float32) if dtype is None else dtype)
+    if ask.head is not None:
+        heads = [heads[ask.head]]
     if len(heads) == 1:
-        return _one_head(heads[0], queries, ask, tau, mask, dt)
+        out = _one_head(heads[0], queries, ask, tau, mask, dt)
+        if ask.each and out.weights is not None:
+            out.head_weights = out.weights[None]  # (1, m, n)  a view
+        return out
     return _heads(heads, queries, ask, tau, mask, dt)
 
 
@@ -337,8 +361,9 @@ def _heads(
     lses: list[np.ndarray] = []  # h × (m,)
     best: list[np.ndarray] = []  # h × (m,), with ``hard``
     w = None  # (m, n)  Σ over heads of the weights
-    for hd, qh in zip(heads, qs):  # pass 1: one pass per head
-        dense = np.empty((m, n), dtype) if want_weights else None  # (m, n)
+    each = np.empty((h, m, n), dtype) if ask.each and ask.weights else None  # (h, m, n)
+    for a, (hd, qh) in enumerate(zip(heads, qs)):  # pass 1: one pass per head
+        dense = None if not want_weights else (np.empty((m, n), dtype) if each is None else each[a])  # (m, n)
         r = finalize(
             _drive(
                 [hd],
@@ -359,9 +384,9 @@ def _heads(
             best.append(_asked(r.best_row))
         if dense is not None:
             wa = dense_to_weights(dense, lses[-1])  # (m, n)
-            w = wa if w is None else np.add(w, wa, out=w)
+            w = wa.copy() if w is None and each is not None else wa if w is None else np.add(w, wa, out=w)
     lse = np.stack(lses, axis=1)  # (m, h)
-    res = Answers(lse=lse)
+    res = Answers(lse=lse, head_weights=each)
     if ask.soft:
         res.soft = np.concatenate(outs, axis=1)  # (m, d_out)
     if ask.hard:

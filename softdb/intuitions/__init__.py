@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from softdb.intuitions._basics import approximate_select, dot_vs_additive, one_hot, sqrt_d
+from softdb.intuitions._heads import asymmetric_heads, hard_heads, positional_heads, sink_heads
 from softdb.intuitions._language import search_engine, self_attention
 from softdb.intuitions._projected import multi_head, qk_differ
 from softdb.intuitions._result import Intuition
@@ -27,23 +28,28 @@ from softdb.intuitions._sequences import causal, keys_values, self_vs_cross
 
 __all__ = [
     "LANGUAGE",
+    "REAL_HEADS",
     "REGISTRY",
     "Intuition",
     "approximate_select",
+    "asymmetric_heads",
     "causal",
     "dot_vs_additive",
+    "hard_heads",
     "keys_values",
     "multi_head",
     "one_hot",
+    "positional_heads",
     "qk_differ",
     "run",
     "search_engine",
     "self_attention",
     "self_vs_cross",
+    "sink_heads",
     "sqrt_d",
 ]
 
-#: Short name → experiment, in the order of the claims (1 to 11).
+#: Short name → experiment, in the order of the claims (1 to 11, then 12 to 15 on a real model's heads).
 REGISTRY: dict[str, Callable[..., Intuition]] = {
     "one-hot": one_hot,
     "qk-differ": qk_differ,
@@ -56,10 +62,17 @@ REGISTRY: dict[str, Callable[..., Intuition]] = {
     "causal": causal,
     "search-engine": search_engine,
     "approximate-select": approximate_select,
+    "heads-hard": hard_heads,
+    "heads-position": positional_heads,
+    "heads-sink": sink_heads,
+    "heads-asymmetric": asymmetric_heads,
 }
 
 #: Experiments that use the real sentence encoder (they accept ``encoder=``).
 LANGUAGE = frozenset({"self-attention", "search-engine"})
+
+#: Experiments on a real transformer's heads (they accept ``model=``, a local BERT-family folder).
+REAL_HEADS = frozenset({"heads-hard", "heads-position", "heads-sink", "heads-asymmetric"})
 
 
 def run(names: Iterable[str] | None = None, *, encoder: object = None) -> Iterator[Intuition]:

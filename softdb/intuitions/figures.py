@@ -221,6 +221,20 @@ def _select(fig: Any, r: Intuition) -> None:
         ax.annotate(f"{v:.1f}", (i, v), ha="center", va="bottom")
 
 
+def _heads(fig: Any, r: Intuition) -> None:
+    grid = np.asarray(r.plots["grid"])  # (layers, heads)
+    plot.heatmap(
+        grid,
+        row_labels=[f"L{i}" for i in range(grid.shape[0])],
+        col_labels=[f"H{j}" for j in range(grid.shape[1])],
+        ax=fig.subplots(),
+        title=f"{r.name}: {r.plots['what']}, per head of the model",
+        xlabel="head",
+        ylabel="layer",
+        annotate=True,
+    )
+
+
 _DRAW: dict[str, tuple[Callable[[Any, Intuition], None], tuple[float, float]]] = {
     "one-hot": (_one_hot, (7, 4.5)),
     "qk-differ": (_qk, (12, 5)),
@@ -233,6 +247,10 @@ _DRAW: dict[str, tuple[Callable[[Any, Intuition], None], tuple[float, float]]] =
     "causal": (_causal, (7, 5.5)),
     "search-engine": (_search, (13, 5)),
     "approximate-select": (_select, (9, 4.5)),
+    "heads-hard": (_heads, (10, 5)),
+    "heads-position": (_heads, (10, 5)),
+    "heads-sink": (_heads, (10, 5)),
+    "heads-asymmetric": (_heads, (10, 5)),
 }
 
 

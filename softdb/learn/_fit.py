@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from softdb.engine._plan import Ask, Head, answer
-from softdb.learn._losses import target_mass, values_loss
+from softdb.learn._losses import as_extras, target_mass, values_loss
 from softdb.learn._objective import Objective
 from softdb.learn._optimize import adam, lbfgs
 
@@ -151,11 +151,12 @@ def _subset(targets: tuple[np.ndarray, np.ndarray], idx: np.ndarray) -> tuple[np
 def _validate(obj: Objective, theta: np.ndarray, X: np.ndarray, target: Any) -> tuple[float, float]:
     """(metric, tie-break loss): rows → (recall@1, mean −log w̄); values → (MSE, MSE)."""
     W_Q, W_K, W_V, log_tau = obj.weights(theta)
+    ex = obj.extras(theta)
     if obj.loss == "rows":
-        return _rows_eval(X, obj.K, target, W_Q, W_K, log_tau, obj.heads)
+        return _rows_eval(X, obj.K, target, W_Q, W_K, log_tau, obj.heads, ex["b_Q"], ex["b_K"])
     if obj.V is None or W_V is None:
         raise ValueError("loss='values' needs the table's values and W_V")
-    mse = values_loss(X, obj.K, obj.V, target, W_Q, W_K, W_V, log_tau, heads=obj.heads)[0]
+    mse = values_loss(X, obj.K, obj.V, target, W_Q, W_K, W_V, log_tau, heads=obj.heads, **as_extras(ex))[0]
     return mse, mse
 
 
@@ -167,16 +168,19 @@ def _rows_eval(
     W_K: np.ndarray,
     log_tau: float,
     heads: int,
+    b_Q: np.ndarray | None = None,
+    b_K: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """recall@1 (top row by mean head weight is a target) and mean −log Σ_T w̄, via the plan."""
     indptr, cols = targets
     m, dh = X.shape[0], W_Q.shape[1] // heads
-    kp = K @ W_K  # (n, d_k)
+    kp = K @ W_K if b_K is None else K @ W_K + b_K  # (n, d_k)
     hs = [
         Head(
             np.ascontiguousarray(kp[:, a * dh : (a + 1) * dh]),
             None,
             np.ascontiguousarray(W_Q[:, a * dh : (a + 1) * dh]),
+            b_q=None if b_Q is None else b_Q[a * dh : (a + 1) * dh],
         )
         for a in range(heads)
     ]
@@ -189,7 +193,7 @@ def _rows_eval(
     qi = np.repeat(np.arange(m), counts)  # (t,)
     hits = np.zeros(m, bool)
     np.logical_or.at(hits, qi, cols == top[qi, 0])
-    qa = X @ W_Q  # (m, d_k)
+    qa = X @ W_Q if b_Q is None else X @ W_Q + b_Q  # (m, d_k)
     s = np.einsum("thd,thd->th", qa[qi].reshape(-1, heads, dh), kp[cols].reshape(-1, heads, dh))  # (t, h)
     logw = s / tau - lse[qi]  # (t, h)  log w^a of each target
     mx, _, p_a = target_mass(logw.T, indptr[:-1], qi)  # (m,), (h, t), (h, m)
@@ -281,6 +285,7 @@ def fit_arrays(
     learning_rate: float = 0.01,
     seed: int = 0,
     verbose: bool = False,
+    extras: dict[str, np.ndarray | None] | None = None,
 ) -> tuple[dict[str, Any], FitReport]:
     """Fit projection weights in float64 on arrays (see SoftTable.fit for the options).
 
@@ -297,6 +302,9 @@ def fit_arrays(
     W_Q, W_K, W_V, log_tau
         The starting weights (W₀) and log τ.
     validation : (X_val, target_val), optional
+    extras : dict, optional
+        The projection's b_Q, b_K, b_V, W_O, b_O (None or missing: absent); ``learn``
+        may name them.
 
     Returns
     -------
@@ -329,6 +337,7 @@ def fit_arrays(
         rank=rank,
         reg=reg,
         seed=seed,
+        extras=extras,
     )
     if optimizer == "auto":
         optimizer = "lbfgs" if len(X) * len(K) <= AUTO_LBFGS_MAX else "adam"
@@ -362,6 +371,8 @@ def fit_arrays(
         update["W_K"] = W_K
     if "v" in obj.parts:
         update["W_V"] = W_V
+    ex = obj.extras(theta)
+    update.update({name: ex[name] for name in obj.parts if name in ex})
     if obj.learn_tau:
         update["temperature"] = math.exp(log_tau)
     best = None

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from typing import TypedDict
 
 import numpy as np
 
-__all__ = ["FIT_BYTES", "rows_loss", "target_mass", "targets_nll", "values_loss"]
+__all__ = ["FIT_BYTES", "Extras", "as_extras", "rows_loss", "target_mass", "targets_nll", "values_loss"]
 
 #: Bytes of float64 score matrices a loss evaluation may hold at once.
 FIT_BYTES = 64 << 20
@@ -113,6 +114,8 @@ def rows_loss(
     *,
     heads: int = 1,
     batch: int | None = None,
+    b_Q: np.ndarray | None = None,
+    b_K: np.ndarray | None = None,
 ) -> tuple[float, dict[str, np.ndarray | float]]:
     """Retrieval loss −log Σ_{j∈T_i} w̄_ij (mean over queries) and its gradient.
 
@@ -134,12 +137,15 @@ def rows_loss(
     heads : int
     batch : int, optional
         Queries per chunk; default keeps the (batch, n) matrices under FIT_BYTES.
+    b_Q, b_K : ndarray of shape (d_k,), optional
+        Biases: queries x W_Q + b_Q, keys k W_K + b_K.
 
     Returns
     -------
     loss : float
     grads : dict
-        ``W_Q`` (d, d_k), ``W_K`` (d, d_k), ``log_tau`` (float).
+        ``W_Q`` (d, d_k), ``W_K`` (d, d_k), ``log_tau`` (float), and ``b_Q``, ``b_K``
+        (d_k,) when given (b_K's is 0 up to rounding: it shifts a query's scores evenly).
 
     Examples
     --------
@@ -155,15 +161,16 @@ def rows_loss(
     b = batch or _batch_size(n, 2 * heads + 1)
     # One head with d_k >= d: accumulate A = Σ_batches Xᵀ G (d, n) and finish with
     # C = A K, which saves one (m × n × d_k) GEMM against dQ = G K_p, dK_p = Gᵀ Q.
-    reassoc = heads == 1 and d_k >= d
-    kp = K @ W_K  # (n, d_k)
+    reassoc = heads == 1 and d_k >= d and b_Q is None and b_K is None
+    kp = K @ W_K if b_K is None else K @ W_K + b_K  # (n, d_k)
     acc = np.zeros((d, n)) if reassoc else np.zeros_like(kp)  # (d, n) A, or (n, d_k) dL/dK_p
     g_q = np.zeros_like(W_Q)  # (d, d_k)
+    g_bq = np.zeros(d_k)  # (d_k,)
     g_tau = 0.0
     total = 0.0
     for s0, s1 in _chunks(m, b):
         xb = X[s0:s1]  # (b, d)
-        qb = xb @ W_Q  # (b, d_k)
+        qb = xb @ W_Q if b_Q is None else xb @ W_Q + b_Q  # (b, d_k)
         S = np.empty((heads, s1 - s0, n))  # (h, b, n)  scores / τ, shifted by their row max
         E = np.empty_like(S)  # (h, b, n)  exp(S)
         for a in range(heads):
@@ -184,6 +191,7 @@ def rows_loss(
                 acc[:, sl] += G.T @ qb[:, sl]  # (n, dh)
         if not reassoc:
             g_q += xb.T @ dq  # (d, d_k)
+            g_bq += dq.sum(axis=0)  # (d_k,)
     if reassoc:
         C = acc @ K  # (d, d)  Xᵀ G K
         g_q = C @ W_K  # (d, d_k)
@@ -192,7 +200,27 @@ def rows_loss(
         g_k = K.T @ acc  # (d, d_k)
     g_q *= beta
     g_k *= beta
-    return total / m, {"W_Q": g_q, "W_K": g_k, "log_tau": g_tau}
+    grads: dict[str, np.ndarray | float] = {"W_Q": g_q, "W_K": g_k, "log_tau": g_tau}
+    if b_Q is not None:
+        grads["b_Q"] = g_bq * beta  # (d_k,)
+    if b_K is not None:
+        grads["b_K"] = acc.sum(axis=0) * beta  # (d_k,)  Σ_j dL/dk'_j
+    return total / m, grads
+
+
+class Extras(TypedDict, total=False):
+    """The optional parameters of a projection, as :func:`values_loss` takes them."""
+
+    b_Q: np.ndarray | None
+    b_K: np.ndarray | None
+    b_V: np.ndarray | None
+    W_O: np.ndarray | None
+    b_O: np.ndarray | None
+
+
+def as_extras(ex: dict[str, np.ndarray | None]) -> Extras:
+    """``ex`` with the keys of :class:`Extras` only (for ``values_loss(..., **as_extras(ex))``)."""
+    return Extras(b_Q=ex.get("b_Q"), b_K=ex.get("b_K"), b_V=ex.get("b_V"), W_O=ex.get("W_O"), b_O=ex.get("b_O"))
 
 
 def values_loss(
@@ -207,31 +235,43 @@ def values_loss(
     *,
     heads: int = 1,
     batch: int | None = None,
+    b_Q: np.ndarray | None = None,
+    b_K: np.ndarray | None = None,
+    b_V: np.ndarray | None = None,
+    W_O: np.ndarray | None = None,
+    b_O: np.ndarray | None = None,
 ) -> tuple[float, dict[str, np.ndarray | float]]:
     """Mean squared error between the soft answers and target vectors, and its gradient.
 
     The soft answer of query i is the concatenation over heads of
-    softmax(q_a K_aᵀ / τ) V_a: attention as kernel regression.
+    softmax(q_a K_aᵀ / τ) V_a (attention as kernel regression), then W_O (+ b_O)
+    when given; q = x W_Q + b_Q, K = k W_K + b_K, V = v W_V + b_V.
 
     Parameters
     ----------
     X : ndarray of shape (m, d)
     K : ndarray of shape (n, d)
     V : ndarray of shape (n, d_v)
-    Y : ndarray of shape (m, d_out)
-        Target answers.
+    Y : ndarray of shape (m, d_o)
+        Target answers (d_o = d_out without W_O).
     W_Q, W_K : ndarray of shape (d, d_k)
     W_V : ndarray of shape (d_v, d_out)
     log_tau : float
     heads : int
     batch : int, optional
+    b_Q, b_K : ndarray of shape (d_k,), optional
+    b_V : ndarray of shape (d_out,), optional
+    W_O : ndarray of shape (d_out, d_o), optional
+    b_O : ndarray of shape (d_o,), optional
+        Needs W_O.
 
     Returns
     -------
     loss : float
-        mean over all m × d_out entries of the squared error.
+        mean over all m × d_o entries of the squared error.
     grads : dict
-        ``W_Q``, ``W_K`` (d, d_k), ``W_V`` (d_v, d_out), ``log_tau`` (float).
+        ``W_Q``, ``W_K`` (d, d_k), ``W_V`` (d_v, d_out), ``log_tau`` (float), and the
+        gradient of each optional parameter given, under its name.
 
     Examples
     --------
@@ -242,40 +282,69 @@ def values_loss(
     """
     m, n, d_k = X.shape[0], K.shape[0], W_Q.shape[1]
     d_out = W_V.shape[1]
+    d_o = d_out if W_O is None else W_O.shape[1]
     dh, dvh = d_k // heads, d_out // heads
     beta = math.exp(-log_tau)
-    coef = 2.0 / (m * d_out)
-    b = batch or _batch_size(n, 3)
-    kp = K @ W_K  # (n, d_k)
-    vp = V @ W_V  # (n, d_out)
+    coef = 2.0 / (m * d_o)
+    b = batch or _batch_size(n, heads + 2)
+    kp = K @ W_K if b_K is None else K @ W_K + b_K  # (n, d_k)
+    vp = V @ W_V if b_V is None else V @ W_V + b_V  # (n, d_out)
     d_kp = np.zeros_like(kp)  # (n, d_k)
     d_vp = np.zeros_like(vp)  # (n, d_out)
     g_q = np.zeros_like(W_Q)  # (d, d_k)
+    g_bq = np.zeros(d_k)  # (d_k,)
+    g_o = None if W_O is None else np.zeros_like(W_O)  # (d_out, d_o)
+    g_bo = np.zeros(d_o)  # (d_o,)
     g_tau = 0.0
     total = 0.0
     for s0, s1 in _chunks(m, b):
         xb = X[s0:s1]  # (b, d)
-        qb = xb @ W_Q  # (b, d_k)
+        qb = xb @ W_Q if b_Q is None else xb @ W_Q + b_Q  # (b, d_k)
+        S = np.empty((heads, s1 - s0, n))  # (h, b, n)  scores / τ
+        P = np.empty_like(S)  # (h, b, n)  weights
+        O = np.empty((s1 - s0, d_out))  # (b, d_out)  the heads' answers, side by side
+        for a in range(heads):
+            sl, vsl = slice(a * dh, (a + 1) * dh), slice(a * dvh, (a + 1) * dvh)
+            np.matmul(qb[:, sl], kp[:, sl].T, out=S[a])  # (b, n)
+            S[a] *= beta
+            _shift_exp(S[a], out=P[a])  # the shift: rows of G sum to 0, so g_tau is unchanged
+            P[a] /= P[a].sum(axis=1, keepdims=True)
+            np.matmul(P[a], vp[:, vsl], out=O[:, vsl])  # (b, dvh)
+        R = (O if W_O is None else O @ W_O) - Y[s0:s1]  # (b, d_o)  residual
+        if b_O is not None:
+            R += b_O
+        total += float(np.vdot(R, R))
+        R *= coef  # (b, d_o)  dL/dŶ
+        g_bo += R.sum(axis=0)  # (d_o,)
+        if W_O is None:
+            dO = R  # (b, d_out)
+        else:
+            g_o += O.T @ R  # (d_out, d_o)
+            dO = R @ W_O.T  # (b, d_out)
         dq = np.empty_like(qb)  # (b, d_k)
         for a in range(heads):
             sl, vsl = slice(a * dh, (a + 1) * dh), slice(a * dvh, (a + 1) * dvh)
-            S = qb[:, sl] @ kp[:, sl].T  # (b, n)
-            S *= beta
-            P = _shift_exp(S)  # (b, n)  the shift: rows of G sum to 0, so g_tau is unchanged
-            P /= P.sum(axis=1, keepdims=True)
-            R = P @ vp[:, vsl] - Y[s0:s1, vsl]  # (b, dvh)  residual
-            total += float(np.vdot(R, R))
-            R *= coef  # (b, dvh)  dL/dO_a
-            d_vp[:, vsl] += P.T @ R  # (n, dvh)
-            G = R @ vp[:, vsl].T  # (b, n)  dL/dP_a
-            G -= np.einsum("ij,ij->i", G, P)[:, None]
-            G *= P  # (b, n)  dL/dS_a: softmax backward
-            g_tau -= float(np.vdot(G, S))
+            d_vp[:, vsl] += P[a].T @ dO[:, vsl]  # (n, dvh)
+            G = dO[:, vsl] @ vp[:, vsl].T  # (b, n)  dL/dP_a
+            G -= np.einsum("ij,ij->i", G, P[a])[:, None]
+            G *= P[a]  # (b, n)  dL/dS_a: softmax backward
+            g_tau -= float(np.vdot(G, S[a]))
             np.matmul(G, kp[:, sl], out=dq[:, sl])  # (b, dh)
             d_kp[:, sl] += G.T @ qb[:, sl]  # (n, dh)
         g_q += xb.T @ dq  # (d, d_k)
+        g_bq += dq.sum(axis=0)  # (d_k,)
     g_q *= beta
     g_k = K.T @ d_kp  # (d, d_k)
     g_k *= beta
     g_v = V.T @ d_vp  # (d_v, d_out)
-    return total / (m * d_out), {"W_Q": g_q, "W_K": g_k, "W_V": g_v, "log_tau": g_tau}
+    grads: dict[str, np.ndarray | float] = {"W_Q": g_q, "W_K": g_k, "W_V": g_v, "log_tau": g_tau}
+    for name, given, g in (
+        ("b_Q", b_Q, g_bq * beta),
+        ("b_K", b_K, d_kp.sum(axis=0) * beta),
+        ("b_V", b_V, d_vp.sum(axis=0)),
+        ("W_O", W_O, g_o),
+        ("b_O", b_O, g_bo),
+    ):
+        if given is not None and g is not None:
+            grads[name] = g
+    return total / (m * d_o), grads

@@ -31,6 +31,10 @@ WEAK_MATCH_COSINE = 0.3
 class Explanation:
     """Why a query got its answer.
 
+    With ``head=h`` (a table with several heads), everything is that one head's: its
+    weights, hits (scores are the head's raw scores), entropy, and its soft and hard
+    answers in its own value space (before W_O).
+
     Attributes
     ----------
     ids, scores, weights, payloads : lists of length k
@@ -77,6 +81,7 @@ class Explanation:
     lse_at: tuple = ()
     blocks: tuple = ()  # block tables: (name, weight) of each block
     block_scores: tuple = ()  # block tables: per hit, each block's raw score (score = Σ weight · raw)
+    head: int | None = None  # explain(..., head=h): the weights, hits and answers of head h alone
 
     def _repr_html_(self) -> str:
         from softdb.render import explanation_html
@@ -96,7 +101,8 @@ class Explanation:
         return page
 
     def __str__(self) -> str:
-        lines = [f"query: {self.query}", "", f"{'rank':>4}  {'id':<34} {'score':>7} {'weight':>7}  payload"]
+        head = "" if self.head is None else f"  (head {self.head})"
+        lines = [f"query: {self.query}{head}", "", f"{'rank':>4}  {'id':<34} {'score':>7} {'weight':>7}  payload"]
         for r, (i, s, w, p) in enumerate(zip(self.ids, self.scores, self.weights, self.payloads), 1):
             bar = "█" * round(w * 20)
             lines.append(f"{r:>4}  {str(i)[:34]:<34} {s:>7.3f} {w:>7.3f}  {bar} {snippet(p, 50)}")
@@ -127,7 +133,9 @@ class Explanation:
         return "\n".join(lines)
 
 
-def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = None, taus: tuple = ()) -> Explanation:
+def explain(
+    table: Any, query: Any, k: int = 5, *, temperature: float | None = None, taus: tuple = (), head: int | None = None
+) -> Explanation:
     """Explain one query: top rows with scores and weights, entropy, soft vs hard.
 
     One encode and one pass over the table (per head), whatever is shown.
@@ -142,7 +150,11 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
     temperature : float, optional
     taus : tuple of float, optional
         Extra temperatures: the log-sum-exp at each comes from the same pass
-        (plain or one-head tables only).
+        (plain or one-head tables, or with ``head``).
+    head : int, optional
+        Explain one head of a table with several (0 <= head < heads): its own
+        weights, hits and answers. Default: all heads (weights are their mean,
+        answers concatenated, then W_O if the projection has one).
 
     Returns
     -------
@@ -157,6 +169,10 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
     >>> e = explain(t, [1.0, 0.2, 0.0], k=2)
     >>> e.ids, round(e.effective_rows, 2)
     (['a', 'b'], 1.69)
+    >>> from softdb import Projection
+    >>> t2 = SoftTable(np.eye(2), ids=["x", "y"], temperature=1.0, projection=Projection(2, heads=2))
+    >>> [round(w, 3) for w in explain(t2, [1.0, 0.0], k=2, head=1).weights]  # head 1 reads dim 1 only
+    [0.5, 0.5]
     """
     if not isinstance(query, str):
         q = np.asarray(query)
@@ -164,7 +180,8 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
             raise ValueError(f"explain takes one query of shape (d,), got shape {q.shape}; hint: explain one at a time")
     k = min(k, len(table)) if len(table) else k
     taus = tuple(float(t) for t in taus)
-    p = table._answer(query, Ask(soft=True, hard=True, lse=True, stats=True, taus=taus), temperature=temperature, k=k)
+    ask = Ask(soft=True, hard=True, lse=True, stats=True, taus=taus, head=head)
+    p = table._answer(query, ask, temperature=temperature, k=k)
     hits = p.hits()  # (k,) each
     a = p.answers
     soft, hard = a.soft[0], a.hard[0]  # (d_out,), (d_out,)
@@ -199,6 +216,7 @@ def explain(table: Any, query: Any, k: int = 5, *, temperature: float | None = N
         lse_at=tuple(float(x) for x in a.lse_at[0]) if taus else (),
         blocks=blocks,
         block_scores=parts,
+        head=head,
     )
     object.__setattr__(e, "_source", (table, query))  # lets a view compute its slider grid later
     return e

@@ -138,11 +138,13 @@ class Fitting:
             x = self._queries(q, st)[0].astype(np.float64)  # (m, d)
             if loss == "rows":
                 return x, as_targets(t, len(x), rows.index, what)
-            y = np.asarray(t, dtype=np.float64)  # (m, d_out)
-            y = y[:, None] if y.ndim == 1 and proj.d_out == 1 else y
-            if y.shape != (len(x), proj.d_out):
+            y = np.asarray(t, dtype=np.float64)  # (m, d_o)
+            d_o = proj.d_o  # the answers' width: W_O's columns, else d_out (a learned, absent W_O starts as I)
+            y = y[:, None] if y.ndim == 1 and d_o == 1 else y
+            if y.shape != (len(x), d_o):
                 raise ValueError(
-                    f"{what} must have shape ({len(x)}, {proj.d_out}) (one answer of width d_out={proj.d_out} "
+                    f"{what} must have shape ({len(x)}, {d_o}) (one answer of width "
+                    f"{'d_out' if proj.W_O is None else 'd_o'}={d_o} "
                     f"per query), got {y.shape}; hint: loss='values' targets are vectors, loss='rows' takes ids"
                 )
             if not np.isfinite(y).all():
@@ -176,6 +178,7 @@ class Fitting:
             learning_rate=learning_rate,
             seed=seed,
             verbose=verbose,
+            extras={name: getattr(params, name) for name in ("b_Q", "b_K", "b_V", "W_O", "b_O")},
         )
         proj.set_weights(**update)
         return report

@@ -237,10 +237,12 @@ class FrontEnd:
         *,
         temperature: float | None = None,
         mask: Any = None,
+        heads: str = "mean",
     ) -> np.ndarray:
         """The attention weights softmax(scores / τ) of every row.
 
-        This output is O(m × n) by nature; use :meth:`search` for the top rows.
+        This output is O(m × n) by nature (× heads with ``heads="each"``); use
+        :meth:`search` for the top rows.
 
         Parameters
         ----------
@@ -248,22 +250,44 @@ class FrontEnd:
         temperature : float, optional
         mask : array_like of bool, shape (n,) or (m, n), optional
             Masked rows get weight 0; a query with no allowed row gets all zeros.
+        heads : {"mean", "each"}
+            How a table with several heads (a projection with ``heads > 1``) reports
+            them. "mean" (the default): the mean over heads of each head's weights,
+            which still sums to 1 (what ``search`` ranks by). "each": every head's own
+            weights, stacked on a first axis. A table without heads has one.
 
         Returns
         -------
         ndarray of shape (m, n), or (n,) for one query; each row sums to 1.
+            With ``heads="each"``: shape (heads, m, n), or (heads, n) for one query.
 
         Examples
         --------
         >>> import numpy as np
-        >>> from softdb import SoftTable
+        >>> from softdb import Projection, SoftTable
         >>> t = SoftTable(np.eye(2, dtype=np.float32), temperature=1.0)
         >>> t.weights([1.0, 0.0]).round(4)
         array([0.7311, 0.2689], dtype=float32)
+        >>> t2 = SoftTable(np.eye(2, dtype=np.float32), temperature=1.0, projection=Projection(2, heads=2))
+        >>> t2.weights([1.0, 0.0], heads="each").round(4)  # head 0 reads dim 0, head 1 dim 1
+        array([[0.7311, 0.2689],
+               [0.5   , 0.5   ]], dtype=float32)
+        >>> t2.weights([1.0, 0.0]).round(4)  # the mean over heads
+        array([0.6155, 0.3845], dtype=float32)
         """
-        p = self._answer(queries, Ask(weights=True), temperature=temperature, mask=mask)
+        if heads not in ("mean", "each"):
+            raise ValueError(
+                f"heads must be 'mean' or 'each', got {heads!r}; hint: 'each' gives every head's weights, "
+                "shape (heads, m, n)"
+            )
+        each = heads == "each"
+        p = self._answer(queries, Ask(weights=True, each=each), temperature=temperature, mask=mask)
         _checks.check_finite_result(asked(p.answers.weights), "weights", p.tau)
-        return asked(p.one(p.answers.weights))
+        if not each:
+            return asked(p.one(p.answers.weights))
+        w = p.answers.head_weights
+        w = asked(p.answers.weights)[None] if w is None else w  # (h, m, n)
+        return w[:, 0] if p.single else w
 
     def search(
         self,

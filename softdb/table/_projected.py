@@ -14,9 +14,12 @@ from __future__ import annotations
 import threading
 from typing import Any, NamedTuple
 
+import numpy as np
+
+from softdb.engine._plan import Answers, Ask, Head
 from softdb.engine._segmented import Part, Parts
 
-__all__ = ["ProjectedRows", "ProjectionCache"]
+__all__ = ["ProjectedRows", "ProjectionCache", "check_head", "heads_of", "output"]
 
 
 class ProjectedRows(NamedTuple):
@@ -33,6 +36,58 @@ class ProjectedRows(NamedTuple):
     values: tuple
     key_norm_max: tuple
     w_q: tuple
+    b_q: tuple  # heads × (d_k / heads,) or heads × None: each head's query bias
+    w_o: Any  # (d_out, d_o) or None: the output projection
+    base: Any  # one segment's projected rows (``softdb.learn._params``), whose ``output`` applies W_O + b_O
+
+    def output(self, x: np.ndarray, found: np.ndarray | None = None) -> np.ndarray:
+        """``x W_O + b_O`` (no-match rows stay 0), as the projection's own projected rows do."""
+        return self.base.output(x, found)  # (..., d_o)
+
+
+def heads_of(st: Any, proj: Any) -> list[Head]:
+    """The plan's heads of a table state: one plain head, or one per projection head.
+
+    Without a projection, a table of one segment with nothing removed is one plain head (one pass);
+    otherwise the head's keys are the segments (``st.score_parts``: one pass per segment, merged).
+    """
+    if proj is None:
+        rows = st.rows
+        if len(rows.views) == 1 and rows.views[0].live is None:
+            p = rows.views[0].part
+            return [Head(st.score(p.keys), p.values, st.query_w, p.key_norm_max, st.block_weights)]
+        return [Head(st.score_parts, None, st.query_w, None, st.block_weights)]
+    return [
+        Head(kh, vh, wq, nm, b_q=bq)
+        for kh, vh, wq, nm, bq in zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max, proj.b_q)
+    ]
+
+
+def check_head(head: Any, heads: int) -> int | None:
+    """``head=`` of a question: None (all heads) or an index in [0, heads)."""
+    if head is None:
+        return None
+    if isinstance(head, bool) or not isinstance(head, int | np.integer) or not 0 <= head < heads:
+        raise ValueError(
+            f"head must be an int in [0, {heads}) (this table has {heads} head{'s' * (heads != 1)}), "
+            f"got {head!r}; hint: table.projection.heads is the number of heads"
+        )
+    return int(head)
+
+
+def output(answers: Answers, proj: Any, ask: Ask) -> Answers:
+    """The answers after the projection's output W_O (+ b_O), in place; one head's are left alone.
+
+    A query with no allowed row keeps its all-zero answer ("no match").
+    """
+    if proj is None or proj.w_o is None or ask.head is not None:
+        return answers
+    if answers.soft is not None:
+        found = np.isfinite(answers.lse).any(axis=1) if answers.lse is not None else None  # (m,)
+        answers.soft = proj.output(answers.soft, found)  # (m, d_o)
+    if answers.hard is not None and answers.hard_rows is not None:
+        answers.hard = proj.output(answers.hard, (answers.hard_rows >= 0).any(axis=1))  # (m, d_o)
+    return answers
 
 
 class ProjectionCache:
@@ -77,7 +132,7 @@ class ProjectionCache:
             heads = len(per_seg[0].keys)
             if len(per_seg) == 1 and rows.views[0].live is None:  # one segment, nothing removed: plain arrays
                 pr = per_seg[0]
-                out = ProjectedRows(params, pr.keys, pr.values, pr.key_norm_max, pr.w_q)
+                out = ProjectedRows(params, pr.keys, pr.values, pr.key_norm_max, pr.w_q, pr.b_q, pr.w_o, pr)
                 self._last = (rows, out)
                 return out
             keys = tuple(
@@ -86,7 +141,8 @@ class ProjectionCache:
                 )
                 for a in range(heads)
             )
-            out = ProjectedRows(params, keys, (None,) * heads, (None,) * heads, per_seg[0].w_q)
+            first = per_seg[0]
+            out = ProjectedRows(params, keys, (None,) * heads, (None,) * heads, first.w_q, first.b_q, first.w_o, first)
             self._last = (rows, out)
         return out
 

@@ -317,12 +317,16 @@ class Planned(Reply):
         The queries as the plan took them (encoded, unit rows for "cosine").
     taus : tuple of float
         The extra temperatures asked for.
+    out : projected rows, optional
+        Their output projection W_O (+ b_O) turned the heads' answers into ``soft``
+        and ``hard``; :meth:`hit_values` applies it too.
     """
 
     state: TableState
     heads: list = field(repr=False, default_factory=list)
     queries: np.ndarray | None = field(repr=False, default=None)
     taus: tuple = ()  # the extra temperatures of the ask (``answers.lse_at`` columns)
+    out: Any = field(repr=False, default=None)  # softdb.learn._params.ProjectedRows with W_O, or None
 
     def hits_of(self, rows: Any, scores: Any, weights: Any) -> SearchResult:
         ids, pays = self.state.rows.labels(rows)
@@ -368,5 +372,6 @@ class Planned(Reply):
         return out - np.log(len(self.heads))  # (m, r)
 
     def hit_values(self, rows: np.ndarray) -> np.ndarray:
-        """Values of ``rows`` in the answers' space (projected, concatenated over heads)."""
-        return values_at(self.heads, rows, self.state.dtype)
+        """Values of ``rows`` in the answers' space (projected, concatenated over heads, after W_O)."""
+        v = values_at(self.heads, rows, self.state.dtype)  # (..., d_out)
+        return v if self.out is None else self.out.output(v, np.asarray(rows) >= 0)  # (..., d_o)

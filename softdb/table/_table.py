@@ -22,12 +22,12 @@ import numpy as np
 
 from softdb import _checks
 from softdb.engine import _keys
-from softdb.engine._plan import Ask, Head, answer
+from softdb.engine._plan import Ask, answer
 from softdb.table._fitting import Fitting
 from softdb.table._frontend import NO_K, FrontEnd, QuerySpec, prepare_queries
 from softdb.table._merge import merge_tail
 from softdb.table._mutation import Mutation
-from softdb.table._projected import ProjectionCache
+from softdb.table._projected import ProjectionCache, check_head, heads_of, output
 from softdb.table._state import COSINE_TEMPERATURE, Planned, SearchResult, TableState
 from softdb.table._texts import TextWrites
 
@@ -322,6 +322,9 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
         st, proj = snap
         return st.tau(temperature, None if proj is None else proj.params)
 
+    def _check_ask(self, snap: tuple[TableState, Any], ask: Ask, m: int) -> None:
+        check_head(ask.head, 1 if snap[1] is None else len(snap[1].keys))
+
     def _queries(self, queries: Any, st: TableState) -> tuple[Any, bool]:
         """Queries → (m, d) in the table's dtype (encoded, checked, unit for "cosine"), and single."""
         return prepare_queries(queries, _spec_of(st), lambda: st.encoder or self._query_encoder())  # st's vocabulary
@@ -345,19 +348,12 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
     ) -> Planned:
         """In process: one pass of the query plan per head (see :mod:`softdb.engine._plan`)."""
         st, proj = snap
-        if proj is None:
-            rows = st.rows
-            if len(rows.views) == 1 and rows.views[0].live is None:  # one segment, nothing removed: one pass
-                p = rows.views[0].part
-                heads = [Head(st.score(p.keys), p.values, st.query_w, p.key_norm_max, st.block_weights)]
-            else:
-                heads = [Head(st.score_parts, None, st.query_w, None, st.block_weights)]  # one pass per segment
-        else:
-            heads = [
-                Head(kh, vh, wq, nm) for kh, vh, wq, nm in zip(proj.keys, proj.values, proj.w_q, proj.key_norm_max)
-            ]
-        answers = answer(heads, q, ask, tau, mask, dtype=st.dtype)
-        return Planned(answers, tau, single, state=st, heads=heads, queries=q, taus=ask.taus)
+        heads = heads_of(st, proj)
+        answers = output(answer(heads, q, ask, tau, mask, dtype=st.dtype), proj, ask)
+        if ask.head is not None:
+            heads = [heads[ask.head]]
+        out = None if proj is None or ask.head is not None else proj
+        return Planned(answers, tau, single, state=st, heads=heads, queries=q, taus=ask.taus, out=out)
 
     def _answer(
         self, queries: Any, ask: Ask, *, temperature: float | None = None, mask: Any = None, k: Any = NO_K
@@ -365,8 +361,10 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
         """:meth:`FrontEnd._answer <softdb.table._frontend.FrontEnd._answer>`, answered by the plan."""
         return cast(Planned, super()._answer(queries, ask, temperature=temperature, mask=mask, k=k))
 
-    def explain(self, query: Any, k: int = 5, *, temperature: float | None = None) -> Any:
+    def explain(self, query: Any, k: int = 5, *, temperature: float | None = None, head: int | None = None) -> Any:
         """A readable "soft SELECT" for one query (see :func:`softdb.table._explain.explain`).
+
+        ``head=h`` shows head h of a table with several heads (its weights, hits and answer).
 
         Examples
         --------
@@ -378,7 +376,7 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
         """
         from softdb.table._explain import explain
 
-        return explain(self, query, k, temperature=temperature)
+        return explain(self, query, k, temperature=temperature, head=head)
 
     @classmethod
     def from_texts(

@@ -17,6 +17,7 @@ from softdb.render._grid import TemperatureGrid, grid_log_sum_exp, temperature_g
 from softdb.render._notebook import fit_report_html, intuition_html, search_result_html, table_html
 from softdb.render._results import jsonable, to_dicts, to_pandas
 from softdb.views._explorer import explain_view
+from softdb.views._heads import heads_page, heads_summary, heads_view_data, write_heads_html
 from softdb.views._model import SearchAnswer, search_answer, search_answers, search_record
 
 __all__ = [
@@ -28,6 +29,9 @@ __all__ = [
     "explanation_html",
     "fit_report_html",
     "grid_log_sum_exp",
+    "heads_page",
+    "heads_summary",
+    "heads_view_data",
     "intuition_html",
     "jsonable",
     "search_answer",
@@ -39,5 +43,6 @@ __all__ = [
     "to_dicts",
     "to_pandas",
     "write_explanation_html",
+    "write_heads_html",
     "write_html",
 ]

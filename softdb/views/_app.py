@@ -22,6 +22,8 @@ import numpy as np
 from softdb.render._grid import temperature_grid
 from softdb.render._html import asset, esc, fmt_num, script_json, snippet_text
 from softdb.render._results import jsonable
+from softdb.views._heads_route import HeadsRoute
+from softdb.views._heads_route import script_hash as heads_script_hash
 from softdb.views._model import search_answer, search_record
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,6 +119,8 @@ class App:
         A table built from texts (it must have an encoder).
     title : str
         Shown in the page header.
+    heads_model : optional
+        The model ``/heads`` looks inside: a local BERT-family folder (default: the bundled MiniLM).
 
     Examples
     --------
@@ -130,7 +134,7 @@ class App:
     400
     """
 
-    def __init__(self, table: SoftTable, *, title: str = "softdb") -> None:
+    def __init__(self, table: SoftTable, *, title: str = "softdb", heads_model: Any = None) -> None:
         if table.encoder is None:
             raise ValueError(
                 "softdb serve needs a table built from texts (it encodes the typed queries), "
@@ -141,12 +145,16 @@ class App:
         self.encoder = _Encoder(table.encoder)
         self.grid = temperature_grid(table.temperature)  # (g,)
         self.page, self.script_hash = self._build_page(title)
+        self.heads = HeadsRoute(ApiError, model=heads_model)
+        #: Every script the app's pages run, as CSP sources (the search page's and the head view's).
+        self.script_hashes = (self.script_hash, heads_script_hash())
         self.routes = {
             "/": self._page,
             "/index.html": self._page,
             "/api/search": self._search,
             "/api/compare": self._compare,
             "/api/health": self._health,
+            "/heads": self.heads.handle,
             "/favicon.ico": lambda params: (204, "image/x-icon", b""),
         }
 
@@ -335,7 +343,8 @@ class App:
             return _json(
                 404,
                 {
-                    "error": f"no such page {path[:80]!r}; the pages are /, /api/search, /api/compare and /api/health",
+                    "error": f"no such page {path[:80]!r}; the pages are /, /heads, /api/search, /api/compare "
+                    "and /api/health",
                     "status": 404,
                 },
             )

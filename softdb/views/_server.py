@@ -60,6 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
     quiet: bool = True
 
     def _send(self, status: int, ctype: str, body: bytes, head_only: bool = False) -> None:
+        scripts = " ".join(f"'{h}'" for h in self.app.script_hashes)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -68,7 +69,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header(
             "Content-Security-Policy",
-            f"default-src 'none'; script-src '{self.app.script_hash}'; style-src 'unsafe-inline'; "
+            f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; "
             "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'; "
             "frame-ancestors 'none'",
         )

@@ -101,7 +101,7 @@ def test_user_errors_exit_2_without_traceback(tmp_path):
         assert "Traceback" not in proc.stderr, (argv, proc.stderr)
 
 
-@pytest.mark.parametrize("sub", ["demo", "search", "index", "eval", "intuitions"])
+@pytest.mark.parametrize("sub", ["demo", "search", "index", "eval", "intuitions", "heads"])
 def test_help_on_every_subcommand(sub, capsys):
     with pytest.raises(SystemExit) as exc:
         main([sub, "--help"])

@@ -33,7 +33,7 @@ def _check_result(r: Intuition, name: str) -> None:
 
 
 # ------------------------------------------------------------------ the registry
-def test_registry_has_the_eleven_claims_in_order():
+def test_registry_has_the_fifteen_claims_in_order():
     assert list(REGISTRY) == [
         "one-hot",
         "qk-differ",
@@ -46,7 +46,12 @@ def test_registry_has_the_eleven_claims_in_order():
         "causal",
         "search-engine",
         "approximate-select",
+        "heads-hard",
+        "heads-position",
+        "heads-sink",
+        "heads-asymmetric",
     ]
+    assert set(list(REGISTRY)[11:]) == intuitions.REAL_HEADS
 
 
 @pytest.mark.parametrize("name", list(REGISTRY))

@@ -338,7 +338,8 @@ def test_errors_name_the_numbers():
     msg = "d_k=5 does not split evenly into heads=2; hint: choose d_k as a multiple of heads, e.g. d_k=4"
     with pytest.raises(ValueError, match=re.escape(msg)):
         Projection(5, heads=2)
-    with pytest.raises(ValueError, match=re.escape("learn must be a subset of ['q', 'k', 'v'], got ['x']")):
+    msg = "learn must be a subset of ['q', 'k', 'v', 'b_Q', 'b_K', 'b_V', 'W_O', 'b_O'], got ['x']"
+    with pytest.raises(ValueError, match=re.escape(msg)):
         Projection(5, learn=("x",))
     with pytest.raises(TypeError, match=re.escape("projection must be a softdb.Projection or None, got ndarray")):
         SoftTable(K).projection = np.eye(5)
