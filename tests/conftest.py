@@ -8,7 +8,16 @@ use their own temporary folders.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
+
+# CI (which sets CI=true) runs the property tests on a fixed seed, so a green main stays green and a
+# failure there reproduces; a developer's run draws new examples every time and finds new cases.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from softdb import SoftTable
@@ -30,6 +30,7 @@ def _reference(keys, q, values, mask):
 
 
 @settings(max_examples=60, deadline=None)
+@example(c=92, d=6, dv=12, block=1, masked=False, same=False, f64=False, seed=343)  # cancellation
 @given(
     c=st.integers(0, 700),
     d=st.integers(1, 40),
@@ -58,7 +59,10 @@ def test_score_blend_matches_float64(c, d, dv, block, masked, same, f64, seed):
     tol = 1e-12 if f64 else 2e-5
     np.testing.assert_allclose(s, rs, rtol=tol, atol=tol * 10)
     assert (s[~mask] == -np.inf).all() if masked else np.isfinite(s).all()
-    np.testing.assert_allclose(o, ro + 0.5, rtol=tol, atol=tol * 10 * max(1, c))
+    # A sum's rounding is relative to the sum of its terms' sizes, not to the sum: terms of 1e5
+    # that cancel to -1.2e3 leave an error of 0.1 in float32 (a hypothesis example did exactly that).
+    size = np.exp(rs) @ np.abs(values.astype(np.float64))  # (d_v,)  Σ_j e^{s_j} |v_j|
+    assert np.all(np.abs(o - (ro + 0.5)) <= tol * (size + 0.5) + tol * 10), (o, ro + 0.5, size)
 
 
 def test_compiled_and_numpy_loops_agree_on_one_chunk(monkeypatch):
