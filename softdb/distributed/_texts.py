@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
+from softdb.table._texts import text_list
+
 __all__ = ["ShardedTexts"]
 
 
@@ -33,11 +35,7 @@ class ShardedTexts:
         As :meth:`SoftTable.add_texts`; payloads default to the texts. A sharded table holds
         dense keys, so its encoder is a dense one.
         """
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise TypeError(
-                f"texts must be a sequence of strings, got {type(texts).__name__}; hint: wrap one text in a list"
-            )
-        texts = list(texts)
+        texts = text_list(texts)
         if self.encoder is None:
             raise TypeError(
                 "add_texts needs a table that records its encoder (built from texts), but this sharded "

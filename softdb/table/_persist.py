@@ -59,24 +59,30 @@ def _encoder_part(state: TableState) -> tuple[dict | None, dict[str, np.ndarray]
     return encoder, arrays
 
 
+def _rows_fields(state: TableState, n: int, key_meta: dict | None, ids: Any, payloads: Any) -> dict:
+    """The manifest fields of some rows of ``state``, in the manifest's order (a segment's, or format 1's first)."""
+    return dict(
+        n=n,
+        dim=state.dim,
+        value_dim=state.value_dim,
+        dtype=state.dtype,
+        keys=key_meta,
+        metric=state.metric,
+        temperature=state.temperature,
+        shared_kv=state.shared_kv,
+        ids=ids,
+        payloads=payloads,
+    )
+
+
 def _segment_out(view: Any, state: TableState) -> SegmentOut:
     """What the store needs to save one segment view (its arrays only if it must be written)."""
     seg = view.seg.seal(None).seg if view.growing else view.seg  # the growing rows so far, sealed
 
     def contents() -> tuple[dict, list]:
         key_arrays, key_meta = key_files(seg.keys, state.block_weights, None)
-        fields = dict(
-            n=seg.n,
-            dim=state.dim,
-            value_dim=state.value_dim,
-            dtype=state.dtype,
-            keys=key_meta,
-            metric=state.metric,
-            temperature=state.temperature,
-            shared_kv=state.shared_kv,
-            ids=tuple(seg.ids.tolist()),
-            payloads=None if seg.payloads is None else tuple(seg.payloads.tolist()),
-        )
+        ids, pays = tuple(seg.ids.tolist()), None if seg.payloads is None else tuple(seg.payloads.tolist())
+        fields = _rows_fields(state, seg.n, key_meta, ids, pays)
         arrays = [*key_arrays.items(), *([] if state.shared_kv else [("values.npy", seg.values)])]
         return fields, arrays
 
@@ -93,20 +99,8 @@ def _save_v1(state: TableState, path: str | os.PathLike[str]) -> list[tuple[str,
     proj, proj_arrays = _projection_part(state.projection)
     encoder, enc_arrays = _encoder_part(state)
     key_arrays, key_meta = key_files(rows.keys, state.block_weights, state.query_w)
-    fields = dict(
-        n=rows.n,
-        dim=state.dim,
-        value_dim=state.value_dim,
-        dtype=state.dtype,
-        keys=key_meta,
-        metric=state.metric,
-        temperature=state.temperature,
-        shared_kv=state.shared_kv,
-        ids=rows.ids,
-        payloads=rows.payloads if state.has_payloads else None,
-        projection=proj,
-        encoder=encoder,
-    )
+    payloads = rows.payloads if state.has_payloads else None
+    fields = {**_rows_fields(state, rows.n, key_meta, rows.ids, payloads), "projection": proj, "encoder": encoder}
     arrays = [
         *key_arrays.items(),
         *((f"encoder.{k}.npy", np.asarray(a)) for k, a in enc_arrays.items()),

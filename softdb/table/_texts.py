@@ -26,6 +26,15 @@ __all__ = ["StaleEncoderError", "TextWrites", "text_after_add", "text_after_remo
 RETRIES = 8
 
 
+def text_list(texts: Any) -> list[str]:
+    """``texts`` as a list, refusing one string or a non-sequence (both tables' ``add_texts``)."""
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(
+            f"texts must be a sequence of strings, got {type(texts).__name__}; hint: wrap one text in a list"
+        )
+    return list(texts)
+
+
 class StaleEncoderError(Exception):
     """The keys were grown from an encoder version that is no longer the table's (a writer raced)."""
 
@@ -113,11 +122,7 @@ class TextWrites:
         >>> t.remove([2]); len(t)
         2
         """
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise TypeError(
-                f"texts must be a sequence of strings, got {type(texts).__name__}; hint: wrap one text in a list"
-            )
-        texts = list(texts)
+        texts = text_list(texts)
         encoder = self.encoder  # a loaded table rebuilds it here
         if encoder is None:
             raise TypeError(
