@@ -197,7 +197,7 @@ def test_random_sigkills_leave_old_or_new(tmp_path, tables, zygote, capsys):
     # may not run at all before the kill, so the window alone does not promise both outcomes.
     while (kills < 80 or len(outcomes) < 2) and time.perf_counter() - t0 < 90:
         pid = zygote.start("random", path)
-        time.sleep(rng.uniform(0, 8 * save_s))  # lands anywhere in the child's first few saves (fork and start included)
+        time.sleep(rng.uniform(0, 8 * save_s))  # anywhere in the child's first few saves (its fork included)
         os.kill(pid, signal.SIGKILL)
         assert zygote.reap(pid) == -signal.SIGKILL
         kills += 1
