@@ -1,0 +1,105 @@
+"""Low-precision dot products for compressed keys: int8 codes and bf16 numbers.
+
+This module is the one seam between softdb's certified search (which needs only these
+functions and their error contracts) and the SIMD libraries that make them fast. The
+functions here are numpy references, exact by construction; faster backends (numkong,
+torch's oneDNN) plug in behind the same signatures, chosen by measurement.
+
+Contracts
+---------
+- ``dot_int8(a, b)`` is **exact**: the int32 dot products of int8 codes (|code| ≤ 127, so
+  d ≤ 133,000 cannot overflow). Any backend must return the same integers.
+- ``dot_bf16(a, b)`` takes bf16 numbers (as their uint16 bit patterns) and accumulates in
+  float32 in some order: ``|out - exact| <= gamma(d) * (|a| @ |b|)`` with
+  ``gamma(d) = d·u / (1 − d·u)``, u = 2**-24, whatever the order of the sums.
+
+Examples
+--------
+>>> import numpy as np
+>>> codes, scale = quantize_int8(np.array([[0.5, -1.0], [2.0, 0.0]], np.float32))
+>>> codes.tolist(), scale.tolist()
+([[64, -127], [127, 0]], [0.007874015718698502, 0.015748031437397003])
+>>> dot_int8(codes, codes).tolist()
+[[20225, 8128], [8128, 16129]]
+>>> from_bf16(to_bf16(np.array([1.0, 3.14159], np.float32))).tolist()
+[1.0, 3.140625]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["dot_bf16", "dot_int8", "from_bf16", "gamma", "quantize_int8", "to_bf16"]
+
+#: float32's unit roundoff.
+U32 = 2.0**-24
+
+
+def gamma(d: int) -> float:
+    """The classic bound γ_d = d·u / (1 − d·u) on the relative error of a float32 sum of d terms."""
+    return d * U32 / (1.0 - d * U32)
+
+
+def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 codes, one scale per row: x ≈ scale[:, None] * codes.
+
+    Parameters
+    ----------
+    x : ndarray of shape (n, d), float32, finite
+
+    Returns
+    -------
+    codes : ndarray of shape (n, d), int8, in [-127, 127]
+    scale : ndarray of shape (n,), float32; max|x_j| / 127 (1 for an all-zero row)
+    """
+    x = np.asarray(x, np.float32)
+    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
+    scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+    codes = np.clip(np.rint(x / scale[:, None]), -127, 127).astype(np.int8)
+    return codes, scale
+
+
+def dot_int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact int32 dot products of int8 codes: a @ b.T.
+
+    Parameters
+    ----------
+    a : ndarray of shape (m, d), int8
+    b : ndarray of shape (n, d), int8
+
+    Returns
+    -------
+    ndarray of shape (m, n), int32 (exact)
+    """
+    d = a.shape[1]
+    # float32 sums of integer products stay exact while every partial sum is below 2**24.
+    ft: type[np.floating] = np.float32 if d * 127 * 127 < 2**24 else np.float64
+    fa, fb = a.astype(ft), b.astype(ft)
+    return np.matmul(fa, fb.T).astype(np.int32)
+
+
+def to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 → bf16 bit patterns (uint16), rounding to nearest even; finite inputs."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    return (rounded >> np.uint32(16)).astype(np.uint16)
+
+
+def from_bf16(bits: np.ndarray) -> np.ndarray:
+    """bf16 bit patterns (uint16) → float32, exactly."""
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def dot_bf16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float32-accumulated dot products of bf16 numbers: a @ b.T (see the module's bound).
+
+    Parameters
+    ----------
+    a : ndarray of shape (m, d), uint16 (bf16 bits)
+    b : ndarray of shape (n, d), uint16 (bf16 bits)
+
+    Returns
+    -------
+    ndarray of shape (m, n), float32
+    """
+    return from_bf16(a) @ from_bf16(b).T
