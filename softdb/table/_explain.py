@@ -134,7 +134,14 @@ class Explanation:
 
 
 def explain(
-    table: Any, query: Any, k: int = 5, *, temperature: float | None = None, taus: tuple = (), head: int | None = None
+    table: Any,
+    query: Any,
+    k: int = 5,
+    *,
+    temperature: float | None = None,
+    taus: tuple = (),
+    head: int | None = None,
+    where: Any = None,
 ) -> Explanation:
     """Explain one query: top rows with scores and weights, entropy, soft vs hard.
 
@@ -155,6 +162,8 @@ def explain(
         Explain one head of a table with several (0 <= head < heads): its own
         weights, hits and answers. Default: all heads (weights are their mean,
         answers concatenated, then W_O if the projection has one).
+    where : dict or str, optional
+        A filter on the payloads (as in ``search``): weights are over the rows that pass.
 
     Returns
     -------
@@ -181,7 +190,7 @@ def explain(
     k = min(k, len(table)) if len(table) else k
     taus = tuple(float(t) for t in taus)
     ask = Ask(soft=True, hard=True, lse=True, stats=True, taus=taus, head=head)
-    p = table._answer(query, ask, temperature=temperature, k=k)
+    p = table._answer(query, ask, temperature=temperature, k=k, where=where)
     hits = p.hits()  # (k,) each
     a = p.answers
     soft, hard = a.soft[0], a.hard[0]  # (d_out,), (d_out,)

@@ -1,0 +1,128 @@
+"""Filtered questions in process: ``where=`` on a SoftTable, and the prefilter for selective masks.
+
+:class:`Filtering` gives :class:`~softdb.SoftTable` the front end's two filter hooks: parse a
+filter against the fields of one version, and turn it into the mask of that version's live rows
+(:func:`softdb.table._columns.where_mask`, numpy over per-segment columns).
+
+The **prefilter** (:func:`prefiltered`): when few rows may pass a mask (a filter's or the
+caller's), scoring every row and throwing most scores away is waste. Instead the passing rows
+are gathered (per segment, :meth:`softdb.engine._segmented.Parts.take`) and the same plan runs
+over that subset; its rows are mapped back to the table's rows. The map is increasing, so ties
+still go to the lowest row, and every answer equals the mask path's: the same rows and scores
+(the same dot products), weights and soft answers within float rounding of the softmax sums.
+
+The switch point :data:`PREFILTER_BELOW` was measured with ``benchmarks/bench_filters.py``
+(docs/guide/filters.md): gathering a passing row costs about as much as scoring it against one
+query, so below it the subset pays for its copy.
+
+Examples
+--------
+>>> import numpy as np
+>>> from softdb import SoftTable
+>>> t = SoftTable(np.eye(4, dtype=np.float32), payloads=[{"y": i} for i in range(4)], temperature=1.0)
+>>> t.search([1.0, 0.0, 0.0, 1.0], k=2, where={"y": {"$in": [2, 3]}}).rows  # one row of 4 scored twice
+array([3, 2])
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from softdb.engine._plan import Answers, Ask, Head, answer
+from softdb.table._columns import fields_of, where_mask
+from softdb.table._where import Filter, parse_where
+
+__all__ = ["PREFILTER_BELOW", "Filtering", "prefiltered"]
+
+#: Gather the passing rows and score only those when at most this share of the rows passes
+#: (one query; with many queries scoring costs more per row and the subset wins sooner).
+PREFILTER_BELOW = 0.25
+#: The same with at least :data:`MANY_QUERIES` queries.
+PREFILTER_BELOW_MANY = 0.5
+MANY_QUERIES = 16
+
+
+class Filtering:
+    """The filter hooks of :class:`~softdb.table._frontend.FrontEnd` for a table in this process."""
+
+    def _parse_where(self, snap: Any, where: Any) -> Filter:
+        if isinstance(where, Filter):
+            return where
+        return parse_where(where, fields_of(snap[0].rows))
+
+    def _where_mask(self, snap: Any, where: Any) -> np.ndarray:
+        return where_mask(snap[0].rows, where)  # (n,)
+
+
+def _threshold(m: int) -> float:
+    return PREFILTER_BELOW_MANY if m >= MANY_QUERIES else PREFILTER_BELOW
+
+
+def prefiltered(st: Any, proj: Any, q: Any, ask: Ask, tau: float, mask: np.ndarray | None) -> Answers | None:
+    """The plan's answers over the rows ``mask`` allows, scoring only those; None: use the mask path.
+
+    Parameters
+    ----------
+    st : softdb.table._state.TableState
+    proj : projected rows, or None
+        Projected tables take the mask path.
+    q : queries as the plan takes them, (m, d)
+    ask : Ask
+    tau : float
+    mask : ndarray of bool, shape (n,) or (m, n), optional
+
+    Returns
+    -------
+    Answers or None
+        With rows of the whole table (-1: no match), weights (m, n) with zeros where masked.
+    """
+    if mask is None or proj is not None:
+        return None
+    n = st.rows.n
+    m = q.shape[0] if hasattr(q, "shape") else q[0].shape[0]
+    allowed = mask if mask.ndim == 1 else mask.any(axis=0)  # (n,)
+    sub = np.flatnonzero(allowed)  # (s,)  increasing
+    if len(sub) > _threshold(m) * n:
+        return None
+    if len(sub):
+        sub_mask = None if mask.ndim == 1 else mask[:, sub]  # (m, s)
+    else:  # nothing passes: one row, masked, gives the plan's defined no-match
+        sub = np.zeros(1, np.int64)
+        sub_mask = np.zeros(1, bool)
+    parts = st.rows.parts
+    keys = parts.take(sub)  # (s, d) of the table's key kind
+    values = parts.take(sub, values=True)  # (s, d_v)
+    head = Head(st.score(keys), values, st.query_w, st.rows.key_norm_max, st.block_weights)
+    k = min(ask.k, len(sub)) if ask.k else 0
+    a = answer([head], q, replace(ask, k=k), tau, sub_mask, dtype=st.dtype)
+    return _lift(a, sub, n, ask.k, st.dtype)
+
+
+def _rows_back(rows: np.ndarray, sub: np.ndarray) -> np.ndarray:
+    return np.where(rows >= 0, sub[np.maximum(rows, 0)], -1)
+
+
+def _lift(a: Answers, sub: np.ndarray, n: int, k: int, dtype: np.dtype) -> Answers:
+    """Answers over the subset → answers over the table's n rows."""
+    if a.hard_rows is not None:
+        a.hard_rows = _rows_back(a.hard_rows, sub)  # (m, 1)
+    if a.rows is not None:
+        rows, scores = _rows_back(a.rows, sub), a.scores  # (m, k'), (m, k')
+        pad = k - rows.shape[1]
+        if pad > 0:  # fewer rows than k pass: the mask path's empty slots
+            m = rows.shape[0]
+            rows = np.concatenate([rows, np.full((m, pad), -1, np.int64)], axis=1)  # (m, k)
+            scores = np.concatenate([scores, np.full((m, pad), -np.inf, scores.dtype)], axis=1)  # (m, k)
+            if a.hit_weights is not None:
+                a.hit_weights = np.concatenate([a.hit_weights, np.zeros((m, pad), a.hit_weights.dtype)], axis=1)
+        a.rows, a.scores = rows, scores
+    if a.weights is not None:
+        w = np.zeros((a.weights.shape[0], n), dtype)  # (m, n)
+        w[:, sub] = a.weights  # (m, s)
+        a.weights = w
+        if a.head_weights is not None:
+            a.head_weights = w[None]  # (1, m, n)
+    return a
