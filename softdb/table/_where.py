@@ -119,12 +119,12 @@ def _scalar(v: Any, field: str, op: str) -> Any:
     if isinstance(v, int | float):
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(
-                f"{op} on field {field!r} needs a finite number, got {v!r}; hint: NaN and infinity match nothing"
+                f"{op} on field {field!r} needs a finite number, got {v!r}; hint: a filter compares finite numbers"
             )
         return v
     raise TypeError(
         f"{op} on field {field!r} needs a number, a string or a boolean, got {type(v).__name__} {v!r}; "
-        f"hint: {{{field!r}: {{{op!r}: 2020}}}}"
+        f'hint: {{"{field}": {{"{op}": 2020}}}}'
     )
 
 
