@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from softdb.engine._plan import Answers, Ask, Head, answer
+from softdb.engine._segmented import Parts
 from softdb.table._columns import fields_of, where_mask
 from softdb.table._where import Filter, parse_where
 
-__all__ = ["PREFILTER_BELOW", "Filtering", "prefiltered"]
+__all__ = ["PREFILTER_BELOW", "Filtering", "gather", "prefiltered"]
 
 #: Gather the passing rows and score only those when at most this share of the rows passes
 #: (one query; with many queries scoring costs more per row and the subset wins sooner).
@@ -93,12 +94,33 @@ def prefiltered(st: Any, proj: Any, q: Any, ask: Ask, tau: float, mask: np.ndarr
         sub = np.zeros(1, np.int64)
         sub_mask = np.zeros(1, bool)
     parts = st.rows.parts
-    keys = parts.take(sub)  # (s, d) of the table's key kind
-    values = parts.take(sub, values=True)  # (s, d_v)
+    keys = gather(parts, sub)  # (s, d) of the table's key kind
+    values = None
+    if ask.soft or ask.hard:  # values are read by answers only (a K = V table's are its keys)
+        values = (keys[0] if isinstance(keys, tuple) else keys) if st.shared_kv else gather(parts, sub, values=True)
     head = Head(st.score(keys), values, st.query_w, st.rows.key_norm_max, st.block_weights)
     k = min(ask.k, len(sub)) if ask.k else 0
     a = answer([head], q, replace(ask, k=k), tau, sub_mask, dtype=st.dtype)
     return _lift(a, sub, n, ask.k, st.dtype)
+
+
+def gather(parts: Parts, rows: np.ndarray, values: bool = False) -> Any:
+    """Keys (or values) of increasing global live ``rows`` (s,): (s, d), one ``np.take`` per segment.
+
+    Dense parts are copied into one array (no concatenation after); other key kinds go through
+    :meth:`~softdb.engine._segmented.Parts.take`.
+    """
+    srcs = [p.values if values else p.keys for p in parts.parts]
+    if not all(isinstance(a, np.ndarray) for a in srcs):
+        return parts.take(rows, values=values)
+    which, local = parts.locate(rows)  # (s,), (s,)  ``which`` non-decreasing
+    out = np.empty((len(rows), srcs[0].shape[1]), srcs[0].dtype)  # (s, d)
+    bounds = np.searchsorted(which, np.arange(len(srcs) + 1))  # (p + 1,)
+    for i, src in enumerate(srcs):
+        a, b = int(bounds[i]), int(bounds[i + 1])
+        if b > a:
+            np.take(src, local[a:b], axis=0, out=out[a:b])  # (s_i, d)
+    return out
 
 
 def _rows_back(rows: np.ndarray, sub: np.ndarray) -> np.ndarray:
