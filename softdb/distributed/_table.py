@@ -322,13 +322,13 @@ class ShardedTable(FrontEnd, _shard_views.ShardedViews, ShardedTexts):
         return _ShardReply(a, tau, single, v, self._cluster.verify, tuple(ask.taus))
 
     def weight_stats(
-        self, queries: Any, *, temperature: float | None = None, mask: Any = None
+        self, queries: Any, *, temperature: float | None = None, mask: Any = None, where: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Entropy (nats) and effective rows 1/Σw² of each query's full-table weights, (m,) each.
 
         One pass on the workers (the kernel's mergeable entropy sums); no weights move.
         """
-        p = self._answer(queries, Ask(stats=True), temperature=temperature, mask=mask)
+        p = self._answer(queries, Ask(stats=True), temperature=temperature, mask=mask, where=where)
         return p.one(p.answers.entropy), p.one(p.answers.effective_rows)  # type: ignore[return-value]
 
     # ------------------------------------------------------------- mutation

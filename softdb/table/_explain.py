@@ -243,7 +243,7 @@ def _block_names(table: SoftTable) -> list[str]:
 
 
 def weight_stats(
-    table: Any, queries: Any, *, temperature: float | None = None, max_cells: int = 1 << 22
+    table: Any, queries: Any, *, temperature: float | None = None, max_cells: int = 1 << 22, where: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Entropy and effective number of rows of each query's full-table weights.
 
@@ -258,6 +258,8 @@ def weight_stats(
     temperature : float, optional
     max_cells : int
         Queries per batch × rows, at most (tables with several heads).
+    where : dict or str, optional
+        A filter on the payloads: the weights over the rows that pass.
 
     Returns
     -------
@@ -288,7 +290,7 @@ def weight_stats(
     effective = np.empty(m, np.float64)  # (m,)
     for start in range(0, m, max(step, 1)):
         part = [x[start : start + step] for x in q] if blocks else q[start : start + step]
-        a = table._answer(part, Ask(stats=True), temperature=temperature).answers
+        a = table._answer(part, Ask(stats=True), temperature=temperature, where=where).answers
         entropy[start : start + step] = a.entropy  # (b,)
         effective[start : start + step] = a.effective_rows  # (b,)
     return entropy, effective
