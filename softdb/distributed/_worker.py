@@ -24,9 +24,9 @@ from softdb.distributed._shards import ShardRef, check_version
 from softdb.engine import _kernel
 from softdb.engine._scorers import DenseScorer
 from softdb.engine._states import HardState
+from softdb.store import _storage as storage
 from softdb.table._columns import columns_of
 from softdb.table._where import evaluate
-from softdb.store import _storage as storage
 
 __all__ = ["CACHE_SHARDS", "forget", "load", "run"]
 

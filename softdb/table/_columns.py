@@ -197,11 +197,12 @@ def columns_of(seg: Any, n: int, payloads: Any) -> Columns:
 
 
 def _slice(c: Columns, n: int) -> Columns:
-    fields = {
-        k: _Field(*(None if a is None else a if isinstance(a, dict) else a[:n] for a in vars(f).values()))
-        for k, f in c.fields.items()
-    }
+    fields = {k: _Field(**{a: _head(x, n) for a, x in vars(f).items()}) for k, f in c.fields.items()}
     return Columns(n, fields, c.text[:n], c.has_text[:n])
+
+
+def _head(x: Any, n: int) -> Any:
+    return x[:n] if isinstance(x, np.ndarray) else x  # arrays: the first n rows; the category dict as is
 
 
 def fields_of(rows: Any) -> set[str]:

@@ -132,7 +132,7 @@ def _lift(a: Answers, sub: np.ndarray, n: int, k: int, dtype: np.dtype) -> Answe
     if a.hard_rows is not None:
         a.hard_rows = _rows_back(a.hard_rows, sub)  # (m, 1)
     if a.rows is not None:
-        rows, scores = _rows_back(a.rows, sub), a.scores  # (m, k'), (m, k')
+        rows, scores = _rows_back(a.rows, sub), np.asarray(a.scores)  # (m, k'), (m, k')
         pad = k - rows.shape[1]
         if pad > 0:  # fewer rows than k pass: the mask path's empty slots
             m = rows.shape[0]

@@ -361,7 +361,9 @@ class SoftTable(Filtering, FrontEnd, Mutation, Fitting, TextWrites):
         """:meth:`FrontEnd._answer <softdb.table._frontend.FrontEnd._answer>`, answered by the plan."""
         return cast(Planned, super()._answer(queries, ask, temperature=temperature, **kw))
 
-    def explain(self, query: Any, k: int = 5, *, temperature: float | None = None, head: int | None = None, **kw: Any) -> Any:
+    def explain(
+        self, query: Any, k: int = 5, *, temperature: float | None = None, head: int | None = None, **kw: Any
+    ) -> Any:
         """A readable "soft SELECT" for one query (see :func:`softdb.table._explain.explain`).
 
         ``head=h`` shows head h of a table with several heads (its weights, hits and answer);

@@ -61,7 +61,9 @@ def explain_view(
         query = table.encoder.encode([query])[0]  # (d,)  one encode for every answer below
     tau0 = table.temperature if temperature is None else float(temperature)
     taus = grid_taus(tau0) if has_slider(table) else ()
-    e = explain(table, query, k=k, temperature=temperature, taus=taus, where=where)  # one pass: hits, answers and the grid
+    e = explain(
+        table, query, k=k, temperature=temperature, taus=taus, where=where
+    )  # one pass: hits, answers and the grid
     if label is not None:
         object.__setattr__(e, "query", label)
     return e

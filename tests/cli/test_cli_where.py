@@ -63,7 +63,7 @@ def test_search_where_that_nothing_passes_prints_no_hits(table, capsys):
             "{year: 2020}",
             "softdb: error: where= must be a JSON object, got malformed JSON '{year: 2020}' (Expecting property "
             "name enclosed in double quotes: line 1 column 2 (char 1)); "
-            "hint: --where '{\"year\": {\"$gte\": 2020}}' (double quotes inside, single quotes around)",
+            'hint: --where \'{"year": {"$gte": 2020}}\' (double quotes inside, single quotes around)',
         ),
         (
             '{"year": {"$after": 2020}}',

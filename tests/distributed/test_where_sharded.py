@@ -18,7 +18,7 @@ from hypothesis import strategies as hst
 from softdb import SoftTable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "table"))
-import test_where_equivalence as W  # noqa: E402  the oracle and the filter strategies
+import test_where_equivalence as W  # noqa: N812  the oracle and the filter strategies
 
 distributed = pytest.importorskip("distributed")
 from softdb.distributed._table import ShardedTable  # noqa: E402
@@ -82,7 +82,9 @@ def sharded(client, tmp_path_factory):
         yield t, keys[live], [ids[i] for i in live], [pays[i] for i in live]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(f=W.filters, with_mask=hst.booleans())
 def test_sharded_where_equals_the_predicate(sharded, f, with_mask):
     t, keys, live, pays = sharded
@@ -105,7 +107,9 @@ def test_sharded_where_equals_the_predicate(sharded, f, with_mask):
     np.testing.assert_allclose(t.lookup(W.Q, where=f, mask=user), soft, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(t.lookup(W.Q, mode="hard", where=f, mask=user), hard)
     passing = np.broadcast_to(mask, (len(W.Q), len(live)))
-    np.testing.assert_allclose(t.weights(W.Q, where=f, mask=user), W.reference_weights(keys, passing), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        t.weights(W.Q, where=f, mask=user), W.reference_weights(keys, passing), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_the_filter_is_sent_not_a_mask(sharded):

@@ -64,7 +64,11 @@ def test_semantics(where: dict | str, want: list[int]) -> None:
 
 
 ERRORS = [
-    ({"yaer": 2020}, ValueError, f"where= names field 'yaer', which no row has; fields that exist: 'lang', 'year'; {HINT}"),
+    (
+        {"yaer": 2020},
+        ValueError,
+        f"where= names field 'yaer', which no row has; fields that exist: 'lang', 'year'; {HINT}",
+    ),
     (
         {"year": {"$regex": "20"}},
         ValueError,
@@ -92,7 +96,7 @@ ERRORS = [
     (
         {"year": {"$in": 2020}},
         TypeError,
-        "$in on field 'year' needs a non-empty list of values, got int 2020; hint: {\"year\": {\"$in\": [\"en\", \"de\"]}}",
+        '$in on field \'year\' needs a non-empty list of values, got int 2020; hint: {"year": {"$in": ["en", "de"]}}',
     ),
     (
         {"$or": {"year": 2020}},
@@ -100,7 +104,11 @@ ERRORS = [
         "$or needs a non-empty list of filters, got dict {'year': 2020}; "
         'hint: {"$or": [{"year": 2020}, {"lang": "en"}]}',
     ),
-    ({"$contains": 3}, TypeError, '$contains needs a string (searched in the payload text), got int 3; hint: {"$contains": "gzip"}'),
+    (
+        {"$contains": 3},
+        TypeError,
+        '$contains needs a string (searched in the payload text), got int 3; hint: {"$contains": "gzip"}',
+    ),
     ({}, ValueError, f"where= must name at least one field or operator, got {{}}; {HINT}"),
     ([{"year": 2020}], TypeError, f"where= must be a dict (a filter), got list [{{'year': 2020}}]; {HINT}"),
     (
@@ -113,13 +121,13 @@ ERRORS = [
         ValueError,
         "where= must be a JSON object, got malformed JSON '{year: 2020}' (Expecting property name enclosed in "
         "double quotes: line 1 column 2 (char 1)); "
-        "hint: --where '{\"year\": {\"$gte\": 2020}}' (double quotes inside, single quotes around)",
+        'hint: --where \'{"year": {"$gte": 2020}}\' (double quotes inside, single quotes around)',
     ),
     (
         '{"year": NaN}',
         ValueError,
         "where= must be a JSON object, got malformed JSON '{\"year\": NaN}' (NaN is not JSON); "
-        "hint: --where '{\"year\": {\"$gte\": 2020}}' (double quotes inside, single quotes around)",
+        'hint: --where \'{"year": {"$gte": 2020}}\' (double quotes inside, single quotes around)',
     ),
 ]
 

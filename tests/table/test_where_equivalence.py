@@ -11,6 +11,7 @@ switch point. Keys and queries sit on a grid of halves at τ = 0.5, so every sco
 
 from __future__ import annotations
 
+import itertools
 import math
 from contextlib import contextmanager
 from typing import Any
@@ -48,6 +49,24 @@ def text_of(p: Any) -> str | None:
     return None
 
 
+def holds(op: str, a: Any, has: bool, v: Any) -> bool:
+    """One field condition on one payload value (``has``: the payload has the field)."""
+
+    def eq(x: Any) -> bool:
+        return has and kind(v) is not None and kind(v) == kind(x) and v == x
+
+    num = has and kind(v) == "num"
+    if op == "$eq":
+        return eq(a)
+    if op == "$ne":
+        return not eq(a)
+    if op in ("$in", "$nin"):
+        return any(eq(x) for x in a) == (op == "$in")
+    if not num:
+        return False
+    return {"$gt": v > a, "$gte": v >= a, "$lt": v < a, "$lte": v <= a}[op]
+
+
 def passes(f: dict, p: Any) -> bool:
     """The plain Python predicate: the documented semantics, row by row."""
     fields = p if isinstance(p, dict) else {}
@@ -61,23 +80,8 @@ def passes(f: dict, p: Any) -> bool:
             ok = t is not None and val in t
         else:
             has, v = key in fields, fields.get(key)
-
-            def eq(a: Any, has: bool = has, v: Any = v) -> bool:
-                return has and kind(v) is not None and kind(v) == kind(a) and v == a
-
-            ok = True
-            for op, a in (val.items() if isinstance(val, dict) else [("$eq", val)]):
-                num = has and kind(v) == "num"
-                ok &= {
-                    "$eq": lambda a=a: eq(a),
-                    "$ne": lambda a=a: not eq(a),
-                    "$gt": lambda a=a, num=num: num and v > a,
-                    "$gte": lambda a=a, num=num: num and v >= a,
-                    "$lt": lambda a=a, num=num: num and v < a,
-                    "$lte": lambda a=a, num=num: num and v <= a,
-                    "$in": lambda a=a: any(eq(x) for x in a),
-                    "$nin": lambda a=a: not any(eq(x) for x in a),
-                }[op]()
+            conds = val.items() if isinstance(val, dict) else [("$eq", val)]
+            ok = all(holds(op, arg, has, v) for op, arg in conds)
         if not ok:
             return False
     return True
@@ -151,7 +155,11 @@ filters = hst.recursive(
 def tables(draw: Any) -> tuple[list, list, list]:
     """Batches of (keys, payloads) written in turn, and the ids removed at the end."""
     n = draw(hst.integers(1, 24))
-    keys = draw(hst.lists(hst.lists(hst.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), min_size=D, max_size=D), min_size=n, max_size=n))
+    keys = draw(
+        hst.lists(
+            hst.lists(hst.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), min_size=D, max_size=D), min_size=n, max_size=n
+        )
+    )
     pays = draw(hst.lists(payloads(), min_size=n, max_size=n))
     cuts = sorted(draw(hst.lists(hst.integers(1, n), max_size=4)))
     removed = draw(hst.lists(hst.integers(0, n - 1), max_size=n // 3, unique=True))
@@ -185,7 +193,7 @@ def build(keys: list, pays: list, cuts: list, removed: list) -> tuple[SoftTable,
     k = np.array(keys, np.float32)  # (n, D)
     ids = list(range(len(keys)))
     t = SoftTable(k[: cuts[1]], ids=ids[: cuts[1]], payloads=pays[: cuts[1]], temperature=TAU)
-    for a, b in zip(cuts[1:-1], cuts[2:]):
+    for a, b in itertools.pairwise(cuts[1:]):
         if b > a:
             t.add(k[a:b], ids=ids[a:b], payloads=pays[a:b])
     live = [i for i in ids if i not in set(removed)]
