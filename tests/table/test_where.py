@@ -196,3 +196,41 @@ def test_columns_follow_writes() -> None:
     assert t.search([1.0, 0.0, 0.0], k=2, where={"z": "new"}).ids.tolist() == [6, None]
     t.compact()
     assert t.search([1.0, 0.0, 0.0], k=2, where={"$contains": "text"}).ids.tolist() == [5, None]
+
+
+@pytest.mark.parametrize("encoder", ["bm25", "hybrid-hash"])
+def test_text_tables_sparse_and_block_keys_agree_on_both_paths(encoder) -> None:
+    """CSR (BM25) and block (hybrid) keys, a growing vocabulary included: prefilter == mask path."""
+    pytest.importorskip("bm25s")
+    from softdb.text import BM25Encoder, HashEncoder, HybridEncoder
+
+    texts = [f"{w} file number {i}" for i, w in enumerate(["gzip", "zlib", "tar", "csv", "json"] * 6)]
+    pays = [{"text": s, "i": i, "even": i % 2 == 0} for i, s in enumerate(texts)]
+    enc = BM25Encoder() if encoder == "bm25" else HybridEncoder(HashEncoder(16), BM25Encoder())
+    t = SoftTable.from_texts(texts[:20], payloads=pays[:20], encoder=enc)
+    t.add_texts(texts[20:], payloads=pays[20:])  # a second segment; BM25 statistics grow
+    where = {"$and": [{"even": True}, {"i": {"$lt": 24}}]}
+    got = {}
+    for path in (-1.0, 1.0):
+        _prefilter.PREFILTER_BELOW = _prefilter.PREFILTER_BELOW_MANY = path
+        try:
+            got[path] = t.search(["gzip file", "csv number"], k=5, where=where), t.weights("tar", where=where)
+        finally:
+            _prefilter.PREFILTER_BELOW, _prefilter.PREFILTER_BELOW_MANY = 0.25, 0.5
+    (a, la), (b, lb) = got[-1.0], got[1.0]
+    np.testing.assert_array_equal(a.rows, b.rows)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+    np.testing.assert_allclose(a.weights, b.weights, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(la, lb, rtol=1e-5, atol=1e-6)
+    assert all(pays[r]["even"] and r < 24 for r in a.rows.ravel())
+
+
+def test_columns_of_an_older_version_of_the_growing_segment() -> None:
+    """Columns built for more rows of a growing segment serve an older, shorter version (sliced)."""
+    t = SoftTable(np.eye(2, dtype=np.float32), payloads=[{"y": 1}, {"y": 2}])
+    t.add(np.eye(2, dtype=np.float32), payloads=[{"y": 3}, {"z": "x"}])
+    v = t._state.rows.views[-1]
+    full = _columns.columns_of(v.seg, v.n, v.payloads)
+    old = _columns.columns_of(v.seg, 1, v.payloads)
+    assert old.n == 1 and full.n == v.n
+    assert old.compare("y", "$eq", full.fields["y"].num[0]).tolist() == [True]
