@@ -121,3 +121,13 @@ def test_the_filter_is_sent_not_a_mask(sharded):
     assert t.last_batch_bytes["to_workers"] == plain  # only the queries travel (a mask would add n/8 bytes)
     t.search(q, k=3, mask=np.ones(len(t), bool))
     assert t.last_batch_bytes["to_workers"] > plain
+
+
+def test_sharded_explain_takes_where(sharded):
+    t, keys, live, pays = sharded
+    f = {"$or": [{"x": {"$in": [0, 1]}}, {"$contains": "gzip"}]}
+    e = t.explain(W.Q[1], k=3, where=f)
+    ref = SoftTable(keys, ids=live, payloads=pays, temperature=W.TAU)
+    want = ref.explain(W.Q[1], k=3, where=f)
+    assert e.ids == want.ids
+    np.testing.assert_allclose(e.weights, want.weights, rtol=1e-5, atol=1e-7)
