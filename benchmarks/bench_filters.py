@@ -97,14 +97,14 @@ def recall(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.sum(hits)) / max(1, int((want >= 0).sum()))
 
 
-def sweep(t: SoftTable, rng: np.random.Generator, d: int, repeats: int, pause: float) -> None:
+def sweep(t: SoftTable, rng: np.random.Generator, d: int, repeats: int, pause: float, shares: list[float]) -> None:
     """Mask path vs prefilter path at several shares of passing rows: where the switch belongs."""
     n = len(t)
     print(f"\nswitch point: search k={K} over {n:,} rows, ms (median of {repeats}); mask path vs prefilter path")
     print(f"{'queries':>7} {'passing':>8} {'mask':>9} {'prefilter':>10} {'prefilter/mask':>15}")
     for m in (1, 16, 256):
         q = unit_rows(rng, m, d)
-        for share in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7):
+        for share in shares:
             allowed = np.zeros(n, bool)
             allowed[rng.choice(n, int(share * n), replace=False)] = True
 
@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--no-hnsw", action="store_true")
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "softdb-bench")
     ap.add_argument("--sweep", action="store_true", help="time the prefilter's switch point instead")
+    ap.add_argument("--shares", default="0.05,0.15,0.25,0.35,0.5,0.7,0.9", help="with --sweep: shares passing")
     ap.add_argument("--build-index-only", action="store_true", help="build and cache hnswlib's index, then stop")
     args = ap.parse_args()
     n, d, seed = args.rows, args.dim, 0
@@ -154,7 +155,7 @@ def main() -> None:
     print(f"payload columns built in {time.perf_counter() - t0:.2f} s (once per segment)")
     qrng = np.random.default_rng(2)
     if args.sweep:
-        sweep(t, qrng, d, args.repeats, args.pause)
+        sweep(t, qrng, d, args.repeats, args.pause, [float(x) for x in args.shares.split(",")])
         return
     allowed = {name: where_mask(t._state.rows, f) for name, f in FILTERS.items()}  # (n,) each
     for name, a in allowed.items():

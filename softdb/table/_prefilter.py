@@ -26,17 +26,19 @@ array([3, 2])
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from softdb.engine._plan import Answers, Ask, Head, answer
+from softdb.engine._protocols import BoundScorer, Scorer
 from softdb.engine._segmented import Parts
 from softdb.table._columns import fields_of, where_mask
 from softdb.table._where import Filter, parse_where
 
-__all__ = ["PREFILTER_BELOW", "Filtering", "gather", "prefiltered"]
+__all__ = ["PREFILTER_BELOW", "Filtering", "GatherScorer", "gather", "prefiltered"]
 
 #: Gather the passing rows and score only those when at most this share of the rows passes
 #: (one query; with many queries scoring costs more per row and the subset wins sooner).
@@ -94,11 +96,16 @@ def prefiltered(st: Any, proj: Any, q: Any, ask: Ask, tau: float, mask: np.ndarr
         sub = np.zeros(1, np.int64)
         sub_mask = np.zeros(1, bool)
     parts = st.rows.parts
-    keys = gather(parts, sub)  # (s, d) of the table's key kind
     values = None
-    if ask.soft or ask.hard:  # values are read by answers only (a K = V table's are its keys)
-        values = (keys[0] if isinstance(keys, tuple) else keys) if st.shared_kv else gather(parts, sub, values=True)
-    head = Head(st.score(keys), values, st.query_w, st.rows.key_norm_max, st.block_weights)
+    if all(isinstance(p.keys, np.ndarray) for p in parts.parts):  # dense: gathered chunk by chunk, as scored
+        keys: Any = GatherScorer(parts, sub, st.rows.key_norm_max)
+        if ask.soft or ask.hard:  # values are read by answers only
+            values = gather(parts, sub, values=True)  # (s, d_v)
+    else:
+        keys = st.score(gather(parts, sub))  # (s, d) of the table's key kind
+        if ask.soft or ask.hard:  # (a K = V table's values are its keys)
+            values = (keys[0] if isinstance(keys, tuple) else keys) if st.shared_kv else gather(parts, sub, values=True)
+    head = Head(keys, values, st.query_w, st.rows.key_norm_max, st.block_weights)
     k = min(ask.k, len(sub)) if ask.k else 0
     a = answer([head], q, replace(ask, k=k), tau, sub_mask, dtype=st.dtype)
     return _lift(a, sub, n, ask.k, st.dtype)
@@ -121,6 +128,61 @@ def gather(parts: Parts, rows: np.ndarray, values: bool = False) -> Any:
         if b > a:
             np.take(src, local[a:b], axis=0, out=out[a:b])  # (s_i, d)
     return out
+
+
+class GatherScorer(Scorer):
+    """Dense keys of some rows of the parts, scored chunk by chunk from a small gathered buffer.
+
+    ``scores(start, stop)`` copies the keys of subset rows start..stop (one ``np.take`` per
+    segment) into a per-thread buffer of the chunk's size, then one GEMM: memory O(chunk × d),
+    never a copy of every passing row.
+
+    Examples
+    --------
+    >>> from softdb.engine._segmented import Part
+    >>> K = np.arange(8, dtype=np.float32).reshape(4, 2)  # (4, 2)
+    >>> s = GatherScorer(Parts([Part(K[:2]), Part(K[2:])]), np.array([0, 3]), None)
+    >>> b = s.bind(np.ones((1, 2), np.float32))
+    >>> b.scores(0, 2, np.empty((1, 2), np.float32))  # rows 0 and 3
+    array([[ 1., 13.]], dtype=float32)
+    """
+
+    def __init__(self, parts: Parts, rows: np.ndarray, key_norm_max: float | None) -> None:
+        self.srcs = [p.keys for p in parts.parts]  # (n_p, d) each
+        which, self.local = parts.locate(rows)  # (s,), (s,)
+        self.bounds = np.searchsorted(which, np.arange(len(self.srcs) + 1))  # (p + 1,)
+        self.n = len(rows)
+        self.key_norm_max = key_norm_max
+
+    def bind(self, queries: np.ndarray, scale: float = 1.0) -> _GatherBound:
+        dt = np.result_type(queries.dtype, self.srcs[0].dtype)
+        q = queries if scale == 1.0 else queries * dt.type(scale)  # (m, d)
+        return _GatherBound(self, q, dt)
+
+
+class _GatherBound(BoundScorer):
+    by_row = False
+    one_query = False
+
+    def __init__(self, scorer: GatherScorer, q: np.ndarray, dt: np.dtype) -> None:
+        self.scorer, self.q, self.dtype, self.m = scorer, q, dt, q.shape[0]
+        self.local = threading.local()  # one buffer per thread: the kernel may score ranges in parallel
+
+    def scores(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        g, c = self.scorer, stop - start
+        buf = getattr(self.local, "buf", None)
+        if buf is None or len(buf) < c:
+            buf = self.local.buf = np.empty((c, g.srcs[0].shape[1]), g.srcs[0].dtype)  # (c, d)
+        for i, src in enumerate(g.srcs):
+            a, b = max(start, int(g.bounds[i])), min(stop, int(g.bounds[i + 1]))
+            if b > a:
+                np.take(src, g.local[a:b], axis=0, out=buf[a - start : b - start])  # (c_i, d)
+        return np.matmul(self.q, buf[:c].T, out=out)  # (m, c)
+
+    def abs_max(self) -> float | None:
+        if self.scorer.key_norm_max is None:
+            return None
+        return float(np.sqrt(np.max(np.einsum("md,md->m", self.q, self.q)))) * float(self.scorer.key_norm_max)
 
 
 def _rows_back(rows: np.ndarray, sub: np.ndarray) -> np.ndarray:
