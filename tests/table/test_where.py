@@ -156,6 +156,7 @@ def test_where_is_a_mask_anded_with_mask_and_defines_no_match() -> None:
     t = SoftTable(k, [[0.0], [1.0], [2.0], [3.0]], payloads=pays, temperature=1.0)
     q = [[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 5.0]]
     mask = np.array([[True, True, False, True], [True, True, True, True]])
+    old = _prefilter.PREFILTER_BELOW, _prefilter.PREFILTER_BELOW_MANY
     for path in (-1.0, 1.0):  # the mask path, then the prefilter path
         _prefilter.PREFILTER_BELOW = _prefilter.PREFILTER_BELOW_MANY = path
         try:
@@ -171,7 +172,7 @@ def test_where_is_a_mask_anded_with_mask_and_defines_no_match() -> None:
             assert t.search(q[0], k=2, where=none).rows.tolist() == [-1, -1]
             assert t.lookup(q[1], mode="hard", where={"y": {"$lt": 3}}).tolist() == [0.0]  # a tie: lowest row
         finally:
-            _prefilter.PREFILTER_BELOW, _prefilter.PREFILTER_BELOW_MANY = 0.25, 0.5
+            _prefilter.PREFILTER_BELOW, _prefilter.PREFILTER_BELOW_MANY = old
 
 
 def test_explain_takes_where() -> None:
@@ -211,12 +212,13 @@ def test_text_tables_sparse_and_block_keys_agree_on_both_paths(encoder) -> None:
     t.add_texts(texts[20:], payloads=pays[20:])  # a second segment; BM25 statistics grow
     where = {"$and": [{"even": True}, {"i": {"$lt": 24}}]}
     got = {}
+    old = _prefilter.PREFILTER_BELOW, _prefilter.PREFILTER_BELOW_MANY
     for path in (-1.0, 1.0):
         _prefilter.PREFILTER_BELOW = _prefilter.PREFILTER_BELOW_MANY = path
         try:
             got[path] = t.search(["gzip file", "csv number"], k=5, where=where), t.weights("tar", where=where)
         finally:
-            _prefilter.PREFILTER_BELOW, _prefilter.PREFILTER_BELOW_MANY = 0.25, 0.5
+            _prefilter.PREFILTER_BELOW, _prefilter.PREFILTER_BELOW_MANY = old
     (a, la), (b, lb) = got[-1.0], got[1.0]
     np.testing.assert_array_equal(a.rows, b.rows)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)

@@ -204,9 +204,9 @@ def build(keys: list, pays: list, cuts: list, removed: list) -> tuple[SoftTable,
     return t, k[live], live, [pays[i] for i in live]
 
 
-def reference_weights(keys: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+def reference_weights(keys: np.ndarray, allowed: np.ndarray, queries: np.ndarray = Q) -> np.ndarray:
     """float64 softmax of Q·Kᵀ/τ over the allowed rows; a query with none: all 0."""
-    s = Q.astype(np.float64) @ keys.astype(np.float64).T / TAU  # (m, n)
+    s = queries.astype(np.float64) @ keys.astype(np.float64).T / TAU  # (m, n)
     s = np.where(allowed, s, -np.inf)
     top = np.where(allowed.any(axis=1), s.max(axis=1), 0)[:, None]  # (m, 1)
     w = np.exp(s - top)  # (m, n)  0 where not allowed
@@ -214,7 +214,9 @@ def reference_weights(keys: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return w / np.where(total > 0, total, 1)
 
 
-def check_equivalent(t: SoftTable, keys: np.ndarray, live: list, pays: list, f: dict, user_mask: Any) -> None:
+def check_equivalent(
+    t: SoftTable, keys: np.ndarray, live: list, pays: list, f: dict, user_mask: Any, Q: np.ndarray = Q
+) -> None:
     allowed = np.array([passes(f, p) for p in pays], bool)  # (n,)  the predicate, row by row
     mask = allowed if user_mask is None else allowed & user_mask  # (n,) | (m, n)
     fresh = SoftTable(keys, ids=live, payloads=pays, temperature=TAU)
@@ -231,17 +233,18 @@ def check_equivalent(t: SoftTable, keys: np.ndarray, live: list, pays: list, f: 
     passing = np.broadcast_to(mask, (len(Q), len(live)))  # (m, n)
     assert ((got.rows >= 0).sum(axis=1) == np.minimum(passing.sum(axis=1), k)).all()  # exactly k when k pass
     w = t.weights(Q, where=f, mask=user_mask)  # (m, n)
-    np.testing.assert_allclose(w, reference_weights(keys, passing), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w, reference_weights(keys, passing, Q), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(t.lookup(Q, where=f, mask=user_mask), soft_want, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(t.lookup(Q, mode="hard", where=f, mask=user_mask), hard_want)
 
 
-@pytest.mark.parametrize("path", ["mask", "prefilter"])
+@pytest.mark.parametrize("path", ["mask", "prefilter", "prefilter-many"])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(table=tables(), f=filters, with_mask=hst.booleans(), seed=hst.integers(0, 2**16))
 def test_where_equals_the_predicate(path: str, table: tuple, f: dict, with_mask: bool, seed: int) -> None:
     keys, pays, cuts, removed = table
-    with small_segments_and(path):
+    queries = np.tile(Q, (4, 1)) if path == "prefilter-many" else Q  # 16 queries: keys gathered as scored
+    with small_segments_and(path.split("-")[0]):
         t, live_keys, live, live_pays = build(keys, pays, cuts, removed)
         ever = {k for p in pays if isinstance(p, dict) for k in p}
         now = {k for p in live_pays if isinstance(p, dict) for k in p}
@@ -253,9 +256,9 @@ def test_where_equals_the_predicate(path: str, table: tuple, f: dict, with_mask:
         if not used_fields(f) <= now:
             event("a field only removed rows had")
             return  # either answer is fine
-        user_mask = np.random.default_rng(seed).random((len(Q), len(live))) < 0.7 if with_mask else None
+        user_mask = np.random.default_rng(seed).random((len(queries), len(live))) < 0.7 if with_mask else None
         event("compared")
-        check_equivalent(t, live_keys, live, live_pays, f, user_mask)
+        check_equivalent(t, live_keys, live, live_pays, f, user_mask, queries)
 
 
 def test_the_paths_agree_on_one_query_and_a_json_filter() -> None:
