@@ -68,6 +68,12 @@ def add_parser(subparsers: Any) -> None:
         metavar="S",
         help="hide hits scoring below S (cosine, from -1 to 1, for text tables)",
     )
+    s.add_argument(
+        "--where",
+        metavar="JSON",
+        help='keep only rows whose payload passes this filter, e.g. \'{"year": {"$gte": 2020}}\' '
+        "($eq $ne $gt $gte $lt $lte $in $nin $and $or, $contains on the text)",
+    )
     add_no_verify(s)
     _cli_shards.add_search_arguments(s)
     s.add_argument("--json", action="store_true", help="print one JSON object per query, one per line (JSON Lines)")
@@ -148,7 +154,7 @@ def _search_results(table: Any, queries: list[str], args: argparse.Namespace) ->
     k = _clamped_k(args.k, len(table))
     qv = table.encoder.encode(queries)  # (m, d): one encoder call for all queries
     answer = _cli_shards.search_answers if _cli_shards.is_sharded_table(table) else search_answers
-    answers = answer(table, qv, k, temperature=args.temperature)  # one pass (sharded: on the workers)
+    answers = answer(table, qv, k, temperature=args.temperature, where=args.where)  # one pass (sharded: on the workers)
     return [
         search_record(
             a,

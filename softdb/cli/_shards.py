@@ -77,15 +77,15 @@ def is_sharded_table(table: Any) -> bool:
     return isinstance(table, ShardedTable)
 
 
-def search_answers(table: Any, queries: Any, k: int, *, temperature: float | None = None) -> list:
+def search_answers(table: Any, queries: Any, k: int, *, temperature: float | None = None, where: Any = None) -> list:
     """:func:`softdb.views.search_answers` for a ShardedTable: hits, entropy and effective rows.
 
     Two passes on the workers (``search``, then ``weight_stats``); no weights move.
     """
     from softdb.views._model import SearchAnswer
 
-    hits = table.search(queries, k=k, temperature=temperature)  # (m, k) each
-    entropy, effective = table.weight_stats(queries, temperature=temperature)  # (m,) each
+    hits = table.search(queries, k=k, temperature=temperature, where=where)  # (m, k) each; filtered on the workers
+    entropy, effective = table.weight_stats(queries, temperature=temperature, where=where)  # (m,) each
     tau = table.temperature if temperature is None else temperature
     out = []
     for j in range(hits.rows.shape[0]):

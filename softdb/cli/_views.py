@@ -39,6 +39,7 @@ def add_explain_parser(subparsers: Any) -> None:
     e.add_argument("-k", type=positive_int, default=10, help="number of hits (default 10)")
     e.add_argument("--temperature", type=positive_float, help="softmax temperature (default: the table's)")
     e.add_argument("--html", metavar="OUT.html", help="write the explorer page here")
+    e.add_argument("--where", metavar="JSON", help='a filter on the payloads, e.g. \'{"year": {"$gte": 2020}}\'')
 
 
 def add_serve_parser(subparsers: Any) -> None:
@@ -46,7 +47,7 @@ def add_serve_parser(subparsers: Any) -> None:
     s = subparsers.add_parser(
         "serve",
         help="a local web app: search box, k, temperature slider, soft/hard, compare heatmap, JSON API",
-        description="Serve a search page and a JSON API (GET /api/search?q=…&k=…&temperature=…&mode=…, "
+        description="Serve a search page and a JSON API (GET /api/search?q=…&k=…&temperature=…&mode=…&where=…, "
         "/api/compare, /api/health) over a corpus or a saved table. Binds 127.0.0.1 by default.",
     )
     _source(s)
@@ -75,7 +76,8 @@ def explain(args: argparse.Namespace) -> int:
     if not args.query.strip():
         raise UserError('the query is empty; hint: softdb explain "how do I read a csv file"')
     with _table(args) as table:
-        e = explain_view(table, args.query, k=min(args.k, len(table)), temperature=args.temperature)
+        k = min(args.k, len(table))
+        e = explain_view(table, args.query, k=k, temperature=args.temperature, where=args.where)
         if args.html is None:
             print(e)
             return 0

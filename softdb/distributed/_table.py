@@ -32,6 +32,7 @@ from softdb import _checks
 from softdb.distributed import _build as _shard_build
 from softdb.distributed import _shards
 from softdb.distributed import _views as _shard_views
+from softdb.distributed._filters import ShardedFiltering
 from softdb.distributed._tasks import Cluster
 from softdb.distributed._texts import ShardedTexts
 from softdb.engine import _states
@@ -75,7 +76,7 @@ def _hard_row(st: _states.KernelState) -> np.ndarray:
     return cast(_states.HardState, st.hard).row
 
 
-class ShardedTable(FrontEnd, _shard_views.ShardedViews, ShardedTexts):
+class ShardedTable(ShardedFiltering, FrontEnd, _shard_views.ShardedViews, ShardedTexts):
     """A table whose rows live in shards on a Dask cluster, answered as one :class:`~softdb.SoftTable`.
 
     Build one with :meth:`create`, open it with :meth:`open`. ``lookup``,
@@ -284,20 +285,20 @@ class ShardedTable(FrontEnd, _shard_views.ShardedViews, ShardedTexts):
             )
 
     def _run(
-        self, snap: _shards.Version, q: np.ndarray, single: bool, ask: Ask, tau: float, mask: np.ndarray | None
+        self, snap: _shards.Version, q: Any, single: bool, ask: Ask, tau: float, mask: Any, where: Any = None
     ) -> Reply:
-        """On the workers: one pass over every shard per kind of answer, merged exactly here."""
+        """On the workers: one pass over every shard per kind of answer, merged exactly here (``where``: there)."""
         v, q, a = snap, np.ascontiguousarray(q), Answers()  # (m, d)
         dtype = np.dtype(v.layout.meta["dtype"])
 
         def merged(op: str, k: int = 0, grid: tuple = ()) -> _states.KernelResult:
-            parts = self._cluster.run(v, op, q, 1.0 / tau, k, mask, grid)
+            parts = self._cluster.run(v, op, q, 1.0 / tau, k, mask, grid, where=where)
             return _states.finalize(_states.merge(*(st for st, _ in parts)))
 
         if ask.taus:  # the explorer's slider: log-sum-exp at each extra τ, one more pass
             a.lse_at = merged("grid", grid=tuple(1.0 / t for t in ask.taus)).lse_grid  # (m, g)
         if ask.hard:
-            parts = self._cluster.run(v, "hard", q, 1.0, 0, mask)
+            parts = self._cluster.run(v, "hard", q, 1.0, 0, mask, where=where)
             best = _hard_row(_states.merge(*(st for st, _ in parts)))  # (m,)  global; ties: lowest row
             a.hard_rows = best[:, None]  # (m, 1)
             a.hard = np.zeros((len(q), int(v.layout.meta["value_dim"])), dtype)  # (m, d_v)  no match: zeros
@@ -312,7 +313,7 @@ class ShardedTable(FrontEnd, _shard_views.ShardedViews, ShardedTexts):
             a.rows, a.scores, a.lse = r.top_rows, r.top_scores, asked(r.lse)[:, None]  # (m, k), (m, k), (m, 1)
             a.hit_weights = hit_weights(asked(r.top_rows), asked(r.top_scores), asked(r.lse), tau, dtype)  # (m, k)
         if ask.weights:
-            parts = self._cluster.run(v, "dense", q, 1.0 / tau, 0, mask)
+            parts = self._cluster.run(v, "dense", q, 1.0 / tau, 0, mask, where=where)
             lse = _states.finalize(_states.merge(*(st for st, _ in parts))).lse  # (m,)
             dense = np.concatenate([d for _, d in parts], axis=1)  # (m, n)  scores / τ
             a.weights = dense_to_weights(dense, asked(lse))  # (m, n)
@@ -322,13 +323,13 @@ class ShardedTable(FrontEnd, _shard_views.ShardedViews, ShardedTexts):
         return _ShardReply(a, tau, single, v, self._cluster.verify, tuple(ask.taus))
 
     def weight_stats(
-        self, queries: Any, *, temperature: float | None = None, mask: Any = None
+        self, queries: Any, *, temperature: float | None = None, mask: Any = None, where: Any = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Entropy (nats) and effective rows 1/Σw² of each query's full-table weights, (m,) each.
 
         One pass on the workers (the kernel's mergeable entropy sums); no weights move.
         """
-        p = self._answer(queries, Ask(stats=True), temperature=temperature, mask=mask)
+        p = self._answer(queries, Ask(stats=True), temperature=temperature, mask=mask, where=where)
         return p.one(p.answers.entropy), p.one(p.answers.effective_rows)  # type: ignore[return-value]
 
     # ------------------------------------------------------------- mutation

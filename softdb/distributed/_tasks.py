@@ -143,7 +143,16 @@ class Cluster:
                 f.release()
 
     def run(
-        self, v: Version, op: str, q: np.ndarray, scale: float, k: int, mask: np.ndarray | None, grid: tuple = ()
+        self,
+        v: Version,
+        op: str,
+        q: np.ndarray,
+        scale: float,
+        k: int,
+        mask: np.ndarray | None,
+        grid: tuple = (),
+        *,
+        where: Any = None,
     ) -> list:
         jobs, sent = [], 0
         for r in v.layout.shards:
@@ -155,7 +164,7 @@ class Cluster:
                 mk = mask[a:b] if mask.ndim == 1 else mask[:, a:b]  # (n_i,) | (m, n_i)
                 packed = (np.packbits(mk).tobytes(), mk.shape)
                 sent += len(packed[0])
-            jobs.append((r, (_shard_worker.run, r, self.verify, a, q, op, scale, k, packed, grid)))
+            jobs.append((r, (_shard_worker.run, r, self.verify, a, q, op, scale, k, packed, grid, where)))
             sent += q.nbytes
         if not jobs:
             raise ValueError("the table has no rows; hint: add rows first")

@@ -90,7 +90,7 @@ class ShardedViews:
     key_kind = "dense"
     block_weights = None
 
-    def explain(self, query: Any, k: int = 5, *, temperature: float | None = None) -> Any:
+    def explain(self, query: Any, k: int = 5, *, temperature: float | None = None, where: Any = None) -> Any:
         """A readable "soft SELECT" for one query, answered on the workers (see :meth:`SoftTable.explain`).
 
         Examples
@@ -100,4 +100,4 @@ class ShardedViews:
         """
         from softdb.table._explain import explain
 
-        return explain(self, query, k, temperature=temperature)
+        return explain(self, query, k, temperature=temperature, where=where)  # where=: filtered on the workers

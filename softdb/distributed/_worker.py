@@ -16,7 +16,7 @@ import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from softdb.engine import _kernel
 from softdb.engine._scorers import DenseScorer
 from softdb.engine._states import HardState
 from softdb.store import _storage as storage
+from softdb.table._columns import columns_of
+from softdb.table._where import evaluate
 
 __all__ = ["CACHE_SHARDS", "forget", "load", "run"]
 
@@ -32,10 +34,11 @@ __all__ = ["CACHE_SHARDS", "forget", "load", "run"]
 CACHE_SHARDS = 256
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Loaded:
     keys: np.ndarray  # (n, d)  read-only memory map
     values: np.ndarray | None  # (n, d_v), or None when K = V
+    payloads: list | None = None  # the manifest's, for filters (their columns: built on first use)
 
 
 _cache: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()
@@ -68,7 +71,7 @@ def _get(ref: ShardRef, verify: bool) -> _Loaded:
     except (OSError, ValueError) as exc:
         raise type(exc)(f"shard {ref.index} ({ref.folder}): {exc}") from None
     check_version(ref, m.get("checksum"), m.get("n"))
-    got = _Loaded(arrays["keys.npy"], None if m["shared_kv"] else arrays["values.npy"])
+    got = _Loaded(arrays["keys.npy"], None if m["shared_kv"] else arrays["values.npy"], m.get("payloads"))
     del m  # the manifest's id list is the client's business, not the worker's
     with _lock:
         for old in [k for k in _cache if k[0] == ref.folder or _same_slot(k[0], ref.folder)]:
@@ -115,6 +118,7 @@ def run(
     k: int,
     mask: tuple | None,
     grid: tuple = (),
+    where: Any = None,
 ) -> tuple:
     """One shard's mergeable state for queries ``q`` (m, d), rows global (``offset`` + local).
 
@@ -123,11 +127,15 @@ def run(
     state, for the full-table log-sum-exp) or "dense" (soft state; extra: the
     scaled scores (m, n_shard)) or "stats" (soft state with the entropy sums). ``mask`` is
     this shard's slice, bit-packed: (bytes, shape). "grid": soft state with the log-sum-exp
-    at each scale of ``grid`` (1 / τ of the explorer's slider).
+    at each scale of ``grid`` (1 / τ of the explorer's slider). ``where``: a parsed filter
+    (:mod:`softdb.table._where`), evaluated here over the shard's payload columns, ANDed with the mask.
     """
     got = _get(ref, verify)
     keys, values = got.keys, got.keys if got.values is None else got.values
     mk = _unpack(mask)
+    if where is not None:
+        wm = evaluate(where, columns_of(got, len(keys), got.payloads))  # (n_shard,)
+        mk = wm if mk is None else mk & wm  # (n_shard,) | (m, n_shard)
     scorer = DenseScorer(keys, ref.key_norm_max)
     if op == "soft":
         return _kernel.run(scorer, q, values, scale=scale, soft=True, mask=mk, offset=offset), None

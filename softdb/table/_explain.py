@@ -134,7 +134,14 @@ class Explanation:
 
 
 def explain(
-    table: Any, query: Any, k: int = 5, *, temperature: float | None = None, taus: tuple = (), head: int | None = None
+    table: Any,
+    query: Any,
+    k: int = 5,
+    *,
+    temperature: float | None = None,
+    taus: tuple = (),
+    head: int | None = None,
+    where: Any = None,
 ) -> Explanation:
     """Explain one query: top rows with scores and weights, entropy, soft vs hard.
 
@@ -155,6 +162,8 @@ def explain(
         Explain one head of a table with several (0 <= head < heads): its own
         weights, hits and answers. Default: all heads (weights are their mean,
         answers concatenated, then W_O if the projection has one).
+    where : dict or str, optional
+        A filter on the payloads (as in ``search``): weights are over the rows that pass.
 
     Returns
     -------
@@ -181,7 +190,7 @@ def explain(
     k = min(k, len(table)) if len(table) else k
     taus = tuple(float(t) for t in taus)
     ask = Ask(soft=True, hard=True, lse=True, stats=True, taus=taus, head=head)
-    p = table._answer(query, ask, temperature=temperature, k=k)
+    p = table._answer(query, ask, temperature=temperature, k=k, where=where)
     hits = p.hits()  # (k,) each
     a = p.answers
     soft, hard = a.soft[0], a.hard[0]  # (d_out,), (d_out,)
@@ -234,7 +243,7 @@ def _block_names(table: SoftTable) -> list[str]:
 
 
 def weight_stats(
-    table: Any, queries: Any, *, temperature: float | None = None, max_cells: int = 1 << 22
+    table: Any, queries: Any, *, temperature: float | None = None, max_cells: int = 1 << 22, where: Any = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Entropy and effective number of rows of each query's full-table weights.
 
@@ -249,6 +258,8 @@ def weight_stats(
     temperature : float, optional
     max_cells : int
         Queries per batch × rows, at most (tables with several heads).
+    where : dict or str, optional
+        A filter on the payloads: the weights over the rows that pass.
 
     Returns
     -------
@@ -279,7 +290,7 @@ def weight_stats(
     effective = np.empty(m, np.float64)  # (m,)
     for start in range(0, m, max(step, 1)):
         part = [x[start : start + step] for x in q] if blocks else q[start : start + step]
-        a = table._answer(part, Ask(stats=True), temperature=temperature).answers
+        a = table._answer(part, Ask(stats=True), temperature=temperature, where=where).answers
         entropy[start : start + step] = a.entropy  # (b,)
         effective[start : start + step] = a.effective_rows  # (b,)
     return entropy, effective

@@ -148,9 +148,31 @@ class FrontEnd:
         """The kernel passes: every answer ``ask`` wants, for prepared queries ``q``."""
         raise NotImplementedError
 
+    def _parse_where(self, snap: Any, where: Any) -> Any:
+        """A ``where=`` filter parsed and checked against the fields of ``snap`` (:mod:`softdb.table._where`)."""
+        raise NotImplementedError
+
+    def _where_mask(self, snap: Any, where: Any) -> np.ndarray:
+        """The live rows of ``snap`` that pass a parsed filter: (n,) bool."""
+        raise NotImplementedError
+
+    def _run_where(
+        self, snap: Any, q: Any, single: bool, ask: Ask, tau: float, mask: np.ndarray | None, where: Any
+    ) -> Reply:
+        """``_run`` with a parsed filter: by default its mask, AND the caller's."""
+        wm = self._where_mask(snap, where)  # (n,)
+        return self._run(snap, q, single, ask, tau, wm if mask is None else mask & wm)
+
     # ------------------------------------------------------------ questions
     def _answer(
-        self, queries: Any, ask: Ask, *, temperature: float | None = None, mask: Any = None, k: Any = NO_K
+        self,
+        queries: Any,
+        ask: Ask,
+        *,
+        temperature: float | None = None,
+        mask: Any = None,
+        k: Any = NO_K,
+        where: Any = None,
     ) -> Reply:
         """Answer through one version of the table (internal: for softdb's own modules).
 
@@ -163,6 +185,8 @@ class FrontEnd:
         mask : array_like of bool, shape (n,) or (m, n), optional
         k : int, optional
             Checked against the table's size (of the same version) and put into ``ask``.
+        where : dict or str, optional
+            A filter (:mod:`softdb.table._where`), ANDed with ``mask``.
 
         Returns
         -------
@@ -186,7 +210,10 @@ class FrontEnd:
             ask = replace(ask, k=_checks.as_k(k, spec.n))
         self._check_ask(snap, ask, m)
         mask = _checks.as_mask(mask, m, spec.n, single)
+        filt = None if where is None else self._parse_where(snap, where)
         tau = self._tau(snap, temperature)
+        if filt is not None:
+            return self._run_where(snap, q, single, ask, tau, mask, filt)
         return self._run(snap, q, single, ask, tau, mask)
 
     def lookup(
@@ -196,6 +223,7 @@ class FrontEnd:
         mode: str = "soft",
         temperature: float | None = None,
         mask: Any = None,
+        where: Any = None,
     ) -> np.ndarray:
         """Answer queries: the weighted average of the values, or the best row's value.
 
@@ -209,6 +237,9 @@ class FrontEnd:
             τ for this call; default ``table.temperature``.
         mask : array_like of bool, shape (n,) or (m, n), optional
             True where a row is allowed. A query with no allowed row gets zeros.
+        where : dict or str, optional
+            A filter on the payloads, Chroma style (``{"year": {"$gte": 2020}}``; the
+            operators and their semantics: docs/guide/filters.md), ANDed with ``mask``.
 
         Returns
         -------
@@ -225,7 +256,8 @@ class FrontEnd:
         array([0.], dtype=float32)
         """
         mode = _checks.as_mode(mode)
-        p = self._answer(queries, Ask(soft=mode == "soft", hard=mode == "hard"), temperature=temperature, mask=mask)
+        ask = Ask(soft=mode == "soft", hard=mode == "hard")
+        p = self._answer(queries, ask, temperature=temperature, mask=mask, where=where)
         if mode == "hard":
             return asked(p.one(p.answers.hard))
         _checks.check_finite_result(asked(p.answers.soft), "soft lookup", p.tau)
@@ -238,6 +270,7 @@ class FrontEnd:
         temperature: float | None = None,
         mask: Any = None,
         heads: str = "mean",
+        where: Any = None,
     ) -> np.ndarray:
         """The attention weights softmax(scores / τ) of every row.
 
@@ -255,6 +288,9 @@ class FrontEnd:
             them. "mean" (the default): the mean over heads of each head's weights,
             which still sums to 1 (what ``search`` ranks by). "each": every head's own
             weights, stacked on a first axis. A table without heads has one.
+        where : dict or str, optional
+            A filter on the payloads (as in :meth:`lookup`): rows that fail it get weight
+            0, the others are renormalised, exactly as masked rows.
 
         Returns
         -------
@@ -281,7 +317,7 @@ class FrontEnd:
                 "shape (heads, m, n)"
             )
         each = heads == "each"
-        p = self._answer(queries, Ask(weights=True, each=each), temperature=temperature, mask=mask)
+        p = self._answer(queries, Ask(weights=True, each=each), temperature=temperature, mask=mask, where=where)
         _checks.check_finite_result(asked(p.answers.weights), "weights", p.tau)
         if not each:
             return asked(p.one(p.answers.weights))
@@ -296,6 +332,7 @@ class FrontEnd:
         *,
         temperature: float | None = None,
         mask: Any = None,
+        where: Any = None,
     ) -> SearchResult:
         """The k best rows of each query, with scores and full-table weights.
 
@@ -306,6 +343,9 @@ class FrontEnd:
             1 <= k <= len(table).
         temperature : float, optional
         mask : array_like of bool, shape (n,) or (m, n), optional
+        where : dict or str, optional
+            A filter on the payloads (as in :meth:`lookup`): exactly k hits whenever
+            k rows pass, with their full-table weights over the rows that pass.
 
         Returns
         -------
@@ -322,7 +362,10 @@ class FrontEnd:
         >>> hits = t.search([0.0, 2.0, 1.0], k=2)
         >>> hits.ids, hits.scores, hits.weights.round(3)
         (array(['y', 'z'], dtype=object), array([2., 1.], dtype=float32), array([0.665, 0.245], dtype=float32))
+        >>> t2 = SoftTable(np.eye(3, dtype=np.float32), payloads=[{"y": 2019}, {"y": 2021}, {"y": 2022}])
+        >>> t2.search([0.0, 2.0, 1.0], k=2, where={"y": {"$gte": 2021}}).payloads
+        array([{'y': 2021}, {'y': 2022}], dtype=object)
         """
-        p = self._answer(queries, Ask(lse=True), temperature=temperature, mask=mask, k=k)
+        p = self._answer(queries, Ask(lse=True), temperature=temperature, mask=mask, k=k, where=where)
         _checks.check_finite_result(asked(p.answers.hit_weights), "search weights", p.tau)
         return p.hits()

@@ -24,9 +24,10 @@ from softdb import _checks
 from softdb.engine import _keys
 from softdb.engine._plan import Ask, answer
 from softdb.table._fitting import Fitting
-from softdb.table._frontend import NO_K, FrontEnd, QuerySpec, prepare_queries
+from softdb.table._frontend import FrontEnd, QuerySpec, prepare_queries
 from softdb.table._merge import merge_tail
 from softdb.table._mutation import Mutation
+from softdb.table._prefilter import Filtering, prefiltered
 from softdb.table._projected import ProjectionCache, check_head, heads_of, output
 from softdb.table._state import COSINE_TEMPERATURE, Planned, SearchResult, TableState
 from softdb.table._texts import TextWrites
@@ -49,7 +50,7 @@ def _spec_of(st: TableState) -> QuerySpec:
     return QuerySpec(st.rows.n, st.kind, st.template, st.dtype, st.dim, st.metric)
 
 
-class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
+class SoftTable(Filtering, FrontEnd, Mutation, Fitting, TextWrites):
     """A table of keys and values answered by soft (attention) lookups.
 
     A query q scores every key, s_j = q·k_j (or the cosine), the scores become
@@ -349,22 +350,24 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
         """In process: one pass of the query plan per head (see :mod:`softdb.engine._plan`)."""
         st, proj = snap
         heads = heads_of(st, proj)
-        answers = output(answer(heads, q, ask, tau, mask, dtype=st.dtype), proj, ask)
+        answers = prefiltered(st, proj, q, ask, tau, mask)  # few rows pass: score those alone
+        answers = answers or output(answer(heads, q, ask, tau, mask, dtype=st.dtype), proj, ask)
         if ask.head is not None:
             heads = [heads[ask.head]]
         out = None if proj is None or ask.head is not None else proj
         return Planned(answers, tau, single, state=st, heads=heads, queries=q, taus=ask.taus, out=out)
 
-    def _answer(
-        self, queries: Any, ask: Ask, *, temperature: float | None = None, mask: Any = None, k: Any = NO_K
-    ) -> Planned:
+    def _answer(self, queries: Any, ask: Ask, *, temperature: float | None = None, **kw: Any) -> Planned:
         """:meth:`FrontEnd._answer <softdb.table._frontend.FrontEnd._answer>`, answered by the plan."""
-        return cast(Planned, super()._answer(queries, ask, temperature=temperature, mask=mask, k=k))
+        return cast(Planned, super()._answer(queries, ask, temperature=temperature, **kw))
 
-    def explain(self, query: Any, k: int = 5, *, temperature: float | None = None, head: int | None = None) -> Any:
+    def explain(
+        self, query: Any, k: int = 5, *, temperature: float | None = None, head: int | None = None, **kw: Any
+    ) -> Any:
         """A readable "soft SELECT" for one query (see :func:`softdb.table._explain.explain`).
 
-        ``head=h`` shows head h of a table with several heads (its weights, hits and answer).
+        ``head=h`` shows head h of a table with several heads (its weights, hits and answer);
+        ``where=`` filters the rows (as in :meth:`search`).
 
         Examples
         --------
@@ -376,7 +379,7 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
         """
         from softdb.table._explain import explain
 
-        return explain(self, query, k, temperature=temperature, head=head)
+        return explain(self, query, k, temperature=temperature, head=head, **kw)
 
     @classmethod
     def from_texts(

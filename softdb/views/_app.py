@@ -258,6 +258,13 @@ class App:
         return t
 
     @staticmethod
+    def _where(text: str | None) -> str | None:
+        """``where=``: a JSON filter, parsed and checked by the table (a bad one: 400 with its message)."""
+        if text is not None and len(text) > MAX_QUERY_CHARS:
+            raise ApiError(f"where= has {len(text)} characters but at most {MAX_QUERY_CHARS} are allowed")
+        return text
+
+    @staticmethod
     def _mode(text: str | None) -> str:
         if text is None:
             return "soft"
@@ -267,15 +274,16 @@ class App:
 
     # ------------------------------------------------------------- endpoints
     def _search(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
-        self._check_names(params, ("q", "k", "temperature", "mode"))
+        self._check_names(params, ("q", "k", "temperature", "mode", "where"))
         q = self._query_text(self._one(params, "q"))
         k_text = self._one(params, "k")
         k = self._k(k_text, 10, MAX_K)
         k_asked = None if k_text is None else int(k_text.strip(), 10)
         tau = self._temperature(self._one(params, "temperature"))
         mode = self._mode(self._one(params, "mode"))
+        where = self._where(self._one(params, "where"))
         qv = self.encoder.encode([q])[0]  # (d,)
-        a = search_answer(self.table, qv, k, temperature=tau)
+        a = search_answer(self.table, qv, k, temperature=tau, where=where)
         return _json(
             200,
             search_record(

@@ -16,7 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["explain_view"]
 
 
-def explain_view(table: SoftTable, query: Any, k: int = 10, *, temperature: float | None = None) -> Explanation:
+def explain_view(
+    table: SoftTable, query: Any, k: int = 10, *, temperature: float | None = None, where: Any = None
+) -> Explanation:
     """Explain one query and precompute its slider grid: everything the explorer shows.
 
     Parameters
@@ -28,6 +30,8 @@ def explain_view(table: SoftTable, query: Any, k: int = 10, *, temperature: floa
         Hits to show (at most the table's size).
     temperature : float, optional
         τ0, the explained temperature; default the table's.
+    where : dict or str, optional
+        A filter on the payloads (``SoftTable.search``'s ``where=``).
 
     Returns
     -------
@@ -57,7 +61,9 @@ def explain_view(table: SoftTable, query: Any, k: int = 10, *, temperature: floa
         query = table.encoder.encode([query])[0]  # (d,)  one encode for every answer below
     tau0 = table.temperature if temperature is None else float(temperature)
     taus = grid_taus(tau0) if has_slider(table) else ()
-    e = explain(table, query, k=k, temperature=temperature, taus=taus)  # one pass: hits, answers and the grid
+    e = explain(
+        table, query, k=k, temperature=temperature, taus=taus, where=where
+    )  # one pass: hits, answers and the grid
     if label is not None:
         object.__setattr__(e, "query", label)
     return e

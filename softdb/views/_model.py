@@ -44,7 +44,9 @@ class SearchAnswer(NamedTuple):
     effective_rows: float
 
 
-def search_answers(table: SoftTable, queries: Any, k: int, *, temperature: float | None = None) -> list[SearchAnswer]:
+def search_answers(
+    table: SoftTable, queries: Any, k: int, *, temperature: float | None = None, where: Any = None
+) -> list[SearchAnswer]:
     """Hits, entropy and effective rows of a batch of queries, from ONE pass of the query plan.
 
     The pass keeps the top k with the log-sum-exp (full-table weights of the hits)
@@ -59,6 +61,8 @@ def search_answers(table: SoftTable, queries: Any, k: int, *, temperature: float
     k : int
         1 <= k <= len(table).
     temperature : float, optional
+    where : dict or str, optional
+        A filter on the payloads (``SoftTable.search``'s ``where=``).
 
     Returns
     -------
@@ -80,12 +84,12 @@ def search_answers(table: SoftTable, queries: Any, k: int, *, temperature: float
 
     proj = table.projection
     if proj is None or proj.heads == 1:  # one pass: hits, their full-table weights, entropy, effective rows
-        p = table._answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
+        p = table._answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k, where=where)
         entropy, effective = p.answers.entropy, p.answers.effective_rows  # (m,), (m,)
     else:  # a mean of several heads' softmaxes has no streaming entropy: dense weights, in batches
         q = table._prepare(queries)  # (m, d)  encoded once
-        p = table._answer(q, Ask(k=k, lse=True), temperature=temperature, k=k)
-        entropy, effective = weight_stats(table, q, temperature=temperature)  # (m,), (m,)
+        p = table._answer(q, Ask(k=k, lse=True), temperature=temperature, k=k, where=where)
+        entropy, effective = weight_stats(table, q, temperature=temperature, where=where)  # (m,), (m,)
     a, rows = p.answers, p.state.rows  # the rows version the answer was computed on
     hit_rows, scores, weights = a.rows, a.scores, a.hit_weights  # (m, k) each
     assert hit_rows is not None and scores is not None and weights is not None  # asked for: Ask(k=k, lse=True)
@@ -108,7 +112,9 @@ def search_answers(table: SoftTable, queries: Any, k: int, *, temperature: float
     return out
 
 
-def search_answer(table: SoftTable, query: Any, k: int, *, temperature: float | None = None) -> SearchAnswer:
+def search_answer(
+    table: SoftTable, query: Any, k: int, *, temperature: float | None = None, where: Any = None
+) -> SearchAnswer:
     """:func:`search_answers` for one query.
 
     Examples
@@ -119,7 +125,7 @@ def search_answer(table: SoftTable, query: Any, k: int, *, temperature: float | 
     >>> search_answer(t, [1.0, 0.5, 0.0], k=2).ids
     ['a', 'b']
     """
-    return search_answers(table, query, k, temperature=temperature)[0]
+    return search_answers(table, query, k, temperature=temperature, where=where)[0]
 
 
 def _finite(x: float) -> float | None:
