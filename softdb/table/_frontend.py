@@ -296,8 +296,10 @@ class FrontEnd:
         *,
         temperature: float | None = None,
         mask: Any = None,
+        by: str = "chunk",
+        rank: str = "score",
     ) -> SearchResult:
-        """The k best rows of each query, with scores and full-table weights.
+        """The k best rows (or documents) of each query, with scores and full-table weights.
 
         Parameters
         ----------
@@ -306,6 +308,12 @@ class FrontEnd:
             1 <= k <= len(table).
         temperature : float, optional
         mask : array_like of bool, shape (n,) or (m, n), optional
+        by : {"chunk", "document"}
+            "chunk": rows. "document": the k best documents of a table built from documents
+            (:mod:`softdb.table._documents`): a document's weight is the sum of its chunks'
+            full-table weights, its score, row and payload its best chunk's.
+        rank : {"score", "weight"}
+            With ``by="document"``: order documents by their best chunk's score or by their weight.
 
         Returns
         -------
@@ -323,6 +331,12 @@ class FrontEnd:
         >>> hits.ids, hits.scores, hits.weights.round(3)
         (array(['y', 'z'], dtype=object), array([2., 1.], dtype=float32), array([0.665, 0.245], dtype=float32))
         """
+        if by != "chunk":
+            if by != "document":
+                raise ValueError(f"by must be 'chunk' or 'document', got {by!r}; hint: by='document' groups chunks")
+            from softdb.table._documents import search_documents
+
+            return search_documents(self, queries, k, temperature=temperature, mask=mask, rank=rank)
         p = self._answer(queries, Ask(lse=True), temperature=temperature, mask=mask, k=k)
         _checks.check_finite_result(asked(p.answers.hit_weights), "search weights", p.tau)
         return p.hits()
