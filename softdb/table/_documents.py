@@ -7,7 +7,8 @@ A row built from a cut document is one chunk, and its payload says where it came
 
 ``span`` is [start, end) in the document's text (its title not included); ``title`` is there
 when the document had one; a document's payload that is a dict adds its fields (a payload that
-is not a dict is kept under ``"payload"``). The chunk rows' ids are ``f"{doc}#{i}"``. A row whose
+is not a dict is kept under ``"payload"``). The chunk rows' ids are ``f"{doc}#{i}"``, and a
+document that is one chunk keeps its own id as its row's. A row whose
 payload is not such a dict is a document of its own, whose id is its row id.
 
 ``search(q, k, by="document")`` (:func:`search_documents`) returns documents: a document's
@@ -30,7 +31,7 @@ import scipy.sparse as sp
 from softdb.engine._plan import Ask
 from softdb.table._state import SearchResult, asked
 
-__all__ = ["doc_codes", "document_rows", "search_documents"]
+__all__ = ["doc_codes", "document_ids", "document_rows", "documents_and_stats", "search_documents"]
 
 #: Weights held at once per block of queries: (queries in the block) × rows.
 BLOCK_WEIGHTS = 1 << 21
@@ -95,7 +96,8 @@ def document_rows(
                 pay.update({f: v for f, v in user.items() if f not in _RESERVED})
             elif user is not None:
                 pay["payload"] = user
-        row_ids.append(f"{doc_ids[d]}#{r - int(starts[d])}")
+        one = (d + 1 == len(texts) and r + 1 == len(chunks.texts)) or (d + 1 < len(texts) and starts[d + 1] == r + 1)
+        row_ids.append(doc_ids[d] if one and r == int(starts[d]) else f"{doc_ids[d]}#{r - int(starts[d])}")
         row_pays.append(pay)
     return chunks.texts, row_ids, row_pays
 
@@ -215,32 +217,52 @@ def search_documents(
             f"k={k} but the table has {n_docs} documents (in {len(codes)} rows); "
             "hint: use 1 <= k <= the number of documents"
         )
+    out, single, _ = _search(table, queries, int(k), temperature, mask, rank, stats=False)
+    return SearchResult._make(x[0] for x in out) if single else out
+
+
+def documents_and_stats(
+    table: Any, queries: Any, k: int, *, temperature: float | None = None, rank: str = "score"
+) -> tuple[SearchResult, float, np.ndarray, np.ndarray]:
+    """:func:`search_documents` (2-D) with τ, the entropy and the effective rows of the rows' weights: one pass.
+
+    The views answer ``by="document"`` through it (one table of one head).
+    """
+    out, _, (tau, entropy, effective) = _search(table, queries, k, temperature, None, rank, stats=True)
+    return out, tau, entropy, effective
+
+
+def _search(
+    table: Any, queries: Any, k: int, temperature: float | None, mask: Any, rank: str, *, stats: bool
+) -> tuple[SearchResult, bool, tuple]:
+    codes, _ = doc_codes(table._state.rows)
     per_block = max(1, BLOCK_WEIGHTS // max(len(codes), 1))
-    parts = [
-        _block(table, qb, mb, int(k), temperature, rank) for qb, mb in _blocks(queries, mask, per_block)
-    ]
-    single = parts[0][1]
+    parts = [_block(table, qb, mb, k, temperature, rank, stats) for qb, mb in _blocks(queries, mask, per_block)]
     res = [np.concatenate([p[0][i] for p in parts]) for i in range(5)]
     out = SearchResult(res[0], res[1], res[2], res[3], res[4])
-    if single:
-        out = SearchResult._make(x[0] for x in out)
-    return out
+    tau = parts[0][2].tau
+    if not stats:
+        return out, parts[0][1], (tau, None, None)
+    entropy = np.concatenate([asked(p[2].answers.entropy) for p in parts])  # (m,)
+    effective = np.concatenate([asked(p[2].answers.effective_rows) for p in parts])  # (m,)
+    return out, parts[0][1], (tau, entropy, effective)
 
 
-def _block(table: Any, queries: Any, mask: Any, k: int, temperature: float | None, rank: str) -> tuple:
+def _block(table: Any, queries: Any, mask: Any, k: int, temperature: float | None, rank: str, stats: bool) -> tuple:
     """One block of queries: one pass for dense weights and enough top chunks (two when rows change)."""
     for attempt in range(2):
         codes, _ = doc_codes(table._state.rows)
         most = int(np.bincount(codes).max()) if len(codes) else 1
         n = len(codes)
         kk = n if attempt or rank == "weight" else min(n, k * most)  # k·(most chunks a document has) ≥ k documents
-        p = table._answer(queries, Ask(lse=True, weights=True, k=kk), temperature=temperature, mask=mask)
+        ask = Ask(lse=True, weights=True, k=kk, stats=stats)
+        p = table._answer(queries, ask, temperature=temperature, mask=mask)
         codes, docs = doc_codes(p.state.rows)
         if len(codes) != n:
             continue  # a write landed between: once more, with every row
         out = _documents_of(p, codes, docs, k, rank)
         if out is not None:
-            return out, p.single
+            return out, p.single, p
     raise RuntimeError("search by document lost the race to writers twice; hint: retry")  # pragma: no cover
 
 

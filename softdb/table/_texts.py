@@ -176,9 +176,9 @@ class TextWrites:
         >>> from softdb.text import Chunker, HashEncoder
         >>> t = SoftTable.from_texts(["a b c d e f", "g h"], encoder=HashEncoder(), chunk=Chunker(4, 0))
         >>> t.ids
-        ('0#0', '0#1', '1#0')
+        ('0#0', '0#1', 1)
         >>> t.remove_documents([0]), t.ids
-        (2, ('1#0',))
+        (2, (1,))
         """
         from softdb.table._documents import doc_codes
 

@@ -224,7 +224,26 @@ class App:
             raise ApiError("the query 'q' contains a NUL character; hint: send plain text")
         return q
 
-    def _k(self, text: str | None, default: int, limit: int) -> int:
+    @staticmethod
+    def _by(by: str | None, rank: str | None) -> tuple[str, str]:
+        """``by`` (default "document": hits are documents, as on the command line) and ``rank``."""
+        by = "document" if by is None else by.strip()
+        rank = "score" if rank is None else rank.strip()
+        if by not in ("document", "chunk"):
+            raise ApiError(f"by must be 'document' or 'chunk', got {by[:40]!r}; hint: by=chunk shows rows")
+        if rank not in ("score", "weight"):
+            raise ApiError(f"rank must be 'score' or 'weight', got {rank[:40]!r}; hint: rank=score (best chunk)")
+        return by, rank
+
+    def _k(self, text: str | None, default: int, limit: int, *, documents: bool = False) -> int:
+        n = len(self.table)
+        if documents:
+            from softdb.table._documents import document_ids
+
+            n = len(document_ids(self.table))
+        return min(self._k_rows(text, default, limit), n)
+
+    def _k_rows(self, text: str | None, default: int, limit: int) -> int:
         if text is None:
             return min(default, len(self.table))
         try:
@@ -267,15 +286,16 @@ class App:
 
     # ------------------------------------------------------------- endpoints
     def _search(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
-        self._check_names(params, ("q", "k", "temperature", "mode"))
+        self._check_names(params, ("q", "k", "temperature", "mode", "by", "rank"))
         q = self._query_text(self._one(params, "q"))
+        by, rank = self._by(self._one(params, "by"), self._one(params, "rank"))
         k_text = self._one(params, "k")
-        k = self._k(k_text, 10, MAX_K)
+        k = self._k(k_text, 10, MAX_K, documents=by == "document")
         k_asked = None if k_text is None else int(k_text.strip(), 10)
         tau = self._temperature(self._one(params, "temperature"))
         mode = self._mode(self._one(params, "mode"))
         qv = self.encoder.encode([q])[0]  # (d,)
-        a = search_answer(self.table, qv, k, temperature=tau)
+        a = search_answer(self.table, qv, k, temperature=tau, by=by, rank=rank)
         return _json(
             200,
             search_record(
