@@ -199,9 +199,17 @@ def _cuts(spans: np.ndarray, budget: int, overlap: int) -> list[tuple[int, int]]
         if b >= t:
             return out
         nxt = b - overlap
-        j = int(np.searchsorted(starts, nxt, side="right")) - 1  # start on a word, never go back
-        a = int(starts[j]) if starts[j] > a else nxt
+        j = int(np.searchsorted(starts, nxt, side="right")) - 1  # start on a word (a piece alone counts anew)
+        if starts[j] <= a:  # never go back: the next word, or mid-word when a word outlasts the window
+            j += 1
+        a = int(starts[j]) if starts[j] < b else nxt
         a = max(a, out[-1][0] + 1)
+
+
+def _cut_title(title: str, counter: TokenCounter, most: int) -> str:
+    """The title, cut after its first ``most`` tokens (so that it leaves room for text)."""
+    spans = counter.spans(title)  # (t, 2)
+    return title if len(spans) <= most else title[: int(spans[max(most, 1) - 1, 1])]
 
 
 def chunk_texts(
@@ -221,7 +229,8 @@ def chunk_texts(
     chunker : Chunker, optional
         Default ``Chunker()``.
     titles : sequence of str or None, length n, optional
-        Prefixed to every chunk of its document (``title + "\\n" + chunk``), counted in its size.
+        Prefixed to every chunk of its document (``title + "\\n" + chunk``), counted in its size;
+        a title longer than half a chunk is cut there.
 
     Returns
     -------
@@ -243,7 +252,7 @@ def chunk_texts(
     titles = [None] * len(texts) if titles is None else list(titles)
     if len(titles) != len(texts):
         raise ValueError(f"titles must be one per text: got {len(titles)} titles for {len(texts)} texts")
-    heads = [f"{t}\n" if t else "" for t in titles]
+    heads = [f"{_cut_title(t, counter, size // 2)}\n" if t else "" for t in titles]  # a title takes ≤ half a chunk
     head_tokens = counter.count(heads) if any(heads) else np.zeros(len(texts), np.int64)  # (n,)
     docs: list[int] = []
     spans: list[tuple[int, int]] = []
