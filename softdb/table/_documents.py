@@ -144,10 +144,13 @@ def _blocks(queries: Any, mask: Any, per_block: int) -> list[tuple[Any, Any]]:
     if isinstance(queries, list | tuple) and queries and all(isinstance(q, str) for q in queries):
         m = len(queries)
     elif sp.issparse(queries):
-        m = queries.shape[0]
+        m = int(queries.shape[0])  # type: ignore[attr-defined]
     else:
-        arr = np.asarray(queries) if not isinstance(queries, list) or not queries or np.ndim(queries[0]) else None
-        if arr is None or arr.dtype == object or arr.ndim != 2:
+        try:
+            arr = np.asarray(queries)
+        except (ValueError, TypeError):  # ragged: block keys' queries (one matrix per block) go as they are
+            return [(queries, mask)]
+        if arr.dtype == object or arr.ndim != 2:
             return [(queries, mask)]
         queries, m = arr, arr.shape[0]
     mk = None if mask is None else np.asarray(mask)
@@ -218,7 +221,7 @@ def search_documents(
             "hint: use 1 <= k <= the number of documents"
         )
     out, single, _ = _search(table, queries, int(k), temperature, mask, rank, stats=False)
-    return SearchResult._make(x[0] for x in out) if single else out
+    return SearchResult._make(None if x is None else x[0] for x in out) if single else out
 
 
 def documents_and_stats(

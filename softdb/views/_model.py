@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from softdb.render._results import jsonable
-from softdb.table._state import SearchResult
 from softdb.table._explain import WEAK_MATCH_COSINE
+from softdb.table._state import SearchResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from softdb.table._explain import Explanation
@@ -92,8 +92,8 @@ def search_answers(
     if by != "chunk" and (proj is None or proj.heads == 1):  # one pass: documents, weights' entropy, 1 / Σ w²
         from softdb.table._documents import documents_and_stats
 
-        docs, tau, entropy, effective = documents_and_stats(table, queries, k, temperature=temperature, rank=rank)
-        return _answers(docs, tau, entropy, effective)
+        docs, tau, d_entropy, d_effective = documents_and_stats(table, queries, k, temperature=temperature, rank=rank)
+        return _answers(docs, tau, d_entropy, d_effective)
     if proj is None or proj.heads == 1:  # one pass: hits, their full-table weights, entropy, effective rows
         p = table._answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k)
         entropy, effective = p.answers.entropy, p.answers.effective_rows  # (m,), (m,)

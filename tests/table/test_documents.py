@@ -117,8 +117,12 @@ DOCS = ["cats purr softly on warm laps " * 6, "dogs bark at the mail carrier", "
 def test_from_texts_cuts_documents_into_rows_that_know_them(tmp_path):
     enc = HashEncoder(256)
     t = SoftTable.from_texts(
-        DOCS, ids=["cats", "dogs", "fish"], titles=["Cats", None, "Fish"], payloads=[{"year": 2020}, None, "x"],
-        encoder=enc, chunk=Chunker(12, 3),
+        DOCS,
+        ids=["cats", "dogs", "fish"],
+        titles=["Cats", None, "Fish"],
+        payloads=[{"year": 2020}, None, "x"],
+        encoder=enc,
+        chunk=Chunker(12, 3),
     )
     pays = t.payloads
     cut = chunk_texts(DOCS, TokenCounter(), Chunker(12, 3), titles=["Cats", None, "Fish"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import warnings
@@ -38,7 +39,7 @@ def _check_cover(texts, chunks):
         assert len(spans) >= 1
         assert spans[0, 0] == 0 and spans[-1, 1] == len(text)
         assert np.all(spans[1:, 0] > spans[:-1, 0])
-        for (_, e), (s, _) in zip(spans[:-1], spans[1:]):  # they overlap, or only whitespace lies between
+        for (_, e), (s, _) in itertools.pairwise(spans):  # they overlap, or only whitespace lies between
             assert s <= e or not text[e:s].strip()
 
 
@@ -104,7 +105,9 @@ def test_a_chunk_ends_at_a_word_when_one_fits(minilm_counter):
 
 
 def test_chunker_and_titles_errors():
-    with pytest.raises(ValueError, match=re.escape("size must be at least 4 tokens, got size=2; hint: Chunker(size=128)")):
+    with pytest.raises(
+        ValueError, match=re.escape("size must be at least 4 tokens, got size=2; hint: Chunker(size=128)")
+    ):
         Chunker(2, 0)
     with pytest.raises(ValueError, match=re.escape("overlap must be at least 0 and less than size, got overlap=-1")):
         Chunker(8, -1)
@@ -122,7 +125,7 @@ def test_encoders_without_a_window_read_everything():
 def test_chunk_false_warns_how_many_documents_are_truncated(minilm_counter, scifact):
     from softdb.table._documents import document_rows
 
-    titles, texts = scifact
+    _, texts = scifact
     n_tok = minilm_counter.count(texts)
     over = int((n_tok > 254).sum())
     assert over > 0
@@ -131,9 +134,13 @@ def test_chunk_false_warns_how_many_documents_are_truncated(minilm_counter, scif
         f"(the longest has {int(n_tok.max())}); hint: leave chunk=None to cut them into chunks"
     )
     with pytest.warns(UserWarning, match=re.escape(msg)):
-        rows, ids, pays = document_rows(texts, ids=None, payloads=None, encoder=default_encoder(), chunk=False, titles=None)
+        rows, ids, pays = document_rows(
+            texts, ids=None, payloads=None, encoder=default_encoder(), chunk=False, titles=None
+        )
     assert rows == texts and ids is None and pays is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # chunking on: no warning
-        rows, ids, pays = document_rows(texts, ids=None, payloads=None, encoder=default_encoder(), chunk=None, titles=None)
+        rows, ids, pays = document_rows(
+            texts, ids=None, payloads=None, encoder=default_encoder(), chunk=None, titles=None
+        )
     assert len(rows) > len(texts) and minilm_counter.count(rows).max() <= 254
