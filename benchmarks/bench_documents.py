@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 from softdb import SoftTable
+from softdb.eval._metrics import summarize, trec_eval
 from softdb.evaluate import unseen_queries
 from softdb.text import Chunker, beir_qrels, beir_queries, default_encoder
-from softdb.eval._metrics import summarize, trec_eval
 
 #: (name, chunk=) of each table measured; "whole" encodes title + " " + text as bench_beir.py does.
 CONFIGS = [
@@ -82,33 +82,50 @@ def main() -> None:
     queries = {s: beir_queries(root, s) for s in ("train", "test")}
     unseen = unseen_queries(qrels["test"], qrels["train"])
     enc = default_encoder()
-    print(f"# {root.name}: {len(doc_ids)} documents, {len(queries['train'].ids)} train and "
-          f"{len(queries['test'].ids)} test queries ({len(unseen)} unseen); {platform.processor() or platform.machine()}")
+    print(
+        f"# {root.name}: {len(doc_ids)} documents, {len(queries['train'].ids)} train and "
+        f"{len(queries['test'].ids)} test queries ({len(unseen)} unseen); {platform.processor() or platform.machine()}"
+    )
     out = []
     for name, chunk in CONFIGS[: args.configs]:
         t0 = time.perf_counter()
-        table = SoftTable.from_texts(texts, ids=doc_ids, titles=titles if chunk is not False else None,
-                                     encoder=enc, chunk=chunk) if chunk is not False else SoftTable.from_texts(
-            [f"{a} {b}".strip() for a, b in zip(titles, texts)], ids=doc_ids, encoder=enc, chunk=False)
+        table = (
+            SoftTable.from_texts(
+                texts, ids=doc_ids, titles=titles if chunk is not False else None, encoder=enc, chunk=chunk
+            )
+            if chunk is not False
+            else SoftTable.from_texts(
+                [f"{a} {b}".strip() for a, b in zip(titles, texts)], ids=doc_ids, encoder=enc, chunk=False
+            )
+        )
         built = time.perf_counter() - t0
         for split in ("train", "test"):
             q = enc.encode(queries[split].texts)
             qids = queries[split].ids
-            rankings = {"chunks": _doc_of(table.search(q, 10)) if table.payloads and isinstance(
-                table.payloads[0], dict) else table.search(q, 10),
-                        "documents by best chunk": table.search(q, 10, by="document")}
+            rankings = {
+                "chunks": _doc_of(table.search(q, 10))
+                if table.payloads and isinstance(table.payloads[0], dict)
+                else table.search(q, 10),
+                "documents by best chunk": table.search(q, 10, by="document"),
+            }
             for tau in TAUS:
                 rankings[f"documents by summed weight, τ {tau}"] = table.search(
-                    q, 10, by="document", rank="weight", temperature=tau)
+                    q, 10, by="document", rank="weight", temperature=tau
+                )
             for rname, hits in rankings.items():
                 per_q = trec_eval(qrels[split], _run(hits, qids))
-                rec = {"config": name, "rows": len(table), "ranking": rname, "split": split,
-                       "ndcg@10": summarize(per_q).ndcg_at_10}
+                rec = {
+                    "config": name,
+                    "rows": len(table),
+                    "ranking": rname,
+                    "split": split,
+                    "ndcg@10": summarize(per_q).ndcg_at_10,
+                }
                 if split == "test":
                     rec["unseen ndcg@10"] = summarize(per_q, unseen).ndcg_at_10
                 out.append(rec)
         print(f"{name}: {len(table)} rows, built in {built:.0f} s", flush=True)
-        for r in out[-2 * (2 + len(TAUS)):]:
+        for r in out[-2 * (2 + len(TAUS)) :]:
             extra = f"  unseen {r['unseen ndcg@10']:.4f}" if "unseen ndcg@10" in r else ""
             print(f"  {r['split']:5s} {r['ranking']:40s} {r['ndcg@10']:.4f}{extra}", flush=True)
         if args.json:
@@ -119,8 +136,10 @@ def main() -> None:
     print("\n| chunks (size / overlap) | ranking | train | test | unseen test |\n|---|---|---|---|---|")
     for r in train:
         t = next(x for x in out if x["split"] == "test" and x["config"] == r["config"] and x["ranking"] == r["ranking"])
-        print(f"| {r['config']} ({r['rows']} rows) | {r['ranking']} | {r['ndcg@10']:.4f} | {t['ndcg@10']:.4f} "
-              f"| {t['unseen ndcg@10']:.4f} |")
+        print(
+            f"| {r['config']} ({r['rows']} rows) | {r['ranking']} | {r['ndcg@10']:.4f} | {t['ndcg@10']:.4f} "
+            f"| {t['unseen ndcg@10']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

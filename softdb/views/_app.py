@@ -224,10 +224,17 @@ class App:
             raise ApiError("the query 'q' contains a NUL character; hint: send plain text")
         return q
 
+    def _one_process(self) -> bool:
+        from softdb.table._table import SoftTable
+
+        return isinstance(self.table, SoftTable)
+
     @staticmethod
-    def _by(by: str | None, rank: str | None) -> tuple[str, str]:
-        """``by`` (default "document": hits are documents, as on the command line) and ``rank``."""
-        by = "document" if by is None else by.strip()
+    def _by(by: str | None, rank: str | None, *, one_process: bool = True) -> tuple[str, str]:
+        """``by`` (default "document" for a table in one process, as on the command line) and ``rank``."""
+        by = ("document" if one_process else "chunk") if by is None else by.strip()
+        if by == "document" and not one_process:
+            raise ApiError("by=document needs a table in one process, not a sharded one; hint: by=chunk")
         rank = "score" if rank is None else rank.strip()
         if by not in ("document", "chunk"):
             raise ApiError(f"by must be 'document' or 'chunk', got {by[:40]!r}; hint: by=chunk shows rows")
@@ -288,7 +295,7 @@ class App:
     def _search(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
         self._check_names(params, ("q", "k", "temperature", "mode", "by", "rank"))
         q = self._query_text(self._one(params, "q"))
-        by, rank = self._by(self._one(params, "by"), self._one(params, "rank"))
+        by, rank = self._by(self._one(params, "by"), self._one(params, "rank"), one_process=self._one_process())
         k_text = self._one(params, "k")
         k = self._k(k_text, 10, MAX_K, documents=by == "document")
         k_asked = None if k_text is None else int(k_text.strip(), 10)
