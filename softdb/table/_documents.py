@@ -51,8 +51,11 @@ def document_rows(
     chunk: Any,
     titles: Sequence[str | None] | None,
     first_id: int = 0,
-) -> tuple[list[str], Any, Any]:
-    """The rows of documents ``texts``: (row texts, row ids, row payloads), chunked or not.
+    values: Any = None,
+) -> tuple[list[str], Any, Any, Any]:
+    """The rows of documents ``texts``: (row texts, row ids, row payloads, row values), chunked or not.
+
+    ``values`` (one row per document, or None) are repeated for each chunk of their document.
 
     ``chunk``: None (cut when a text is longer than the encoder reads, or titles are given),
     True / a :class:`~softdb.text.Chunker` (always cut), False (never; a warning names the
@@ -71,10 +74,10 @@ def document_rows(
     if chunk is False or (chunk is None and titles is None and counter.window is None):
         if chunk is False and counter.window is not None:
             _warn_truncated(counter.count(texts), counter.window)
-        return list(texts), ids, payloads
+        return list(texts), ids, payloads, values
     chunks = chunk_texts(texts, counter, chunk if isinstance(chunk, Chunker) else None, titles=titles)
     if chunk is None and titles is None and len(chunks.texts) == len(texts):
-        return list(texts), ids, payloads  # nothing was cut: one row per text, as before
+        return list(texts), ids, payloads, values  # nothing was cut: one row per text, as before
     doc_ids = list(range(first_id, first_id + len(texts))) if ids is None else list(ids)
     if len(doc_ids) != len(texts) or (payloads is not None and len(payloads) != len(texts)):
         raise ValueError(
@@ -99,7 +102,15 @@ def document_rows(
         one = (d + 1 == len(texts) and r + 1 == len(chunks.texts)) or (d + 1 < len(texts) and starts[d + 1] == r + 1)
         row_ids.append(doc_ids[d] if one and r == int(starts[d]) else f"{doc_ids[d]}#{r - int(starts[d])}")
         row_pays.append(pay)
-    return chunks.texts, row_ids, row_pays
+    if values is not None:
+        values = np.asarray(values)
+        if values.ndim != 2 or len(values) != len(texts):
+            raise ValueError(
+                f"values must have one row per text: got shape {values.shape} for {len(texts)} texts; "
+                "hint: values of shape (n_texts, d_v)"
+            )
+        values = values[chunks.doc]  # (r, d_v) each chunk answers its document's value
+    return chunks.texts, row_ids, row_pays, values
 
 
 def _warn_truncated(n_tokens: np.ndarray, window: int) -> None:

@@ -433,8 +433,8 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
             encoder = text_encoder(encoder)
         from softdb.table._documents import document_rows
 
-        texts, ids, payloads = document_rows(
-            texts, ids=ids, payloads=payloads, encoder=encoder, chunk=chunk, titles=titles
+        texts, ids, payloads, values = document_rows(
+            texts, ids=ids, payloads=payloads, encoder=encoder, chunk=chunk, titles=titles, values=values
         )
         payloads = texts if payloads is None else payloads
         if not hasattr(encoder, "encode_corpus"):

@@ -140,8 +140,15 @@ class TextWrites:
 
         docs = doc_codes(self._state.rows)[1]
         first = next_int_id([docs]) if ids is None else 0
-        texts, ids, payloads = document_rows(
-            texts, ids=ids, payloads=payloads, encoder=encoder, chunk=chunk, titles=titles, first_id=first
+        texts, ids, payloads, values = document_rows(
+            texts,
+            ids=ids,
+            payloads=payloads,
+            encoder=encoder,
+            chunk=chunk,
+            titles=titles,
+            first_id=first,
+            values=values,
         )
         if ids is None and texts and first:
             ids = list(range(first, first + len(texts)))

@@ -169,3 +169,12 @@ def test_documents_are_added_and_removed_by_their_ids():
 def test_short_texts_stay_one_row_each_as_before():
     t = SoftTable.from_texts(["read a csv file", "compress with gzip"], encoder=HashEncoder())
     assert t.ids == (0, 1) and t.payloads == ("read a csv file", "compress with gzip")
+
+
+def test_values_of_a_document_answer_for_each_of_its_chunks():
+    vals = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], np.float32)  # one value per document
+    t = SoftTable.from_texts(DOCS, values=vals, encoder=HashEncoder(256), chunk=Chunker(12, 3))
+    docs = [p["doc"] for p in t.payloads]
+    np.testing.assert_array_equal(t.values, vals[docs])
+    with pytest.raises(ValueError, match=re.escape("values must have one row per text: got shape (2, 2) for 3 texts")):
+        SoftTable.from_texts(DOCS, values=vals[:2], encoder=HashEncoder(256), chunk=Chunker(12, 3))

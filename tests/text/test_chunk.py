@@ -134,13 +134,13 @@ def test_chunk_false_warns_how_many_documents_are_truncated(minilm_counter, scif
         f"(the longest has {int(n_tok.max())}); hint: leave chunk=None to cut them into chunks"
     )
     with pytest.warns(UserWarning, match=re.escape(msg)):
-        rows, ids, pays = document_rows(
+        rows, ids, pays, _ = document_rows(
             texts, ids=None, payloads=None, encoder=default_encoder(), chunk=False, titles=None
         )
     assert rows == texts and ids is None and pays is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # chunking on: no warning
-        rows, ids, pays = document_rows(
+        rows, ids, pays, _ = document_rows(
             texts, ids=None, payloads=None, encoder=default_encoder(), chunk=None, titles=None
         )
     assert len(rows) > len(texts) and minilm_counter.count(rows).max() <= 254
