@@ -66,7 +66,7 @@ def document_rows(
     if chunk is not None and not isinstance(chunk, bool | Chunker):
         raise TypeError(
             f"chunk must be None, True, False or a softdb.text.Chunker, got {type(chunk).__name__}; "
-            "hint: chunk=Chunker(size=64, overlap=16)"
+            "hint: chunk=Chunker(size=128, overlap=32)"
         )
     if titles is not None and len(titles) != len(texts):
         raise ValueError(f"titles must be one per text: got {len(titles)} titles for {len(texts)} texts")

@@ -106,7 +106,7 @@ def test_a_chunk_ends_at_a_word_when_one_fits(minilm_counter):
 
 def test_chunker_and_titles_errors():
     with pytest.raises(
-        ValueError, match=re.escape("size must be at least 4 tokens, got size=2; hint: Chunker(size=64)")
+        ValueError, match=re.escape("size must be at least 4 tokens, got size=2; hint: Chunker(size=128)")
     ):
         Chunker(2, 0)
     with pytest.raises(ValueError, match=re.escape("overlap must be at least 0 and less than size, got overlap=-1")):
