@@ -114,14 +114,12 @@ def test_folder_corpus_skips_binaries_and_decodes_legacy_text(tmp_path):
     (root / "controls.md").write_bytes(b"\x01\x02\x03\x04\x05\x06 mostly control characters")
     corpus = folder_corpus(root)
     assert corpus.skipped == ("controls.md", "program.txt")
-    by_path = {p["path"]: [] for p in corpus.payloads}
-    for p in corpus.payloads:
-        by_path[p["path"]].append(p["text"])
+    by_path = {p["path"]: (title, text) for p, title, text in zip(corpus.payloads, corpus.titles, corpus.texts)}
     assert by_path == {
-        "a.txt": ["plain utf-8 note"],
-        "latin.md": ["Café crème", "à la carte"],
-        "quotes.txt": ["“smart” quotes – and a dash"],
-        "wide.txt": ["Grüße aus Köln"],
+        "a.txt": (None, "plain utf-8 note"),
+        "latin.md": ("Café crème", "à la carte"),
+        "quotes.txt": (None, "“smart” quotes – and a dash"),
+        "wide.txt": (None, "Grüße aus Köln"),
     }
     assert not any("\ufffd" in t or "\x7f" in t for t in corpus.texts)
     assert "2 files skipped" in repr(corpus)
@@ -216,7 +214,7 @@ def test_api_raises_but_cli_clamps_and_says_so(notes_table, capsys):
         table.search("bananas", k=99)
     code, out, err = run(capsys, "search", "bananas", "--table", notes_table, "-k", "99", "--json")
     assert code == 0
-    assert f"softdb: note: -k 99 is more than the table's {n} rows; showing all {n}" in err
+    assert f"softdb: note: -k 99 is more than the table's {n} documents; showing all {n}" in err
     result = strict_loads(out)
     assert (result["k"], result["k_requested"], len(result["hits"])) == (n, 99, n)
     code, out, err = run(capsys, "search", "bananas", "--table", notes_table, "-k", "2", "--json")

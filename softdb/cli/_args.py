@@ -135,8 +135,13 @@ def text_table(spec: str, text_column: str | None = None, id_column: str | None 
     corpus = load_corpus(data.resolve(spec), text_column=text_column, id_column=id_column)
     if corpus.skipped:
         warn(f"{corpus.skipped_message()} (in {spec})")
-    return SoftTable.from_texts(
-        corpus.texts, ids=corpus.ids, payloads=corpus.payloads, encoder=None if model == "dense" else model
+    return SoftTable.from_texts(  # every row a chunk: its payload has the text, its document and span
+        corpus.texts,
+        ids=corpus.ids,
+        payloads=corpus.payloads,
+        encoder=None if model == "dense" else model,
+        titles=corpus.titles,
+        chunk=True,
     )
 
 

@@ -63,6 +63,19 @@ def add_parser(subparsers: Any) -> None:
         help="soft: hits with their weights; hard: the best rows by score",
     )
     s.add_argument(
+        "--by",
+        choices=["document", "chunk"],
+        help="document (default for a table in one process): the best documents, each shown by its best chunk, "
+        "weighing the sum of its chunks' weights; chunk: the best rows",
+    )
+    s.add_argument(
+        "--rank",
+        choices=["score", "weight"],
+        default="score",
+        help="with --by document: rank documents by their best chunk's score (default: it ranks better on "
+        "SciFact, docs/guide/documents.md) or by their summed weight",
+    )
+    s.add_argument(
         "--min-score",
         type=finite_float,
         metavar="S",
@@ -135,11 +148,11 @@ def _search_table(args: argparse.Namespace, stack: contextlib.ExitStack) -> Any:
     return text_table(args.corpus, args.text_column, args.id_column)
 
 
-def _clamped_k(k: int, n: int) -> int:
-    """The CLI clamps k to the table's rows (the Python API raises instead), and says so."""
+def _clamped_k(k: int, n: int, what: str = "rows") -> int:
+    """The CLI clamps k to the table's rows or documents (the Python API raises instead), and says so."""
     if k <= n:
         return k
-    note(f"-k {k} is more than the table's {n} rows; showing all {n}")
+    note(f"-k {k} is more than the table's {n} {what}; showing all {n}")
     return n
 
 
@@ -151,10 +164,21 @@ def _search_results(table: Any, queries: list[str], args: argparse.Namespace) ->
     """
     from softdb.views import search_answers, search_record
 
-    k = _clamped_k(args.k, len(table))
+    sharded = _cli_shards.is_sharded_table(table)
+    by = args.by or ("chunk" if sharded else "document")
+    if by == "document" and sharded:
+        raise UserError("--by document needs a table in one process, not a sharded one; hint: --by chunk")
+    if by == "document":
+        from softdb.table._documents import document_ids
+
+        k = _clamped_k(args.k, len(document_ids(table)), "documents")
+    else:
+        k = _clamped_k(args.k, len(table))
     qv = table.encoder.encode(queries)  # (m, d): one encoder call for all queries
-    answer = _cli_shards.search_answers if _cli_shards.is_sharded_table(table) else search_answers
-    answers = answer(table, qv, k, temperature=args.temperature, where=args.where)  # one pass (sharded: on the workers)
+    if sharded:  # on the workers
+        answers = _cli_shards.search_answers(table, qv, k, temperature=args.temperature, where=args.where)
+    else:
+        answers = search_answers(table, qv, k, temperature=args.temperature, where=args.where, by=by, rank=args.rank)
     return [
         search_record(
             a,

@@ -61,7 +61,7 @@ def add_compact_parser(subparsers: Any) -> None:
     c.add_argument("table", help="the table folder")
 
 
-def _texts(args: argparse.Namespace) -> tuple[list[str], list | None, list | None]:
+def _texts(args: argparse.Namespace) -> tuple[list[str], list | None, list | None, list]:
     from softdb.cli import _args
     from softdb.text import load_corpus
 
@@ -72,11 +72,13 @@ def _texts(args: argparse.Namespace) -> tuple[list[str], list | None, list | Non
     texts: list[str] = []
     ids: list = []
     pays: list = []
+    titles: list = []
     for src in args.sources:
         corpus = load_corpus(_args.data.resolve(src), text_column=args.text_column, id_column=args.id_column)
         if corpus.skipped:
             _args.warn(f"{corpus.skipped_message()} (in {src})")
         texts += corpus.texts
+        titles += corpus.titles if corpus.titles is not None else [None] * len(corpus.texts)
         ids += list(corpus.ids)
         pays += list(corpus.payloads) if corpus.payloads is not None else list(corpus.texts)
     if args.text and not args.ids and args.sources:
@@ -84,15 +86,19 @@ def _texts(args: argparse.Namespace) -> tuple[list[str], list | None, list | Non
     texts += args.text
     ids += args.ids
     pays += [{"text": t} for t in args.text]  # as a corpus row's payload (its text, no file)
-    return texts, (ids or None), pays
+    titles += [None] * len(args.text)
+    return texts, (ids or None), pays, titles
 
 
 def add(args: argparse.Namespace) -> int:
     """Run ``softdb add``; returns the exit status."""
-    texts, ids, pays = _texts(args)
+    texts, ids, pays, titles = _texts(args)
     with open_table(args.table) as table:
         before, t0 = segments(table), time.perf_counter()
-        new = table.add_texts(texts, ids=ids, payloads=pays)
+        if is_sharded_table(table):
+            new = table.add_texts(texts, ids=ids, payloads=pays)
+        else:  # documents, as `softdb index` builds them: chunk rows with their text, document and span
+            new = table.add_texts(texts, ids=ids, payloads=pays, titles=titles, chunk=True)
         if not is_sharded_table(table):
             table.save(args.table)
         dt = time.perf_counter() - t0
@@ -117,16 +123,25 @@ def _as_ids(table: Any, given: list[str]) -> list:
 
 
 def remove(args: argparse.Namespace) -> int:
-    """Run ``softdb remove``; returns the exit status."""
+    """Run ``softdb remove``; returns the exit status (a document's id removes its chunk rows)."""
     with open_table(args.table) as table:
-        before, t0 = segments(table), time.perf_counter()
+        before, t0, n0 = segments(table), time.perf_counter(), len(table)
         ids = _as_ids(table, args.ids)
-        table.remove(ids)
+        known = set(table.ids)
+        docs = [i for i in ids if i not in known]
+        if docs and not is_sharded_table(table):
+            from softdb.table._documents import document_ids
+
+            if set(docs) <= set(document_ids(table).tolist()):
+                table.remove_documents(docs)
+                ids = [i for i in ids if i in known]
+        if ids:
+            table.remove(ids)
         if not is_sharded_table(table):
             table.save(args.table)
         dt = time.perf_counter() - t0
         print(
-            f"removed {len(ids)} rows from {args.table} (now {len(table)} rows; segments {before} -> "
+            f"removed {n0 - len(table)} rows from {args.table} (now {len(table)} rows; segments {before} -> "
             f"{segments(table)}) in {dt:.2f} s"
         )
     return 0

@@ -35,7 +35,7 @@ def snippet(payload: Any, width: int = 60) -> str:
     if payload is None:
         return ""
     if isinstance(payload, dict):
-        for key in ("summary", "title", "text"):
+        for key in ("summary", "text", "title"):
             if payload.get(key):
                 payload = payload[key]
                 break

@@ -333,8 +333,10 @@ class FrontEnd:
         temperature: float | None = None,
         mask: Any = None,
         where: Any = None,
+        by: str = "chunk",
+        rank: str = "score",
     ) -> SearchResult:
-        """The k best rows of each query, with scores and full-table weights.
+        """The k best rows (or documents) of each query, with scores and full-table weights.
 
         Parameters
         ----------
@@ -346,6 +348,12 @@ class FrontEnd:
         where : dict or str, optional
             A filter on the payloads (as in :meth:`lookup`): exactly k hits whenever
             k rows pass, with their full-table weights over the rows that pass.
+        by : {"chunk", "document"}
+            "chunk": rows. "document": the k best documents of a table built from documents
+            (:mod:`softdb.table._documents`): a document's weight is the sum of its chunks'
+            full-table weights, its score, row and payload its best chunk's.
+        rank : {"score", "weight"}
+            With ``by="document"``: order documents by their best chunk's score or by their weight.
 
         Returns
         -------
@@ -366,6 +374,12 @@ class FrontEnd:
         >>> t2.search([0.0, 2.0, 1.0], k=2, where={"y": {"$gte": 2021}}).payloads
         array([{'y': 2021}, {'y': 2022}], dtype=object)
         """
+        if by != "chunk":
+            if by != "document":
+                raise ValueError(f"by must be 'chunk' or 'document', got {by!r}; hint: by='document' groups chunks")
+            from softdb.table._documents import search_documents
+
+            return search_documents(self, queries, k, temperature=temperature, mask=mask, where=where, rank=rank)
         p = self._answer(queries, Ask(lse=True), temperature=temperature, mask=mask, k=k, where=where)
         _checks.check_finite_result(asked(p.answers.hit_weights), "search weights", p.tau)
         return p.hits()

@@ -391,8 +391,10 @@ class SoftTable(Filtering, FrontEnd, Mutation, Fitting, TextWrites):
         values: Any = None,
         encoder: Any = None,
         temperature: float | None = None,
+        chunk: Any = None,
+        titles: Sequence[str | None] | None = None,
     ) -> SoftTable:
-        """Encode texts into a cosine table that also accepts string queries.
+        """Encode texts (documents) into a cosine table that also accepts string queries.
 
         Parameters
         ----------
@@ -407,6 +409,12 @@ class SoftTable(Filtering, FrontEnd, Mutation, Fitting, TextWrites):
             ``"hybrid"``: :class:`softdb.text.HybridEncoder`, block keys
             [MiniLM | BM25] scored cos + β·BM25 (β = 0.05, τ = 0.05). An encoder
             with ``encode_corpus`` (BM25, hybrid) fits its statistics on ``texts``.
+        chunk : None, bool or softdb.text.Chunker
+            None: a text longer than the encoder reads (or one with a title) is cut into chunk
+            rows (:mod:`softdb.table._documents`); True or a Chunker: always; False: never (a
+            warning counts the texts the encoder will truncate).
+        titles : sequence of str, optional
+            One per text, prefixed to each of its chunks.
 
         Examples
         --------
@@ -426,6 +434,11 @@ class SoftTable(Filtering, FrontEnd, Mutation, Fitting, TextWrites):
             from softdb.text import text_encoder
 
             encoder = text_encoder(encoder)
+        from softdb.table._documents import document_rows
+
+        texts, ids, payloads, values = document_rows(
+            texts, ids=ids, payloads=payloads, encoder=encoder, chunk=chunk, titles=titles, values=values
+        )
         payloads = texts if payloads is None else payloads
         if not hasattr(encoder, "encode_corpus"):
             keys = encoder.encode(texts)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from softdb.engine import _keys
+from softdb.table._frontend import as_id_list, next_int_id
 from softdb.table._state import TableState
 
 __all__ = ["StaleEncoderError", "TextWrites", "text_after_add", "text_after_remove"]
@@ -84,8 +85,10 @@ class TextWrites:
         payloads: Sequence[Any] | None = None,
         *,
         values: Any = None,
+        chunk: Any = None,
+        titles: Sequence[str | None] | None = None,
     ) -> list:
-        """Encode texts with the table's own encoder and append them; return their ids.
+        """Encode texts (documents) with the table's own encoder and append them; return their rows' ids.
 
         Parameters
         ----------
@@ -98,6 +101,10 @@ class TextWrites:
             Default: the texts (as ``from_texts`` stores them).
         values : array_like of shape (n_new, d_v), optional
             Needed when the table has values apart from its keys.
+        chunk, titles : optional
+            As in :meth:`SoftTable.from_texts <softdb.SoftTable.from_texts>`: a text longer than
+            the encoder reads becomes chunk rows with ids ``f"{doc}#{i}"`` (default document ids:
+            integers after the largest integer document id); :meth:`remove_documents` removes them.
 
         Returns
         -------
@@ -129,6 +136,22 @@ class TextWrites:
                 "add_texts needs a table that knows its encoder (built by SoftTable.from_texts), "
                 "but this table has none; hint: set table.encoder, or encode the texts and call add()"
             )
+        from softdb.table._documents import doc_codes, document_rows
+
+        docs = doc_codes(self._state.rows)[1]
+        first = next_int_id([docs]) if ids is None else 0
+        texts, ids, payloads, values = document_rows(
+            texts,
+            ids=ids,
+            payloads=payloads,
+            encoder=encoder,
+            chunk=chunk,
+            titles=titles,
+            first_id=first,
+            values=values,
+        )
+        if ids is None and texts and first:
+            ids = list(range(first, first + len(texts)))
         payloads = texts if payloads is None else payloads
         if not getattr(encoder, "grows", False):
             if hasattr(encoder, "encode_corpus"):  # a frozen BM25 / hybrid encoder: its error says why
@@ -142,3 +165,37 @@ class TextWrites:
             except StaleEncoderError:
                 continue  # another writer changed the vocabulary: count again against its version
         raise RuntimeError(f"add_texts lost the race to other writers {RETRIES} times; hint: retry")
+
+    def remove(self, ids: Any) -> Any:
+        raise NotImplementedError  # pragma: no cover - softdb.table._mutation.Mutation has it
+
+    def remove_documents(self, doc_ids: Any) -> int:
+        """Remove documents by their ids: every chunk row of each (a row that is a document by its row id).
+
+        Returns
+        -------
+        int
+            The rows removed.
+
+        Examples
+        --------
+        >>> from softdb import SoftTable
+        >>> from softdb.text import Chunker, HashEncoder
+        >>> t = SoftTable.from_texts(["a b c d e f", "g h"], encoder=HashEncoder(), chunk=Chunker(4, 0))
+        >>> t.ids
+        ('0#0', '0#1', 1)
+        >>> t.remove_documents([0]), t.ids
+        (2, (1,))
+        """
+        from softdb.table._documents import doc_codes
+
+        wanted = set(as_id_list(doc_ids))
+        codes, docs = doc_codes(self._state.rows)
+        hit = np.isin(np.arange(len(docs)), [i for i, d in enumerate(docs.tolist()) if d in wanted])  # (n_docs,)
+        missing = wanted - set(docs[hit].tolist())
+        if missing:
+            raise KeyError(f"no document has id {sorted(map(repr, missing))[0]}; hint: table.ids shows the rows' ids")
+        rows = np.flatnonzero(hit[codes])  # (r,)
+        ids = self._state.rows.ids
+        self.remove([ids[r] for r in rows.tolist()])
+        return len(rows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from softdb.text._bm25 import BM25Encoder
 from softdb.text._cache import EmbeddingCache, cache_dir
+from softdb.text._chunk import Chunker, Chunks, TokenCounter, chunk_texts, token_counter
 from softdb.text._corpora import (
     Queries,
     beir_corpus,
@@ -29,6 +30,8 @@ from softdb.text._stdlib import stdlib_corpus
 __all__ = [
     "DEFAULT_MODEL",
     "BM25Encoder",
+    "Chunker",
+    "Chunks",
     "Corpus",
     "EmbeddingCache",
     "Encoder",
@@ -37,10 +40,12 @@ __all__ = [
     "Queries",
     "SentenceEncoder",
     "StatefulEncoder",
+    "TokenCounter",
     "beir_corpus",
     "beir_qrels",
     "beir_queries",
     "cache_dir",
+    "chunk_texts",
     "default_encoder",
     "encoder_from_name",
     "encoder_from_state",
@@ -49,5 +54,6 @@ __all__ = [
     "stdlib_corpus",
     "table_file_corpus",
     "text_encoder",
+    "token_counter",
     "verify_default_model",
 ]

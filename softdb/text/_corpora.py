@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -50,11 +49,13 @@ def _existing(path: str | os.PathLike[str], what: str) -> Path:
 
 
 def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
-    """Paragraphs of the .txt and .md files under a folder.
+    """The .txt and .md files under a folder, one document per file.
 
     Files are found recursively (hidden files and folders, starting with ".", are
-    skipped) and read in sorted order of their relative paths. Each file is split on
-    blank lines; empty paragraphs are dropped and line endings normalised.
+    skipped) and read in sorted order of their relative paths. A file's first non-empty
+    line is its title (a Markdown heading's ``#`` marks dropped) when more text follows
+    it; the title travels with each chunk of the file (``SoftTable.from_texts(titles=...)``),
+    never as a row alone. Line endings are normalised; an empty file is dropped.
 
     Decoding: a byte-order mark decides (UTF-8/16/32); else valid UTF-8 is UTF-8;
     else the file is read as cp1252/latin-1 (so a latin-1 "Café" stays "Café").
@@ -65,8 +66,8 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
     Returns
     -------
     Corpus
-        id ``"relative/path.md#n"`` with n counting a file's paragraphs from 0;
-        payload ``{"path": "relative/path.md", "paragraph": n, "text": the paragraph}``;
+        id ``"relative/path.md"``; text: the file after its title; title: its first line
+        (None for a one-line file, whose line is its text); payload ``{"path": "relative/path.md"}``;
         ``skipped``: the relative paths of the files that are not text.
 
     Examples
@@ -74,8 +75,9 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (d / "notes.md").write_text("# Title\\n\\nFirst paragraph.\\n\\n\\nSecond one.\\n")
-    >>> folder_corpus(d).ids
-    ['notes.md#0', 'notes.md#1', 'notes.md#2']
+    >>> c = folder_corpus(d)
+    >>> c.ids, c.titles, c.texts
+    (['notes.md'], ['Title'], ['First paragraph.\\n\\n\\nSecond one.'])
     """
     root = _existing(path, "folder")
     if not root.is_dir():
@@ -87,6 +89,7 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
             files.append((relpath.as_posix(), p))
     ids: list[str] = []
     texts: list[str] = []
+    titles: list[str | None] = []
     payloads: list[dict[str, Any]] = []
     skipped: list[str] = []
     for rel, p in sorted(files):
@@ -94,13 +97,18 @@ def folder_corpus(path: str | os.PathLike[str]) -> Corpus:
         if decoded is None:
             skipped.append(rel)
             continue
-        raw = decoded[0].replace("\r\n", "\n").replace("\r", "\n")
-        paragraphs = [q.strip() for q in re.split(r"\n[ \t]*\n", raw)]
-        for n, para in enumerate(q for q in paragraphs if q):
-            ids.append(f"{rel}#{n}")
-            texts.append(para)
-            payloads.append({"path": rel, "paragraph": n, "text": para})
-    return Corpus(ids, texts, payloads, tuple(skipped))
+        raw = decoded[0].replace("\r\n", "\n").replace("\r", "\n").strip()
+        if not raw:
+            continue
+        first, _, rest = raw.partition("\n")
+        title: str | None = first.strip().lstrip("#").strip()
+        if not rest.strip() or not title:
+            title, rest = None, raw
+        ids.append(rel)
+        texts.append(rest.strip())
+        titles.append(title)
+        payloads.append({"path": rel})
+    return Corpus(ids, texts, payloads, tuple(skipped), titles=titles)
 
 
 # --- JSONL / CSV -----------------------------------------------------------------------

@@ -26,6 +26,8 @@ class Corpus:
     skipped : tuple of str
         Files a loader left out because they are not text (see
         :func:`~softdb.text.folder_corpus`); empty for the other loaders.
+    titles : list of str or None, length n, optional
+        A title per text, prefixed to each of its chunks (``SoftTable.from_texts(titles=...)``).
 
     Examples
     --------
@@ -38,6 +40,7 @@ class Corpus:
     texts: list[str]
     payloads: list[Any]
     skipped: tuple[str, ...] = ()
+    titles: list[str | None] | None = None  # one per text (folder_corpus: each file's first line), or None
 
     def __post_init__(self) -> None:
         n_ids, n_texts, n_payloads = len(self.ids), len(self.texts), len(self.payloads)
@@ -46,6 +49,8 @@ class Corpus:
                 f"a Corpus needs as many ids, texts and payloads but got {n_ids} ids, "
                 f"{n_texts} texts and {n_payloads} payloads; pass one of each per text"
             )
+        if self.titles is not None and len(self.titles) != n_texts:
+            raise ValueError(f"a Corpus needs one title per text but got {len(self.titles)} titles for {n_texts} texts")
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -224,7 +224,33 @@ class App:
             raise ApiError("the query 'q' contains a NUL character; hint: send plain text")
         return q
 
-    def _k(self, text: str | None, default: int, limit: int) -> int:
+    def _one_process(self) -> bool:
+        from softdb.table._table import SoftTable
+
+        return isinstance(self.table, SoftTable)
+
+    @staticmethod
+    def _by(by: str | None, rank: str | None, *, one_process: bool = True) -> tuple[str, str]:
+        """``by`` (default "document" for a table in one process, as on the command line) and ``rank``."""
+        by = ("document" if one_process else "chunk") if by is None else by.strip()
+        if by == "document" and not one_process:
+            raise ApiError("by=document needs a table in one process, not a sharded one; hint: by=chunk")
+        rank = "score" if rank is None else rank.strip()
+        if by not in ("document", "chunk"):
+            raise ApiError(f"by must be 'document' or 'chunk', got {by[:40]!r}; hint: by=chunk shows rows")
+        if rank not in ("score", "weight"):
+            raise ApiError(f"rank must be 'score' or 'weight', got {rank[:40]!r}; hint: rank=score (best chunk)")
+        return by, rank
+
+    def _k(self, text: str | None, default: int, limit: int, *, documents: bool = False) -> int:
+        n = len(self.table)
+        if documents:
+            from softdb.table._documents import document_ids
+
+            n = len(document_ids(self.table))
+        return min(self._k_rows(text, default, limit), n)
+
+    def _k_rows(self, text: str | None, default: int, limit: int) -> int:
         if text is None:
             return min(default, len(self.table))
         try:
@@ -274,16 +300,17 @@ class App:
 
     # ------------------------------------------------------------- endpoints
     def _search(self, params: dict[str, list[str]]) -> tuple[int, str, bytes]:
-        self._check_names(params, ("q", "k", "temperature", "mode", "where"))
+        self._check_names(params, ("q", "k", "temperature", "mode", "where", "by", "rank"))
         q = self._query_text(self._one(params, "q"))
+        by, rank = self._by(self._one(params, "by"), self._one(params, "rank"), one_process=self._one_process())
         k_text = self._one(params, "k")
-        k = self._k(k_text, 10, MAX_K)
+        k = self._k(k_text, 10, MAX_K, documents=by == "document")
         k_asked = None if k_text is None else int(k_text.strip(), 10)
         tau = self._temperature(self._one(params, "temperature"))
         mode = self._mode(self._one(params, "mode"))
         where = self._where(self._one(params, "where"))
         qv = self.encoder.encode([q])[0]  # (d,)
-        a = search_answer(self.table, qv, k, temperature=tau, where=where)
+        a = search_answer(self.table, qv, k, temperature=tau, where=where, by=by, rank=rank)
         return _json(
             200,
             search_record(

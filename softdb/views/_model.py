@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
+
 from softdb.render._results import jsonable
 from softdb.table._explain import WEAK_MATCH_COSINE
+from softdb.table._state import SearchResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from softdb.table._explain import Explanation
@@ -45,7 +48,14 @@ class SearchAnswer(NamedTuple):
 
 
 def search_answers(
-    table: SoftTable, queries: Any, k: int, *, temperature: float | None = None, where: Any = None
+    table: SoftTable,
+    queries: Any,
+    k: int,
+    *,
+    temperature: float | None = None,
+    where: Any = None,
+    by: str = "chunk",
+    rank: str = "score",
 ) -> list[SearchAnswer]:
     """Hits, entropy and effective rows of a batch of queries, from ONE pass of the query plan.
 
@@ -59,10 +69,15 @@ def search_answers(
     table : SoftTable
     queries : str, list of str, or array_like of shape (m, d) or (d,)
     k : int
-        1 <= k <= len(table).
+        1 <= k <= len(table) (with ``by="document"``: the number of documents).
     temperature : float, optional
     where : dict or str, optional
         A filter on the payloads (``SoftTable.search``'s ``where=``).
+    by : {"chunk", "document"}
+        "document": the hits are documents (``table.search(..., by="document", rank=rank)``, a
+        second pass); entropy and effective rows stay those of the rows' weights.
+    rank : {"score", "weight"}
+        With ``by="document"``: documents ranked by their best chunk's score or their summed weight.
 
     Returns
     -------
@@ -83,6 +98,13 @@ def search_answers(
     from softdb.table._explain import weight_stats
 
     proj = table.projection
+    if by != "chunk" and (proj is None or proj.heads == 1):  # one pass: documents, weights' entropy, 1 / Σ w²
+        from softdb.table._documents import documents_and_stats
+
+        docs, tau, d_entropy, d_effective = documents_and_stats(
+            table, queries, k, temperature=temperature, rank=rank, where=where
+        )
+        return _answers(docs, tau, d_entropy, d_effective)
     if proj is None or proj.heads == 1:  # one pass: hits, their full-table weights, entropy, effective rows
         p = table._answer(queries, Ask(k=k, lse=True, stats=True), temperature=temperature, k=k, where=where)
         entropy, effective = p.answers.entropy, p.answers.effective_rows  # (m,), (m,)
@@ -94,6 +116,10 @@ def search_answers(
     hit_rows, scores, weights = a.rows, a.scores, a.hit_weights  # (m, k) each
     assert hit_rows is not None and scores is not None and weights is not None  # asked for: Ask(k=k, lse=True)
     assert entropy is not None and effective is not None  # asked for: Ask(stats=True), or weight_stats
+    if by != "chunk":  # several heads: their mean has no streaming entropy (computed above)
+        docs = table.search(queries, k, temperature=temperature, by=by, rank=rank)
+        two = SearchResult._make(None if x is None else np.atleast_2d(x) for x in docs)  # (m, k) each
+        return _answers(two, float(p.tau), entropy, effective)
     pays, out = rows.payloads, []
     for j in range(hit_rows.shape[0]):
         found = [c for c, r in enumerate(hit_rows[j]) if r >= 0]  # O(k): no id array over the table
@@ -112,8 +138,35 @@ def search_answers(
     return out
 
 
+def _answers(docs: SearchResult, tau: float, entropy: Any, effective: Any) -> list[SearchAnswer]:
+    """SearchAnswers of a 2-D SearchResult (documents), one per query."""
+    out = []
+    for j in range(docs.rows.shape[0]):
+        found = docs.rows[j] >= 0  # (k,)
+        pays = [None] * int(found.sum()) if docs.payloads is None else docs.payloads[j][found].tolist()
+        out.append(
+            SearchAnswer(
+                docs.ids[j][found].tolist(),
+                docs.scores[j][found].astype(float).tolist(),
+                docs.weights[j][found].astype(float).tolist(),
+                pays,
+                float(tau),
+                float(entropy[j]),
+                float(effective[j]),
+            )
+        )
+    return out
+
+
 def search_answer(
-    table: SoftTable, query: Any, k: int, *, temperature: float | None = None, where: Any = None
+    table: SoftTable,
+    query: Any,
+    k: int,
+    *,
+    temperature: float | None = None,
+    where: Any = None,
+    by: str = "chunk",
+    rank: str = "score",
 ) -> SearchAnswer:
     """:func:`search_answers` for one query.
 
@@ -125,7 +178,7 @@ def search_answer(
     >>> search_answer(t, [1.0, 0.5, 0.0], k=2).ids
     ['a', 'b']
     """
-    return search_answers(table, query, k, temperature=temperature, where=where)[0]
+    return search_answers(table, query, k, temperature=temperature, where=where, by=by, rank=rank)[0]
 
 
 def _finite(x: float) -> float | None:

@@ -56,7 +56,8 @@ def test_search_where_that_nothing_passes_prints_no_hits(table, capsys):
     [
         (
             '{"yaer": 2020}',
-            "softdb: error: where= names field 'yaer', which no row has; fields that exist: 'lang', 'year'; "
+            "softdb: error: where= names field 'yaer', which no row has; "
+            "fields that exist: 'doc', 'lang', 'span', 'text', 'year'; "
             'hint: {"year": {"$gte": 2020}}, {"lang": {"$in": ["en", "de"]}}, {"$and": [...]}',
         ),
         (

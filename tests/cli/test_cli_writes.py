@@ -47,7 +47,7 @@ def test_add_remove_compact_print_what_they_did_and_equal_a_table_built_from_scr
     assert code == 0 and re.fullmatch(r"added 1 rows to \S+ \(now 4 rows; segments \d+ -> \d+\) in \d+\.\d\d s\n", out)
     code, out, _ = run(capsys, "add", bm25_table, "--text", "a green frog jumps", "--id", "frog")
     assert code == 0 and out.startswith("added 1 rows")
-    code, out, _ = run(capsys, "remove", bm25_table, "hen.txt#0")
+    code, out, _ = run(capsys, "remove", bm25_table, "hen.txt")
     assert code == 0 and re.fullmatch(
         r"removed 1 rows from \S+ \(now 4 rows; segments \d+ -> \d+\) in \d+\.\d\d s\n", out
     )
@@ -68,7 +68,7 @@ def test_add_remove_compact_print_what_they_did_and_equal_a_table_built_from_scr
 def test_write_errors_exit_2_and_leave_the_table_as_it_was(tmp_path, bm25_table, capsys):
     code, _, err = run(capsys, "remove", bm25_table, "nope")
     assert code == 2 and "softdb: error: cannot remove rows: 1 unknown ids ['nope']" in err
-    code, _, err = run(capsys, "add", bm25_table, "--text", "again", "--id", "fox.txt#0")
+    code, _, err = run(capsys, "add", bm25_table, "--text", "again", "--id", "fox.txt")
     assert code == 2 and "softdb: error: cannot add rows: 1 duplicate ids already in the table" in err
     code, _, err = run(capsys, "add", bm25_table)
     assert code == 2 and "softdb: error: nothing to add" in err

@@ -70,7 +70,7 @@ def test_explain_takes_one_query():
 
 
 def test_snippet_shortens_and_picks_fields():
-    assert snippet({"title": "T", "text": "body"}) == "T"
+    assert snippet({"title": "T", "text": "T\nbody"}) == "T body"  # a chunk's text (its title first) shows
     assert snippet("a  b\nc", width=60) == "a b c"
     assert snippet("x" * 100, width=10) == "x" * 9 + "…"
     assert snippet(None) == ""

@@ -101,17 +101,12 @@ def make_notes(root: Path) -> Path:
 
 
 def test_folder_corpus(tmp_path):
+    """One document per file (no splitting on blank lines); the first line is the title, never a row alone."""
     c = folder_corpus(make_notes(tmp_path / "notes"))
-    assert c.ids == ["a.txt#0", "a.txt#1", "b.md#0", "b.md#1", "b.md#2", "sub/c.MD#0"]
-    assert c.texts == [
-        "first of a",
-        "second of a",
-        "# B",
-        "body of b\nstill b",
-        "last of b",
-        "only paragraph of c",
-    ]
-    assert c.payloads[3] == {"path": "b.md", "paragraph": 1, "text": "body of b\nstill b"}
+    assert c.ids == ["a.txt", "b.md", "sub/c.MD"]  # the empty file is dropped
+    assert c.texts == ["second of a", "body of b\nstill b\n\n  \n\nlast of b", "only paragraph of c"]
+    assert c.titles == ["first of a", "B", None]  # a one-line file is its own text, not a title
+    assert c.payloads == [{"path": "a.txt"}, {"path": "b.md"}, {"path": "sub/c.MD"}]
 
 
 def test_folder_corpus_errors(tmp_path):
@@ -287,7 +282,7 @@ def test_scifact_slice_matches_an_independent_reading():
 
 def test_load_corpus_dispatch(tmp_path):
     assert load_corpus("stdlib").ids[:1] == stdlib_corpus().ids[:1]
-    assert load_corpus(make_notes(tmp_path / "notes")).ids[0] == "a.txt#0"
+    assert load_corpus(make_notes(tmp_path / "notes")).ids[0] == "a.txt"
     (tmp_path / "t.jsonl").write_text('{"text": "x"}\n')
     assert load_corpus(str(tmp_path / "t.jsonl")).texts == ["x"]
     (tmp_path / "t.csv").write_text("text\ny\n")
