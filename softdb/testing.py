@@ -210,10 +210,11 @@ def assert_not_retrieves(
     >>> from softdb import SoftTable
     >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], payloads=["ex", "why"])
     >>> assert_not_retrieves(t, [1.0, 0.0], "y")
-    >>> assert_not_retrieves(t, [1.0, 0.0], "y", k=2)
+    >>> assert_not_retrieves(t, [1.0, 0.0], "y", k=2)  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    AssertionError: expected 'y' not in the top 2 for the query vector of shape (2,), but it ranked 2 with weight 0.3302:
+    AssertionError: expected 'y' not in the top 2 for the query vector of shape (2,), but it ranked 2
+    with weight 0.3302:
       rank  id                           score   weight  payload
          1  'x'                              1   0.6698  ex
          2  'y'                              0   0.3302  why

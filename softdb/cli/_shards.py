@@ -82,9 +82,11 @@ def search_answers(table: Any, queries: Any, k: int, *, temperature: float | Non
 
     Two passes on the workers (``search``, then ``weight_stats``); no weights move.
     """
+    from softdb.engine._plan import Ask
     from softdb.views._model import SearchAnswer
 
-    hits = table.search(queries, k=k, temperature=temperature)  # (m, k) each
+    reply = table._answer(queries, Ask(lse=True), temperature=temperature, k=k)  # as table.search, with no_terms
+    hits = reply.hits()  # (m, k) each
     entropy, effective = table.weight_stats(queries, temperature=temperature)  # (m,) each
     tau = table.temperature if temperature is None else temperature
     out = []
@@ -100,6 +102,7 @@ def search_answers(table: Any, queries: Any, k: int, *, temperature: float | Non
                 float(tau),
                 float(entropy[j]),
                 float(effective[j]),
+                reply.no_terms is not None and bool(reply.no_terms[j]),
             )
         )
     return out

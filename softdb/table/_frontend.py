@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from softdb import _checks
 from softdb.engine import _keys
 from softdb.engine._plan import Ask
+from softdb.table._match import mark_no_terms
 from softdb.table._state import Reply, SearchResult, asked, unit_rows
 
 __all__ = ["NO_K", "FrontEnd", "QuerySpec", "as_id_list", "check_add_values", "next_int_id", "prepare_queries"]
@@ -187,7 +188,7 @@ class FrontEnd:
         self._check_ask(snap, ask, m)
         mask = _checks.as_mask(mask, m, spec.n, single)
         tau = self._tau(snap, temperature)
-        return self._run(snap, q, single, ask, tau, mask)
+        return mark_no_terms(self._run(snap, q, single, ask, tau, mask), q, spec.kind)  # BM25: no term, no match
 
     def lookup(
         self,
@@ -312,7 +313,9 @@ class FrontEnd:
         SearchResult
             ids, scores, weights, payloads and rows, each (m, k) or (k,), sorted by
             score descending (ties: lowest row first). Slots past the allowed rows
-            hold id None, score -inf, weight 0 and row -1.
+            hold id None, score -inf, weight 0 and row -1. A query with no hit at all
+            (every row masked, or a BM25 query with no term the table knows, which
+            scores 0 on every row) is a no-match: ``SearchResult.no_match``.
 
         Examples
         --------
