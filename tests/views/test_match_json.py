@@ -1,4 +1,4 @@
-"""The JSON of a search says no_match, weak_match and near_uniform as booleans, for every kind of table; NaN is rejected."""
+"""Search JSON says no_match, weak_match and near_uniform as booleans for every kind of table; NaN is rejected."""
 
 from __future__ import annotations
 
