@@ -68,10 +68,8 @@ class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
     payloads : sequence, optional
         Any per-row objects (e.g. the row's text), returned with search hits.
     metric : {"dot", "cosine"}
-        "dot" (the default, as ``softdb index --vectors``): the scaled dot product.
-        "cosine" L2-normalises keys and queries (a zero vector is an error);
-        the table then stores the unit keys. Unit embeddings meant for search
-        want "cosine" (or a small τ): see ``docs/guide/tables.md``.
+        "dot" (the default, as ``softdb index --vectors``; unit embeddings want "cosine"),
+        or "cosine": keys and queries L2-normalised, unit keys stored (a zero vector is an error).
     temperature : float, optional
         τ > 0. Default √d for "dot" (the Transformer's scaling) and 0.05 for
         "cosine" (the scale at which sentence encoders are trained: cosine
