@@ -188,7 +188,7 @@ class FrontEnd:
         self._check_ask(snap, ask, m)
         mask = _checks.as_mask(mask, m, spec.n, single)
         tau = self._tau(snap, temperature)
-        return mark_no_terms(self._run(snap, q, single, ask, tau, mask), q, spec.kind)  # BM25: no term, no match
+        return mark_no_terms(self._run(snap, q, single, ask, tau, mask), q, spec.kind, self)  # BM25: no term, no match
 
     def lookup(
         self,

@@ -2,8 +2,8 @@
 
 Three judgements every view shares, each from figures a pass already has (no extra pass):
 
-- **no match** (:func:`no_terms`, :func:`clear_no_terms`): against sparse keys (a BM25 table) a
-  query with no entry, i.e. no term the table knows, scores 0 on every row. It gets the defined
+- **no match** (:func:`no_terms`, :func:`clear_no_terms`): in a BM25 table (sparse keys and a
+  BM25 encoder) a query with no entry, i.e. no term the table knows, scores 0 on every row. It gets the defined
   no-match of an all-False mask: no hits (id None, score -inf, weight 0, row -1), a zero answer,
   zero weights, entropy and effective rows 0. A hybrid table ([dense | sparse] blocks) still
   ranks such a query by meaning, so its answers stand; the query is only remembered as having no
@@ -119,14 +119,17 @@ def clear_no_terms(answers: Any, empty: np.ndarray) -> Any:
     return replace(answers, **changes)
 
 
-def mark_no_terms(reply: Any, q: Any, kind: str) -> Any:
-    """Record which queries have no term (``reply.no_terms``); for "csr" keys, give them the no-match.
+def mark_no_terms(reply: Any, q: Any, kind: str, table: Any) -> Any:
+    """Record which queries have no term (``reply.no_terms``); in a BM25 table, give them the no-match.
 
     Called by the front end on every reply, so every table (in process or sharded) and every
-    view (search, lookup, weights, explain, the CLI, the web app) agree.
+    view (search, lookup, weights, explain, the CLI, the web app) agree. A BM25 table is one
+    with sparse keys and a BM25 encoder (``from_texts(..., encoder="bm25")``, ``softdb index
+    --model bm25``); a table built from one's own CSR arrays keeps softmax's answer to a query
+    that scores 0 everywhere (uniform weights), so sparse keys still answer exactly as dense ones.
     """
     empty = no_terms(q, kind)
-    if empty is not None and kind == "csr":
+    if empty is not None and kind == "csr" and getattr(table.encoder, "state_kind", None) == "bm25":
         reply.answers = clear_no_terms(reply.answers, empty)
     reply.no_terms = empty
     return reply

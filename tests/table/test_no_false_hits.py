@@ -101,6 +101,16 @@ def test_no_match_exactly_when_every_score_is_zero(docs, queries, k):
         assert (hits.rows[j] >= 0).all()
 
 
+def test_a_table_of_ones_own_csr_keys_keeps_softmax_answer_to_a_zero_query():
+    import scipy.sparse as sp
+
+    keys = sp.random(6, 9, density=0.4, format="csr", random_state=1, dtype=np.float32)
+    t = SoftTable(keys, temperature=1.0)  # no BM25 encoder: sparse keys answer as dense ones
+    zero = sp.csr_matrix((1, 9), dtype=np.float32)
+    np.testing.assert_allclose(t.weights(zero), np.full((1, 6), 1 / 6), rtol=1e-6)
+    assert not t.search(zero, k=2).no_match.any()
+
+
 def test_dense_tables_are_never_a_no_match_unless_masked():
     rng = np.random.default_rng(0)
     keys = rng.normal(size=(20, 4)).astype(np.float32)
