@@ -203,6 +203,8 @@ def _print_search_result(result: dict[str, Any]) -> None:
             "rank the rows against each other"
         )
     if result["near_uniform"]:
+        from softdb.table._match import NEAR_UNIFORM
+
         tau = result["suggested_temperature"]
         hint = (
             f"try --temperature {tau:.3g}, where the best row would weigh about as much as the rest"
@@ -210,8 +212,8 @@ def _print_search_result(result: dict[str, Any]) -> None:
             else "every row scores the same, so no temperature separates them"
         )
         print(
-            f"     near-uniform weights: at τ = {result['temperature']:g} every weight is within 1% of uniform "
-            f"at the top (the weights say nothing); {hint}"
+            f"     near-uniform weights: at τ = {result['temperature']:g} every weight is within "
+            f"{NEAR_UNIFORM:.0%} of uniform at the top (the weights say nothing); {hint}"
         )
 
 

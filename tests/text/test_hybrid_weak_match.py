@@ -38,3 +38,26 @@ def test_weak_match_needs_no_known_term_and_a_weak_best_cosine(hybrid):
             assert e.scores[0] == pytest.approx(cos[j].max(), abs=1e-5)  # the score is the dense cosine (weight 1)
     assert "weak match" in str(hybrid.explain("zebra", k=2))
     assert "weak match" not in str(hybrid.explain("fox", k=2))
+
+
+@pytest.mark.slow
+def test_with_the_real_model_on_the_scifact_slice(minilm):
+    from pathlib import Path
+
+    from softdb.text import beir_corpus, beir_queries
+
+    scifact = Path(__file__).resolve().parents[1] / "data" / "scifact"
+    corpus = beir_corpus(scifact)
+    table = SoftTable.from_texts(corpus.texts, ids=corpus.ids, encoder=HybridEncoder(dense=minilm))
+    bm25 = SoftTable.from_texts(corpus.texts, ids=corpus.ids, encoder="bm25")
+    related = beir_queries(scifact, "test").texts[:20]
+    nonsense = ["zxqv wplk", "qwertyuiop asdfgh", "blorft snazzle"]  # no term the abstracts hold
+    cos = (minilm.encode(related + nonsense) @ minilm.encode(corpus.texts).T).max(axis=1)  # (m,) best cosine
+    for j, q in enumerate(related + nonsense):
+        e = table.explain(q, k=3)
+        no_terms = bm25.encoder.encode([q]).nnz == 0
+        assert e.no_terms == no_terms, q
+        assert e.weak_match == (no_terms and cos[j] < WEAK_MATCH_COSINE), (q, cos[j])
+        assert bm25.search(q, k=3).no_match == no_terms, q
+    assert not any(table.explain(q, k=3).weak_match for q in related)  # real questions are never weak
+    assert all(table.explain(q, k=3).weak_match for q in nonsense)  # made-up words are (cosine < 0.3 measured)
