@@ -29,7 +29,13 @@ from softdb.engine._plan import Ask
 from softdb.table._state import asked
 from softdb.table._table import SoftTable
 
-__all__ = ["assert_attends_more", "assert_retrieves", "assert_soft_close_to_hard", "assert_weight_at_least"]
+__all__ = [
+    "assert_attends_more",
+    "assert_not_retrieves",
+    "assert_retrieves",
+    "assert_soft_close_to_hard",
+    "assert_weight_at_least",
+]
 
 #: Rows shown in a failure message, at least.
 SHOWN = 5
@@ -37,6 +43,7 @@ _SNIPPET = 40
 
 
 def _describe_query(query: Any) -> str:
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     if isinstance(query, str):
         return repr(query if len(query) <= 60 else query[:59] + "…")
     q = np.asarray(query)
@@ -44,6 +51,7 @@ def _describe_query(query: Any) -> str:
 
 
 def _one_query(table: SoftTable, query: Any) -> None:
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     if not isinstance(table, SoftTable):
         raise TypeError(f"table must be a softdb.SoftTable, got {type(table).__name__}")
     if isinstance(query, str):
@@ -59,6 +67,7 @@ def _one_query(table: SoftTable, query: Any) -> None:
 
 def _row(table: SoftTable, row_id: Hashable, what: str) -> int:
     """The row of ``row_id``; an AssertionError naming it if the table has no such row."""
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     try:
         return table.row_of(row_id)
     except KeyError:
@@ -70,6 +79,7 @@ def _row(table: SoftTable, row_id: Hashable, what: str) -> int:
 
 
 def _snippet(payload: Any) -> str:
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     if payload is None:
         return ""
     if isinstance(payload, dict):
@@ -83,12 +93,14 @@ def _snippet(payload: Any) -> str:
 
 def _ask(table: SoftTable, query: Any, k: int, temperature: float | None, *, weights: bool = True) -> Any:
     """One pass for one query (or a batch): the top max(k, SHOWN) rows and, with ``weights``, every weight."""
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     shown = min(max(k, SHOWN), len(table))
     return table._answer(query, Ask(lse=True, weights=weights), temperature=temperature, k=shown)
 
 
 def _rows_table(table: SoftTable, p: Any, j: int = 0, extra_rows: tuple[int, ...] = ()) -> str:
     """Query ``j``'s top rows of the pass ``p``, plus ``extra_rows`` wherever they rank, as text."""
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     a = p.answers
     rows = [int(r) for r in a.rows[j] if r >= 0]
     order = {r: i for i, r in enumerate(rows)}
@@ -150,6 +162,7 @@ def assert_retrieves(
          2  'y'                              0   0.3302  why
       (weights over all 2 rows at τ = 1.41421)
     """
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     _one_query(table, query)
     row = _row(table, expected_id, "expected id")
     p = _ask(table, query, k, temperature)  # one pass, whether the assertion holds or fails
@@ -165,6 +178,63 @@ def assert_retrieves(
     )
 
 
+def assert_not_retrieves(
+    table: SoftTable, query: Any, unexpected_id: Hashable, k: int = 1, *, temperature: float | None = None
+) -> None:
+    """Assert that ``unexpected_id`` is not among the top ``k`` rows retrieved for ``query``.
+
+    The converse of :func:`assert_retrieves` ("this query must not find that row"), with as
+    helpful a failure: the rows retrieved, their scores and weights, and where the row ranked.
+
+    Parameters
+    ----------
+    table : SoftTable
+    query : str or array_like of shape (d,)
+        Strings need a table built with :meth:`SoftTable.from_texts`.
+    unexpected_id : hashable
+        A row id of the table (an unknown id fails the assertion, naming it: a test that
+        checks the absence of a row the table never had would pass for the wrong reason).
+    k : int
+        1 <= k <= len(table).
+    temperature : float, optional
+        τ of the weights shown in the message (ranking does not depend on τ).
+
+    Raises
+    ------
+    AssertionError
+        With the rows retrieved, their scores and weights, and where the unexpected row ranked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from softdb import SoftTable
+    >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], payloads=["ex", "why"])
+    >>> assert_not_retrieves(t, [1.0, 0.0], "y")
+    >>> assert_not_retrieves(t, [1.0, 0.0], "y", k=2)  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    AssertionError: expected 'y' not in the top 2 for the query vector of shape (2,), but it ranked 2
+    with weight 0.3302:
+      rank  id                           score   weight  payload
+         1  'x'                              1   0.6698  ex
+         2  'y'                              0   0.3302  why
+      (weights over all 2 rows at τ = 1.41421)
+    """
+    __tracebackhide__ = True  # pytest shows the message, not these frames
+    _one_query(table, query)
+    row = _row(table, unexpected_id, "unexpected id")
+    p = _ask(table, query, k, temperature)  # one pass, whether the assertion holds or fails
+    top = p.answers.rows[0]  # (max(k, SHOWN),)
+    hit = np.flatnonzero(top[:k] == row)
+    if not hit.size:
+        return
+    w = float(p.answers.weights[0, row])
+    raise AssertionError(
+        f"expected {unexpected_id!r} not in the top {k} for {_describe_query(query)}, but it ranked "
+        f"{int(hit[0]) + 1} with weight {w:.4f}:\n" + _rows_table(table, p, 0, (row,))
+    )
+
+
 def assert_weight_at_least(
     table: SoftTable, query: Any, row_id: Hashable, w: float, *, temperature: float | None = None
 ) -> None:
@@ -177,6 +247,7 @@ def assert_weight_at_least(
     >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], temperature=0.1)
     >>> assert_weight_at_least(t, [1.0, 0.0], "x", 0.99)
     """
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     _one_query(table, query)
     if not (isinstance(w, int | float | np.floating | np.integer) and 0 <= float(w) <= 1):
         raise ValueError(f"w must be a weight between 0 and 1, got {w!r}")
@@ -202,6 +273,7 @@ def assert_attends_more(
     >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"])
     >>> assert_attends_more(t, [0.2, 0.9], "y", "x")
     """
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     _one_query(table, query)
     ra, rb = _row(table, id_a, "id_a"), _row(table, id_b, "id_b")
     p = _ask(table, query, 1, temperature)  # one pass: the weights, and the rows a failure shows
@@ -239,6 +311,7 @@ def assert_soft_close_to_hard(table: SoftTable, queries: Any, tol: float, *, tem
     >>> t = SoftTable(np.eye(2, dtype=np.float32), [[1.0], [2.0]], ids=["x", "y"])
     >>> assert_soft_close_to_hard(t, [[1.0, 0.0]], 1e-3, temperature=0.01)
     """
+    __tracebackhide__ = True  # pytest shows the message, not these frames
     if not isinstance(table, SoftTable):
         raise TypeError(f"table must be a softdb.SoftTable, got {type(table).__name__}")
     if not (isinstance(tol, int | float | np.floating | np.integer) and float(tol) >= 0):

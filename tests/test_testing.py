@@ -10,11 +10,14 @@ import pytest
 from softdb import Projection, SoftTable
 from softdb.testing import (
     assert_attends_more,
+    assert_not_retrieves,
     assert_retrieves,
     assert_soft_close_to_hard,
     assert_weight_at_least,
 )
 from softdb.text import HashEncoder
+
+pytest_plugins = ["pytester"]  # the pytester fixture: run a failing test in pytest and read its report
 
 FRUIT = ["apple", "lemon", "banana", "lime", "mango", "kiwi", "plum"]
 
@@ -165,3 +168,81 @@ def test_works_on_projected_tables():
 def test_misuse_is_not_an_assertion_failure(fruit, call, exc, msg):
     with pytest.raises(exc, match=re.escape(msg)):
         call(fruit)
+
+
+# ------------------------------------------------- assert_not_retrieves and pytest tracebacks
+
+
+def test_assert_not_retrieves_passes_when_the_row_is_below_k(fruit):
+    order = list(fruit.search([1.0, 0.2], k=len(fruit)).ids)  # the reference ranking
+    for k in range(1, len(fruit) + 1):
+        for rank, rid in enumerate(order, 1):
+            if rank > k:
+                assert assert_not_retrieves(fruit, [1.0, 0.2], rid, k=k) is None
+            else:
+                with pytest.raises(AssertionError, match=re.escape(f"expected {rid!r} not in the top {k} for ")):
+                    assert_not_retrieves(fruit, [1.0, 0.2], rid, k=k)
+
+
+def test_failing_assert_not_retrieves_says_where_the_row_ranked(fruit):
+    w = fruit.weights([1.0, 0.2])
+    hits = fruit.search([1.0, 0.2], k=5)
+    second = hits.ids[1]
+    with pytest.raises(AssertionError) as info:
+        assert_not_retrieves(fruit, [1.0, 0.2], second, k=3)
+    msg = str(info.value)
+    assert msg.startswith(
+        f"expected {second!r} not in the top 3 for the query vector of shape (2,), but it ranked 2 "
+        f"with weight {w[fruit.row_of(second)]:.4f}:\n  rank  id                           score   weight  payload\n"
+    )
+    for i, fid in enumerate(hits.ids):  # the rows it did retrieve, best first
+        assert re.search(rf"^\s+{i + 1}\s+'{fid}'\s+\S+\s+{hits.weights[i]:.4f}\s", msg, re.M), fid
+    assert msg.endswith("(weights over all 7 rows at τ = 0.05)")
+
+
+def test_assert_not_retrieves_with_text_and_unknown_ids(texts):
+    assert_not_retrieves(texts, "gzip compression of data", "smtplib")
+    with pytest.raises(AssertionError, match=re.escape("expected 'gzip' not in the top 1 for 'gzip compression'")):
+        assert_not_retrieves(texts, "gzip compression", "gzip")
+    msg = "unexpected id 'zip' is not an id of the table (5 rows, ids ['csv', 'gzip', 'argparse', 'smtplib', 're'])"
+    with pytest.raises(AssertionError, match=re.escape(msg)):
+        assert_not_retrieves(texts, "gzip compression", "zip")
+    with pytest.raises(ValueError, match=re.escape("this assertion takes one query")):
+        assert_not_retrieves(texts, np.zeros((2, texts.dim)), "gzip")
+
+
+_FAILING_TEST = """
+import numpy as np
+from softdb import SoftTable
+from softdb.testing import {name}
+
+
+def test_it():
+    t = SoftTable(np.eye(3, dtype=np.float32), ids=["a", "b", "c"], payloads=["ay", "bee", "sea"], temperature=0.1)
+    {call}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("assert_retrieves", 'assert_retrieves(t, [0.0, 1.0, 0.2], "a")'),
+        ("assert_not_retrieves", 'assert_not_retrieves(t, [0.0, 1.0, 0.2], "b")'),
+        ("assert_retrieves", 'assert_retrieves(t, [0.0, 1.0, 0.2], "zz")'),
+        ("assert_weight_at_least", 'assert_weight_at_least(t, [0.0, 1.0, 0.2], "a", 0.5)'),
+        ("assert_attends_more", 'assert_attends_more(t, [0.0, 1.0, 0.2], "a", "b")'),
+        ("assert_soft_close_to_hard", "assert_soft_close_to_hard(t, [[0.0, 1.0, 0.9]], 1e-6)"),
+    ],
+)
+def test_a_failure_in_pytest_shows_the_message_not_softdb_frames(pytester, name, call):
+    pytester.makepyfile(_FAILING_TEST.format(name=name, call=call))
+    result = pytester.runpytest("-p", "no:randomly", "-p", "no:cacheprovider", "--no-header")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.lines
+    start = next(i for i, line in enumerate(out) if "test_it" in line and "_" in line)  # "____ test_it ____"
+    end = next(i for i, line in enumerate(out) if "short test summary" in line)
+    report = out[start:end]
+    assert len(report) < 25, "\n".join(report)
+    assert not any("softdb/testing.py" in line or "raise AssertionError" in line for line in report), "\n".join(report)
+    assert any(line.startswith("E   ") and "AssertionError: " in line for line in report), "\n".join(report)
+    assert any(call in line for line in report)  # the caller's line stays

@@ -162,6 +162,7 @@ def _search_results(table: Any, queries: list[str], args: argparse.Namespace) ->
     The dicts are built by :func:`softdb.views.search_record`, as the web app's
     ``/api/search`` answers are: one shape for both.
     """
+    from softdb.table._match import weak_rule
     from softdb.views import search_answers, search_record
 
     sharded = _cli_shards.is_sharded_table(table)
@@ -189,6 +190,7 @@ def _search_results(table: Any, queries: list[str], args: argparse.Namespace) ->
             k_requested=args.k,
             min_score=args.min_score,
             cosine=table.metric == "cosine",
+            weak=weak_rule(table),
         )
         for query, a in zip(queries, answers)
     ]
@@ -200,6 +202,12 @@ def _print_search_result(result: dict[str, Any]) -> None:
         print(f"query: {result['query']!r}   (soft lookup, τ = {result['temperature']:g}, {result['table_rows']} rows)")
     else:
         print(f"query: {result['query']!r}   (hard lookup: best rows by score, {result['table_rows']} rows)")
+    if result["no_match"]:
+        print(
+            "     no match: no row matches this query (it holds no term the table knows); "
+            "no hits rather than arbitrary rows at weight 1/n"
+        )
+        return
     if result["hits"]:
         print_hit_rows(result["hits"], result["mode"])
     if result.get("hidden"):
@@ -218,11 +226,24 @@ def _print_search_result(result: dict[str, Any]) -> None:
             f"     the top {result['k']} hold {result['covered']:.0%} of the weight; "
             f"entropy {result['entropy']:.2f} nats; effective rows 1/Σw² = {result['effective_rows']:.1f}"
         )
-    if result["weak_match"]:
+    if result["weak_match"] and result["weak_match_below"] is not None:
         print(
             f"     weak match: even the best hit has cosine {result['best_score']:.3f} (below "
             f"{result['weak_match_below']:g}); the corpus may hold nothing on this query: weights only "
             "rank the rows against each other"
+        )
+    if result["near_uniform"]:
+        from softdb.table._match import NEAR_UNIFORM
+
+        tau = result["suggested_temperature"]
+        hint = (
+            f"try --temperature {tau:.3g}, where the best row would weigh about as much as the rest"
+            if tau is not None
+            else "every row scores the same, so no temperature separates them"
+        )
+        print(
+            f"     near-uniform weights: at τ = {result['temperature']:g} every weight is within "
+            f"{NEAR_UNIFORM:.0%} of uniform at the top (the weights say nothing); {hint}"
         )
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from softdb.cli._args import positive_int, text_table
+from softdb.cli._args import positive_float, positive_int, text_table
 
 __all__ = [
     "add_index_arguments",
@@ -45,7 +45,16 @@ def add_index_arguments(ix: argparse.ArgumentParser) -> None:
     ix.add_argument("--values", metavar="V.npy", help="with --vectors: values (n, d_v); default: the vectors")
     ix.add_argument("--ids", metavar="IDS.txt", help="with --vectors: one id per line (default 0..n-1)")
     ix.add_argument(
-        "--metric", choices=["cosine", "dot"], default="cosine", help="with --vectors: the similarity (default cosine)"
+        "--metric",
+        choices=["cosine", "dot"],
+        default="dot",
+        help="with --vectors: the similarity (default dot at τ = √d, as SoftTable(keys); for unit "
+        "embeddings meant for search, --metric cosine gives τ = 0.05)",
+    )
+    ix.add_argument(
+        "--temperature",
+        type=positive_float,
+        help="with --vectors: the table's τ (default √d for dot, 0.05 for cosine)",
     )
     ix.add_argument(
         "--encoder",
@@ -82,9 +91,12 @@ def search_answers(table: Any, queries: Any, k: int, *, temperature: float | Non
 
     Two passes on the workers (``search``, then ``weight_stats``); no weights move.
     """
+    from softdb.engine._plan import Ask
     from softdb.views._model import SearchAnswer
 
-    hits = table.search(queries, k=k, temperature=temperature, where=where)  # (m, k) each; filtered on the workers
+    # as table.search (filtered on the workers), with no_terms
+    reply = table._answer(queries, Ask(lse=True), temperature=temperature, k=k, where=where)
+    hits = reply.hits()  # (m, k) each
     entropy, effective = table.weight_stats(queries, temperature=temperature, where=where)  # (m,) each
     tau = table.temperature if temperature is None else temperature
     out = []
@@ -100,6 +112,7 @@ def search_answers(table: Any, queries: Any, k: int, *, temperature: float | Non
                 float(tau),
                 float(entropy[j]),
                 float(effective[j]),
+                reply.no_terms is not None and bool(reply.no_terms[j]),
             )
         )
     return out
@@ -142,8 +155,8 @@ def index(args: argparse.Namespace) -> int | None:
 
     if args.vectors is None:
         if args.shards is None:
-            if args.values or args.ids or args.encoder:
-                raise ValueError("--values, --ids and --encoder go with --vectors EMB.npy")
+            if args.values or args.ids or args.encoder or args.temperature is not None:
+                raise ValueError("--values, --ids, --encoder and --temperature go with --vectors EMB.npy")
             return None
         if args.corpus is None:
             raise ValueError("give a CORPUS to index, or --vectors EMB.npy")
@@ -162,7 +175,9 @@ def index(args: argparse.Namespace) -> int | None:
     values = None if args.values is None else _load_npy(args.values, "--values")
     ids = None if args.ids is None else _read_ids(args.ids, len(keys))
     shards = args.shards or 1
-    ShardedTable.create(args.output, keys, values, ids=ids, shards=shards, metric=args.metric)
+    ShardedTable.create(
+        args.output, keys, values, ids=ids, shards=shards, metric=args.metric, temperature=args.temperature
+    )
     if args.encoder:
         _record_encoder(args.output, args.encoder)
     print(

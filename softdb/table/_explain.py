@@ -15,6 +15,7 @@ import numpy as np
 
 from softdb.engine._plan import Ask
 from softdb.render._html import snippet
+from softdb.table._match import NEAR_UNIFORM, near_uniform, weak_match, weak_rule
 
 if TYPE_CHECKING:  # pragma: no cover
     from softdb.table._table import SoftTable
@@ -61,6 +62,15 @@ class Explanation:
         Extra temperatures asked for (``explain(..., taus=...)``) and the full-table
         log-sum-exp at each, from the same pass: a hit's weight at τ' is
         exp(score / τ' − lse(τ')) exactly (what the HTML explorer's slider uses).
+    no_match : bool
+        No row matches the query (a BM25 query with no term the table knows): no hits, zero answers.
+    weak_match : bool
+        Even the best hit is weak (the rule of :func:`softdb.table._match.weak_match`).
+    near_uniform : bool
+        τ makes the best row weigh at most 1% more than 1/n: the weights say nothing.
+    suggested_temperature : float or None
+        With ``near_uniform``, a τ that would separate the rows (see
+        :func:`softdb.table._match.near_uniform`).
     """
 
     query: str
@@ -82,6 +92,11 @@ class Explanation:
     blocks: tuple = ()  # block tables: (name, weight) of each block
     block_scores: tuple = ()  # block tables: per hit, each block's raw score (score = Σ weight · raw)
     head: int | None = None  # explain(..., head=h): the weights, hits and answers of head h alone
+    no_match: bool = False
+    no_terms: bool = False  # the query holds no term the table's sparse keys know
+    weak_match: bool = False
+    near_uniform: bool = False
+    suggested_temperature: float | None = None
 
     def _repr_html_(self) -> str:
         from softdb.render import explanation_html
@@ -102,6 +117,15 @@ class Explanation:
 
     def __str__(self) -> str:
         head = "" if self.head is None else f"  (head {self.head})"
+        if self.no_match:
+            return "\n".join(
+                [
+                    f"query: {self.query}{head}",
+                    "",
+                    "no match: no row matches this query (it holds no term the table knows, or every row is "
+                    "masked); no hits, and the soft and hard answers are zeros",
+                ]
+            )
         lines = [f"query: {self.query}{head}", "", f"{'rank':>4}  {'id':<34} {'score':>7} {'weight':>7}  payload"]
         for r, (i, s, w, p) in enumerate(zip(self.ids, self.scores, self.weights, self.payloads), 1):
             bar = "█" * round(w * 20)
@@ -130,7 +154,26 @@ class Explanation:
                 f"soft answer{space}: a blend of {self.effective_rows:.1f} rows; nearest shown row "
                 f"{self.soft_nearest}, cosine {self.soft_hard_cosine:.3f} to the hard answer"
             )
+        lines += notes_of(self)
         return "\n".join(lines)
+
+
+def notes_of(e: Any) -> list[str]:
+    """The warnings of an explanation (or of a search record's figures): near-uniform weights, weak match."""
+    out = []
+    if e.near_uniform:
+        hint = (
+            f"; try temperature={e.suggested_temperature:.3g}, where the best row would weigh about as much as the rest"
+            if e.suggested_temperature is not None
+            else "; every row scores the same, so no temperature separates them"
+        )
+        out.append(
+            f"near-uniform weights: at τ = {e.temperature:g} every weight is within {NEAR_UNIFORM:.0%} of "
+            f"uniform at the top (the best row weighs at most {1 + NEAR_UNIFORM:g}/n){hint}"
+        )
+    if e.weak_match:
+        out.append("weak match: even the best hit scores low; the table may hold nothing on this query")
+    return out
 
 
 def explain(
@@ -206,6 +249,10 @@ def explain(
         found = np.atleast_1d(hits.rows)[np.atleast_1d(hits.rows) >= 0]
         parts = tuple(tuple(float(x) for x in row) for row in table.block_scores(query, found))
     pays = [None] * k if hits.payloads is None else list(hits.payloads)
+    no_match = bool(hits.no_match)
+    best = None if no_match else float(hits.scores[0])
+    no_terms = p.no_terms is not None and bool(p.no_terms[0])
+    uniform = near_uniform(float(hits.weights[0]), len(table), p.tau)
     e = Explanation(
         query=query if isinstance(query, str) else np.array2string(np.asarray(query), precision=3, threshold=8),
         ids=list(hits.ids),
@@ -226,6 +273,11 @@ def explain(
         blocks=blocks,
         block_scores=parts,
         head=head,
+        no_match=no_match,
+        no_terms=no_terms,
+        weak_match=weak_match(weak_rule(table), best, no_terms, WEAK_MATCH_COSINE),
+        near_uniform=uniform.near_uniform,
+        suggested_temperature=uniform.suggested_temperature,
     )
     object.__setattr__(e, "_source", (table, query))  # lets a view compute its slider grid later
     return e

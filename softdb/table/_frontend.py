@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from softdb import _checks
 from softdb.engine import _keys
 from softdb.engine._plan import Ask
+from softdb.table._match import mark_no_terms
 from softdb.table._state import Reply, SearchResult, asked, unit_rows
 
 __all__ = ["NO_K", "FrontEnd", "QuerySpec", "as_id_list", "check_add_values", "next_int_id", "prepare_queries"]
@@ -213,8 +214,10 @@ class FrontEnd:
         filt = None if where is None else self._parse_where(snap, where)
         tau = self._tau(snap, temperature)
         if filt is not None:
-            return self._run_where(snap, q, single, ask, tau, mask, filt)
-        return self._run(snap, q, single, ask, tau, mask)
+            reply = self._run_where(snap, q, single, ask, tau, mask, filt)
+        else:
+            reply = self._run(snap, q, single, ask, tau, mask)
+        return mark_no_terms(reply, q, spec.kind, self)  # BM25: no term, no match
 
     def lookup(
         self,
@@ -360,7 +363,9 @@ class FrontEnd:
         SearchResult
             ids, scores, weights, payloads and rows, each (m, k) or (k,), sorted by
             score descending (ties: lowest row first). Slots past the allowed rows
-            hold id None, score -inf, weight 0 and row -1.
+            hold id None, score -inf, weight 0 and row -1. A query with no hit at all
+            (every row masked, or a BM25 query with no term the table knows, which
+            scores 0 on every row) is a no-match: ``SearchResult.no_match``.
 
         Examples
         --------

@@ -75,6 +75,8 @@ class SearchResult(NamedTuple):
         Payload of each hit, when the table has payloads.
     rows : ndarray of int64, shape (m, k) or (k,)
         Row positions in the table at search time; -1 for no match.
+
+    ``no_match`` is True for a query with no hit at all (see :attr:`no_match`).
     """
 
     ids: np.ndarray
@@ -82,6 +84,23 @@ class SearchResult(NamedTuple):
     weights: np.ndarray
     payloads: np.ndarray | None
     rows: np.ndarray
+
+    @property
+    def no_match(self) -> Any:
+        """True where a query has no hit at all: every row masked, or a BM25 query with no known term.
+
+        A bool for one query, an ndarray of bool of shape (m,) for a batch.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from softdb import SoftTable
+        >>> t = SoftTable(np.eye(2, dtype=np.float32))
+        >>> t.search([1.0, 0.0], k=1).no_match, t.search([1.0, 0.0], k=1, mask=[False, False]).no_match
+        (False, True)
+        """
+        none = (np.asarray(self.rows) < 0).all(axis=-1)  # () or (m,)
+        return bool(none) if none.ndim == 0 else none
 
     def to_dicts(self) -> list:
         """Hits as ``{"id", "score", "weight", "payload"}`` dicts (see :func:`softdb.views.to_dicts`)."""
@@ -284,6 +303,9 @@ class Reply:
     answers: Answers
     tau: float
     single: bool
+    #: (m,) bool: queries with no entry in the keys' sparse block(s) (None: no sparse block);
+    #: set by the front end (:func:`softdb.table._match.mark_no_terms`)
+    no_terms: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def hits(self) -> SearchResult:
         """The top-k answers as a SearchResult ((k,) arrays for a single query)."""

@@ -69,8 +69,8 @@ class SoftTable(Filtering, FrontEnd, Mutation, Fitting, TextWrites):
     payloads : sequence, optional
         Any per-row objects (e.g. the row's text), returned with search hits.
     metric : {"dot", "cosine"}
-        "cosine" L2-normalises keys and queries (a zero vector is an error);
-        the table then stores the unit keys.
+        "dot" (the default, as ``softdb index --vectors``; unit embeddings want "cosine"),
+        or "cosine": keys and queries L2-normalised, unit keys stored (a zero vector is an error).
     temperature : float, optional
         τ > 0. Default √d for "dot" (the Transformer's scaling) and 0.05 for
         "cosine" (the scale at which sentence encoders are trained: cosine

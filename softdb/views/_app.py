@@ -22,6 +22,7 @@ import numpy as np
 from softdb.render._grid import temperature_grid
 from softdb.render._html import asset, esc, fmt_num, script_json, snippet_text
 from softdb.render._results import jsonable
+from softdb.table._match import weak_rule
 from softdb.views._heads_route import HeadsRoute
 from softdb.views._heads_route import script_hash as heads_script_hash
 from softdb.views._model import search_answer, search_record
@@ -321,6 +322,7 @@ class App:
                 k=k,
                 k_requested=k_asked,
                 cosine=self.table.metric == "cosine",
+                weak=weak_rule(self.table),
             ),
         )
 

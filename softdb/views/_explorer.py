@@ -58,7 +58,8 @@ def explain_view(
                 "string queries need a table built from texts (SoftTable.from_texts), which "
                 "knows its encoder; this table has none; hint: pass an encoded query"
             )
-        query = table.encoder.encode([query])[0]  # (d,)  one encode for every answer below
+        if getattr(table, "key_kind", "dense") == "dense":  # sparse and block queries stay text: explain encodes
+            query = table.encoder.encode([query])[0]  # (d,)  one encode for every answer below
     tau0 = table.temperature if temperature is None else float(temperature)
     taus = grid_taus(tau0) if has_slider(table) else ()
     e = explain(

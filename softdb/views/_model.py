@@ -18,6 +18,7 @@ import numpy as np
 
 from softdb.render._results import jsonable
 from softdb.table._explain import WEAK_MATCH_COSINE
+from softdb.table._match import WeakRule, near_uniform, weak_match
 from softdb.table._state import SearchResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -36,6 +37,8 @@ class SearchAnswer(NamedTuple):
         Best first; weights are full-table softmax weights.
     temperature, entropy, effective_rows : float
         τ; entropy of the full-table weights (nats); 1 / Σ w².
+    no_terms : bool
+        The query holds no term the table's sparse keys know (BM25 and hybrid tables).
     """
 
     ids: list
@@ -45,6 +48,7 @@ class SearchAnswer(NamedTuple):
     temperature: float
     entropy: float
     effective_rows: float
+    no_terms: bool = False
 
 
 def search_answers(
@@ -121,6 +125,7 @@ def search_answers(
         two = SearchResult._make(None if x is None else np.atleast_2d(x) for x in docs)  # (m, k) each
         return _answers(two, float(p.tau), entropy, effective)
     pays, out = rows.payloads, []
+    none = p.no_terms  # (m,) or None
     for j in range(hit_rows.shape[0]):
         found = [c for c, r in enumerate(hit_rows[j]) if r >= 0]  # O(k): no id array over the table
         top = [int(hit_rows[j][c]) for c in found]
@@ -133,6 +138,7 @@ def search_answers(
                 float(p.tau),
                 float(entropy[j]),
                 float(effective[j]),
+                none is not None and bool(none[j]),
             )
         )
     return out
@@ -215,6 +221,7 @@ def search_record(
     k_requested: int | None = None,
     min_score: float | None = None,
     cosine: bool = True,
+    weak: WeakRule | None = None,
 ) -> dict[str, Any]:
     """The JSON object of one query's search: what ``softdb search --json`` prints and ``/api/search`` returns.
 
@@ -235,15 +242,23 @@ def search_record(
     min_score : float, optional
         Hide hits scoring below it (``"hidden"`` counts them).
     cosine : bool
-        The table's metric is cosine: say whether even the best hit is a weak match.
+        The table's metric is cosine (used when ``weak`` is not given).
+    weak : WeakRule, optional
+        The table's weak-match rule (:func:`softdb.table._match.weak_rule`); default: "cosine" when
+        ``cosine``, else "none" (only a query with no hit is a weak match).
 
     Returns
     -------
     dict
         ``{"query", "mode", "temperature", "table_rows", "k", "hits": [{"id", "score", "weight",
-        "payload"}], "entropy", "effective_rows", "covered", "best_score", "weak_match",
-        "weak_match_below"}`` (+ ``"k_requested"``, ``"min_score"``, ``"hidden"`` when they apply);
-        strict JSON (no NaN).
+        "payload"}], "entropy", "effective_rows", "covered", "best_score", "no_match", "weak_match",
+        "weak_match_below", "near_uniform", "suggested_temperature"}`` (+ ``"k_requested"``,
+        ``"min_score"``, ``"hidden"`` when they apply); strict JSON (no NaN). ``no_match``,
+        ``weak_match`` and ``near_uniform`` are always booleans: ``no_match`` when the query has
+        no hit at all (a BM25 query with no known term), ``weak_match`` by the table's rule
+        (``weak_match_below`` is the cosine it uses, null for dot and BM25 tables, whose scores
+        have no absolute scale: there only a no-match is weak), ``near_uniform`` when the best hit
+        weighs at most 1% more than 1/n (then ``suggested_temperature`` is a τ to try).
 
     Examples
     --------
@@ -251,8 +266,8 @@ def search_record(
     >>> from softdb import SoftTable
     >>> t = SoftTable(np.eye(2, dtype=np.float32), ids=["x", "y"], payloads=["ex", "why"], temperature=1.0)
     >>> r = search_record(search_answer(t, [1.0, 0.0], k=1), "x?", table_rows=2, cosine=False)
-    >>> sorted(r["hits"][0]), r["hits"][0]["id"], r["k"], r["weak_match"]
-    (['id', 'payload', 'score', 'weight'], 'x', 1, None)
+    >>> sorted(r["hits"][0]), r["hits"][0]["id"], r["k"], r["no_match"], r["weak_match"], r["near_uniform"]
+    (['id', 'payload', 'score', 'weight'], 'x', 1, False, False, False)
     >>> bool(abs(r["hits"][0]["weight"] - 1 / (1 + np.exp(-1.0))) < 1e-6)  # softmax([1, 0])[0]
     True
     """
@@ -260,6 +275,9 @@ def search_record(
     shown = rows if min_score is None else [r for r in rows if r["score"] >= min_score]
     best = rows[0]["score"] if rows else None
     k = len(rows) if k is None else int(k)
+    rule = weak if weak is not None else WeakRule("cosine" if cosine else "none")
+    top_weight = float(answer.weights[0]) if rows else 0.0
+    uniform = near_uniform(top_weight, int(table_rows), float(answer.temperature))
     out: dict[str, Any] = {
         "query": query,
         "mode": mode,
@@ -271,8 +289,11 @@ def search_record(
         "effective_rows": _finite(answer.effective_rows),
         "covered": float(sum(r["weight"] for r in rows)) if mode == "soft" else None,
         "best_score": best,
-        "weak_match": (best is not None and best < WEAK_MATCH_COSINE) if cosine else None,
-        "weak_match_below": WEAK_MATCH_COSINE if cosine else None,
+        "no_match": not rows,
+        "weak_match": weak_match(rule, best, bool(getattr(answer, "no_terms", False)), WEAK_MATCH_COSINE),
+        "weak_match_below": None if rule.kind == "none" else WEAK_MATCH_COSINE,
+        "near_uniform": uniform.near_uniform,
+        "suggested_temperature": uniform.suggested_temperature,
     }
     if k_requested is not None and k_requested != k:
         out["k_requested"] = int(k_requested)

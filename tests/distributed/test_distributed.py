@@ -332,6 +332,8 @@ def test_cli_index_vectors_then_search_on_the_cluster(client, tmp_path, capsys):
                 "3",
                 "--encoder",
                 "hash-32",
+                "--metric",
+                "cosine",
             ]
         )
         == 0

@@ -38,10 +38,16 @@ def _bm25s_scores(docs, queries, k1=1.2, b=0.75):
 
 
 def _table_scores(table, queries):
-    """(m, n) every row's score, in row order, from one search over the whole table."""
+    """(m, n) every row's score, in row order, from one search over the whole table.
+
+    A query with no known term is a no-match (no hits): it scores 0 on every row.
+    """
     hits = table.search(queries, k=len(table))
+    found = ~np.atleast_1d(hits.no_match)  # (m,)
+    part = np.zeros((int(found.sum()), len(table)))
+    np.put_along_axis(part, hits.rows[found], hits.scores[found].astype(np.float64), axis=1)
     out = np.zeros((len(queries), len(table)))
-    np.put_along_axis(out, hits.rows, hits.scores.astype(np.float64), axis=1)
+    out[found] = part
     return out
 
 
