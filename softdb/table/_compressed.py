@@ -261,7 +261,8 @@ class CompressedTable:
         out: list[Any] = [ids, res.scores, w, pays, res.rows, lo, hi]
         if single:
             out = [None if x is None else x[0] for x in out]
-        return CertifiedSearch(*out, res.cert)
+        ids, scores, w, pays, rows, lo, hi = out
+        return CertifiedSearch(ids, scores, w, pays, rows, lo, hi, res.cert)
 
     def lookup(
         self, queries: Any, *, mode: str = "soft", temperature: float | None = None, mask: Any = None
