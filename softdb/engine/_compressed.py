@@ -72,16 +72,23 @@ def round_up32(x: np.ndarray) -> np.ndarray:
 
 
 def norm_up(x: np.ndarray) -> np.ndarray:
-    """Upper bounds of the row norms of ``x`` (r, d), exact-enough float64 → float32 rounded up.
+    """Upper bounds of the row norms of ``x`` (r, d), float32, from exact-enough float64.
 
-    Each square of a float32 (or of a float64 difference of two float32s) has at most one
-    rounding, the sum of d of them γ_d (float64) and the square root one more: the factor
-    1 + (d + 8)·2·U64 covers them all before the last rounding up to float32.
+    ``x`` holds float32 numbers or differences of two (exact in float64). Each square has at
+    most one rounding and the sum of d of them γ_d (float64), so Σ x² ≤ ss·(1 + (d + 4)·2·U64)
+    =: hi, and the result is the smallest float32 f with f² ≥ hi (f² is exact in float64). For
+    d = 1 the norm is |x| itself, rounded up to float32: exactly the smallest float32 ≥ ‖x‖.
     """
     x = np.asarray(x, np.float64)
+    if x.ndim == 2 and x.shape[1] == 1:
+        return round_up32(np.abs(x[:, 0]))  # (r,)  exact: no sum, no square root
     d = x.shape[1] if x.ndim == 2 else 0
-    ss = np.einsum("ij,ij->i", x, x)  # (r,)
-    return round_up32(np.sqrt(ss) * (1.0 + (d + 8) * 2.0 * U64))  # (r,)
+    hi = np.einsum("ij,ij->i", x, x) * (1.0 + (d + 4) * 2.0 * U64)  # (r,)  ≥ Σ x² (exact)
+    f = round_up32(np.sqrt(hi))  # (r,)
+    up = np.float32(np.inf)
+    f = np.where(f.astype(np.float64) ** 2 < hi, np.nextafter(f, up), f)  # sqrt's own rounding
+    lower = np.nextafter(f, np.float32(0))  # (r,)
+    return np.where((lower.astype(np.float64) ** 2 >= hi) & (f > 0), lower, f).astype(np.float32)  # (r,)
 
 
 @dataclass(frozen=True, eq=False)
