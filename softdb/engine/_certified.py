@@ -23,7 +23,8 @@ contributions e^{hi/τ} − e^{lo/τ} first, until every interval is narrower th
 Examples
 --------
 >>> import numpy as np
->>> from softdb.engine._compressed import compress_keys
+>>> from softdb.engine._kernel import chunk_rows
+from softdb.engine._compressed import compress_keys
 >>> from softdb.engine._segmented import Part, Parts
 >>> K = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
 >>> parts = Parts([Part(K, None, 1.0, None)])
@@ -42,6 +43,7 @@ import numpy as np
 from softdb.engine import _parallel
 from softdb.engine._certstate import CertState, lse_merge
 from softdb.engine._compressed import CompressedKeys, QueryCode, chunk_bounds, compress_queries
+from softdb.engine._kernel import chunk_rows
 from softdb.engine._segmented import Parts, _part_mask
 from softdb.engine._topk import ROW_LAYOUT_MIN
 
@@ -113,13 +115,16 @@ class CertifiedTopK:
     exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (qi, rows, fp32 score) rescored cells
 
 
-def _method(m: int, n_part: int) -> str:
-    """How softdb's fp32 search scores a part of n_part rows for m queries (see kernel.run)."""
+def _method(m: int, n_part: int, itemsize: int) -> tuple[str, int]:
+    """How softdb's fp32 search scores a part of n_part rows for m queries, and its chunk's rows (kernel.run)."""
+    ranges = _parallel.split(n_part, _parallel.threads_for(m, n_part, None)) if n_part else [(0, 0)]
+    longest = max(b - a for a, b in ranges)
+    rows = chunk_rows(m, longest, itemsize, None, len(ranges))
     if m >= ROW_LAYOUT_MIN:
-        return "by_row"
-    if m == 1 and _parallel.threads_for(m, n_part, None) > 1:
-        return "one"
-    return "gemm"
+        return "by_row", rows
+    if m == 1 and len(ranges) > 1:
+        return "one", rows
+    return "gemm", rows
 
 
 def pre_scaled(tau: float) -> bool:
@@ -148,14 +153,15 @@ def reference_scores(parts: Parts, q: np.ndarray, tau: float, rows: np.ndarray) 
     for i in np.unique(which):
         at = np.flatnonzero(which == i)  # (u_i,)
         part = parts.parts[i]
-        how = _method(m, part.n_phys)
-        for a in range(0, len(at), step):
-            sel = at[a : a + step]
+        how, ref_rows = _method(m, part.n_phys, dt.itemsize)
+        pad = min(max(PAD_ROWS, step), max(ref_rows, 1))  # a kernel chunk's BLAS call shape
+        for a in range(0, len(at), min(step, pad)):
+            sel = at[a : a + min(step, pad)]
             c = len(sel)
             if how == "one":
                 out[0, sel] = np.einsum("cd,d->c", part.keys[local[sel]], qs[0])  # (c,)  per element as the kernel's
                 continue
-            kk = np.zeros((max(c, PAD_ROWS), q.shape[1]), dt)  # (c', d)  the BLAS call shape of a kernel chunk
+            kk = np.zeros((max(c, pad), q.shape[1]), dt)  # (c', d)  the BLAS call shape of a kernel chunk
             kk[:c] = part.keys[local[sel]]  # gathered full-precision rows
             if how == "by_row":
                 out[:, sel] = np.matmul(kk, qs.T)[:c].T  # (m, c)
@@ -237,7 +243,9 @@ def certified_search(
     bad = np.zeros(m, bool)
     np.logical_or.at(bad, state.qi, ~finite)
     rows, scores = _best_k(state.qi, state.rows, exact, m, k)
-    margin = state.threshold() - state.out_hi  # (m,)
+    out_hi = state.out_hi  # (m,)  -inf: every allowed row was rescored
+    with np.errstate(invalid="ignore"):
+        margin = np.where(out_hi == -np.inf, np.inf, state.threshold() - out_hi)  # (m,)
     rescored = np.bincount(state.qi, minlength=m).astype(np.int64)
     fallback = broken | bad | ~(margin > 0)
     lse_lo, lse_hi = _lse_bounds(state, e64, m)
@@ -251,9 +259,9 @@ def certified_search(
 
 def _give_up(m: int, k: int, dt: np.dtype, reason: str) -> CertifiedTopK:
     fb = np.ones(m, bool)
-    nan = np.full(m, np.nan)
-    cert = Certificate(np.zeros(m, np.int64), nan, fb, fb.copy(), reason)
-    return CertifiedTopK(np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, dt), nan, nan.copy(), cert)
+    cert = Certificate(np.zeros(m, np.int64), np.full(m, np.nan), fb, fb.copy(), reason)
+    rows, scores = np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, dt)
+    return CertifiedTopK(rows, scores, np.full(m, np.nan), np.full(m, np.nan), cert)
 
 
 def _lse_bounds(state: CertState, exact: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:

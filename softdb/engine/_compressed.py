@@ -168,6 +168,23 @@ def compress_keys(keys: np.ndarray, precision: str) -> CompressedKeys:
     codes = np.empty((n, d), np.int8 if precision == "int8" else np.uint16)
     scale = np.empty(n, np.float32) if precision == "int8" else None
     rho, hat, kn = (np.empty(n, np.float32) for _ in range(3))
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite rows get non-finite norms: the caller refuses
+        _compress_steps(keys, precision, codes, scale, rho, hat, kn)
+    for arr in (codes, rho, hat, kn) if scale is None else (codes, scale, rho, hat, kn):
+        arr.flags.writeable = False
+    return CompressedKeys(precision, codes, scale, rho, hat, kn)
+
+
+def _compress_steps(
+    keys: np.ndarray,
+    precision: str,
+    codes: np.ndarray,
+    scale: np.ndarray | None,
+    rho: np.ndarray,
+    hat: np.ndarray,
+    kn: np.ndarray,
+) -> None:
+    n = keys.shape[0]
     for a in range(0, n, ROWS_PER_STEP):  # steps of rows: float64 temporaries stay small
         b = min(a + ROWS_PER_STEP, n)
         x = np.asarray(keys[a:b], np.float32)  # (r, d)
@@ -178,9 +195,6 @@ def compress_keys(keys: np.ndarray, precision: str) -> CompressedKeys:
         rho[a:b] = norm_up(x.astype(np.float64) - khat)  # (r,)  ‖k − k̂‖ (differences of exact float64s)
         hat[a:b] = norm_up(khat)
         kn[a:b] = norm_up(x)
-    for arr in (codes, rho, hat, kn) if scale is None else (codes, scale, rho, hat, kn):
-        arr.flags.writeable = False
-    return CompressedKeys(precision, codes, scale, rho, hat, kn)
 
 
 @dataclass(frozen=True, eq=False)

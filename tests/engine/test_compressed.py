@@ -53,9 +53,7 @@ def test_row_norms_are_rounded_up_never_down(precision: str, d: int, flat: list[
     keys = np.array(flat[: n * d], np.float32).reshape(n, d)
     ck = compress_keys(keys, precision)
     khat = ck.decoded(0, n)
-    rho_sq = [
-        _exact_sq([Fraction(float(a)) - Fraction(float(b)) for a, b in zip(k, h)]) for k, h in zip(keys, khat)
-    ]
+    rho_sq = [_exact_sq([Fraction(float(a)) - Fraction(float(b)) for a, b in zip(k, h)]) for k, h in zip(keys, khat)]
     _check_up_and_tight(ck.rho, rho_sq, d)
     _check_up_and_tight(ck.hat_norm, [_exact_sq([Fraction(float(v)) for v in h]) for h in khat], d)
     _check_up_and_tight(ck.key_norm, [_exact_sq([Fraction(float(v)) for v in k]) for k in keys], d)
