@@ -18,7 +18,6 @@ the fp32 pass and says so in its certificate.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -42,8 +41,6 @@ from softdb.table._state import SearchResult, TableState
 
 __all__ = ["CertifiedLookup", "CertifiedSearch", "CompressedTable", "Compressing", "compress_state"]
 
-#: Compressed keys of sealed segments, per precision (a sealed segment never changes).
-_SEALED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 #: Rows of fp32 keys per step of the full fp32 pass (a fallback).
 FULL_STEP = 16384
 
@@ -90,7 +87,7 @@ def _compress_view(view: Any, precision: str) -> CompressedKeys:
     """The compressed segment of one segment view (cached for sealed segments)."""
     seg = view.seg
     if not view.growing:
-        got = _SEALED.setdefault(seg, {})
+        got = seg.__dict__.setdefault("compressed", {})  # a sealed segment never changes: its compressed keys neither
         if precision not in got:
             got[precision] = _checked(view.keys, precision)
         return got[precision]
@@ -109,11 +106,6 @@ def compress_state(st: TableState, precision: Any) -> tuple[str, list[Compressed
     precision = _checks.as_precision(precision)
     _checks.check_compressible(st.kind, st.dtype, st.projection is not None)
     return precision, [_compress_view(v, precision) for v in st.rows.views]
-
-
-def adopt_compressed(view: Any, precision: str, ck: CompressedKeys) -> None:
-    """Record a sealed segment's compressed keys (how a load hands them over)."""
-    _SEALED.setdefault(view.seg, {})[precision] = ck
 
 
 class CompressedTable:
@@ -288,6 +280,16 @@ class CompressedTable:
         n = np.full(m, self._state.rows.n, np.int64)
         cert = Certificate(n, np.full(m, np.inf), np.ones(m, bool), np.ones(m, bool), "soft lookups read every row")
         return CertifiedLookup(ans, cert)
+
+    def save(self, path: Any) -> None:
+        """Save the table's version and its compressed segments (format 2; ``docs/format.md``).
+
+        ``SoftTable.load(path, mmap=True).compress(precision)`` then reads the compressed keys
+        (in memory) and memory-maps the fp32 keys for rescoring; nothing is compressed again.
+        """
+        from softdb.table._persist import save_state
+
+        save_state(self._state, path, compressed=(self.precision, self._cks))
 
     def row_of(self, id: Hashable) -> int:  # noqa: A002 - as SoftTable.row_of
         """Row position of ``id``."""
