@@ -58,9 +58,10 @@ def adopt_loaded(views: Sequence[Any], field: Any, arrays: dict, where: str) -> 
             per_row = {f: None if got[f] is None else np.asarray(got[f], np.float32) for f in FIELDS[1:]}
             if any(a is not None and a.shape != (v.n,) for a in per_row.values()):
                 raise ValueError(f"the compressed keys of segment {i} have per-row arrays of the wrong length")
-            ck = CompressedKeys(
-                precision, codes, per_row["scale"], per_row["rho"], per_row["hat_norm"], per_row["key_norm"]
-            )
+            rho, hat, kn = (per_row[f] for f in ("rho", "hat_norm", "key_norm"))
+            if rho is None or hat is None or kn is None:
+                raise ValueError(f"segment {i} lacks its residual or key norms")
+            ck = CompressedKeys(precision, codes, per_row["scale"], rho, hat, kn)
             cache = v.seg.__dict__.setdefault("compressed", {})
             cache[precision] = ck
     except (KeyError, TypeError, ValueError) as exc:
