@@ -225,7 +225,6 @@ def certified_search(
     that need the full fp32 pass (``cert.fallback``; their rows are -1): the caller runs it.
     """
     m = q.shape[0]
-    no = np.zeros(m, bool)
     if not pre_scaled(tau):
         return _give_up(m, k, q.dtype, f"τ={tau:g} is outside the fp32 kernel's pre-scaled range")
     qc = compress_queries(q, cks[0].precision)
@@ -253,7 +252,7 @@ def certified_search(
     if fallback.any():
         reason = "a rescored score fell outside its bound" if broken.any() else "non-finite fp32 scores"
         rows[fallback], scores[fallback] = -1, -np.inf
-    cert = Certificate(rescored, margin, fallback, ~fallback | no, reason)
+    cert = Certificate(rescored, margin, fallback, ~fallback, reason)
     return CertifiedTopK(rows, scores, lse_lo, lse_hi, cert, state, (state.qi, state.rows, exact))
 
 
@@ -320,7 +319,6 @@ def tighten(
     log_theta = res.lse_lo + np.log(tol / (2.0 * n_out))  # (m,)  log θ, in units of e^{·/τ}
     cap = max(CAP_MIN, CAP_PER_HIT * len(need) * state.k)
     qi_l, row_l = [res.exact[0]], [res.exact[1]]
-    known = set(zip(res.exact[0].tolist(), res.exact[1].tolist()))
     step = max(256, CHUNK_CELLS // max(len(need), 1))
     got = 0
     for i, (part, ck) in enumerate(zip(parts.parts, cks)):
@@ -351,7 +349,6 @@ def tighten(
     key = qi_all * (parts.n + 1) + row_all
     _, first = np.unique(key, return_index=True)
     qi_all, row_all = qi_all[first], row_all[first]
-    del known
     _relse(parts, cks, q, res, qi_all, row_all, tau, mask)
     return np.zeros(len(need), bool)
 
@@ -371,7 +368,6 @@ def _relse(
     u, inv = np.unique(rows, return_inverse=True)
     exact = reference_scores(parts, q, tau, u)[qi, inv].astype(np.float64)  # (p,)
     qc = compress_queries(q, cks[0].precision)
-    taken = np.zeros(0, np.int64)
     key = np.sort(qi * (parts.n + 1) + rows)
     st = CertState.empty(m, 1, tau=tau, cap=0)
     step = max(256, CHUNK_CELLS // max(m, 1))
@@ -391,7 +387,6 @@ def _relse(
             pos = np.searchsorted(key, cell)
             hit = key[np.minimum(pos, len(key) - 1)] == cell if len(key) else np.zeros(cell.shape, bool)
             st._out(s_hat - bound, s_hat + bound, ok & ~hit)
-    del taken
     st.qi = qi
     res.lse_lo, res.lse_hi = _lse_bounds(st, exact, m)
     res.cert.rescored = np.maximum(res.cert.rescored, np.bincount(qi, minlength=m))
