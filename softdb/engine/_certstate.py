@@ -97,6 +97,22 @@ class CertState:
         self.out_hi = np.maximum(self.out_hi, top)
         self.out_n += keep.sum(axis=1)
 
+    def _out_cells(self, qi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Add single cells (query ``qi``, bounds ``lo`` / ``hi``; all (p,)) to the non-candidates' sums."""
+        m, inv = self.m, 1.0 / self.tau
+        for x, name in ((lo * inv, "lo"), (hi * inv, "hi")):
+            mx = np.full(m, -np.inf)
+            np.maximum.at(mx, qi, x)  # (m,)
+            safe = np.where(np.isfinite(mx), mx, 0.0)
+            sm = np.zeros(m)
+            with np.errstate(invalid="ignore", over="ignore"):
+                np.add.at(sm, qi, np.exp(x - safe[qi]))  # (m,)
+            got = lse_merge(getattr(self, f"{name}_max"), getattr(self, f"{name}_sum"), mx, sm)
+            setattr(self, f"{name}_max", got[0])
+            setattr(self, f"{name}_sum", got[1])
+        np.maximum.at(self.out_hi, qi, hi)
+        self.out_n += np.bincount(qi, minlength=m)
+
     def feed(self, s_hat: np.ndarray, bound: np.ndarray, allowed: np.ndarray | None, rows: np.ndarray) -> None:
         """One chunk: ŝ and B (m, c), ``allowed`` (m, c) or (c,) or None, global ``rows`` (c,)."""
         if self.overflow:
@@ -129,15 +145,7 @@ class CertState:
         keep = hi >= thr[self.qi]  # (p,)
         if not keep.all():
             gone = ~keep
-            m, p = self.m, int(gone.sum())
-            lo_g = np.full((m, p), -np.inf)  # (m, p)  one column per dropped cell
-            hi_g = np.full((m, p), -np.inf)
-            cols = np.arange(p)
-            lo_g[self.qi[gone], cols] = (self.s_hat - self.bound)[gone]
-            hi_g[self.qi[gone], cols] = hi[gone]
-            mark = np.zeros((m, p), bool)
-            mark[self.qi[gone], cols] = True
-            self._out(lo_g, hi_g, mark)
+            self._out_cells(self.qi[gone], (self.s_hat - self.bound)[gone], hi[gone])
             self.qi, self.rows = self.qi[keep], self.rows[keep]
             self.s_hat, self.bound = self.s_hat[keep], self.bound[keep]
         if len(self.qi) > self.cap:

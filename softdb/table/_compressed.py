@@ -222,7 +222,7 @@ class CompressedTable:
         >>> import numpy as np
         >>> from softdb import SoftTable
         >>> K = np.random.default_rng(1).standard_normal((100, 8)).astype(np.float32)
-        >>> c = SoftTable(K, temperature=1.0).compress("bf16")
+        >>> c = SoftTable(K, metric="cosine", temperature=1.0).compress("bf16")
         >>> r = c.search(K[:2], k=2, weight_tolerance=1e-3)
         >>> r.rows[:, 0].tolist(), bool(((r.weight_hi - r.weight_lo) <= 1e-3).all())
         ([0, 1], True)
