@@ -154,9 +154,9 @@ def reference_scores(parts: Parts, q: np.ndarray, tau: float, rows: np.ndarray) 
         at = np.flatnonzero(which == i)  # (u_i,)
         part = parts.parts[i]
         how, ref_rows = _method(m, part.n_phys, dt.itemsize)
-        pad = min(max(PAD_ROWS, step), max(ref_rows, 1))  # a kernel chunk's BLAS call shape
-        for a in range(0, len(at), min(step, pad)):
-            sel = at[a : a + min(step, pad)]
+        pad = min(PAD_ROWS, max(ref_rows, 1))  # rows of the BLAS call: a kernel chunk's, up to PAD_ROWS
+        for a in range(0, len(at), step):
+            sel = at[a : a + step]
             c = len(sel)
             if how == "one":
                 out[0, sel] = np.einsum("cd,d->c", part.keys[local[sel]], qs[0])  # (c,)  per element as the kernel's
