@@ -192,7 +192,7 @@ def scan(
             state.feed(s_hat, bound, allowed, glob[a:b])
             if state.overflow:
                 return state
-    state.prune()
+    state.finish()
     return state
 
 

@@ -18,6 +18,7 @@ Examples
 >>> import numpy as np
 >>> st = CertState.empty(1, 1, tau=1.0, cap=100)
 >>> st.feed(np.array([[3.0, 1.0, 2.9]]), np.full((1, 3), 0.1), None, np.arange(3))
+>>> st.finish()
 >>> st.rows.tolist(), st.threshold().tolist()  # row 1 (hi 1.1 < L 2.9) is out
 ([0, 2], [2.9])
 """
@@ -27,6 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from softdb.engine._topk import TopK
 
 __all__ = ["CertState", "lse_merge"]
 
@@ -41,14 +44,19 @@ def lse_merge(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) ->
     return mx, s
 
 
-def _lse_of(x: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Online log-sum-exp state of the cells of ``x`` (m, c) where ``keep``: (m,), (m,)."""
-    xm = np.where(keep, x, -np.inf)  # (m, c)
-    mx = xm.max(axis=1) if xm.shape[1] else np.full(xm.shape[0], -np.inf)  # (m,)
-    safe = np.where(np.isfinite(mx), mx, 0.0)  # (m,)
+def _lse_pair(lo: np.ndarray, hi: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Online log-sum-exp states of the cells of ``lo`` ≤ ``hi`` (m, c) where ``keep``: one max, two sums.
+
+    Both sums are taken relative to max(hi): Σ exp(lo − max) may only underflow downwards,
+    which keeps it a lower bound.
+    """
+    him = np.where(keep, hi, -np.inf)  # (m, c)
+    mx = him.max(axis=1) if him.shape[1] else np.full(him.shape[0], -np.inf)  # (m,)
+    safe = np.where(np.isfinite(mx), mx, 0.0)[:, None]  # (m, 1)
     with np.errstate(invalid="ignore", over="ignore"):
-        s = np.exp(xm - safe[:, None]).sum(axis=1)  # (m,)
-    return mx, s
+        s_hi = np.exp(him - safe).sum(axis=1)  # (m,)
+        s_lo = np.exp(np.where(keep, lo, -np.inf) - safe).sum(axis=1)  # (m,)
+    return mx, s_lo, s_hi
 
 
 @dataclass
@@ -70,6 +78,7 @@ class CertState:
     out_hi: np.ndarray  # (m,) largest hi of a non-candidate (-inf: none)
     out_n: np.ndarray  # (m,) int64 number of allowed non-candidates
     overflow: bool = False
+    top: TopK | None = None  # the lower bounds while chunks stream (softdb.engine._topk)
 
     @classmethod
     def empty(cls, m: int, k: int, *, tau: float, cap: int) -> CertState:
@@ -85,14 +94,29 @@ class CertState:
         return int(self.lo.shape[0])
 
     def threshold(self) -> np.ndarray:
-        """L: the k-th best lower bound of each query so far, (m,) (-inf while fewer than k)."""
-        return self.lo.min(axis=1)
+        """L: a lower bound of the k-th best lower bound of each query, (m,) (-inf while fewer than k).
+
+        Exactly the k-th best so far once :meth:`finish` ran; while chunks stream, the kernel's
+        top-k bound (a stale bound is still a bound: it only lets more candidates in).
+        """
+        t = self.lo.min(axis=1)  # (m,)
+        return t if self.top is None else np.maximum(t, self.top.bound)
+
+    def finish(self) -> None:
+        """Fold the streamed lower bounds into ``lo`` (the k best) and prune with the exact L."""
+        if self.top is not None:
+            self.top.merge()
+            both = np.concatenate([self.lo, self.top.s], axis=1)  # (m, 2k)
+            self.lo = np.partition(both, self.k, axis=1)[:, self.k :]  # (m, k)
+            self.top = None
+        self.prune()
 
     def _out(self, lo: np.ndarray, hi: np.ndarray, keep: np.ndarray) -> None:
         """Add cells (m, c) where ``keep`` to the non-candidates' sums."""
         inv = 1.0 / self.tau
-        self.lo_max, self.lo_sum = lse_merge(self.lo_max, self.lo_sum, *_lse_of(lo * inv, keep))
-        self.hi_max, self.hi_sum = lse_merge(self.hi_max, self.hi_sum, *_lse_of(hi * inv, keep))
+        mx, s_lo, s_hi = _lse_pair(lo * inv, hi * inv, keep)
+        self.lo_max, self.lo_sum = lse_merge(self.lo_max, self.lo_sum, mx, s_lo)
+        self.hi_max, self.hi_sum = lse_merge(self.hi_max, self.hi_sum, mx, s_hi)
         top = np.where(keep, hi, -np.inf).max(axis=1) if hi.shape[1] else self.out_hi  # (m,)
         self.out_hi = np.maximum(self.out_hi, top)
         self.out_n += keep.sum(axis=1)
@@ -121,9 +145,9 @@ class CertState:
         lo = s_hat - bound  # (m, c)
         hi = s_hat + bound  # (m, c)
         ok = np.ones((m, c), bool) if allowed is None else np.broadcast_to(allowed, (m, c))  # (m, c)
-        lo_ok = np.where(ok, lo, -np.inf)  # (m, c)
-        both = np.concatenate([self.lo, lo_ok], axis=1)  # (m, k + c)
-        self.lo = np.partition(both, c, axis=1)[:, c:] if c else self.lo  # (m, k)
+        if self.top is None:
+            self.top = TopK(m, self.k, np.dtype(np.float64))
+        self.top.feed(np.where(ok, lo, -np.inf), 0)  # the k best lower bounds (their rows do not matter)
         thr = self.threshold()  # (m,)
         cand = ok & (hi >= thr[:, None])  # (m, c)
         self._out(lo, hi, ok & ~cand)
@@ -153,6 +177,8 @@ class CertState:
 
     def merge(self, other: CertState) -> CertState:
         """The state of both parts' rows (exact; any order)."""
+        self.finish()
+        other.finish()
         both = np.concatenate([self.lo, other.lo], axis=1)  # (m, 2k)
         out = CertState(
             self.k, self.tau, self.cap, np.partition(both, self.k, axis=1)[:, self.k :],
