@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ def _run(s_hat: np.ndarray, bound: np.ndarray, cuts: list[int], k: int, order: l
     m, n = s_hat.shape
     edges = [0, *sorted(set(cuts)), n]
     states = []
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in itertools.pairwise(edges):
         stt = CertState.empty(m, k, tau=0.5, cap=10**9)
         for c0 in range(a, b, 3):  # chunks of 3 rows inside each part
             c1 = min(c0 + 3, b)
