@@ -42,7 +42,15 @@ import numpy as np
 
 from softdb.engine import _parallel
 from softdb.engine._certstate import CertState, lse_merge
-from softdb.engine._compressed import CompressedKeys, QueryCode, chunk_bounds, compress_queries
+from softdb.engine._compressed import (
+    CompressedKeys,
+    QueryCode,
+    cell_bounds,
+    chunk_bounds,
+    chunk_max_bound,
+    chunk_scores,
+    compress_queries,
+)
 from softdb.engine._kernel import chunk_rows
 from softdb.engine._segmented import Parts, _part_mask
 from softdb.engine._topk import ROW_LAYOUT_MIN
@@ -187,9 +195,16 @@ def scan(
         glob = a0 + part.rank  # (n_p,)  global live row of each physical row
         for a in range(0, part.n_phys, step):
             b = min(a + step, part.n_phys)
-            s_hat, bound = chunk_bounds(ck, qc, a, b, tau)  # (m, c), (m, c)
+            s_hat = chunk_scores(ck, qc, a, b)  # (m, c)
+            bq = chunk_max_bound(ck, qc, a, b, tau)  # (m,)
             allowed = None if pm is None else pm[..., a:b]
-            state.feed(s_hat, bound, allowed, glob[a:b])
+
+            def exact(
+                qi: np.ndarray, col: np.ndarray, a: int = a, ck: CompressedKeys = ck, s_hat: np.ndarray = s_hat
+            ) -> np.ndarray:
+                return cell_bounds(ck, qc, qi, col + a, s_hat[qi, col], tau)
+
+            state.feed(s_hat, bq, allowed, glob[a:b], exact)
             if state.overflow:
                 return state
     state.finish()

@@ -25,6 +25,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -137,24 +138,68 @@ class CertState:
         np.maximum.at(self.out_hi, qi, hi)
         self.out_n += np.bincount(qi, minlength=m)
 
-    def feed(self, s_hat: np.ndarray, bound: np.ndarray, allowed: np.ndarray | None, rows: np.ndarray) -> None:
-        """One chunk: ŝ and B (m, c), ``allowed`` (m, c) or (c,) or None, global ``rows`` (c,)."""
+    def feed(
+        self,
+        s_hat: np.ndarray,
+        bound: np.ndarray,
+        allowed: np.ndarray | None,
+        rows: np.ndarray,
+        exact: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        """One chunk: ŝ (m, c), bounds, ``allowed`` (m, c) or (c,) or None, global ``rows`` (c,).
+
+        ``bound`` is B per cell (m, c), or per query (m,) a bound of every cell's B, with
+        ``exact(qi, col)`` giving the cells' own B: then only cells that could reach the threshold
+        (ŝ + B_max ≥ L) get their own bound, and the others join the sums through
+        e^{(ŝ ∓ B_max)/τ}, one exp per cell. ``s_hat`` is overwritten.
+        """
         if self.overflow:
             return
         m, c = s_hat.shape
-        lo = s_hat - bound  # (m, c)
-        hi = s_hat + bound  # (m, c)
-        ok = np.ones((m, c), bool) if allowed is None else np.broadcast_to(allowed, (m, c))  # (m, c)
+        if bound.ndim == 2:
+            cells = bound
+            bq = cells.max(axis=1) if c else np.zeros(m)  # (m,)
+            exact = lambda qi, col: cells[qi, col]  # noqa: E731
+        else:
+            bq = bound
+        assert exact is not None
+        base = s_hat if allowed is None else np.where(np.broadcast_to(allowed, (m, c)), s_hat, -np.inf)  # (m, c)
         if self.top is None:
             self.top = TopK(m, self.k, np.dtype(np.float64))
-        self.top.feed(np.where(ok, lo, -np.inf), 0)  # the k best lower bounds (their rows do not matter)
+        lim = np.maximum(self.threshold() - bq, np.finfo(np.float64).min)  # (m,)  masked (-inf) cells never pass
+        qi, col = np.nonzero(base >= lim[:, None])  # (p,)  the only cells whose hi or lo can reach L
+        sh = base[qi, col]  # (p,)
+        b = exact(qi, col)  # (p,)
+        lows = np.full((m, c), -np.inf)  # (m, c)
+        lows[qi, col] = sh - b
+        self.top.feed(lows, 0)  # the k best exact lower bounds (a cell left out has lo < L already)
         thr = self.threshold()  # (m,)
-        cand = ok & (hi >= thr[:, None])  # (m, c)
-        self._out(lo, hi, ok & ~cand)
-        qi, col = np.nonzero(cand)  # (p,), (p,)
-        self._add(qi, rows[col], s_hat[qi, col], bound[qi, col])
+        cand = sh + b >= thr[qi]  # (p,)
+        self._add(qi[cand], rows[col[cand]], sh[cand], b[cand])
+        near = ~cand
+        self._out_cells(qi[near], sh[near] - b[near], sh[near] + b[near])
+        base[qi, col] = -np.inf  # the rest: ŝ − B_max ≤ lo_j, hi_j ≤ ŝ + B_max
+        self._out_chunk(base, bq)
         if len(self.qi) > max(4096, 4 * m * self.k):
             self.prune()
+
+    def _out_chunk(self, base: np.ndarray, bq: np.ndarray) -> None:
+        """Cells of ``base`` (m, c; -inf where not counted) join the sums through ŝ ∓ B_max (m,); overwrites base."""
+        inv = 1.0 / self.tau
+        mx = base.max(axis=1) if base.shape[1] else np.full(base.shape[0], -np.inf)  # (m,)
+        some = np.isfinite(mx)
+        safe = np.where(some, mx, 0.0)  # (m,)
+        n_in = np.isfinite(base).sum(axis=1)  # (m,)
+        base -= safe[:, None]
+        base *= inv
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+            np.exp(base, out=base)  # (m, c)  e^{(ŝ − max)/τ}
+        total = base.sum(axis=1)  # (m,)
+        top = np.where(some, safe * inv, -np.inf)  # (m,)
+        self.lo_max, self.lo_sum = lse_merge(self.lo_max, self.lo_sum, top - bq * inv, total)
+        self.hi_max, self.hi_sum = lse_merge(self.hi_max, self.hi_sum, top + bq * inv, total)
+        self.out_hi = np.maximum(self.out_hi, np.where(some, mx + bq, -np.inf))
+        self.out_n += n_in
 
     def _add(self, qi: np.ndarray, rows: np.ndarray, s_hat: np.ndarray, bound: np.ndarray) -> None:
         self.qi = np.concatenate([self.qi, qi.astype(np.int64)])

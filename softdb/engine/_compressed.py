@@ -45,7 +45,10 @@ __all__ = [
     "PRECISIONS",
     "CompressedKeys",
     "QueryCode",
+    "cell_bounds",
     "chunk_bounds",
+    "chunk_max_bound",
+    "chunk_scores",
     "compress_keys",
     "compress_queries",
     "norm_up",
@@ -226,30 +229,67 @@ def compress_queries(q: np.ndarray, precision: str) -> QueryCode:
     )
 
 
+def chunk_scores(ck: CompressedKeys, qc: QueryCode, start: int, stop: int) -> np.ndarray:
+    """Compressed scores ŝ of rows start..stop: (m, c), float64 (a fresh array the caller may overwrite)."""
+    if ck.precision == "int8":
+        ints = dot_int8(qc.codes, ck.codes[start:stop])  # (m, c) int32, exact
+        assert qc.scale is not None and ck.scale is not None
+        st = np.multiply.outer(qc.scale.astype(np.float64), ck.scale[start:stop].astype(np.float64))  # (m, c)  exact
+        st *= ints  # (m, c)  ŝ = I·(t·s): one rounding
+        return st
+    return dot_bf16(qc.codes, ck.codes[start:stop]).astype(np.float64)  # (m, c)
+
+
+def cell_bounds(
+    ck: CompressedKeys, qc: QueryCode, qi: np.ndarray, rows: np.ndarray, s_hat: np.ndarray, tau: float
+) -> np.ndarray:
+    """B of single cells (query ``qi``, row ``rows`` of ``ck``, their ŝ; all (p,)): (p,), float64.
+
+    |fp32(q·k_j) − ŝ_j| ≤ B_j (the module docstring; the proof: ``docs/guide/compressed.md``).
+    """
+    d = qc.dim
+    rho = ck.rho[rows].astype(np.float64)  # (p,)
+    hat = ck.hat_norm[rows].astype(np.float64)  # (p,)
+    kn = ck.key_norm[rows].astype(np.float64)  # (p,)
+    qn, qr = qc.norm[qi], qc.resid[qi]  # (p,)
+    bound = qn * (rho + gamma(d + REF_EXTRA) * kn) + qr * hat  # (p,)
+    if ck.precision == "bf16":
+        bound += gamma(d) * qc.hat_norm[qi] * hat  # the float32-accumulated bf16 dot's rounding
+    bound *= SLACK
+    bound += np.abs(s_hat) * (4.0 * U64)  # ŝ's own rounding (int8) and that of ŝ ± B
+    bound += 2.0**-120 * (d + REF_EXTRA) * max(1.0, tau) * (1.0 + kn)  # float32 underflow (subnormals)
+    return bound
+
+
+def chunk_max_bound(ck: CompressedKeys, qc: QueryCode, start: int, stop: int, tau: float) -> np.ndarray:
+    """Per query, a bound ≥ B_j of every row start..stop (:func:`cell_bounds`): (m,), float64.
+
+    Each term of B_j grows with a per-row number (ρ_j, ‖k̂_j‖, ‖k_j‖; |ŝ_j| ≤ ‖q̂‖·‖k̂_j‖·(1 + γ_d)),
+    so the sum of the terms at those numbers' maxima bounds every row's B_j.
+    """
+    d = qc.dim
+    if stop <= start:
+        return np.zeros(qc.norm.shape[0])
+    rk = float((ck.rho[start:stop].astype(np.float64) + gamma(d + REF_EXTRA) * ck.key_norm[start:stop]).max())
+    hat = float(ck.hat_norm[start:stop].max())
+    kn = float(ck.key_norm[start:stop].max())
+    bound = qc.norm * rk + qc.resid * hat  # (m,)
+    if ck.precision == "bf16":
+        bound += gamma(d) * qc.hat_norm * hat
+    bound *= SLACK
+    bound += qc.hat_norm * hat * (1.0 + gamma(d)) * (4.0 * U64) * SLACK  # ≥ 4·U64·|ŝ_j|
+    bound += 2.0**-120 * (d + REF_EXTRA) * max(1.0, tau) * (1.0 + kn)
+    return bound
+
+
 def chunk_bounds(ck: CompressedKeys, qc: QueryCode, start: int, stop: int, tau: float) -> tuple[np.ndarray, np.ndarray]:
     """Compressed scores ŝ and their bounds B of rows start..stop: both (m, c), float64.
 
     |fp32(q·k_j) − ŝ_j| ≤ B_j for every query and row (the module docstring; the proof:
     ``docs/guide/compressed.md``).
     """
-    d = qc.dim
-    if ck.precision == "int8":
-        ints = dot_int8(qc.codes, ck.codes[start:stop])  # (m, c) int32, exact
-        assert qc.scale is not None and ck.scale is not None
-        st = qc.scale.astype(np.float64)[:, None] * ck.scale[start:stop].astype(np.float64)  # (m, c)  exact
-        s_hat = ints.astype(np.float64) * st  # (m, c)  one rounding
-        dot_err: float | np.ndarray = 0.0
-    else:
-        s_hat = dot_bf16(qc.codes, ck.codes[start:stop]).astype(np.float64)  # (m, c)
-        dot_err = gamma(d) * qc.hat_norm[:, None] * ck.hat_norm[start:stop].astype(np.float64)  # (m, c)
-    rho = ck.rho[start:stop].astype(np.float64)  # (c,)
-    hat = ck.hat_norm[start:stop].astype(np.float64)  # (c,)
-    kn = ck.key_norm[start:stop].astype(np.float64)  # (c,)
-    qn, qr = qc.norm[:, None], qc.resid[:, None]  # (m, 1)
-    g_ref = gamma(d + REF_EXTRA)
-    bound = qn * (rho + g_ref * kn) + qr * hat  # (m, c)
-    bound += dot_err
-    bound *= SLACK
-    bound += np.abs(s_hat) * (4.0 * U64)  # ŝ's own rounding (int8) and that of ŝ ± B
-    bound += 2.0**-120 * (d + REF_EXTRA) * max(1.0, tau) * (1.0 + kn)  # float32 underflow (subnormals)
-    return s_hat, bound
+    s_hat = chunk_scores(ck, qc, start, stop)  # (m, c)
+    m, c = s_hat.shape
+    qi = np.repeat(np.arange(m), c)  # (m·c,)
+    rows = np.tile(np.arange(start, stop), m)  # (m·c,)
+    return s_hat, cell_bounds(ck, qc, qi, rows, s_hat.ravel(), tau).reshape(m, c)
