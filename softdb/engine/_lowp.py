@@ -2,8 +2,23 @@
 
 This module is the one seam between softdb's certified search (which needs only these
 functions and their error contracts) and the SIMD libraries that make them fast. The
-functions here are numpy references, exact by construction; faster backends (numkong,
-torch's oneDNN) plug in behind the same signatures, chosen by measurement.
+numpy references are exact by construction; faster backends (numkong, torch's oneDNN,
+in :mod:`softdb.engine._lowp_simd`) sit behind the same signatures, chosen by measurement.
+
+Backends
+--------
+``dot_int8`` and ``dot_bf16`` take ``backend="auto"`` (the default): the fastest backend
+installed for the shape, as measured by ``benchmarks/bench_compressed.py`` (see
+docs/performance.md, "Compressed keys"), and the numpy reference when no SIMD library is
+installed, so the core runs on numpy + scipy alone with the same answers (int8: the same
+integers; bf16: within the same bound). Naming a backend (``backend="numkong"``) that is
+not installed raises an ImportError naming ``pip install "softdb[compressed]"``.
+
+- int8, fewer than ``GEMM_MIN_QUERIES`` queries: numkong (its int8 dots read the codes
+  once, threads over row ranges), then torch, then numpy;
+- int8, from ``GEMM_MIN_QUERIES`` queries on: torch's ``_int_mm`` (oneDNN's int8 GEMM),
+  then numkong, then numpy;
+- bf16: numkong, then numpy (torch's bf16 matmul rounds its result to bf16: not admissible).
 
 Contracts
 ---------
@@ -27,9 +42,18 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
-__all__ = ["dot_bf16", "dot_int8", "from_bf16", "gamma", "quantize_int8", "to_bf16"]
+from softdb.engine import _lowp_simd
+
+__all__ = ["BACKENDS", "backend_for", "dot_bf16", "dot_int8", "from_bf16", "gamma", "quantize_int8", "to_bf16"]
+
+#: Backends by kind; "auto" picks among the installed ones (see ``backend_for``).
+BACKENDS = {"int8": ("numpy", "numkong", "torch"), "bf16": ("numpy", "numkong")}
+#: From this many queries on, int8 dot products are a GEMM and torch's oneDNN kernel leads.
+GEMM_MIN_QUERIES = 16
 
 #: float32's unit roundoff.
 U32 = 2.0**-24
@@ -59,18 +83,61 @@ def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes, scale
 
 
-def dot_int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def backend_for(kind: str, m: int, backend: str = "auto") -> str:
+    """The backend that runs ``kind`` ("int8" or "bf16") for m queries: ``backend``, checked, or the auto choice.
+
+    Examples
+    --------
+    >>> backend_for("int8", 1, "numpy")
+    'numpy'
+    >>> backend_for("bf16", 256) in BACKENDS["bf16"]
+    True
+    """
+    names = BACKENDS[kind]
+    if backend == "auto":
+        if kind == "bf16":
+            order = ("numkong",)
+        else:
+            order = ("numkong", "torch") if m < GEMM_MIN_QUERIES else ("torch", "numkong")
+        return next((name for name in order if _lowp_simd.installed(name)), "numpy")
+    if backend not in names:
+        raise ValueError(
+            f"backend must be 'auto' or one of {', '.join(map(repr, names))} for {kind} dot products, "
+            f"got {backend!r}; hint: 'auto' picks the fastest one installed"
+        )
+    if backend != "numpy":
+        _lowp_simd.library(backend)  # the ImportError that names the pip command
+    return backend
+
+
+def dot_int8(a: np.ndarray, b: np.ndarray, *, backend: str = "auto", threads: int | None = None) -> np.ndarray:
     """Exact int32 dot products of int8 codes: a @ b.T.
 
     Parameters
     ----------
     a : ndarray of shape (m, d), int8
     b : ndarray of shape (n, d), int8
+    backend : {"auto", "numpy", "numkong", "torch"}
+        "auto": the fastest installed for m (see the module's notes); every backend returns
+        the same integers.
+    threads : int, optional
+        Threads over row ranges of ``b`` (numkong); default: as many as BLAS uses.
 
     Returns
     -------
     ndarray of shape (m, n), int32 (exact)
+
+    Examples
+    --------
+    >>> a = np.array([[1, -2, 3]], np.int8)
+    >>> b = np.array([[4, 5, 6], [-127, 127, 127]], np.int8)
+    >>> dot_int8(a, b).tolist() == dot_int8(a, b, backend="numpy").tolist() == [[12, 0]]
+    True
     """
+    name = backend_for("int8", a.shape[0], backend)
+    if name != "numpy":
+        kernel: Callable[..., np.ndarray] = getattr(_lowp_simd, f"int8_{name}")
+        return kernel(a, b, threads)
     d = a.shape[1]
     # float32 sums of integer products stay exact while every partial sum is below 2**24.
     ft: type[np.floating] = np.float32 if d * 127 * 127 < 2**24 else np.float64
@@ -90,16 +157,28 @@ def from_bf16(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits, np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-def dot_bf16(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def dot_bf16(a: np.ndarray, b: np.ndarray, *, backend: str = "auto", threads: int | None = None) -> np.ndarray:
     """float32-accumulated dot products of bf16 numbers: a @ b.T (see the module's bound).
 
     Parameters
     ----------
     a : ndarray of shape (m, d), uint16 (bf16 bits)
     b : ndarray of shape (n, d), uint16 (bf16 bits)
+    backend : {"auto", "numpy", "numkong"}
+        "auto": numkong when installed, else numpy; both hold the γ_d bound.
+    threads : int, optional
+        Threads over row ranges of ``b`` (numkong); default: as many as BLAS uses.
 
     Returns
     -------
     ndarray of shape (m, n), float32
+
+    Examples
+    --------
+    >>> a = to_bf16(np.array([[1.0, 2.0]], np.float32))
+    >>> dot_bf16(a, a).tolist()
+    [[5.0]]
     """
+    if backend_for("bf16", a.shape[0], backend) == "numkong":
+        return _lowp_simd.bf16_numkong(a, b, threads)
     return from_bf16(a) @ from_bf16(b).T
