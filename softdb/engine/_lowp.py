@@ -54,6 +54,8 @@ __all__ = ["BACKENDS", "backend_for", "dot_bf16", "dot_int8", "from_bf16", "gamm
 BACKENDS = {"int8": ("numpy", "numkong", "torch"), "bf16": ("numpy", "numkong")}
 #: From this many queries on, int8 dot products are a GEMM and torch's oneDNN kernel leads.
 GEMM_MIN_QUERIES = 16
+#: quantize_int8 works through blocks of about this many values (1 MiB of float32).
+QUANTIZE_BLOCK_CELLS = 1 << 18
 
 #: float32's unit roundoff.
 U32 = 2.0**-24
@@ -77,9 +79,18 @@ def quantize_int8(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scale : ndarray of shape (n,), float32; max|x_j| / 127 (1 for an all-zero row)
     """
     x = np.asarray(x, np.float32)
-    amax = np.abs(x).max(axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
-    scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
-    codes = np.clip(np.rint(x / scale[:, None]), -127, 127).astype(np.int8)
+    n, d = x.shape
+    codes = np.empty((n, d), np.int8)  # (n, d)
+    scale = np.empty(n, np.float32)  # (n,)
+    step = max(1, QUANTIZE_BLOCK_CELLS // max(d, 1))
+    for a in range(0, n, step):  # blocks that stay in cache: each pass below reads the block once more
+        xb = x[a : a + step]  # (b, d)
+        amax = np.abs(xb).max(axis=1) if d else np.zeros(len(xb), np.float32)  # (b,)
+        sb = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)  # (b,)
+        t = xb / sb[:, None]  # (b, d)
+        np.rint(t, out=t)
+        np.clip(t, -127, 127, out=t)
+        codes[a : a + len(xb)], scale[a : a + len(xb)] = t, sb
     return codes, scale
 
 
