@@ -171,7 +171,6 @@ def time_methods(name: str, keys: np.ndarray, queries: np.ndarray, repeats: int,
 
     t = median_time(run_faiss, repeats)
     add(f"FAISS SQ8 + IndexRefineFlat (k_factor {refine.k_factor:g})", t, recall(got[0], ref_ids(0)))
-    del refine, sq
 
     kb = torch.from_numpy(keys).bfloat16()
 
@@ -181,14 +180,13 @@ def time_methods(name: str, keys: np.ndarray, queries: np.ndarray, repeats: int,
 
     t = median_time(run_torch, repeats)
     add("torch bf16 mm + topk", t, recall(got[0], ref_ids(0)))
-    del kb
 
     def top_of(s: np.ndarray) -> np.ndarray:
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]  # (m, k)
         return np.take_along_axis(part, np.argsort(-np.take_along_axis(s, part, 1), axis=1), 1)
 
     def run_nk(i: int) -> None:
-        qc, qscale = quantize_int8(q_of(i))
+        qc, _ = quantize_int8(q_of(i))
         s = np.multiply(np.asarray(nk.cdist(qc, i8.codes, metric="dot", out_dtype="int32")), i8.scale, dtype=np.float32)
         got[i] = top_of(s)
 
@@ -204,7 +202,6 @@ def time_methods(name: str, keys: np.ndarray, queries: np.ndarray, repeats: int,
 
     t = median_time(run_us, repeats)
     add("usearch exact int8 (one global scale)", t, recall(got[0], ref_ids(0)))
-    del k8
 
     print(
         f"memory: fp32 keys {keys.nbytes / 1e6:.0f} MB; int8 keys {i8.nbytes / 1e6:.0f} MB "
@@ -228,10 +225,10 @@ def time_kernels(n: int, m: int, d: int, repeats: int) -> None:
             t32 = median_time(lambda i: af @ bf.T, repeats)
             cells = [f"fp32 {t32 * 1e3:.1f} ms"]
             for be in ("numpy", "numkong", "torch"):
-                t = median_time(lambda i, be=be: dot_int8(a8, b8, backend=be, threads=threads), repeats)
+                t = median_time(lambda i, be=be, th=threads: dot_int8(a8, b8, backend=be, threads=th), repeats)
                 cells.append(f"int8 {be} {t / t32:.2f}×")
             for be in ("numpy", "numkong"):
-                t = median_time(lambda i, be=be: dot_bf16(a16, b16, backend=be, threads=threads), repeats)
+                t = median_time(lambda i, be=be, th=threads: dot_bf16(a16, b16, backend=be, threads=th), repeats)
                 cells.append(f"bf16 {be} {t / t32:.2f}×")
             print(f"| {m} × {n} × {d} | {threads} | " + " | ".join(cells) + " |", flush=True)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -253,7 +250,9 @@ def main() -> None:
     d = 384
     print(f"CPU: {cpu_model()}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.1f}; numpy {np.__version__}")
     print(f"SIMD paths: {capabilities()}; torch threads {torch.get_num_threads()}")
-    print(f"auto int8 backend: 1 query -> {backend_for('int8', 1)}, {args.queries} -> {backend_for('int8', args.queries)}")
+    print(
+        f"auto int8 backend: 1 query -> {backend_for('int8', 1)}, {args.queries} -> {backend_for('int8', args.queries)}"
+    )
     print("\nkernels alone (time / fp32 numpy of the same threads):")
     print("| shape (m × n × d) | threads | fp32 | int8 numpy | int8 numkong | int8 torch | bf16 numpy | bf16 numkong |")
     time_kernels(args.rows, 1, d, args.repeats)

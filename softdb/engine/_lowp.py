@@ -106,6 +106,7 @@ def backend_for(kind: str, m: int, backend: str = "auto") -> str:
     """
     names = BACKENDS[kind]
     if backend == "auto":
+        order: tuple[str, ...]
         if kind == "bf16":
             order = ("numkong",)
         else:

@@ -138,7 +138,7 @@ def test_without_the_extra_auto_uses_numpy_and_a_named_backend_names_the_pip_com
     ).stdout.splitlines()
     assert out == [
         f"the {name!r} backend for low-precision dot products needs the {name} package, which is not "
-        f'installed; install it with: pip install "softdb[compressed]" (or pass backend=\'auto\' to use '
+        f"installed; install it with: pip install \"softdb[compressed]\" (or pass backend='auto' to use "
         "the fastest backend installed, numpy at least)"
         for name in ("numkong", "torch")
     ] + ["False"]
