@@ -54,6 +54,19 @@ def test_int8_backends_return_the_exact_integers(m, n, d, extreme, threads, seed
         np.testing.assert_array_equal(out, exact, err_msg=backend)
 
 
+@pytest.mark.parametrize("backend", ["auto", "numpy", *SIMD])
+def test_int8_sums_beyond_2_to_the_24_stay_exact(backend):
+    """d = 1100 codes of ±127: |sums| up to 17,741,900 > 2**24, where float32 accumulation rounds."""
+    a = np.full((2, 1100), 127, np.int8)
+    a[1, ::2] = -127
+    b = np.full((3, 1100), 127, np.int8)
+    b[1] = -127
+    b[2, 1] = 126
+    exact = a.astype(np.int64) @ b.astype(np.int64).T  # (2, 3)
+    assert exact.max() > 2**24
+    np.testing.assert_array_equal(dot_int8(a, b, backend=backend, threads=2), exact)
+
+
 def _bf16(rng, shape, spread):
     x = rng.standard_normal(shape).astype(np.float32) * np.float32(2.0) ** rng.integers(
         -spread, spread + 1, size=shape
