@@ -22,7 +22,10 @@ __all__ = [
     "as_metric",
     "as_mode",
     "as_payloads",
+    "as_precision",
     "as_temperature",
+    "as_tolerance",
+    "check_compressible",
     "check_finite_result",
     "check_not_empty",
     "check_same_rows",
@@ -326,3 +329,57 @@ def scores_underflowed(temperature: float, dtype: np.dtype) -> ValueError:
         "overflowed to -inf, so no row could get any weight; hint: use mode='hard' (the τ → 0 limit "
         "of the soft lookup), a larger temperature, or float64 arrays"
     )
+
+
+PRECISIONS = ("int8", "bf16")
+
+
+def as_precision(precision: Any) -> str:
+    """A compressed precision: "int8" or "bf16"."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {list(PRECISIONS)}, got {precision!r}; "
+            "hint: 'int8' keeps 1 byte per number (one scale per row), 'bf16' keeps 2"
+        )
+    return precision
+
+
+def check_compressible(kind: str, dtype: np.dtype, projected: bool) -> None:
+    """compress() needs a plain table of dense float32 keys."""
+    if kind != "dense":
+        raise ValueError(
+            f"compress() needs dense keys, but this table's keys are {kind}; "
+            "hint: compress a table of dense embeddings (metric 'dot' or 'cosine')"
+        )
+    if np.dtype(dtype) != np.float32:
+        raise ValueError(
+            f"compress() needs float32 keys, got {np.dtype(dtype).name}; "
+            "hint: build the table from keys.astype(np.float32)"
+        )
+    if projected:
+        raise ValueError(
+            "compress() needs a table without a projection (its scores are of projected rows); "
+            "hint: table.projection = None, or build a table of the projected keys"
+        )
+
+
+def check_finite_keys(bad_rows: np.ndarray, n: int, what: str = "keys") -> None:
+    """Every key must be finite, with a norm that float32 can hold (``bad_rows``: rows that are not)."""
+    if len(bad_rows):
+        raise ValueError(
+            f"compress() needs finite {what} whose norms fit in float32, but {len(bad_rows)} of {n} rows "
+            f"are not (first: row {int(bad_rows[0])}); hint: remove those rows, or rescale the keys"
+        )
+
+
+def as_tolerance(tol: Any) -> float:
+    """A weight tolerance: a finite number > 0."""
+    if isinstance(tol, bool) or not isinstance(tol, int | float | np.integer | np.floating):
+        raise TypeError(f"weight_tolerance must be a number, got {_describe(tol)} {tol!r}; hint: e.g. 1e-3")
+    t = float(tol)
+    if not math.isfinite(t) or t <= 0:
+        raise ValueError(
+            f"weight_tolerance must be finite and > 0, got {t!r}; "
+            "hint: the widest certified weight interval allowed, e.g. 1e-3"
+        )
+    return t

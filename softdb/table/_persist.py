@@ -25,6 +25,7 @@ from softdb.store._atomic import check_path
 from softdb.store._keyfiles import key_files
 from softdb.store._manifest import ARRAY_NAME, check_json_value
 from softdb.store._segmented import SegmentOut, is_segmented, load_segmented, save_segmented, v1_segment_name
+from softdb.table._compressed_files import adopt_loaded, compressed_part
 from softdb.table._segments import Rows, Segment
 from softdb.table._state import TableState
 
@@ -112,7 +113,9 @@ def _save_v1(state: TableState, path: str | os.PathLike[str]) -> list[tuple[str,
     return [*((f, e["bytes"]) for f, e in m["files"].items()), ("manifest.json", -1)]
 
 
-def save_state(state: TableState, path: str | os.PathLike[str]) -> list[tuple[str, int]]:
+def save_state(
+    state: TableState, path: str | os.PathLike[str], *, compressed: tuple[str, Any] | None = None
+) -> list[tuple[str, int]]:
     """Save a table state to the folder ``path``, writing only what the folder lacks (format: docs/format.md).
 
     A state is one consistent version: a save running while other threads add or
@@ -165,7 +168,7 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> list[tuple[st
     rows = state.rows  # one version: writes swap it whole, never mutate it
     check_path(path)  # a bad path fails before any work
     one = rows.views[0]
-    if len(rows.views) == 1 and one.live is None and not one.growing and not _is_v2(path):
+    if len(rows.views) == 1 and one.live is None and not one.growing and not _is_v2(path) and compressed is None:
         return _save_v1(state, path)
     proj, proj_arrays = _projection_part(state.projection)
     encoder, enc_arrays = _encoder_part(state)
@@ -195,6 +198,9 @@ def save_state(state: TableState, path: str | os.PathLike[str]) -> list[tuple[st
         projection=proj,
         encoder=encoder,
     )
+    if compressed is not None:  # (precision, one CompressedKeys per segment): softdb.table._compressed_files
+        head["compressed"], c_arrays = compressed_part(*compressed)
+        head_arrays += c_arrays
     outs = [_segment_out(v, state) for v in rows.views]
     written = save_segmented(path, head, head_arrays, outs)
     for o in outs:
@@ -323,6 +329,7 @@ def _load_v2(path: str | os.PathLike[str], *, mmap: bool, verify: bool) -> Table
             raise ValueError(f"its segments hold {ids_seen} live rows of width {width}, not n={m['n']}, dim={dim}")
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{mpath}: {exc}") from None
+    adopt_loaded(views, m.get("compressed"), arrays, mpath)
     proj = m.get("projection")
     proj_arrays = None if proj is None else {name: arrays[stem] for name, stem in proj["arrays"].items()}
     enc = m.get("encoder")

@@ -23,6 +23,7 @@ import numpy as np
 from softdb import _checks
 from softdb.engine import _keys
 from softdb.engine._plan import Ask, answer
+from softdb.table._compressed import Compressing
 from softdb.table._fitting import Fitting
 from softdb.table._frontend import NO_K, FrontEnd, QuerySpec, prepare_queries
 from softdb.table._merge import merge_tail
@@ -49,7 +50,7 @@ def _spec_of(st: TableState) -> QuerySpec:
     return QuerySpec(st.rows.n, st.kind, st.template, st.dtype, st.dim, st.metric)
 
 
-class SoftTable(FrontEnd, Mutation, Fitting, TextWrites):
+class SoftTable(FrontEnd, Mutation, Fitting, TextWrites, Compressing):
     """A table of keys and values answered by soft (attention) lookups.
 
     A query q scores every key, s_j = q·k_j (or the cosine), the scores become
