@@ -20,6 +20,22 @@ not installed raises an ImportError naming ``pip install "softdb[compressed]"``.
   then numkong, then numpy;
 - bf16: numkong, then numpy (torch's bf16 matmul rounds its result to bf16: not admissible).
 
+Quantising the query
+--------------------
+The fast kernels multiply int8 by int8, so a query q is quantised too (``quantize_int8``
+on the queries: q̃ = s_q·c_q, r_q = ‖q − q̃‖). With k̃_j = s_j·c_j and ρ_j = ‖k_j − k̃_j‖,
+
+    q·k_j − s_q·s_j·(c_q·c_j) = q·(k_j − k̃_j) + (q − q̃)·k̃_j,
+    |q·k_j − s_q·s_j·(c_q·c_j)| ≤ ‖q‖·ρ_j + r_q·‖k̃_j‖,
+
+where c_q·c_j is ``dot_int8``'s exact integer, so the only float rounding left is that
+of the scale products (float32: a relative 2u + u² for fl(fl(s_q·s_j)·I)). Keeping the
+query in float32 drops the r_q term (the bound is ‖q‖·ρ_j plus γ_d of the float sum), but
+no int8 kernel takes a float query: the codes would be converted to float and multiplied
+by a float GEMM, no faster than the fp32 keys. So the query is quantised and the bound
+carries r_q·‖k̃_j‖, about as large as ‖q‖·ρ_j for unit vectors: more candidates to
+rescore (the benchmark counts them), the same exact answer.
+
 Contracts
 ---------
 - ``dot_int8(a, b)`` is **exact**: the int32 dot products of int8 codes (|code| ≤ 127, so
