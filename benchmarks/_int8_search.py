@@ -36,15 +36,17 @@ class Int8Keys:
         self.scale = np.empty(n, np.float32)  # (n,)
         self.rho = np.empty(n, np.float32)  # (n,)  ‖k_j − s_j·c_j‖, rounded up
         self.knorm = np.empty(n, np.float32)  # (n,)  ‖s_j·c_j‖, rounded up
+        slack = np.float32(1 + (d + 4) * U)
         for a in range(0, n, block):
             x = np.asarray(keys[a : a + block], np.float32)  # (b, d)  read from disk if mmapped
             c, s = quantize_int8(x)
             self.codes[a : a + len(x)], self.scale[a : a + len(x)] = c, s
-            approx = c.astype(np.float64) * s[:, None].astype(np.float64)  # (b, d)
-            rho = np.linalg.norm(x.astype(np.float64) - approx, axis=1)
-            self.rho[a : a + len(x)] = np.nextafter(rho.astype(np.float32), np.float32(np.inf))
-            kn = np.linalg.norm(approx, axis=1)
-            self.knorm[a : a + len(x)] = np.nextafter(kn.astype(np.float32), np.float32(np.inf))
+            approx = c * s[:, None]  # (b, d) float32: k̃ rounded, each entry within u of k̃
+            # float32 norms, rounded up: relative (d + 4)·u for the sums, plus u·‖k̃‖ for the rounded k̃
+            kn = np.sqrt(np.einsum("ij,ij->i", approx, approx)) * slack  # (b,)
+            approx -= x
+            rho = np.sqrt(np.einsum("ij,ij->i", approx, approx)) * slack + np.float32(2 * U) * kn  # (b,)
+            self.rho[a : a + len(x)], self.knorm[a : a + len(x)] = rho, kn * np.float32(1 + 2 * U)
         self.rho_max = float(self.rho.max(initial=0.0))
         self.knorm_max = float(self.knorm.max(initial=0.0))
 

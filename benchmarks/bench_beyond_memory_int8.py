@@ -80,7 +80,7 @@ def main() -> None:
     q = np.random.default_rng(1).standard_normal((args.queries, args.dim), dtype=np.float32)
     for rep in range(2):
         t0 = time.perf_counter()
-        ids, scores, rescored = table.search(q, k=10, block=1 << 19)
+        ids, scores, rescored = table.search(q, k=10, block=1 << 17)
         print(
             f"search m={args.queries} k=10 (run {rep + 1}, load {os.getloadavg()[0]:.1f}): "
             f"{time.perf_counter() - t0:.1f} s; rows rescored per query: median {int(np.median(rescored))}, "
@@ -95,8 +95,8 @@ def main() -> None:
         qv = q[: args.verify]
         best_s = np.full((len(qv), 10), -np.inf, np.float32)
         best_r = np.full((len(qv), 10), -1, np.int64)
-        for a in range(0, args.rows, 1 << 19):
-            s = qv @ np.asarray(keys[a : a + (1 << 19)]).T  # (v, c)
+        for a in range(0, args.rows, 1 << 17):
+            s = qv @ np.asarray(keys[a : a + (1 << 17)]).T  # (v, c)
             s_all = np.concatenate([best_s, s], axis=1)
             r_all = np.concatenate([best_r, np.broadcast_to(np.arange(a, a + s.shape[1]), s.shape)], axis=1)
             o = np.argsort(-s_all, axis=1, kind="stable")[:, :10]  # ties: the earlier (lower) row
