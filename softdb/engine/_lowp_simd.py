@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from functools import cache
 from typing import Any
 
@@ -118,7 +119,9 @@ def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.n
         return np.zeros((a.shape[0], b.shape[0]), np.int32)
     if a.shape[1] == 1:
         return a.astype(np.int32) * b.astype(np.int32).T  # (m, 1) * (1, n)
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # read-only codes (a compressed table's) are only read: torch's warning does not apply
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         out = torch._int_mm(torch.from_numpy(a), torch.from_numpy(b).T)  # (m, n) int32
     return np.asarray(out.numpy())
 

@@ -109,6 +109,18 @@ def test_torch_bf16_matmul_is_outside_the_contract():
     assert np.any(np.abs(out - exact) > gamma(384) * (np.abs(fa) @ np.abs(fb).T))
 
 
+def test_read_only_codes_need_no_copy_and_raise_no_warning():
+    import warnings
+
+    rng = np.random.default_rng(5)
+    a, b = _int8(rng, (20, 16), False), _int8(rng, (30, 16), False)
+    a.flags.writeable = b.flags.writeable = False  # as a compressed table keeps its codes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for backend in SIMD:
+            np.testing.assert_array_equal(dot_int8(a, b, backend=backend), a.astype(np.int64) @ b.astype(np.int64).T)
+
+
 def test_auto_picks_by_shape():
     assert backend_for("int8", 1) == "numkong"
     assert backend_for("int8", _lowp.GEMM_MIN_QUERIES) == "torch"
