@@ -32,7 +32,7 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 $(VENV)/.full: $(VENV)/.base
-	$(PIP) install -q -e ".[text,eval,plot,bench,dask,views,hybrid,fast,dev,lint,docs]"
+	$(PIP) install -q -e ".[text,eval,plot,bench,dask,views,hybrid,fast,compressed,dev,lint,docs]"
 	touch $@
 
 demo: $(VENV)/.base

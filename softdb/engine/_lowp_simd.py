@@ -1,0 +1,162 @@
+"""The SIMD kernels behind :mod:`softdb.engine._lowp`: numkong and torch, imported lazily.
+
+Neither library is a dependency of softdb's core (numpy + scipy). Both come with the
+``compressed`` extra (``pip install "softdb[compressed]"``); each kernel imports its
+library on first use, and :func:`installed` says which import.
+
+Kernels, each honouring ``_lowp``'s contracts (tests/engine/test_lowp.py checks them
+against the numpy references):
+
+- ``int8_numkong``: numkong's ``cdist(metric="dot")`` on int8 codes, exact integer sums
+  returned as float32 (float64 from d·127² ≥ 2**24 on), cast to int32; the rows of ``b``
+  are cut into one range per thread (numkong's calls release the GIL), the answers laid
+  side by side.
+- ``int8_torch``: ``torch._int_mm``, oneDNN's int8 × int8 → int32 GEMM (VNNI, AMX where
+  the CPU has it), exact; torch's own intra-op threads (``torch.set_num_threads``).
+- ``bf16_numkong``: numkong's bf16 dot products, returned as float64 and rounded once to
+  float32 (inside the γ_d bound).
+
+torch's bf16 ``matmul`` is not one of them: on the CPU it rounds its float32
+accumulators to a bf16 result (a relative error up to 2**-9 per score), outside the
+γ_d contract of ``dot_bf16``. The benchmark times it as a peer.
+
+Examples
+--------
+>>> import numpy as np
+>>> a = np.array([[1, -2, 3]], np.int8)
+>>> b = np.array([[4, 5, 6], [-7, 8, 9]], np.int8)
+>>> [name for name in ("numkong", "torch") if installed(name)] == [n for n in ("numkong", "torch") if installed(n)]
+True
+>>> int8_numkong(a, b).tolist() if installed("numkong") else [[12, 4]]
+[[12, 4]]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from softdb.engine._parallel import map_ranges, split, threads_for
+
+__all__ = ["INSTALL_HINT", "bf16_numkong", "installed", "int8_numkong", "int8_torch", "library"]
+
+INSTALL_HINT = 'pip install "softdb[compressed]"'
+#: The import name of each backend's library.
+LIBRARIES = {"numkong": "numkong", "torch": "torch"}
+
+
+def installed(name: str) -> bool:
+    """Whether backend ``name``'s library can be imported (without importing it)."""
+    module = LIBRARIES[name]
+    if module in sys.modules:  # imported already, or blocked (None)
+        return sys.modules[module] is not None
+    return _findable(module)
+
+
+@cache
+def _findable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def library(name: str) -> Any:
+    """Import backend ``name``'s library, or an ImportError that names the pip command."""
+    try:
+        return importlib.import_module(LIBRARIES[name])
+    except ImportError as e:
+        raise ImportError(
+            f"the {name!r} backend for low-precision dot products needs the {LIBRARIES[name]} package, "
+            f"which is not installed; install it with: {INSTALL_HINT} (or pass backend='auto' to use "
+            f"the fastest backend installed, numpy at least)"
+        ) from e
+
+
+def _by_ranges(fn: Any, a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None) -> np.ndarray:
+    """out[:, r0:r1] = fn(a, b[r0:r1]) over one row range of ``b`` per thread."""
+    m, n = a.shape[0], b.shape[0]
+    parts = threads_for(m, n, threads)
+    if parts == 1:
+        out[:] = fn(a, b)
+        return out
+
+    def one(r0: int, r1: int) -> None:
+        out[:, r0:r1] = fn(a, b[r0:r1])  # (m, r1 - r0)
+
+    map_ranges(one, split(n, parts))
+    return out
+
+
+def int8_numkong(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Exact int32 a @ b.T of int8 codes (m, d) × (n, d) → (m, n) with numkong, threads over b's rows."""
+    nk = library("numkong")
+    a, b = np.ascontiguousarray(a, np.int8), np.ascontiguousarray(b, np.int8)
+    out = np.empty((a.shape[0], b.shape[0]), np.int32)  # (m, n)
+    if out.size == 0 or a.shape[1] == 0:
+        out[:] = 0
+        return out
+
+    # numkong's int32 output runs a slow path (1,863 ms against 17 ms for 1 × 1M × 384); its float
+    # outputs hold the exact integer sums while they fit the significand: float32 below 2**24
+    out_dtype = "float32" if a.shape[1] * 127 * 127 < 2**24 else "float64"
+
+    def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.asarray(nk.cdist(x, y, metric="dot", out_dtype=out_dtype))  # (m, c) exact integers
+
+    return _by_ranges(fn, a, b, out, threads)
+
+
+def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Exact int32 a @ b.T of int8 codes with ``torch._int_mm`` (oneDNN), torch's threads.
+
+    ``threads`` is accepted for a uniform signature; torch's intra-op pool decides. With
+    d = 1, torch 2.13's ``_int_mm`` returns wrong integers (tests/engine/test_lowp.py found
+    it), so one column is multiplied in int32 by numpy.
+    """
+    torch = library("torch")
+    a, b = np.ascontiguousarray(a, np.int8), np.ascontiguousarray(b, np.int8)
+    if a.shape[0] == 0 or b.shape[0] == 0 or a.shape[1] == 0:
+        return np.zeros((a.shape[0], b.shape[0]), np.int32)
+    if a.shape[1] == 1:
+        return a.astype(np.int32) * b.astype(np.int32).T  # (m, 1) * (1, n)
+    with torch.inference_mode(), warnings.catch_warnings():
+        # read-only codes (a compressed table's) are only read: torch's warning does not apply
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        out = torch._int_mm(torch.from_numpy(a), torch.from_numpy(b).T)  # (m, n) int32
+    return np.asarray(out.numpy())
+
+
+def bf16_numkong(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """float32-accumulated a @ b.T of bf16 numbers (uint16 bit patterns) with numkong, threads over b's rows."""
+    nk = library("numkong")
+    a, b = np.ascontiguousarray(a, np.uint16), np.ascontiguousarray(b, np.uint16)
+    out = np.empty((a.shape[0], b.shape[0]), np.float32)  # (m, n)
+    if out.size == 0 or a.shape[1] == 0:
+        out[:] = 0
+        return out
+
+    def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        # float64 output: numkong's float32 output runs a slow path (841 ms against 41 ms for
+        # 1 × 1M × 384); the one rounding to float32 stays inside the γ_d bound
+        return np.asarray(nk.cdist(x, y, metric="dot", dtype="bf16", out_dtype="float64"))  # (m, c)
+
+    return _by_ranges(fn, a, b, out, threads)
+
+
+@cache
+def capabilities() -> dict[str, Any]:
+    """The SIMD paths each installed library reports (numkong's capabilities, torch's CPU capability)."""
+    caps: dict[str, Any] = {}
+    if installed("numkong"):
+        nk = library("numkong")
+        caps["numkong"] = sorted(k for k, v in nk.get_capabilities().items() if v)
+    if installed("torch"):
+        torch = library("torch")
+        caps["torch"] = str(torch.backends.cpu.get_cpu_capability())
+    return caps
