@@ -12,9 +12,10 @@ For each it times ``explain(table, q, k=10)`` (top-10 with weights, soft and har
 answers, entropy, effective rows: one pass), ``table.search(q, k=10)``, the bare GEMV
 ``keys @ q`` into a preallocated output (the practical limit: one read of the keys), and,
 to show where explain's time goes, explain's kernel pass alone (the query plan's call,
-without building the Explanation) and explain with the compiled loop switched off
-(numpy's loop, what the numpy + scipy core does without ``softdb[fast]``). Ratios are
-to search and to the GEMV of the same run.
+without building the Explanation), ``lookup`` (the soft answer alone: the compiled loop
+with no top-k, hard or entropy) and explain with the compiled loop switched off (numpy's
+loop, what the numpy + scipy core does without ``softdb[fast]``). Ratios are to search
+and to the GEMV of the same run.
 
 Timing is round-robin (every round runs each method once, in a fresh random order, after
 a 0.15 s rest so OpenBLAS's spinning workers of the call before sleep), one warm-up
@@ -131,6 +132,7 @@ def rows(n: int, d: int, repeats: int = 5) -> list[dict]:
             "search(k=10)": lambda t=t, query=query: t.search(query, k=K_TOP),
             "explain(k=10)": lambda t=t, query=query: explain(t, query, k=K_TOP),
             "explain's pass alone": plan,
+            "lookup (the soft answer alone)": lambda t=t, query=query: t.lookup(query),
             "explain, numpy loop": _no_loop(lambda t=t, query=query: explain(t, query, k=K_TOP)),
         }
         ms = timed_rounds(fns, repeats)
