@@ -23,6 +23,7 @@ round, then the median of ``--repeats`` rounds.
 
     python benchmarks/bench_explain.py                 # 1M × 384, the issue's figure
     python benchmarks/bench_explain.py --n 100000 --repeats 5
+    python benchmarks/bench_explain.py --breakdown     # also explain's stages, one thread each
 
 Another benchmark prints the same rows with ``from bench_explain import rows, table``.
 """
@@ -142,6 +143,42 @@ def rows(n: int, d: int, repeats: int = 5) -> list[dict]:
     return out
 
 
+def breakdown(n: int, d: int, repeats: int = 5) -> dict[str, float]:
+    """Where explain's pass spends its time, each stage on one thread (ms, median), case (a).
+
+    The compiled loop over all n rows (score, online softmax, blend); the reductions that
+    then run on its n scores (hard, top-10); and, for scale, one thread's GEMV.
+    """
+    from softdb.engine._config import PassConfig
+    from softdb.engine._reductions import Reducer
+
+    keys = _unit(np.random.default_rng([SEED, 1, n, d]), n, d)  # (n, d)
+    q = _unit(np.random.default_rng([SEED, 0, d]), 1, d)[0] * np.float32(NORM / TAU)  # (d,)  scaled by 1/τ
+    s, o = np.empty(n, np.float32), np.zeros(d, np.float32)  # (n,), (d,)
+    cfg = PassConfig(dtype=np.dtype(np.float32), step=n, hard=True, k=K_TOP)
+
+    def loop() -> None:
+        o[:] = 0
+        _fused.online_blend(keys, q, keys, None, s, o, _fused.fresh())
+
+    def reductions() -> None:
+        r = Reducer(1, cfg)
+        r.reduce(s[None, :].copy(), 0, 0)
+        r.state(0, n)
+
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        return timed_rounds(
+            {
+                "compiled loop (score + online softmax + blend)": loop,
+                "hard + top-10 on the scores": reductions,
+                "GEMV keys @ q, one thread": lambda: np.matmul(keys, q, out=s),
+            },
+            repeats,
+        )
+
+
 def table(found: list[dict]) -> str:
     """The rows as a markdown table."""
     lines = ["| case | method | ms | × search(k=10) | × GEMV |", "|---|---|---:|---:|---:|"]
@@ -156,10 +193,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000, help="rows (default 1M)")
     ap.add_argument("--d", type=int, default=384, help="dimensions (default 384)")
     ap.add_argument("--repeats", type=int, default=7, help="timed rounds (default 7)")
+    ap.add_argument("--breakdown", action="store_true", help="also time explain's stages on one thread")
     a = ap.parse_args()
     print(machine())
     print(f"n = {a.n:,}, d = {a.d}, one query, K = V, median of {a.repeats} rounds; target: explain ≤ 1.25× search")
     print(table(rows(a.n, a.d, a.repeats)))
+    if a.breakdown:
+        print(f"\nexplain's stages, one thread, case (a), n = {a.n:,}:")
+        for name, ms in breakdown(a.n, a.d, a.repeats).items():
+            print(f"  {name:<50} {ms:8.1f} ms")
 
 
 if __name__ == "__main__":
