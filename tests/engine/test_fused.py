@@ -166,7 +166,19 @@ def test_kernel_pass_by_the_loop_matches_float64(log_scale, norm, threads, maske
     _fused.online_rows = lambda *a: calls.append(a[3:]) or old[1](*a)
     try:
         r = finalize(
-            run(DenseScorer(K), q, V, scale=scale, soft=True, hard=True, k=7, stats=True, mask=mask, threads=threads)
+            run(
+                DenseScorer(K),
+                q,
+                V,
+                scale=scale,
+                soft=True,
+                hard=True,
+                k=7,
+                stats=True,
+                mask=mask,
+                threads=threads,
+                offset=1000,  # a segment whose first row is global row 1000
+            )
         )
     finally:
         _fused.MIN_ROWS, _fused.online_rows = old
@@ -189,9 +201,11 @@ def test_kernel_pass_by_the_loop_matches_float64(log_scale, norm, threads, maske
     np.testing.assert_allclose(r.entropy[0], -(w[nz] * np.log(w[nz])).sum(), rtol=1e-4, atol=err * 10)
     np.testing.assert_allclose(r.effective_rows[0], 1 / (w**2).sum(), rtol=1e-4 + err * 10)
     top = np.argsort(-raw, kind="stable")[:7]  # ties to the lowest row
-    close = np.abs(raw[r.top_rows[0]] - raw[top]) <= 1e-6 * max(1.0, float(np.abs(raw[top]).max()))
+    got_top, got_best = r.top_rows[0] - 1000, r.best_row[0] - 1000  # (7,), ()  local rows
+    assert (got_top >= 0).all() and got_best >= 0
+    close = np.abs(raw[got_top] - raw[top]) <= 1e-6 * max(1.0, float(np.abs(raw[top]).max()))
     assert close.all()  # float32 GEMV rounding may swap rows whose float64 scores are within an ulp
-    assert np.abs(raw[r.best_row[0]] - raw.max()) <= 1e-6 * max(1.0, float(np.abs(raw.max())))
+    assert np.abs(raw[got_best] - raw.max()) <= 1e-6 * max(1.0, float(np.abs(raw.max())))
 
 
 def test_explain_on_a_large_dot_table_with_a_long_query_uses_the_loop(monkeypatch):
