@@ -4,13 +4,15 @@ One query's soft answer (``explain``, ``lookup`` of one query) needs each row on
 can only do it chunk by chunk, each chunk read twice (from memory to score it, again from
 cache to blend it): its per-call cost rules out chunks small enough for L2, so the second
 read comes from L3. This loop scores row j, and while the row is still in L1 takes
-e_j = exp(s_j − m) and adds e_j · v_j, where m is the running max of the scores so far
-(the online softmax of FlashAttention): when a score beats m, the running sums are
-rescaled by exp(m_old − m_new) (rare: ~ln n times in a random order; the block's sum is
-rescaled at once, the total only when the block is added to it). So it reads each row
-once whatever the query's norm or τ, and no bound on the scores is needed.
+e_j = exp(s_j − m) and adds e_j · v_j, where the shift m runs just above the max of the
+scores so far (the online softmax of FlashAttention): when a score beats m, m moves to
+that score + HEADROOM and the running sums are rescaled by exp(m_old − m_new) (rare:
+fewer than ln n times in a random order, and at most once per HEADROOM of rise in any
+order; the block's sum is rescaled at once, the total only when the block is added to
+it). So it reads each row once whatever the query's norm or τ, and no bound on the
+scores is needed.
 
-The loop leaves the online-softmax state of its rows (running max m, Σ e, Σ e·(s − m),
+The loop leaves the online-softmax state of its rows (the shift m, Σ e, Σ e·(s − m),
 Σ e², Σ e·v), the same state as the kernel's other loops
 (:class:`~softdb.engine._states.SoftState`), so threads and segments merge as before.
 The scalar sums are kept in float64 and Σ e·v in blocks of BLOCK rows, so the answers are
@@ -28,8 +30,8 @@ Examples
 >>> k = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
 >>> s, o, acc = np.empty(2, np.float32), np.zeros(2, np.float32), fresh()
 >>> online_blend(k, np.array([0.0, 200.0], np.float32), k, None, s, o, acc)
->>> s.tolist(), float(acc[0]), o.round(3).tolist()  # o = Σ exp(s_j - m) v_j with m = 200: no overflow
-([200.0, 0.0], 200.0, [0.0, 1.0])
+>>> s.tolist(), float(acc[0]), (o / acc[1]).round(3).tolist()  # shift 200 + HEADROOM: no overflow
+([200.0, 0.0], 216.0, [0.0, 1.0])
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ MIN_ROWS = 1 << 16
 #: Rows whose e_j · v_j are summed into a block's own accumulator before it is added to
 #: the total: float32 rounding grows with ~BLOCK + rows / BLOCK terms, not with rows.
 BLOCK = 512
+#: When a score beats the running shift m, m moves to that score + HEADROOM (rounded to the
+#: values' dtype): each weight exp(s − m) is at most 1, and scores rising row after row (a
+#: table sorted by score) rescale once per HEADROOM of rise, not on every row. Terms lose
+#: nothing: float32 underflows below exp(−103), and float32's precision ends at exp(−16.6).
+HEADROOM = 16.0
 #: Set to False to use numpy's loop even when numba is installed (tests compare the two).
 ENABLED = True
 
@@ -70,7 +77,7 @@ def available() -> bool:
 
 
 def fresh() -> np.ndarray:
-    """The state of no rows yet: float64 [m, Σ e, Σ e·(s − m), Σ e²] = [-inf, 0, 0, 0]."""
+    """The state of no rows yet: float64 [shift m, Σ e, Σ e·(s − m), Σ e²] = [-inf, 0, 0, 0]."""
     return np.array([-np.inf, 0.0, 0.0, 0.0])
 
 
@@ -83,6 +90,7 @@ def _online_py(
     o: np.ndarray,
     acc: np.ndarray,
     block: int,
+    headroom: float,
     blk: np.ndarray,
     cast: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
@@ -109,16 +117,18 @@ def _online_py(
                 x += keys[j, t] * q[t]
             s[j] = x
             xf = np.float64(x)
-            if xf > m:  # the max rises: rescale the running sums (rare)
-                alpha = np.exp(m - xf)  # 0 while there were no rows
-                ent = alpha * (ent + (m - xf) * l) if l > 0 else 0.0
+            if xf > m:  # a score beats the shift: move it HEADROOM above, rescale the running sums (rare)
+                cast[0] = xf + headroom
+                new = np.float64(cast[0])  # exact in the values' dtype, so the state's shift is too
+                alpha = np.exp(m - new)  # 0 while there were no rows
+                ent = alpha * (ent + (m - new) * l) if l > 0 else 0.0
                 l *= alpha
                 sq *= alpha * alpha
                 cast[0] = alpha
                 a = cast[0]
                 for t in range(dv):
                     blk[t] *= a
-                m = xf
+                m = new
             if xf == -np.inf:  # an allowed row that scores -inf weighs 0
                 continue
             e = np.exp(xf - m)
@@ -196,7 +206,8 @@ def online_blend(
         In-out: Σ_j exp(s_j − m) v_j over the rows so far, at the shift m = ``acc[0]``.
     acc : ndarray of float64, shape (4,)
         In-out: [m, Σ exp(s_j − m), Σ exp(s_j − m)(s_j − m), Σ exp(s_j − m)²]; start from
-        :func:`fresh`. m is the running max (-inf while no row is allowed).
+        :func:`fresh`. m is the shift, at least the max score so far and at most HEADROOM
+        above it (-inf while no row is allowed).
 
     All arrays but ``acc`` share one float dtype; the compiled loop releases the GIL.
     Without numba (or with ``ENABLED`` False) the same is computed by numpy.
@@ -207,21 +218,23 @@ def online_blend(
     >>> k = np.array([[1.0], [3.0]])
     >>> s, o, acc = np.empty(2), np.zeros(1), fresh()
     >>> online_blend(k, np.array([1.0]), k, np.array([True, False]), s, o, acc)
-    >>> s.tolist(), acc.tolist(), o.tolist()
-    ([1.0, -inf], [1.0, 1.0, 0.0, 1.0], [1.0])
+    >>> s.tolist(), float(acc[0]), float(acc[1] * np.exp(acc[0] - 1)), (o / acc[1]).tolist()
+    ([1.0, -inf], 17.0, 1.0, [1.0])
     """
     loop = _compiled() if available() else None
     if loop is not None:
         m = np.ascontiguousarray(mask) if mask is not None else None
         blk = np.empty(values.shape[1], o.dtype)  # (d_v,)
-        loop(np.asarray(keys), np.asarray(q), np.asarray(values), m, s, o, acc, BLOCK, blk, np.zeros(1, o.dtype))
+        z = np.zeros(1, o.dtype)  # (1,)
+        loop(np.asarray(keys), np.asarray(q), np.asarray(values), m, s, o, acc, BLOCK, HEADROOM, blk, z)
         return
     np.matmul(keys, q, out=s)  # (c,)
     if mask is not None:
         s[~mask] = -np.inf
-    new = max(acc[0], float(s.max())) if len(s) else acc[0]
-    if new == -np.inf:
+    top = float(s.max()) if len(s) else -np.inf
+    if top == -np.inf:
         return
+    new = acc[0] if top <= acc[0] else float(o.dtype.type(top + HEADROOM))  # as the compiled loop moves it
     with np.errstate(invalid="ignore", over="ignore"):
         alpha = np.exp(acc[0] - new)  # 0 while there were no rows
         t = s.astype(np.float64) - new  # (c,)  masked: -inf
