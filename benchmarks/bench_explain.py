@@ -24,6 +24,7 @@ round, then the median of ``--repeats`` rounds.
     python benchmarks/bench_explain.py                 # 1M × 384, the issue's figure
     python benchmarks/bench_explain.py --n 100000 --repeats 5
     python benchmarks/bench_explain.py --breakdown     # also explain's stages, one thread each
+    python benchmarks/bench_explain.py --separate-values --n 100000   # lookup with K ≠ V, both loops
 
 Another benchmark prints the same rows with ``from bench_explain import rows, table``.
 """
@@ -179,6 +180,28 @@ def breakdown(n: int, d: int, repeats: int = 5) -> dict[str, float]:
         )
 
 
+def separate_values(n: int, d: int, repeats: int = 5) -> dict[str, float]:
+    """``lookup`` of one query over a table with separate values: compiled loop vs numpy's (ms)."""
+    keys = _unit(np.random.default_rng([SEED, 1, n, d]), n, d)  # (n, d)
+    values = _unit(np.random.default_rng([SEED, 2, n, d]), n, d)  # (n, d)
+    q = _unit(np.random.default_rng([SEED, 0, d]), 1, d)[0]  # (d,)
+    out = {}
+    for name, t, query in (
+        (f"dot, ‖q‖ = {NORM}, τ = {TAU}", SoftTable(keys, values, metric="dot", temperature=TAU), q * np.float32(NORM)),
+        ("cosine, default τ", SoftTable(keys, values, metric="cosine"), q),
+    ):
+        ms = timed_rounds(
+            {
+                "compiled": lambda t=t, query=query: t.lookup(query),
+                "numpy": _no_loop(lambda t=t, query=query: t.lookup(query)),
+            },
+            repeats,
+        )
+        out[f"{name}: compiled loop"] = ms["compiled"]
+        out[f"{name}: numpy loop"] = ms["numpy"]
+    return out
+
+
 def table(found: list[dict]) -> str:
     """The rows as a markdown table."""
     lines = ["| case | method | ms | × search(k=10) | × GEMV |", "|---|---|---:|---:|---:|"]
@@ -194,6 +217,7 @@ def main() -> None:
     ap.add_argument("--d", type=int, default=384, help="dimensions (default 384)")
     ap.add_argument("--repeats", type=int, default=7, help="timed rounds (default 7)")
     ap.add_argument("--breakdown", action="store_true", help="also time explain's stages on one thread")
+    ap.add_argument("--separate-values", action="store_true", help="also time lookup with K ≠ V, both loops")
     a = ap.parse_args()
     print(machine())
     print(f"n = {a.n:,}, d = {a.d}, one query, K = V, median of {a.repeats} rounds; target: explain ≤ 1.25× search")
@@ -201,6 +225,10 @@ def main() -> None:
     if a.breakdown:
         print(f"\nexplain's stages, one thread, case (a), n = {a.n:,}:")
         for name, ms in breakdown(a.n, a.d, a.repeats).items():
+            print(f"  {name:<50} {ms:8.1f} ms")
+    if a.separate_values:
+        print(f"\nlookup of one query, separate values (K ≠ V), n = {a.n:,}:")
+        for name, ms in separate_values(a.n, a.d, a.repeats).items():
             print(f"  {name:<50} {ms:8.1f} ms")
 
 
