@@ -288,8 +288,9 @@ def _fusable(one: OneQueryScorer, values: np.ndarray) -> bool:
 
     K = V tables (the values are the keys themselves) read each row once for both. With
     separate values the loop reads a key row and a value row in turn; that measured
-    0.82-0.96x numpy's chunks of keys, then of values (1 query, 100k and 1M rows, in
-    ``docs/performance.md``), so it serves them too.
+    faster than numpy's chunks of keys, then of values (1 query, 100k and 1M rows:
+    ``benchmarks/bench_explain.py --separate-values``, figures in ``docs/performance.md``),
+    so it serves them too.
     """
     rows = one.dense_rows()
     if rows is None:
