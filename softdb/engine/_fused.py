@@ -272,7 +272,7 @@ def online_rows(one: OneQueryScorer, values: np.ndarray, cfg: PassConfig, a: int
         red.reduce(s[None, :], start, start + cfg.offset)  # (1, c)
     res = red.state(a, b)
     allowed = np.array([b > a and (mask is None or bool(mask[..., a:b].any()))])  # (1,)
-    mx, se, ent, sq = acc.astype(dt)[:, None]  # (1,) each  (m is a score: exact in dt)
+    mx, se, ent, sq = acc.astype(dt)[:, None]  # (1,) each  (the shift m is exact in dt)
     soft = SoftState(mx, se, o[None, :], allowed)  # (1, d_v)
     if cfg.stats:
         soft.ent, soft.sq = ent, sq
