@@ -65,4 +65,4 @@ class PassConfig(NamedTuple):
     outer: int = 0
     """A bounded blend: rows per reduction chunk (``step`` rows per blended chunk); 0: none."""
     fused: bool = False
-    """A bounded blend by :mod:`softdb.engine._fused`'s compiled loop (a K = V table)."""
+    """One query's soft answer by :mod:`softdb.engine._fused`'s compiled online softmax (any score scale)."""

@@ -67,8 +67,9 @@ CHUNK_BYTES = 16 << 20
 #: when the chunk is blended, so memory is swept once. When |score / τ| <= FAST_BOUND the
 #: blend needs no running max, and the other reductions run once per CHUNK_BYTES of scores
 #: instead of once per blended chunk (``softdb.engine._pass.Pass._bounded_blend``). With numba installed
-#: (``softdb[fast]``), a K = V table and at least ``_fused.MIN_ROWS`` rows, that blend is
-#: softdb.engine._fused's compiled loop instead: each row scored, exp'd and blended while in L1.
+#: (``softdb[fast]``), dense keys and at least ``_fused.MIN_ROWS`` rows, the pass is
+#: softdb.engine._fused's compiled online softmax instead, whatever |score / τ|: each row
+#: scored, exp'd against the running max and blended while in L1.
 BLEND_CHUNK_BYTES = 16 << 20
 #: With |scores / τ| <= FAST_BOUND, exp cannot overflow or underflow (float32), so the
 #: soft reduction needs no running max: one exp pass per chunk instead of three.
@@ -233,10 +234,18 @@ def run(
         bounded = ab is not None and ab <= FAST_BOUND  # exp(scores) can neither overflow nor underflow
         fast = bounded and not stats  # the soft reduction needs no running max
     outer = 0  # a bounded blend: values blended per cache-sized chunk, reductions per big chunk
-    fused = False  # a bounded blend by the compiled loop: each row scored and blended in L1
-    if blend and one_q is not None and bounded and chunk is None:
+    fused = (  # the compiled online softmax, any score scale: each row scored and blended in L1
+        blend
+        and one_q is not None
+        and chunk is None
+        and post_scale is None
+        and dense is None
+        and n >= _fused.MIN_ROWS
+        and _fusable(one_q, values)
+        and _fused.available()
+    )
+    if blend and one_q is not None and (bounded or fused) and chunk is None:
         outer = max(step, score_rows)
-        fused = n >= _fused.MIN_ROWS and _fusable(one_q, values) and _fused.available()
     by_row = (
         bool(k)
         and m >= ROW_LAYOUT_MIN
@@ -275,17 +284,16 @@ def run(
 
 
 def _fusable(one: OneQueryScorer, values: np.ndarray) -> bool:
-    """A K = V table (the values are the dense keys themselves) in one float dtype.
+    """Dense keys, the query and the values in one float dtype (float32 or float64).
 
-    Separate values are left to numpy's loop: reading a key row and a value row in turn
-    measured 1.11-1.28x slower than numpy's chunks of keys, then of values (1 query,
-    100k and 1M rows, benchmarks/bench_compare.py).
+    K = V tables (the values are the keys themselves) read each row once for both. With
+    separate values the loop reads a key row and a value row in turn; that measured
+    faster than numpy's chunks of keys, then of values (1 query, 100k and 1M rows:
+    ``benchmarks/bench_explain.py --separate-values``, figures in ``docs/performance.md``),
+    so it serves them too.
     """
     rows = one.dense_rows()
     if rows is None:
         return False
     keys, q = rows  # (n, d), (d,)
-    same = (
-        values.shape == keys.shape and values.strides == keys.strides and values.ctypes.data == keys.ctypes.data
-    )  # one buffer: each row read once serves both
-    return same and keys.dtype == q.dtype == values.dtype and q.dtype in (np.float32, np.float64)
+    return keys.dtype == q.dtype == values.dtype and q.dtype in (np.float32, np.float64)

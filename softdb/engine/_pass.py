@@ -9,8 +9,10 @@ answer blends the chunk's values. Two loops:
 - ``rows``: chunks of scores laid out by query, (m, c) (or by row, (c, m), for top-k);
 - ``_bounded_blend``: one query's soft answer when |score / τ| <= FAST_BOUND, which needs
   no running max: each cache-sized chunk is blended while its values are in cache, and
-  the reductions run once per big chunk (or :mod:`softdb.engine._fused`'s compiled loop
-  scores and blends row by row).
+  the reductions run once per big chunk;
+- :func:`softdb.engine._fused.online_rows`: one query's soft answer over dense keys, any
+  |score / τ|, when the compiled loop is there (``cfg.fused``): it scores, softmaxes and
+  blends row by row with a running max, and the reductions run once per big chunk.
 
 Examples
 --------
@@ -59,6 +61,8 @@ class Pass:
     def rows(self, a: int, b: int) -> KernelState:
         """The state of rows a..b (local rows of the scorer; reported as ``offset + row``)."""
         cfg = self.cfg
+        if cfg.fused and self.one is not None:
+            return _fused.online_rows(self.one, self.values, cfg, a, b)
         if cfg.outer:
             return self._bounded_blend(a, b)
         bound, values, step, blend, offset = self.bound, self.values, cfg.step, cfg.blend, cfg.offset
@@ -94,8 +98,6 @@ class Pass:
         into a big chunk's score buffer and blended at once, while its values are in cache;
         the reductions (log-sum-exp, hard, top-k, entropy, grid) then run once per big chunk
         (``outer`` rows), so their fixed cost per call is paid ~outer/step times less often.
-        With ``fused``, :func:`softdb.engine._fused.score_blend` scores and blends each big chunk
-        row by row instead (one read of memory, not two).
         """
         cfg, values, one = self.cfg, self.values, self.one
         assert one is not None, "run() sets a bounded blend up for one-query scorers only"
@@ -103,24 +105,18 @@ class Pass:
         st = Reducer(1, cfg)
         o = np.zeros(values.shape[1], st.dt)  # (d_v,)  Σ exp(l_j) v_j: shift 0
         buf = np.empty(min(outer, b - a), st.dt)  # (outer,)  scores of one big chunk
-        rows = one.dense_rows() if cfg.fused else None  # keys (n, d), query (d,) for the compiled loop
-        if rows is None:
-            tmp = np.empty_like(o)  # (d_v,)
-            ebuf = np.empty(min(step, b - a), st.dt)  # (step,)  exp of one small chunk at a time
+        tmp = np.empty_like(o)  # (d_v,)
+        ebuf = np.empty(min(step, b - a), st.dt)  # (step,)  exp of one small chunk at a time
         for start in range(a, b, outer):
             stop = min(start + outer, b)
             s = buf[: stop - start].reshape(1, stop - start)  # (1, c)
-            if rows is not None:  # each row scored, exp'd and blended while in L1: one read of memory
-                keys, q = rows  # (n, d), (d,)
-                _fused.score_blend(keys[start:stop], q, values[start:stop], st.mask_rows(start, stop), s[0], o)
-            else:
-                for i in range(start, stop, step):
-                    j = min(i + step, stop)
-                    si = s[:, i - start : j - start]  # (1, c_i)  view
-                    one.scores_one(i, j, si)
-                    st.apply_mask(si, i)
-                    e = np.exp(si[0], out=ebuf[: j - i])  # (c_i,)  masked: 0
-                    o += np.einsum("c,cd->d", e, values[i:j], out=tmp)  # (d_v,)  values still in cache
+            for i in range(start, stop, step):
+                j = min(i + step, stop)
+                si = s[:, i - start : j - start]  # (1, c_i)  view
+                one.scores_one(i, j, si)
+                st.apply_mask(si, i)
+                e = np.exp(si[0], out=ebuf[: j - i])  # (c_i,)  masked: 0
+                o += np.einsum("c,cd->d", e, values[i:j], out=tmp)  # (d_v,)  values still in cache
             st.reduce(s, start, start + offset)
         res = st.state(a, b)
         soft = res.soft

@@ -295,7 +295,7 @@ def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, thre
 
     numpy: values are blended per small chunk (shift 0) while the reductions run per big
     chunk; small chunk sizes force several of each. fused: softdb.engine._fused's compiled loop
-    scores and blends each big chunk row by row (small blocks force several partial
+    scores, softmaxes and blends each big chunk row by row (small blocks force several partial
     sums). Checked against float64 numpy.
     """
     from softdb.engine import _fused, _kernel, _pass
@@ -308,8 +308,10 @@ def test_one_query_blend_in_cache_sized_chunks_matches_float64(monkeypatch, thre
     calls, fused_calls = [], []
     inner = _pass.Pass._bounded_blend
     monkeypatch.setattr(_pass.Pass, "_bounded_blend", lambda self, a, b: calls.append((a, b)) or inner(self, a, b))
-    inner_fused = _fused.score_blend
-    monkeypatch.setattr(_fused, "score_blend", lambda *a: fused_calls.append(len(a[0])) or inner_fused(*a))
+    inner_rows = _fused.online_rows
+    monkeypatch.setattr(_fused, "online_rows", lambda *a: calls.append(a[3:]) or inner_rows(*a))
+    inner_fused = _fused.online_blend
+    monkeypatch.setattr(_fused, "online_blend", lambda *a: fused_calls.append(len(a[0])) or inner_fused(*a))
     rng = np.random.default_rng(6)
     n, d = 3000, 8
     K = rng.standard_normal((n, d)).astype(np.float32)
