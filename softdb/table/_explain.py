@@ -67,7 +67,7 @@ class Explanation:
     weak_match : bool
         Even the best hit is weak (the rule of :func:`softdb.table._match.weak_match`).
     near_uniform : bool
-        τ makes the best row weigh at most 1% more than 1/n: the weights say nothing.
+        τ makes the best row weigh at most 10% more than 1/n: the weights say nothing.
     suggested_temperature : float or None
         With ``near_uniform``, a τ that would separate the rows (see
         :func:`softdb.table._match.near_uniform`).

@@ -258,7 +258,7 @@ def search_record(
         no hit at all (a BM25 query with no known term), ``weak_match`` by the table's rule
         (``weak_match_below`` is the cosine it uses, null for dot and BM25 tables, whose scores
         have no absolute scale: there only a no-match is weak), ``near_uniform`` when the best hit
-        weighs at most 1% more than 1/n (then ``suggested_temperature`` is a τ to try).
+        weighs at most 10% more than 1/n (then ``suggested_temperature`` is a τ to try).
 
     Examples
     --------

@@ -69,7 +69,7 @@ def test_near_uniform_weights_are_said_with_a_temperature_to_try(bm25_table, cap
     assert rec["suggested_temperature"] == pytest.approx(tau, rel=1e-4)
     code, out, _ = run(capsys, "search", "red fox", "--table", bm25_table, "--temperature", "1000")
     line = (
-        "     near-uniform weights: at τ = 1000 every weight is within 1% of uniform at the top (the weights say "
+        "     near-uniform weights: at τ = 1000 every weight is within 10% of uniform at the top (the weights say "
         f"nothing); try --temperature {rec['suggested_temperature']:.3g}, where the best row would weigh about as "
         "much as the rest"
     )

@@ -146,7 +146,8 @@ def test_near_uniform_is_judged_at_the_best_row_and_its_suggested_tau_separates_
     if u.suggested_temperature is not None:
         assert u.near_uniform
         gap = (s.max() - s.mean()) / u.suggested_temperature  # best minus mean score, in units of τ'
-        assert np.log(n) * (1 - 1e-3) <= gap <= np.log(n) * 1.02  # the best row weighs about n mean rows
+        # the best row weighs about n mean rows (first order in the excess: within 10% at excess <= 0.1)
+        assert np.log(n) * (1 - 1e-3) <= gap <= np.log(n) * 1.1
         assert not near_uniform(float(t.search(q, k=1, temperature=u.suggested_temperature).weights[0]), n, 1.0)[0]
     elif u.near_uniform:
         assert (s.max() - s.min()) / tau < 1e-4  # every row scores the same, to float32's precision
@@ -164,8 +165,8 @@ def test_explain_and_str_say_near_uniform_with_a_temperature():
     s = keys.astype(np.float64) @ keys[7].astype(np.float64)
     assert (s.max() - s.mean()) / e.suggested_temperature == pytest.approx(np.log(1000), rel=0.02)
     msg = (
-        "near-uniform weights: at τ = 200 every weight is within 1% of uniform at the top (the best row weighs at "
-        f"most 1.01/n); try temperature={e.suggested_temperature:.3g}, where the best row would weigh about as much "
+        "near-uniform weights: at τ = 200 every weight is within 10% of uniform at the top (the best row weighs at "
+        f"most 1.1/n); try temperature={e.suggested_temperature:.3g}, where the best row would weigh about as much "
         "as the rest"
     )
     assert msg in str(e)

@@ -83,7 +83,7 @@ def test_search_records_carry_boolean_flags_for_every_kind_of_table(tables, kind
 
 
 def test_near_uniform_in_json_with_the_suggested_temperature(tables):
-    table = tables["dot"]  # unit vectors at τ = √64 = 8: is the best row within 1% of uniform?
+    table = tables["dot"]  # unit vectors at τ = √64 = 8: is the best row within 10% of uniform?
     a = search_answers(table, ["fox in snow"], k=2, temperature=500.0)[0]
     rec = strict_loads(dumps(search_record(a, "fox in snow", table_rows=len(table), weak=weak_rule(table))))
     w = table.weights(table.encoder.encode(["fox in snow"])[0], temperature=500.0).astype(np.float64)
