@@ -321,10 +321,8 @@ def main() -> None:
         if spec is not None and spec.loader is not None:
             mod = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(mod)
-            run = getattr(mod, "rows", None) or getattr(mod, "main", None)
-            if run is not None:
-                print("\nbench_explain.py:")
-                run()
+            print(f"\nbench_explain.py (explain vs search(k=10), one query, {args.rows:,} × 384):")
+            print(mod.table(mod.rows(args.rows, 384, args.repeats)))
     else:
         print("\n(benchmarks/bench_explain.py is not on this branch: no explain rows)")
 

@@ -1,4 +1,4 @@
-"""Search a folder of your own notes (.txt and .md files, split into paragraphs).
+"""Search a folder of your own notes (.txt and .md files: one document per file, cut into chunks).
 
 Build the table once and save it, then answer queries from the saved table: the
 same "build once, query many times" as `softdb index` and `softdb search --table`.
@@ -32,14 +32,15 @@ with tempfile.TemporaryDirectory(prefix="softdb-notes-") as tmp:
             (notes / name).write_text(text)
     queries = queries or ["when is the budget meeting", "how much salt in bread", "how much sun for tomatoes"]
 
-    corpus = folder_corpus(notes)  # ids like "work/meetings.md#0"
-    table = SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads)
+    corpus = folder_corpus(notes)  # one document per file, ids like "work/meetings.md"; first line = title
+    # a long note is cut into chunks that fit the encoder; each chunk's payload keeps its text and title
+    table = SoftTable.from_texts(corpus.texts, ids=corpus.ids, payloads=corpus.payloads, titles=corpus.titles)
     table.save(work / "notes.table")  # atomic; records the encoder's name
-    print(f"indexed {len(table)} paragraphs from {notes} into {work / 'notes.table'}\n")
+    print(f"indexed {len(corpus.ids)} notes ({len(table)} chunks) from {notes} into {work / 'notes.table'}\n")
 
     saved = SoftTable.load(work / "notes.table")  # checksums verified; string queries work
     for query in queries:
-        hits = saved.search(query, k=2)
+        hits = saved.search(query, k=2, by="document")  # a note's weight sums its chunks'
         print(f"{query!r}")
         for i, score, weight, payload in zip(hits.ids, hits.scores, hits.weights, hits.payloads):
-            print(f"   {weight:5.2f}  {score:5.2f}  {i}: {payload['text'][:60]}")
+            print(f"   {weight:5.2f}  {score:5.2f}  {i}: {' '.join(payload['text'].split())[:60]}")
