@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from softdb.engine._topk import TopK
+from softdb.engine._topk import TopK, _true_cells
 
 __all__ = ["CertState", "lse_merge"]
 
@@ -171,7 +171,9 @@ class CertState:
             self.top = TopK(m, self.k, np.dtype(np.float64))
         self._screen(base, bq)
         lim = np.maximum(self.threshold() - bq, np.finfo(np.float64).min)  # (m,)  masked (-inf) cells never pass
-        qi, col = np.nonzero(base >= lim[:, None])  # (p,)  the only cells whose hi or lo can reach L
+        hit = self.top._mask(m, c)  # (m, ≥c)  a reused buffer, padded to whole words
+        np.greater_equal(base, lim[:, None], out=hit[:, :c])  # (m, c)
+        qi, col = _true_cells(hit)  # (p,)  the only cells whose hi or lo can reach L (few: words first)
         sh = base[qi, col]  # (p,)
         b = exact(qi, col)  # (p,)
         self.top._push(qi, col.astype(np.int64), sh - b)  # the k best exact lower bounds (left out: lo < L already)
