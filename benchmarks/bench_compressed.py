@@ -321,10 +321,15 @@ def main() -> None:
         if spec is not None and spec.loader is not None:
             mod = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(mod)
-            run = getattr(mod, "rows", None) or getattr(mod, "main", None)
-            if run is not None:
-                print("\nbench_explain.py:")
-                run()
+            print("\nbench_explain.py:")
+            if hasattr(mod, "rows"):  # rows(n, d, repeats): one dict per (case, method)
+                for r in mod.rows(args.rows, d, args.repeats):
+                    print(
+                        f"| {r['case']} | {r['method']} | {r['ms']:.1f} ms | {r['x_search']:.2f}× search | "
+                        f"{r['x_gemv']:.2f}× GEMV |"
+                    )
+            elif hasattr(mod, "main"):
+                mod.main()
     else:
         print("\n(benchmarks/bench_explain.py is not on this branch: no explain rows)")
 
