@@ -183,7 +183,10 @@ class CertState:
         near = ~cand
         self._out_cells(qi[near], sh[near] - b[near], sh[near] + b[near])
         base[qi, col] = -np.inf  # the rest: ŝ − B_max ≤ lo_j, hi_j ≤ ŝ + B_max
-        n_allowed = np.full(m, c, np.int64) if allowed is None else np.broadcast_to(allowed, (m, c)).sum(axis=1)
+        if allowed is None or allowed.ndim == 1:  # (m,)  allowed cells per query
+            n_allowed = np.full(m, c if allowed is None else int(np.count_nonzero(allowed)), np.int64)
+        else:
+            n_allowed = np.count_nonzero(allowed, axis=1)
         self._out_chunk(base, bq, n_allowed - np.bincount(qi, minlength=m))
         if len(self.qi) > max(4096, 4 * m * self.k):
             self.prune()
