@@ -321,8 +321,15 @@ def main() -> None:
         if spec is not None and spec.loader is not None:
             mod = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(mod)
-            print(f"\nbench_explain.py (explain vs search(k=10), one query, {args.rows:,} × 384):")
-            print(mod.table(mod.rows(args.rows, 384, args.repeats)))
+            print("\nbench_explain.py:")
+            if hasattr(mod, "rows"):  # rows(n, d, repeats): one dict per (case, method)
+                for r in mod.rows(args.rows, d, args.repeats):
+                    print(
+                        f"| {r['case']} | {r['method']} | {r['ms']:.1f} ms | {r['x_search']:.2f}× search | "
+                        f"{r['x_gemv']:.2f}× GEMV |"
+                    )
+            elif hasattr(mod, "main"):
+                mod.main()
     else:
         print("\n(benchmarks/bench_explain.py is not on this branch: no explain rows)")
 

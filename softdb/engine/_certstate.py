@@ -30,9 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from softdb.engine._topk import TopK
+from softdb.engine._topk import TopK, _true_cells
 
 __all__ = ["CertState", "lse_merge"]
+
+#: Column groups of a chunk whose maxima give a first threshold (:meth:`CertState._screen`).
+SCREEN_GROUPS = 64
 
 
 def lse_merge(m1: np.ndarray, s1: np.ndarray, m2: np.ndarray, s2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -166,32 +169,61 @@ class CertState:
         base = s_hat if allowed is None else np.where(np.broadcast_to(allowed, (m, c)), s_hat, -np.inf)  # (m, c)
         if self.top is None:
             self.top = TopK(m, self.k, np.dtype(np.float64))
+        self._screen(base, bq)
         lim = np.maximum(self.threshold() - bq, np.finfo(np.float64).min)  # (m,)  masked (-inf) cells never pass
-        qi, col = np.nonzero(base >= lim[:, None])  # (p,)  the only cells whose hi or lo can reach L
+        hit = self.top._mask(m, c)  # (m, ≥c)  a reused buffer, padded to whole words
+        np.greater_equal(base, lim[:, None], out=hit[:, :c])  # (m, c)
+        qi, col = _true_cells(hit)  # (p,)  the only cells whose hi or lo can reach L (few: words first)
         sh = base[qi, col]  # (p,)
         b = exact(qi, col)  # (p,)
-        lows = np.full((m, c), -np.inf)  # (m, c)
-        lows[qi, col] = sh - b
-        self.top.feed(lows, 0)  # the k best exact lower bounds (a cell left out has lo < L already)
+        self.top._push(qi, col.astype(np.int64), sh - b)  # the k best exact lower bounds (left out: lo < L already)
         thr = self.threshold()  # (m,)
         cand = sh + b >= thr[qi]  # (p,)
         self._add(qi[cand], rows[col[cand]], sh[cand], b[cand])
         near = ~cand
         self._out_cells(qi[near], sh[near] - b[near], sh[near] + b[near])
         base[qi, col] = -np.inf  # the rest: ŝ − B_max ≤ lo_j, hi_j ≤ ŝ + B_max
-        self._out_chunk(base, bq)
+        if allowed is None or allowed.ndim == 1:  # (m,)  allowed cells per query
+            n_allowed = np.full(m, c if allowed is None else int(np.count_nonzero(allowed)), np.int64)
+        else:
+            n_allowed = np.count_nonzero(allowed, axis=1)
+        self._out_chunk(base, bq, n_allowed - np.bincount(qi, minlength=m))
         if len(self.qi) > max(4096, 4 * m * self.k):
             self.prune()
 
-    def _out_chunk(self, base: np.ndarray, bq: np.ndarray) -> None:
-        """Cells of ``base`` (m, c; -inf where not counted) join the sums through ŝ ∓ B_max (m,); overwrites base."""
+    def _screen(self, base: np.ndarray, bq: np.ndarray) -> None:
+        """Raise the threshold of queries short of k lower bounds from the chunk itself (cheap, float64).
+
+        The g disjoint column groups' maxima of ŝ are attained by g distinct rows, and every row's
+        lower bound is at least ŝ − B_max, so the k-th best group maximum minus B_max bounds the
+        k-th best lower bound from below: a valid threshold before any cell's own bound is known.
+        """
+        assert self.top is not None
+        m, c = base.shape
+        k = self.k
+        short = np.flatnonzero(self.top.s[:, -1] == -np.inf)  # (f,)  no k merged lower bounds yet
+        if not short.size or c < k:
+            return
+        g = max(k, SCREEN_GROUPS)
+        sf = base[short] if short.size < m else base  # (f, c)
+        gm = sf[:, : c // g * g].reshape(sf.shape[0], g, -1).max(axis=2) if c >= 2 * g else sf  # (f, g) | (f, c)
+        kth = np.partition(gm, gm.shape[1] - k, axis=1)[:, -k]  # (f,)
+        with np.errstate(invalid="ignore"):
+            got = kth - bq[short]  # (f,)  -inf stays -inf
+        self.top.bound[short] = np.maximum(self.top.bound[short], np.where(np.isnan(got), -np.inf, got))
+
+    def _out_chunk(self, base: np.ndarray, bq: np.ndarray, n_in: np.ndarray) -> None:
+        """Cells of ``base`` (m, c; -inf where not counted; ``n_in`` (m,) counted) join the sums through ŝ ∓ B_max.
+
+        One exp per cell; ``base`` is overwritten.
+        """
         inv = 1.0 / self.tau
         mx = base.max(axis=1) if base.shape[1] else np.full(base.shape[0], -np.inf)  # (m,)
         some = np.isfinite(mx)
         safe = np.where(some, mx, 0.0)  # (m,)
-        n_in = np.isfinite(base).sum(axis=1)  # (m,)
-        base -= safe[:, None]
-        base *= inv
+        base -= safe[:, None]  # (m, c)  ≤ 0 (-inf where not counted)
+        if inv != 1.0:
+            base *= inv
         with np.errstate(invalid="ignore", over="ignore", under="ignore"):
             np.exp(base, out=base)  # (m, c)  e^{(ŝ − max)/τ}
         total = base.sum(axis=1)  # (m,)

@@ -12,7 +12,8 @@ against the numpy references):
   are cut into one range per thread (numkong's calls release the GIL), the answers laid
   side by side.
 - ``int8_torch``: ``torch._int_mm``, oneDNN's int8 × int8 → int32 GEMM (VNNI, AMX where
-  the CPU has it), exact; torch's own intra-op threads (``torch.set_num_threads``).
+  the CPU has it), exact; the rows of ``b`` cut into one range per thread as for numkong,
+  each call on one torch thread.
 - ``bf16_numkong``: numkong's bf16 dot products, returned as float64 and rounded once to
   float32 (inside the γ_d bound).
 
@@ -113,11 +114,14 @@ def int8_numkong(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np
 
 
 def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Exact int32 a @ b.T of int8 codes with ``torch._int_mm`` (oneDNN), torch's threads.
+    """Exact int32 a @ b.T of int8 codes with ``torch._int_mm`` (oneDNN), threads over b's rows.
 
-    ``threads`` is accepted for a uniform signature; torch's intra-op pool decides. With
-    d = 1, torch 2.13's ``_int_mm`` returns wrong integers (tests/engine/test_lowp.py found
-    it), so one column is multiplied in int32 by numpy.
+    Each thread runs one ``_int_mm`` over its own row range of ``b`` with torch's intra-op pool
+    set to one thread for the call (and restored after): torch's own two-thread ``_int_mm`` ran
+    these chunk shapes at best no faster than one thread, and up to 16x slower on a loaded machine
+    (its threads wait for each other at every call), while independent row ranges never wait. With
+    d = 1, torch 2.13's ``_int_mm`` returns wrong integers (tests/engine/test_lowp.py found it), so
+    one column is multiplied in int32 by numpy.
     """
     torch = library("torch")
     a, b = np.ascontiguousarray(a, np.int8), np.ascontiguousarray(b, np.int8)
@@ -125,11 +129,23 @@ def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.n
         return np.zeros((a.shape[0], b.shape[0]), np.int32)
     if a.shape[1] == 1:
         return a.astype(np.int32) * b.astype(np.int32).T  # (m, 1) * (1, n)
-    with torch.inference_mode(), warnings.catch_warnings():
+    out = np.empty((a.shape[0], b.shape[0]), np.int32)  # (m, n)
+    before = torch.get_num_threads()
+    with warnings.catch_warnings():  # in the calling thread only: the workers never touch the filters
         # read-only codes (a compressed table's) are only read: torch's warning does not apply
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        out = torch._int_mm(torch.from_numpy(a), torch.from_numpy(b).T)  # (m, n) int32
-    return np.asarray(out.numpy())
+        ta = torch.from_numpy(a)  # (m, d)
+
+        def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return np.asarray(torch._int_mm(ta, torch.from_numpy(y).T).numpy())  # (m, c) int32
+
+        if before != 1:
+            torch.set_num_threads(1)
+        try:
+            return _by_ranges(fn, a, b, out, threads)
+        finally:
+            if before != 1:
+                torch.set_num_threads(before)
 
 
 def bf16_numkong(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -65,3 +65,51 @@ def test_any_cut_and_order_gives_the_same_state(seed: int, n: int, k: int, cuts:
         assert np.all((got_lo <= lo_exact + 1e-12) | (lo_exact == -np.inf))
         assert np.all(got_hi >= hi_exact - 1e-12)
     assert one.out_n.tolist() == cut.out_n.tolist() == (m * [n] - np.bincount(one.qi, minlength=m)).tolist()
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 400),
+    st.integers(1, 12),
+    st.sampled_from([5, 17, 130, 400]),
+    st.booleans(),
+)
+def test_chunk_screen_never_passes_the_kth_lower_bound(seed: int, n: int, k: int, step: int, masked: bool) -> None:
+    """Fed as the scan feeds it (one bound per query and chunk, cells' own bounds on request), any chunk size.
+
+    At every step the threshold is at most the true k-th best lower bound of the allowed rows fed so
+    far, and at the end the candidates are exactly the allowed rows whose upper bound reaches it.
+    """
+    rng = np.random.default_rng(seed)
+    m, tau = 4, 0.5
+    s_hat = np.round(rng.standard_normal((m, n)) * 8) / 8  # ties on a grid
+    bound = rng.choice([0.0, 0.125, 0.5, 2.0], size=(m, n))
+    allowed = rng.random((m, n)) < 0.7 if masked else np.ones((m, n), bool)
+    k = min(k, n)
+    state = CertState.empty(m, k, tau=tau, cap=10**9)
+    lo, hi = np.where(allowed, s_hat - bound, -np.inf), np.where(allowed, s_hat + bound, -np.inf)
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        cells = bound[:, a:b]
+
+        def exact(qi: np.ndarray, col: np.ndarray, cells: np.ndarray = cells) -> np.ndarray:
+            return cells[qi, col]
+
+        state.feed(s_hat[:, a:b].copy(), cells.max(axis=1), allowed[:, a:b] if masked else None, np.arange(a, b), exact)
+        seen = np.sort(lo[:, :b], axis=1)[:, -k] if b >= k else np.full(m, -np.inf)  # (m,)
+        assert np.all(state.threshold() <= seen)
+    state.finish()
+    kth = np.sort(lo, axis=1)[:, -k]
+    want = sorted((i, j) for i in range(m) for j in range(n) if allowed[i, j] and hi[i, j] >= kth[i])
+    assert sorted(zip(state.qi.tolist(), state.rows.tolist())) == want
+    np.testing.assert_array_equal(state.threshold(), kth)
+    assert state.out_n.tolist() == (allowed.sum(axis=1) - np.bincount(state.qi, minlength=m)).tolist()
+    out = allowed.copy()
+    out[state.qi, state.rows] = False
+    with np.errstate(divide="ignore"):
+        lo_exact = np.log(np.where(out, np.exp(lo / tau), 0).sum(axis=1))
+        hi_exact = np.log(np.where(out, np.exp(hi / tau), 0).sum(axis=1))
+        got_lo, got_hi = state.lo_max + np.log(state.lo_sum), state.hi_max + np.log(state.hi_sum)
+    assert np.all((got_lo <= lo_exact + 1e-12) | (lo_exact == -np.inf))
+    assert np.all(got_hi >= hi_exact - 1e-12)

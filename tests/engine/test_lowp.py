@@ -121,6 +121,23 @@ def test_read_only_codes_need_no_copy_and_raise_no_warning():
             np.testing.assert_array_equal(dot_int8(a, b, backend=backend), a.astype(np.int64) @ b.astype(np.int64).T)
 
 
+@pytest.mark.parametrize("before", [1, 2])
+def test_torch_int8_keeps_the_callers_thread_count(before: int) -> None:
+    """int8_torch runs one torch thread per row range and gives torch's thread count back."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    a = rng.integers(-127, 128, (20, 33), dtype=np.int8)
+    b = rng.integers(-127, 128, (301, 33), dtype=np.int8)
+    old = torch.get_num_threads()
+    torch.set_num_threads(before)
+    try:
+        got = dot_int8(a, b, backend="torch", threads=2)
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(old)
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ b.astype(np.int64).T)
+
+
 def test_auto_picks_by_shape():
     assert backend_for("int8", 1) == "numkong"
     assert backend_for("int8", _lowp.GEMM_MIN_QUERIES) == "torch"
