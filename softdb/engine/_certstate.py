@@ -84,6 +84,7 @@ class CertState:
     out_n: np.ndarray  # (m,) int64 number of allowed non-candidates
     overflow: bool = False
     top: TopK | None = None  # the lower bounds while chunks stream (softdb.engine._topk)
+    buf: np.ndarray | None = None  # float64 scratch of the compiled chunk pass (:meth:`feed_codes`)
 
     @classmethod
     def empty(cls, m: int, k: int, *, tau: float, cap: int) -> CertState:
@@ -216,8 +217,10 @@ class CertState:
         if self.top is None:
             self.top = TopK(m, self.k, np.dtype(np.float64))
         short = self.top.s[:, -1] == -np.inf  # (m,)
+        if self.buf is None or self.buf.size < ints.size:
+            self.buf = np.empty(ints.size)
         got = _certjit.chunk_pass(
-            ints, qs, ks, allowed, bq, self.lo.min(axis=1), self.top.bound, short, self.k, 1.0 / self.tau
+            ints, qs, ks, allowed, bq, self.lo.min(axis=1), self.top.bound, short, self.k, 1.0 / self.tau, self.buf
         )
         if got is None:
             return False
