@@ -171,12 +171,15 @@ def _compiled() -> Any:
                 _have_numba = False
                 return None
             # no fastmath: every cell's ŝ, comparison and exp argument must equal numpy's.
-            opts = dict(nogil=True, error_model="numpy")
             try:
-                _fn = numba.njit(cache=True, **opts)(_pass_py)
+                _fn = _jit(numba, cache=True)
             except RuntimeError:  # no writable place for numba's cache: compile in every process
-                _fn = numba.njit(cache=False, **opts)(_pass_py)
+                _fn = _jit(numba, cache=False)
     return _fn
+
+
+def _jit(numba: Any, cache: bool) -> Any:
+    return numba.njit(cache=cache, nogil=True, error_model="numpy")(_pass_py)
 
 
 def chunk_pass(
