@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_compressed import cpu_model, random_data
 
 import softdb.engine._certified as certified
+import softdb.engine._certjit as certjit
 import softdb.engine._certstate as certstate
 import softdb.engine._compressed as compressed
 import softdb.engine._lowp_simd as lowp_simd
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-jit", action="store_true", help="'after' without the compiled chunk pass")
     args = ap.parse_args()
     n, m = args.rows, args.queries
     keys, queries = random_data(n, max(m, 8), 384, 0)
@@ -74,6 +76,7 @@ def main() -> None:
         for name in ("chunk_scores", "chunk_max_bound", "cell_bounds", "chunk_bounds"):
             setattr(certified, name, getattr(mod, name))
         lowp_simd.int8_torch = old["_lowp_simd"].int8_torch if before else new_i8
+        certjit.ENABLED = not before and not args.no_jit  # the compiled chunk pass is "after"'s only
 
     times: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     bare = []

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from softdb.engine import _parallel
+from softdb.engine import _certjit, _parallel
 from softdb.engine._certstate import CertState, lse_merge
 from softdb.engine._compressed import (
     CompressedKeys,
@@ -52,6 +52,7 @@ from softdb.engine._compressed import (
     compress_queries,
 )
 from softdb.engine._kernel import chunk_rows
+from softdb.engine._lowp import dot_int8
 from softdb.engine._segmented import Parts, _part_mask
 from softdb.engine._topk import ROW_LAYOUT_MIN
 
@@ -195,9 +196,23 @@ def scan(
         glob = a0 + part.rank  # (n_p,)  global live row of each physical row
         for a in range(0, part.n_phys, step):
             b = min(a + step, part.n_phys)
-            s_hat = chunk_scores(ck, qc, a, b)  # (m, c)
             bq = chunk_max_bound(ck, qc, a, b, tau)  # (m,)
             allowed = None if pm is None else pm[..., a:b]
+            if ck.precision == "int8" and _certjit.available():
+                assert qc.scale is not None and ck.scale is not None
+                ints = dot_int8(qc.codes, ck.codes[a:b])  # (m, c) int32, exact
+
+                def exact3(
+                    qi: np.ndarray, col: np.ndarray, sh: np.ndarray, a: int = a, ck: CompressedKeys = ck
+                ) -> np.ndarray:
+                    return cell_bounds(ck, qc, qi, col + a, sh, tau)
+
+                qs, ks = qc.scale.astype(np.float64), ck.scale[a:b].astype(np.float64)
+                if state.feed_codes(ints, qs, ks, bq, allowed, glob[a:b], exact3):
+                    if state.overflow:
+                        return state
+                    continue
+            s_hat = chunk_scores(ck, qc, a, b)  # (m, c)
 
             def exact(
                 qi: np.ndarray, col: np.ndarray, a: int = a, ck: CompressedKeys = ck, s_hat: np.ndarray = s_hat

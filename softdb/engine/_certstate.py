@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from softdb.engine import _certjit
 from softdb.engine._topk import TopK, _true_cells
 
 __all__ = ["CertState", "lse_merge"]
@@ -83,6 +84,7 @@ class CertState:
     out_n: np.ndarray  # (m,) int64 number of allowed non-candidates
     overflow: bool = False
     top: TopK | None = None  # the lower bounds while chunks stream (softdb.engine._topk)
+    buf: np.ndarray | None = None  # float64 scratch of the compiled chunk pass (:meth:`feed_codes`)
 
     @classmethod
     def empty(cls, m: int, k: int, *, tau: float, cap: int) -> CertState:
@@ -190,6 +192,56 @@ class CertState:
         self._out_chunk(base, bq, n_allowed - np.bincount(qi, minlength=m))
         if len(self.qi) > max(4096, 4 * m * self.k):
             self.prune()
+
+    def feed_codes(
+        self,
+        ints: np.ndarray,
+        qs: np.ndarray,
+        ks: np.ndarray,
+        bq: np.ndarray,
+        allowed: np.ndarray | None,
+        rows: np.ndarray,
+        exact: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    ) -> bool:
+        """:meth:`feed` of an int8 chunk (ŝ = I·(t·s)) through one compiled pass (softdb.engine._certjit).
+
+        ``ints`` (m, c) int32, scales ``qs`` (m,) and ``ks`` (c,) float64, ``bq`` (m,) B_max,
+        ``exact(qi, col, ŝ)`` the cells' own B. The same state as :meth:`feed` (the sums up to
+        rounding). False (nothing done) when the compiled pass is not available.
+        """
+        if not _certjit.available():
+            return False
+        if self.overflow:
+            return True
+        m = ints.shape[0]
+        if self.top is None:
+            self.top = TopK(m, self.k, np.dtype(np.float64))
+        short = self.top.s[:, -1] == -np.inf  # (m,)
+        if self.buf is None or self.buf.size < ints.size:
+            self.buf = np.empty(ints.size)
+        got = _certjit.chunk_pass(
+            ints, qs, ks, allowed, bq, self.lo.min(axis=1), self.top.bound, short, self.k, 1.0 / self.tau, self.buf
+        )
+        if got is None:
+            return False
+        qi, col, sh, _, hits, n_allowed, mx, total = got
+        b = exact(qi, col, sh)  # (p,)
+        self.top._push(qi, col, sh - b)
+        thr = self.threshold()  # (m,)
+        cand = sh + b >= thr[qi]  # (p,)
+        self._add(qi[cand], rows[col[cand]], sh[cand], b[cand])
+        near = ~cand
+        self._out_cells(qi[near], sh[near] - b[near], sh[near] + b[near])
+        inv = 1.0 / self.tau
+        some = np.isfinite(mx)  # (m,)
+        top = np.where(some, mx * inv, -np.inf)  # (m,)
+        self.lo_max, self.lo_sum = lse_merge(self.lo_max, self.lo_sum, top - bq * inv, total)
+        self.hi_max, self.hi_sum = lse_merge(self.hi_max, self.hi_sum, top + bq * inv, total)
+        self.out_hi = np.maximum(self.out_hi, np.where(some, mx + bq, -np.inf))
+        self.out_n += n_allowed - hits
+        if len(self.qi) > max(4096, 4 * m * self.k):
+            self.prune()
+        return True
 
     def _screen(self, base: np.ndarray, bq: np.ndarray) -> None:
         """Raise the threshold of queries short of k lower bounds from the chunk itself (cheap, float64).

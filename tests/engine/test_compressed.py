@@ -6,6 +6,7 @@ edge of the bound; float64 and several fp32 summation orders for the full bound.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fractions import Fraction
 
 import numpy as np
@@ -23,6 +24,17 @@ from softdb.engine._compressed import (
 )
 
 PRECISIONS = ["int8", "bf16"]
+
+
+@pytest.fixture(autouse=True, scope="module", params=[True, False], ids=["compiled", "numpy"])
+def _chunk_pass(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test with the compiled chunk pass (softdb.engine._certjit) and with numpy's passes."""
+    from softdb.engine import _certjit
+
+    old = _certjit.ENABLED
+    _certjit.ENABLED = request.param
+    yield
+    _certjit.ENABLED = old
 
 
 def _check_up_and_tight(f: np.ndarray, exact_sq: list[Fraction], d: int) -> None:
