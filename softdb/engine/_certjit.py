@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import warnings
 from typing import Any
 
 import numpy as np
+
+from softdb.engine._numba import import_numba
 
 __all__ = ["ENABLED", "available", "chunk_pass", "chunk_pass_numpy"]
 
@@ -160,14 +161,8 @@ def _compiled() -> Any:
     global _fn, _have_numba
     with _lock:
         if _fn is None and _have_numba:
-            try:
-                import numba
-            except Exception as e:  # noqa: BLE001 - e.g. a numba built for another numpy
-                warnings.warn(
-                    f"softdb: numba is installed but cannot be imported ({e}); the certified search "
-                    f'uses numpy\'s passes; hint: pip install -U "softdb[fast]"',
-                    stacklevel=3,
-                )
+            numba = import_numba("the certified search uses numpy's passes")
+            if numba is None:
                 _have_numba = False
                 return None
             # no fastmath: every cell's ŝ, comparison and exp argument must equal numpy's.

@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import warnings
 from typing import Any
 
 import numpy as np
 
 from softdb.engine._config import PassConfig
+from softdb.engine._numba import import_numba
 from softdb.engine._protocols import OneQueryScorer
 from softdb.engine._reductions import Reducer
 from softdb.engine._states import KernelState, SoftState
@@ -156,14 +156,8 @@ def _compiled() -> Any:
     global _loop, _have_numba
     with _lock:
         if _loop is None and _have_numba:
-            try:
-                import numba
-            except Exception as e:  # noqa: BLE001 - e.g. a numba built for another numpy
-                warnings.warn(
-                    f"softdb: numba is installed but cannot be imported ({e}); one-query soft "
-                    f'answers use numpy\'s loop; hint: pip install -U "softdb[fast]"',
-                    stacklevel=3,
-                )
+            numba = import_numba("one-query soft answers use numpy's loop")
+            if numba is None:
                 _have_numba = False
                 return None
             # reassoc + contract vectorise the dot product and fuse multiply-adds; no nnan/ninf:
