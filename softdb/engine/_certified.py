@@ -4,7 +4,7 @@ One pass streams every part (segment) of a head's rows in chunks: compressed sco
 bounds (:func:`softdb.engine._compressed.chunk_bounds`) feed a mergeable
 :class:`~softdb.engine._certstate.CertState`. The candidates left (rows whose upper bound reaches
 the k-th best lower bound) are rescored once in fp32, through the *same* arithmetic as softdb's
-fp32 search (:func:`reference_scores`: the query scaled by 1/τ, the same BLAS call shape per part,
+fp32 search (:mod:`softdb.engine._rescore`: the query scaled by 1/τ, the same BLAS call shape per part,
 the score scaled back by τ), so ids **and** scores equal the fp32 search's, ties to the lowest row.
 
 The certificate of each query (:class:`Certificate`) holds only if
@@ -51,10 +51,10 @@ from softdb.engine._compressed import (
     chunk_scores,
     compress_queries,
 )
-from softdb.engine._kernel import chunk_rows
 from softdb.engine._lowp import dot_int8
+from softdb.engine._lowp_simd import one_torch_thread
+from softdb.engine._rescore import reference_scores, rescore_cells, unscale
 from softdb.engine._segmented import Parts, _part_mask
-from softdb.engine._topk import ROW_LAYOUT_MIN
 
 __all__ = [
     "CAP_PER_HIT",
@@ -72,9 +72,6 @@ CAP_PER_HIT = 64
 CAP_MIN = 65536
 #: Score cells (queries × rows) of one chunk of compressed scores.
 CHUNK_CELLS = 1 << 19
-#: Rescored rows are scored in BLAS calls of at least this many rows (zero-padded): OpenBLAS's
-#: small-matrix kernels round some dot products differently from the big calls of the fp32 pass.
-PAD_ROWS = 4096
 #: Relative slack of the float64 exp of the weight intervals.
 W_SLACK = 1e-12
 
@@ -124,83 +121,70 @@ class CertifiedTopK:
     exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (qi, rows, fp32 score) rescored cells
 
 
-def _method(m: int, n_part: int, itemsize: int) -> tuple[str, int]:
-    """How softdb's fp32 search scores a part of n_part rows for m queries, and its chunk's rows (kernel.run)."""
-    ranges = _parallel.split(n_part, _parallel.threads_for(m, n_part, None)) if n_part else [(0, 0)]
-    longest = max(b - a for a, b in ranges)
-    rows = chunk_rows(m, longest, itemsize, None, len(ranges))
-    if m >= ROW_LAYOUT_MIN:
-        return "by_row", rows
-    if m == 1 and len(ranges) > 1:
-        return "one", rows
-    return "gemm", rows
-
-
 def pre_scaled(tau: float) -> bool:
     """The fp32 search scales the queries by 1/τ (else it scales scores: not reproduced here)."""
     return 1e-12 <= 1.0 / tau <= 1e12
 
 
-def reference_scores(parts: Parts, q: np.ndarray, tau: float, rows: np.ndarray) -> np.ndarray:
-    """Scores of global live ``rows`` (u,) for every query, exactly as the fp32 search computes them: (m, u).
-
-    The query is scaled by 1/τ in float32, each part's rows are scored by the BLAS call shape the
-    kernel uses for that part (by row from ROW_LAYOUT_MIN queries on, numpy's loop for one query
-    split over threads, else a GEMM), and the scores are scaled back by τ, as
-    :func:`softdb.engine._states.finalize` does.
-    """
-    dt = q.dtype
-    scale = 1.0 / tau
-    qs = q * dt.type(scale)  # (m, d)
-    unscale = dt.type(1.0 / scale)
-    m, u = q.shape[0], len(rows)
-    out = np.empty((m, u), dt)  # (m, u)
-    if not u:
-        return out
-    which, local = parts.locate(rows)
-    step = max(PAD_ROWS, CHUNK_CELLS // max(m, 1))
-    for i in np.unique(which):
-        at = np.flatnonzero(which == i)  # (u_i,)
-        part = parts.parts[i]
-        how, ref_rows = _method(m, part.n_phys, dt.itemsize)
-        pad = min(PAD_ROWS, max(ref_rows, 1))  # rows of the BLAS call: a kernel chunk's, up to PAD_ROWS
-        for a in range(0, len(at), step):
-            sel = at[a : a + step]
-            c = len(sel)
-            if how == "one":
-                out[0, sel] = np.einsum("cd,d->c", part.keys[local[sel]], qs[0])  # (c,)  per element as the kernel's
-                continue
-            kk = np.zeros((max(c, pad), q.shape[1]), dt)  # (c', d)  the BLAS call shape of a kernel chunk
-            kk[:c] = part.keys[local[sel]]  # gathered full-precision rows
-            if how == "by_row":
-                out[:, sel] = np.matmul(kk, qs.T)[:c].T  # (m, c)
-            else:
-                out[:, sel] = np.matmul(qs, kk.T)[:, :c]  # (m, c)
-    out *= unscale
-    return out
-
-
 def scan(
     parts: Parts, cks: Sequence[CompressedKeys], qc: QueryCode, k: int, tau: float, mask: np.ndarray | None
 ) -> CertState:
-    """One pass of compressed scores over every part: the merged :class:`CertState`."""
+    """One pass of compressed scores over every part: the merged :class:`CertState`.
+
+    With enough work, each part's rows are cut into one range per thread; every thread streams
+    its ranges into its own state (dot products on its own thread) and the states merge exactly.
+    """
     m = qc.codes.shape[0]
     cap = max(CAP_MIN, CAP_PER_HIT * m * k)
+    n_phys = sum(p.n_phys for p in parts.parts)
+    threads = _parallel.threads_for(m, n_phys, None)
+    if threads == 1:
+        state = _scan_ranges(parts, cks, qc, k, tau, mask, cap, None, None)
+    else:
+        cuts = [_parallel.split(p.n_phys, threads) for p in parts.parts]  # per part: one range per thread
+
+        def one(t: int, _: int) -> CertState:
+            return _scan_ranges(parts, cks, qc, k, tau, mask, cap, [c[t] for c in cuts], 1)
+
+        with one_torch_thread():
+            states = _parallel.map_ranges(one, [(t, t + 1) for t in range(threads)])
+        state = states[0]
+        for other in states[1:]:
+            state = state.merge(other)
+    if not state.overflow:
+        state.finish()
+    return state
+
+
+def _scan_ranges(
+    parts: Parts,
+    cks: Sequence[CompressedKeys],
+    qc: QueryCode,
+    k: int,
+    tau: float,
+    mask: np.ndarray | None,
+    cap: int,
+    ranges: list[tuple[int, int]] | None,
+    threads: int | None,
+) -> CertState:
+    """The state of physical rows ``ranges[i]`` of each part i (all rows if None), dots on ``threads``."""
+    m = qc.codes.shape[0]
     state = CertState.empty(m, k, tau=tau, cap=cap)
     step = max(256, CHUNK_CELLS // max(m, 1))
     for i, (part, ck) in enumerate(zip(parts.parts, cks)):
         a0, b0 = int(parts.starts[i]), int(parts.starts[i + 1])
         if a0 == b0:
             continue
+        lo, hi = (0, part.n_phys) if ranges is None else ranges[i]
         pm = _part_mask(mask, a0, b0, part)  # (n_p,) | (m, n_p) | None
         glob = a0 + part.rank  # (n_p,)  global live row of each physical row
-        for a in range(0, part.n_phys, step):
-            b = min(a + step, part.n_phys)
+        for a in range(lo, hi, step):
+            b = min(a + step, hi)
             bq = chunk_max_bound(ck, qc, a, b, tau)  # (m,)
             allowed = None if pm is None else pm[..., a:b]
             if ck.precision == "int8" and _certjit.available():
                 assert qc.scale is not None and ck.scale is not None
-                ints = dot_int8(qc.codes, ck.codes[a:b])  # (m, c) int32, exact
+                ints = dot_int8(qc.codes, ck.codes[a:b], threads=threads)  # (m, c) int32, exact
 
                 def exact3(
                     qi: np.ndarray, col: np.ndarray, sh: np.ndarray, a: int = a, ck: CompressedKeys = ck
@@ -212,7 +196,7 @@ def scan(
                     if state.overflow:
                         return state
                     continue
-            s_hat = chunk_scores(ck, qc, a, b)  # (m, c)
+            s_hat = chunk_scores(ck, qc, a, b, threads)  # (m, c)
 
             def exact(
                 qi: np.ndarray, col: np.ndarray, a: int = a, ck: CompressedKeys = ck, s_hat: np.ndarray = s_hat
@@ -222,7 +206,6 @@ def scan(
             state.feed(s_hat, bq, allowed, glob[a:b], exact)
             if state.overflow:
                 return state
-    state.finish()
     return state
 
 
@@ -261,9 +244,8 @@ def certified_search(
     state = scan(parts, cks, qc, k, tau, mask)
     if state.overflow:
         return _give_up(m, k, q.dtype, f"more than {state.cap} candidate rows: the bounds are too wide for this data")
-    u, inv = np.unique(state.rows, return_inverse=True)
-    ref = reference_scores(parts, q, tau, u)  # (m, u)
-    exact = ref[state.qi, inv]  # (p,)  fp32 score of each candidate cell
+    xs = rescore_cells(parts, q, tau, state.qi, state.rows, scaled=True)  # (p,)  the kernel's ranking scores
+    exact = unscale(xs, tau)  # (p,)  fp32 score of each candidate cell
     e64 = exact.astype(np.float64)
     inside = (e64 >= state.s_hat - state.bound) & (e64 <= state.s_hat + state.bound)  # (p,)
     broken = np.zeros(m, bool)
@@ -271,7 +253,8 @@ def certified_search(
     finite = np.isfinite(exact)
     bad = np.zeros(m, bool)
     np.logical_or.at(bad, state.qi, ~finite)
-    rows, scores = _best_k(state.qi, state.rows, exact, m, k)
+    rows, scores = _best_k(state.qi, state.rows, xs, m, k)  # ranked as the kernel ranks: by scaled score
+    scores = unscale(scores, tau)
     out_hi = state.out_hi  # (m,)  -inf: every allowed row was rescored
     with np.errstate(invalid="ignore"):
         margin = np.where(out_hi == -np.inf, np.inf, state.threshold() - out_hi)  # (m,)
@@ -395,8 +378,7 @@ def _relse(
 ) -> None:
     """The LSE interval again: exact scores of cells (qi, rows), bounds for every other allowed row."""
     m = q.shape[0]
-    u, inv = np.unique(rows, return_inverse=True)
-    exact = reference_scores(parts, q, tau, u)[qi, inv].astype(np.float64)  # (p,)
+    exact = rescore_cells(parts, q, tau, qi, rows).astype(np.float64)  # (p,)
     qc = compress_queries(q, cks[0].precision)
     key = np.sort(qi * (parts.n + 1) + rows)
     st = CertState.empty(m, 1, tau=tau, cap=0)

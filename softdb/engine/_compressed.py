@@ -229,15 +229,18 @@ def compress_queries(q: np.ndarray, precision: str) -> QueryCode:
     )
 
 
-def chunk_scores(ck: CompressedKeys, qc: QueryCode, start: int, stop: int) -> np.ndarray:
-    """Compressed scores ŝ of rows start..stop: (m, c), float64 (a fresh array the caller may overwrite)."""
+def chunk_scores(ck: CompressedKeys, qc: QueryCode, start: int, stop: int, threads: int | None = None) -> np.ndarray:
+    """Compressed scores ŝ of rows start..stop: (m, c), float64 (a fresh array the caller may overwrite).
+
+    ``threads``: of the dot products (default: automatic; 1 inside a threaded pass).
+    """
     if ck.precision == "int8":
-        ints = dot_int8(qc.codes, ck.codes[start:stop])  # (m, c) int32, exact
+        ints = dot_int8(qc.codes, ck.codes[start:stop], threads=threads)  # (m, c) int32, exact
         assert qc.scale is not None and ck.scale is not None
         st = np.multiply.outer(qc.scale.astype(np.float64), ck.scale[start:stop].astype(np.float64))  # (m, c)  exact
         st *= ints  # (m, c)  ŝ = I·(t·s): one rounding
         return st
-    return dot_bf16(qc.codes, ck.codes[start:stop]).astype(np.float64)  # (m, c)
+    return dot_bf16(qc.codes, ck.codes[start:stop], threads=threads).astype(np.float64)  # (m, c)
 
 
 def cell_bounds(

@@ -36,7 +36,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -44,7 +47,7 @@ import numpy as np
 
 from softdb.engine._parallel import map_ranges, split, threads_for
 
-__all__ = ["INSTALL_HINT", "bf16_numkong", "installed", "int8_numkong", "int8_torch", "library"]
+__all__ = ["INSTALL_HINT", "bf16_numkong", "installed", "int8_numkong", "int8_torch", "library", "one_torch_thread"]
 
 INSTALL_HINT = 'pip install "softdb[compressed]"'
 #: The import name of each backend's library.
@@ -77,6 +80,37 @@ def library(name: str) -> Any:
             f"which is not installed; install it with: {INSTALL_HINT} (or pass backend='auto' to use "
             f"the fastest backend installed, numpy at least)"
         ) from e
+
+
+_torch_lock = threading.Lock()
+_torch_depth = 0
+_torch_before = 1
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch's intra-op pool on one thread for the duration (reference-counted across threads).
+
+    A no-op when torch is not imported: nothing here imports it.
+    """
+    global _torch_depth, _torch_before
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    with _torch_lock:
+        if _torch_depth == 0:
+            _torch_before = torch.get_num_threads()
+            if _torch_before != 1:
+                torch.set_num_threads(1)
+        _torch_depth += 1
+    try:
+        yield
+    finally:
+        with _torch_lock:
+            _torch_depth -= 1
+            if _torch_depth == 0 and _torch_before != 1:
+                torch.set_num_threads(_torch_before)
 
 
 def _by_ranges(fn: Any, a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int | None) -> np.ndarray:
@@ -130,7 +164,6 @@ def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.n
     if a.shape[1] == 1:
         return a.astype(np.int32) * b.astype(np.int32).T  # (m, 1) * (1, n)
     out = np.empty((a.shape[0], b.shape[0]), np.int32)  # (m, n)
-    before = torch.get_num_threads()
     with warnings.catch_warnings():  # in the calling thread only: the workers never touch the filters
         # read-only codes (a compressed table's) are only read: torch's warning does not apply
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -139,13 +172,8 @@ def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.n
         def fn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
             return np.asarray(torch._int_mm(ta, torch.from_numpy(y).T).numpy())  # (m, c) int32
 
-        if before != 1:
-            torch.set_num_threads(1)
-        try:
+        with one_torch_thread():
             return _by_ranges(fn, a, b, out, threads)
-        finally:
-            if before != 1:
-                torch.set_num_threads(before)
 
 
 def bf16_numkong(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:

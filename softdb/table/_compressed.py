@@ -30,11 +30,11 @@ from softdb.engine._certified import (
     CertifiedTopK,
     certified_search,
     lse_slack,
-    reference_scores,
     tighten,
     weight_interval,
 )
 from softdb.engine._compressed import CompressedKeys, compress_keys
+from softdb.engine._rescore import rescore_cells, unscale
 from softdb.engine._segmented import Parts
 from softdb.table._frontend import QuerySpec, prepare_queries
 from softdb.table._state import SearchResult, TableState
@@ -302,15 +302,17 @@ class CompressedTable:
 def _full_pass(parts: Parts, q: np.ndarray, k: int, tau: float, mask: Any, res: CertifiedTopK) -> None:
     """The fallback: every row of the fallback queries scored as the fp32 search scores them."""
     fb = np.flatnonzero(res.cert.fallback)
-    qf = q[fb]  # (f, d)
     mf = None if mask is None else (mask if mask.ndim == 1 else mask[fb])
     f = len(fb)
     best_r = np.full((f, k), -1, np.int64)
     best_s = np.full((f, k), -np.inf, q.dtype)
+    qi = np.repeat(fb, FULL_STEP)  # (f·step,)
     mx, se = np.full(f, -np.inf), np.zeros(f)
     for a in range(0, parts.n, FULL_STEP):
         rows = np.arange(a, min(a + FULL_STEP, parts.n))
-        s = reference_scores(parts, qf, tau, rows)  # (f, c)  as the fp32 search computes them
+        c = len(rows)
+        cells = qi if c == FULL_STEP else np.repeat(fb, c)
+        s = rescore_cells(parts, q, tau, cells, np.tile(rows, f), scaled=True).reshape(f, c)  # as the kernel ranks
         ok = np.ones(s.shape, bool) if mf is None else np.broadcast_to(mf[..., a : a + len(rows)], s.shape)
         s = np.where(ok, s, -np.inf)  # (f, c)
         cat_s = np.concatenate([best_s, s], axis=1)  # (f, k + c)
@@ -318,7 +320,7 @@ def _full_pass(parts: Parts, q: np.ndarray, k: int, tau: float, mask: Any, res: 
         order = np.lexsort((np.where(cat_r < 0, np.iinfo(np.int64).max, cat_r), -cat_s.astype(np.float64)), axis=-1)
         best_s = np.take_along_axis(cat_s, order[:, :k], axis=1)
         best_r = np.take_along_axis(cat_r, order[:, :k], axis=1)
-        x = s.astype(np.float64) / tau  # (f, c)
+        x = unscale(s, tau).astype(np.float64) / tau  # (f, c)
         cm = x.max(axis=1)
         nm = np.maximum(mx, cm)
         safe = np.where(np.isfinite(nm), nm, 0.0)
@@ -326,7 +328,7 @@ def _full_pass(parts: Parts, q: np.ndarray, k: int, tau: float, mask: Any, res: 
             se = np.where(np.isfinite(mx), se * np.exp(mx - safe), 0.0) + np.exp(x - safe[:, None]).sum(axis=1)
         mx = nm
     best_r[~np.isfinite(best_s)] = -1
-    res.rows[fb], res.scores[fb] = best_r, best_s
+    res.rows[fb], res.scores[fb] = best_r, unscale(best_s, tau)
     with np.errstate(divide="ignore"):
         lse = mx + np.log(se)
     slack = lse_slack(parts.n, lse)

@@ -43,7 +43,8 @@ def _weights_inside(t: SoftTable, q: np.ndarray, got, tau: float, mask=None) -> 
                 continue
             w = np.exp(by_row[r])
             assert got.weight_lo[i, j] <= w <= got.weight_hi[i, j], (w, got.weight_lo[i, j], got.weight_hi[i, j])
-            assert got.weight_lo[i, j] * (1 - 1e-6) <= got.weights[i, j] <= got.weight_hi[i, j] * (1 + 1e-6)  # float32
+            lo32, hi32 = np.float32(got.weight_lo[i, j]), np.float32(got.weight_hi[i, j])  # rounding is monotone
+            assert lo32 <= got.weights[i, j] <= hi32, (got.weights[i, j], lo32, hi32)  # float32: may underflow to 0
 
 
 @st.composite
@@ -100,37 +101,14 @@ def float_tables(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, str]:
     return keys.astype(np.float32), q.astype(np.float32), metric, kind
 
 
-def _same_up_to_blas_ties(t: SoftTable, q: np.ndarray, a, b) -> None:
-    """Scores equal to the fp32 search's within its own rounding; rows differ only at such ties.
-
-    OpenBLAS rounds a dot product differently in different call shapes (small GEMM / GEMV
-    kernels), so two rows whose fp32 scores are within that rounding may swap, exactly as the
-    fp32 search's own answer does when the table is cut into other segments.
-    """
-    keys = np.asarray(t.keys, np.float64)
-    q = q.astype(np.float64)
-    if t.metric == "cosine":
-        q = q / np.linalg.norm(q, axis=1, keepdims=True)
-    d = keys.shape[1]
-    tol = 4 * (d + 8) * 2.0**-24 * float(np.linalg.norm(q, axis=1).max() * np.linalg.norm(keys, axis=1).max())
-    exact = q @ keys.T  # (m, n)
-    got = np.take_along_axis(exact, b.rows, axis=1)  # (m, k)  the returned rows' scores, float64
-    np.testing.assert_allclose(b.scores, a.scores, rtol=0, atol=tol + 1e-30)
-    kth = a.scores[:, -1].astype(np.float64)[:, None]
-    assert np.all(got >= kth - 2 * tol - 1e-30)
-
-
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(float_tables(), st.sampled_from(PRECISIONS), st.integers(1, 10), st.sampled_from([None, 0.05, 3.0]))
 def test_compressed_topk_is_the_fp32_topk_on_float_data(table: tuple, precision: str, k: int, tau: float) -> None:
-    keys, q, metric, kind = table
+    keys, q, metric, _kind = table
     t = SoftTable(keys, metric=metric, temperature=tau)
     k = min(k, len(t))
     got = t.compress(precision).search(q, k=k)
-    if kind in ("near_ties", "dupes"):  # ties within fp32's rounding: as exact as BLAS is with itself
-        _same_up_to_blas_ties(t, q, t.search(q, k=k), got)
-    else:
-        _same(t.search(q, k=k), got)
+    _same(t.search(q, k=k), got)  # near-ties too: rescored in the kernel's own call shapes, ranked as it ranks
     assert got.certificate.holds.all()
     assert (got.certificate.margin > 0).all()
     _weights_inside(t, q, got, t.temperature)
