@@ -3,19 +3,21 @@
 :meth:`softdb.engine._certstate.CertState.feed` makes several float64 numpy passes over a
 chunk's compressed scores (the scale product, the screen's group maxima, the comparison with
 the threshold, the max, the exp and the sums of the non-candidates' bound contributions).
-:func:`chunk_pass` does them in one numba-compiled pass over each query's row (a row of ŝ stays
-in L1/L2 between its two sweeps) with the same float64 operations in the same order per cell:
+:func:`chunk_pass` does them in one numba-compiled sweep over each query's row (two for a query
+still short of k lower bounds: the screen's group maxima first), with the same float64
+operations per cell as the numpy path:
 
-- ŝ = I·(t·s) (the exact product t·s, then one rounding), -inf where not allowed;
+- ŝ = I·(t·s) (the exact product t·s, then one rounding), not counted where not allowed;
 - the screen (k-th best of the column groups' maxima, minus B_max) raises the kernel's bound;
-- cells with ŝ ≥ L − B_max (L: the threshold) are the hits (query, column, ŝ), row-major as
-  :func:`softdb.engine._topk._true_cells` gives them;
-- the others' max and their (ŝ − max)/τ (-inf elsewhere), whose exp and sum numpy then takes
-  (its SIMD exp: numba's is scalar here, six times slower) exactly as the numpy path does.
+- cells with ŝ ≥ off = L − B_max (L: the threshold) are the hits (query, column, ŝ), row-major
+  as :func:`softdb.engine._topk._true_cells` gives them;
+- the others' max, and y = (ŝ − off)/τ ≤ 0 rounded to float32, whose exp and sum numpy then
+  takes in float32 (four times the float64 rate; numba's exp is scalar here): the sums come
+  out as certified bounds, widened by :data:`EXP32_SLACK` and 2⁻¹²⁶ per term (:func:`_sums`).
 
-So the hits, hence candidates and lower bounds, and the sums equal the numpy path's. It is
-used when numba is installed (``pip install "softdb[fast]"``) and ``ENABLED``; the numpy path
-stays the fallback.
+The hits, hence candidates and lower bounds, equal the numpy path's (:meth:`CertState.feed`);
+the sums bound the same quantity. It is used when numba is installed
+(``pip install "softdb[fast]"``) and ``ENABLED``; :func:`chunk_pass_numpy` is the reference.
 
 Examples
 --------
@@ -48,8 +50,26 @@ _fn: Any = None
 _have_numba: bool | None = None
 _lock = threading.Lock()
 
-#: (qi, col, ŝ of the hits; per query: bound, hits, allowed, max of the others, Σ e^{(ŝ − max)/τ})
-Pass = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+#: (qi, col, ŝ of the hits; per query: bound, hits, allowed, max of the others, the offset, and bounds
+#: on Σ e^{(ŝ − offset)/τ} over the others)
+Pass = tuple[
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+]
+#: Relative slack of the others' float32 sums: numpy's float32 exp (trusted to 512 ulps, 2⁻¹⁴; its
+#: SIMD paths keep within a few), y = (ŝ − off)/τ rounded to float32 (|y|·2⁻²⁴ ≤ 2⁻¹⁷ where the
+#: term is normal), the pairwise float32 sum (≤ (log₂ c + 16)·2⁻²⁴ ≤ 2⁻¹⁹), the float64 steps.
+EXP32_SLACK = 2.0**-12
+#: A term whose float32 exp underflows or is subnormal is off by less than this (absolute).
+TINY32 = 2.0**-126
 
 
 def available() -> bool:
@@ -84,10 +104,11 @@ def _pass_py(
     """The loop numba compiles (plain Python over scalars: only ever run compiled).
 
     ``mode`` 0: all allowed, 1: ``al1`` (c,), 2: ``al2`` (m, c). ``floor`` (m,): the kernel's
-    bound (raised in place by the screen), L = max(``lo_min``, ``floor``); ``row`` (m, c) gets
-    (ŝ − max)/τ of the others (-inf: hits, not allowed); ``per`` (m, 3): max of the others,
-    unused, allowed count; ``nh`` (m,) hits. Returns the number of hits (more than ``hq`` holds:
-    rerun).
+    bound (raised in place by the screen), L = max(``lo_min``, ``floor``); ``row`` (m, c) float32
+    gets (ŝ − off)/τ of the others (-inf: hits, not allowed), off = L − B_max (the others' max
+    when there is no L yet); ``per`` (m, 3): max of the others, off, allowed count; ``nh`` (m,)
+    hits. One sweep per query (two for a query short of k lower bounds: the screen's maxima
+    first). Returns the number of hits (more than ``hq`` holds: rerun).
     """
     m, c = ints.shape
     cap = hq.shape[0]
@@ -95,27 +116,26 @@ def _pass_py(
     lowest = np.finfo(np.float64).min
     for i in range(m):
         t = qs[i]
-        na = 0
-        for j in range(c):
-            x = (t * ks[j]) * np.float64(ints[i, j])
-            if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
-                x = -np.inf
-            if x != -np.inf:
-                na += 1
-            row[i, j] = x
         thr = floor[i]
         if short[i] and c >= k:
             if c >= 2 * g:
                 w = c // g
-                gm = np.empty(g)
+                gm = np.full(g, -np.inf)
                 for a in range(g):
                     v = -np.inf
                     for j in range(a * w, a * w + w):
-                        if row[i, j] > v:
-                            v = row[i, j]
+                        if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
+                            continue
+                        x = (t * ks[j]) * np.float64(ints[i, j])
+                        if x > v:
+                            v = x
                     gm[a] = v
             else:
-                gm = row[i].copy()
+                gm = np.full(c, -np.inf)
+                for j in range(c):
+                    if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
+                        continue
+                    gm[j] = (t * ks[j]) * np.float64(ints[i, j])
             gm.sort()
             got = gm[gm.shape[0] - k] - bq[i]
             if got != got:
@@ -128,30 +148,33 @@ def _pass_py(
         lim = thr - bq[i]
         if lim < lowest or lim != lim:
             lim = lowest
+        off = lim
         mx = -np.inf
+        na = 0
         h0 = p
         for j in range(c):
-            x = row[i, j]
+            if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
+                row[i, j] = -np.inf
+                continue
+            na += 1
+            x = (t * ks[j]) * np.float64(ints[i, j])
             if x >= lim:
                 if p < cap:
                     hq[p] = i
                     hc[p] = j
                     hs[p] = x
                 p += 1
-            elif x > mx:
-                mx = x
-        nh[i] = p - h0
-        off = mx if mx != -np.inf else 0.0
-        for j in range(c):
-            x = row[i, j]
-            if x < lim:
+                row[i, j] = -np.inf
+            else:
+                if x > mx:
+                    mx = x
                 y = x - off
                 if inv != 1.0:
                     y *= inv
                 row[i, j] = y
-            else:
-                row[i, j] = -np.inf
+        nh[i] = p - h0  # with no threshold yet (lim = lowest) every allowed cell is a hit: no others
         per[i, 0] = mx
+        per[i, 1] = off
         per[i, 2] = na
     return p
 
@@ -177,6 +200,20 @@ def _jit(numba: Any, cache: bool) -> Any:
     return numba.njit(cache=cache, nogil=True, error_model="numpy")(_pass_py)
 
 
+def _sums(row: np.ndarray, n_others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds on Σ_j e^{y_j} of each row of ``row`` (m, c) float32 y ≤ 0 (-inf: not counted): (m,), (m,).
+
+    numpy's float32 exp and pairwise sum, widened by :data:`EXP32_SLACK` relative and, above, by
+    2⁻¹²⁶ per counted term (a term whose exp underflows or is subnormal). ``row`` is overwritten.
+    """
+    with np.errstate(under="ignore"):
+        np.exp(row, out=row)  # (m, c)  float32: numpy's SIMD exp
+    total = row.sum(axis=1).astype(np.float64)  # (m,)
+    lo = np.maximum(total * (1.0 - EXP32_SLACK) - n_others * TINY32, 0.0)
+    hi = total * (1.0 + EXP32_SLACK) + n_others * TINY32
+    return lo, hi
+
+
 def chunk_pass(
     ints: np.ndarray,
     qs: np.ndarray,
@@ -192,7 +229,7 @@ def chunk_pass(
 ) -> Pass | None:
     """The compiled pass over a chunk (None if numba cannot be imported); see :func:`chunk_pass_numpy`.
 
-    ``buf``: float64 scratch of at least m·c cells to reuse (else one is allocated).
+    ``buf``: float32 scratch of at least m·c cells to reuse (else one is allocated).
     """
     fn = _compiled()
     if fn is None:
@@ -203,7 +240,9 @@ def chunk_pass(
     al2 = allowed if mode == 2 else np.ones((1, 1), np.bool_)
     assert al1 is not None and al2 is not None
     g = max(k, SCREEN_GROUPS)
-    row = np.empty((m, c)) if buf is None or buf.size < m * c else buf.ravel()[: m * c].reshape(m, c)
+    if buf is None or buf.size < m * c or buf.dtype != np.float32:
+        buf = np.empty(m * c, np.float32)
+    row = buf.ravel()[: m * c].reshape(m, c)
     per = np.empty((m, 3))
     nh = np.empty(m, np.int64)
     cap = max(4096, m * k * 4)
@@ -213,9 +252,9 @@ def chunk_pass(
         if p <= cap:
             break
         cap = p  # the screen only raised ``floor`` (idempotent): run again with room for every hit
-    with np.errstate(under="ignore"):
-        np.exp(row, out=row)  # (m, c)  e^{(ŝ − max)/τ}: numpy's SIMD exp (numba's is scalar here, 6x slower)
-    return hq[:p], hc[:p], hs[:p], floor, nh, per[:, 2].astype(np.int64), per[:, 0], row.sum(axis=1)
+    n_allowed = per[:, 2].astype(np.int64)
+    lo, hi = _sums(row, n_allowed - nh)
+    return hq[:p], hc[:p], hs[:p], floor, nh, n_allowed, per[:, 0], per[:, 1], lo, hi
 
 
 def chunk_pass_numpy(
@@ -253,11 +292,13 @@ def chunk_pass_numpy(
     Returns
     -------
     qi, col, s_hat : ndarray of shape (p,)
-        The hits (ŝ ≥ L − B_max), row-major.
+        The hits (ŝ ≥ L − B_max = off), row-major.
     floor : ndarray of shape (m,)
     hits, n_allowed : ndarray of shape (m,), int64
-    mx, total : ndarray of shape (m,), float64
-        Max of the other allowed cells' ŝ (-inf: none) and Σ e^{(ŝ − mx)/τ} over them.
+    mx, off : ndarray of shape (m,), float64
+        Max of the other allowed cells' ŝ (-inf: none), and the offset of the sums.
+    total_lo, total_hi : ndarray of shape (m,), float64
+        Bounds on Σ e^{(ŝ − off)/τ} over the other allowed cells.
     """
     m, c = ints.shape
     base = np.multiply.outer(qs, ks)  # (m, c)
@@ -278,13 +319,10 @@ def chunk_pass_numpy(
     s_hat = base[qi, col]
     base[hit] = -np.inf
     mx = base.max(axis=1) if c else np.full(m, -np.inf)  # (m,)
-    safe = np.where(np.isfinite(mx), mx, 0.0)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
-        y = base - safe[:, None]
+        y = base - lim[:, None]  # (m, c)  ≤ 0 (-inf: hits, not allowed)
         if inv != 1.0:
             y *= inv
-        total = np.exp(y).sum(axis=1)  # (m,)
-    return (
-        qi.astype(np.int64), col.astype(np.int64), s_hat, floor, hit.sum(axis=1).astype(np.int64), n_allowed, mx,
-        total,
-    )  # fmt: skip
+    hits = hit.sum(axis=1).astype(np.int64)
+    lo, hi = _sums(y.astype(np.float32), n_allowed - hits)
+    return qi.astype(np.int64), col.astype(np.int64), s_hat, floor, hits, n_allowed, mx, lim, lo, hi

@@ -84,7 +84,8 @@ class CertState:
     out_n: np.ndarray  # (m,) int64 number of allowed non-candidates
     overflow: bool = False
     top: TopK | None = None  # the lower bounds while chunks stream (softdb.engine._topk)
-    buf: np.ndarray | None = None  # float64 scratch of the compiled chunk pass (:meth:`feed_codes`)
+    kept: int = 0  # candidates left by the last prune of a chunk (the next prune waits for twice as many)
+    buf: np.ndarray | None = None  # float32 scratch of the compiled chunk pass (:meth:`feed_codes`)
 
     @classmethod
     def empty(cls, m: int, k: int, *, tau: float, cap: int) -> CertState:
@@ -190,8 +191,9 @@ class CertState:
         else:
             n_allowed = np.count_nonzero(allowed, axis=1)
         self._out_chunk(base, bq, n_allowed - np.bincount(qi, minlength=m))
-        if len(self.qi) > max(4096, 4 * m * self.k):
+        if len(self.qi) > min(max(4096, 4 * m * self.k, self.kept), self.cap):
             self.prune()
+            self.kept = 2 * len(self.qi)
 
     def feed_codes(
         self,
@@ -206,8 +208,9 @@ class CertState:
         """:meth:`feed` of an int8 chunk (ŝ = I·(t·s)) through one compiled pass (softdb.engine._certjit).
 
         ``ints`` (m, c) int32, scales ``qs`` (m,) and ``ks`` (c,) float64, ``bq`` (m,) B_max,
-        ``exact(qi, col, ŝ)`` the cells' own B. The same state as :meth:`feed` (the sums up to
-        rounding). False (nothing done) when the compiled pass is not available.
+        ``exact(qi, col, ŝ)`` the cells' own B. The same candidates and lower bounds as :meth:`feed`;
+        the others' sums are float32 bounds of the same sums (:func:`softdb.engine._certjit._sums`).
+        False (nothing done) when the compiled pass is not available.
         """
         if not _certjit.available():
             return False
@@ -218,13 +221,13 @@ class CertState:
             self.top = TopK(m, self.k, np.dtype(np.float64))
         short = self.top.s[:, -1] == -np.inf  # (m,)
         if self.buf is None or self.buf.size < ints.size:
-            self.buf = np.empty(ints.size)
+            self.buf = np.empty(ints.size, np.float32)  # the pass's scratch, reused by the next chunks
         got = _certjit.chunk_pass(
             ints, qs, ks, allowed, bq, self.lo.min(axis=1), self.top.bound, short, self.k, 1.0 / self.tau, self.buf
         )
         if got is None:
             return False
-        qi, col, sh, _, hits, n_allowed, mx, total = got
+        qi, col, sh, _, hits, n_allowed, mx, off, total_lo, total_hi = got
         b = exact(qi, col, sh)  # (p,)
         self.top._push(qi, col, sh - b)
         thr = self.threshold()  # (m,)
@@ -233,14 +236,15 @@ class CertState:
         near = ~cand
         self._out_cells(qi[near], sh[near] - b[near], sh[near] + b[near])
         inv = 1.0 / self.tau
-        some = np.isfinite(mx)  # (m,)
-        top = np.where(some, mx * inv, -np.inf)  # (m,)
-        self.lo_max, self.lo_sum = lse_merge(self.lo_max, self.lo_sum, top - bq * inv, total)
-        self.hi_max, self.hi_sum = lse_merge(self.hi_max, self.hi_sum, top + bq * inv, total)
+        some = np.isfinite(mx)  # (m,)  some other allowed cell: then off is finite
+        top = np.where(some, np.where(some, off, 0.0) * inv, -np.inf)  # (m,)  the sums' offset, / τ
+        self.lo_max, self.lo_sum = lse_merge(self.lo_max, self.lo_sum, top - bq * inv, total_lo)
+        self.hi_max, self.hi_sum = lse_merge(self.hi_max, self.hi_sum, top + bq * inv, total_hi)
         self.out_hi = np.maximum(self.out_hi, np.where(some, mx + bq, -np.inf))
         self.out_n += n_allowed - hits
-        if len(self.qi) > max(4096, 4 * m * self.k):
+        if len(self.qi) > min(max(4096, 4 * m * self.k, self.kept), self.cap):
             self.prune()
+            self.kept = 2 * len(self.qi)  # prune again once the candidates doubled: O(p) work per chunk at most
         return True
 
     def _screen(self, base: np.ndarray, bq: np.ndarray) -> None:

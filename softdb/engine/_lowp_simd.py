@@ -118,7 +118,10 @@ def _by_ranges(fn: Any, a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: 
     m, n = a.shape[0], b.shape[0]
     parts = threads_for(m, n, threads)
     if parts == 1:
-        out[:] = fn(a, b)
+        got = fn(a, b)  # (m, n)
+        if got.dtype == out.dtype:
+            return got  # one range: the kernel's own array, no copy
+        out[:] = got
         return out
 
     def one(r0: int, r1: int) -> None:

@@ -88,22 +88,37 @@ def _exact_calls(
 
 
 def _gathered(how: str, keys: np.ndarray, qs: np.ndarray, qi: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Cells (qi, local row r) of a part with big calls: per block of queries, its rows gathered: (p,)."""
+    """Cells (qi, local row r) of a part with big calls: per block of queries, its rows gathered: (p,).
+
+    The blocks run one per thread (BLAS on one thread each), as the kernel's chunks do.
+    """
     m, d = qs.shape
     out = np.empty(len(r), qs.dtype)
     blocks = _parallel.split(m, max(1, m // QUERY_BLOCK)) if m >= ROW_LAYOUT_MIN else [(0, m)]
     edges = np.array([a for a, _ in blocks])
     blk = np.searchsorted(edges, qi, side="right") - 1  # (p,)
-    for j, (a, b) in enumerate(blocks):
-        sel = np.flatnonzero(blk == j)
+    order = np.argsort(blk, kind="stable")
+    cuts = np.searchsorted(blk[order], np.arange(len(blocks) + 1))  # cells of block j: order[cuts[j]:cuts[j+1]]
+
+    def block(j: int) -> None:
+        a, b = blocks[j]
+        sel = order[cuts[j] : cuts[j + 1]]
         if not sel.size:
-            continue
+            return
         u, inv = np.unique(r[sel], return_inverse=True)
         rows = max(len(u), -(-BIG_CALL // ((b - a) * d)))  # a big call: zero rows pad it
         kk = np.zeros((rows, d), qs.dtype)  # (rows, d)
         kk[: len(u)] = keys[u]
         got = _call(how, kk, qs[a:b])  # (b − a, rows)
         out[sel] = got[qi[sel] - a, inv]
+
+    groups = _parallel.split(len(blocks), min(len(blocks), _parallel.threads_for(m, len(r) * QUERY_BLOCK, None)))
+
+    def group(g0: int, g1: int) -> None:
+        for j in range(g0, g1):
+            block(j)
+
+    _parallel.map_ranges(group, groups)
     return out
 
 

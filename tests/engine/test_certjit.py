@@ -73,8 +73,13 @@ def test_compiled_and_numpy_paths_give_the_same_state(
         allowed = [rng.random((m, min(step, n - a))) < 0.6 for a in chunks]
     ref, jit = _states(ints, qs, ks, cells, allowed, k, tau, step)
     np.testing.assert_array_equal(np.sort(ref.lo, axis=1), np.sort(jit.lo, axis=1))
-    for name in ("qi", "rows", "s_hat", "bound", "lo_max", "lo_sum", "hi_max", "hi_sum", "out_hi", "out_n"):
+    for name in ("qi", "rows", "s_hat", "bound", "out_hi", "out_n"):
         np.testing.assert_array_equal(getattr(ref, name), getattr(jit, name), err_msg=name)
+    with np.errstate(divide="ignore"):  # the sums: float32 bounds of the numpy path's float64 ones
+        for side in ("lo", "hi"):
+            a = getattr(ref, f"{side}_max") + np.log(getattr(ref, f"{side}_sum"))
+            b = getattr(jit, f"{side}_max") + np.log(getattr(jit, f"{side}_sum"))
+            np.testing.assert_allclose(b, a, rtol=0, atol=2.0**-10, err_msg=side)
     # the sums bound those of the non-candidates' own lo and hi (float64 reference)
     full = np.multiply.outer(qs, ks) * ints
     ok = np.concatenate(
@@ -102,3 +107,38 @@ def test_many_hits_rerun_with_room() -> None:
     ref, jit = _states(ints, qs, ks, np.full((m, n), 0.5), [None], 3, 1.0, n)
     assert len(jit.qi) == m * n
     np.testing.assert_array_equal(ref.rows, jit.rows)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.integers(1, 5),
+    st.integers(1, 400),
+    st.integers(1, 12),
+    st.sampled_from([1e-3, 0.05, 1.0, 30.0]),
+    st.sampled_from([None, "row", "cell"]),
+)
+def test_compiled_pass_equals_its_numpy_twin(seed: int, m: int, c: int, k: int, tau: float, mask: str | None) -> None:
+    """Every output of :func:`chunk_pass` equals :func:`chunk_pass_numpy`'s, bit for bit; the sums bound float64's."""
+    rng = np.random.default_rng(seed)
+    ints = rng.integers(-16000, 16001, (m, c)).astype(np.int32)
+    qs, ks = rng.uniform(1e-4, 1e-2, m), rng.choice([1e-3, 2e-3, 0.0], c)
+    allowed = None if mask is None else rng.random(c if mask == "row" else (m, c)) < 0.7
+    bq = rng.uniform(0, 0.05, m)
+    lo_min = np.where(rng.random(m) < 0.3, -np.inf, rng.uniform(-0.2, 0.3, m))
+    floor, short = np.full(m, -np.inf), rng.random(m) < 0.5
+    k = min(k, c)
+    a = _certjit.chunk_pass_numpy(ints, qs, ks, allowed, bq, lo_min.copy(), floor.copy(), short, k, 1.0 / tau)
+    b = _certjit.chunk_pass(ints, qs, ks, allowed, bq, lo_min.copy(), floor.copy(), short, k, 1.0 / tau)
+    assert b is not None
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    s_hat = np.multiply.outer(qs, ks) * ints  # (m, c) float64
+    ok = np.ones((m, c), bool) if allowed is None else np.broadcast_to(allowed, (m, c))
+    other = ok.copy()
+    other[a[0], a[1]] = False
+    off, lo, hi = a[7], a[8], a[9]
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # off: -max float64 where no other
+        y = np.where(other, (s_hat - off[:, None]) / tau, -np.inf)  # (m, c)
+        exact = np.exp(y).sum(axis=1)  # (m,) float64
+    assert np.all(lo <= exact) and np.all(exact <= hi), (lo, exact, hi)
