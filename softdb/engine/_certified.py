@@ -231,8 +231,11 @@ def certified_search(
     k: int,
     tau: float,
     mask: np.ndarray | None = None,
+    hard: bool = False,
 ) -> CertifiedTopK:
     """Certified exact top-k of float32 queries ``q`` (m, d) over the parts, compressed as ``cks``.
+
+    ``hard``: rescore in the calls of a hard lookup (which scores raw: pass τ = 1).
 
     Returns a :class:`CertifiedTopK` whose certificate holds for every query, or marks the queries
     that need the full fp32 pass (``cert.fallback``; their rows are -1): the caller runs it.
@@ -244,7 +247,7 @@ def certified_search(
     state = scan(parts, cks, qc, k, tau, mask)
     if state.overflow:
         return _give_up(m, k, q.dtype, f"more than {state.cap} candidate rows: the bounds are too wide for this data")
-    xs = rescore_cells(parts, q, tau, state.qi, state.rows, scaled=True)  # (p,)  the kernel's ranking scores
+    xs = rescore_cells(parts, q, tau, state.qi, state.rows, scaled=True, hard=hard)  # (p,)  the kernel's ranking scores
     exact = unscale(xs, tau)  # (p,)  fp32 score of each candidate cell
     e64 = exact.astype(np.float64)
     inside = (e64 >= state.s_hat - state.bound) & (e64 <= state.s_hat + state.bound)  # (p,)

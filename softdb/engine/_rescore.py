@@ -49,8 +49,8 @@ BIG_CALL = 1 << 24
 QUERY_BLOCK = 32
 
 
-def kernel_calls(m: int, n_part: int, itemsize: int) -> tuple[str, list[tuple[int, int]], int]:
-    """How the fp32 kernel scores a part of ``n_part`` rows for ``m`` queries.
+def kernel_calls(m: int, n_part: int, itemsize: int, hard: bool = False) -> tuple[str, list[tuple[int, int]], int]:
+    """How the fp32 kernel scores a part of ``n_part`` rows for ``m`` queries (``hard``: for a hard lookup).
 
     Returns the method (``"one"``: numpy's einsum for one query; ``"by_row"``: ``K @ qᵀ``;
     ``"gemm"``: ``q @ Kᵀ``), the thread ranges of rows, and the rows of one chunk (one call).
@@ -60,7 +60,7 @@ def kernel_calls(m: int, n_part: int, itemsize: int) -> tuple[str, list[tuple[in
     rows = chunk_rows(m, longest, itemsize, None, len(ranges))
     if m == 1:
         return "one", ranges, rows
-    return ("by_row" if m >= ROW_LAYOUT_MIN else "gemm"), ranges, rows
+    return ("by_row" if m >= ROW_LAYOUT_MIN and not hard else "gemm"), ranges, rows
 
 
 def _call(how: str, keys: np.ndarray, qs: np.ndarray) -> np.ndarray:
@@ -123,7 +123,14 @@ def _gathered(how: str, keys: np.ndarray, qs: np.ndarray, qi: np.ndarray, r: np.
 
 
 def rescore_cells(
-    parts: Parts, q: np.ndarray, tau: float, qi: np.ndarray, rows: np.ndarray, *, scaled: bool = False
+    parts: Parts,
+    q: np.ndarray,
+    tau: float,
+    qi: np.ndarray,
+    rows: np.ndarray,
+    *,
+    scaled: bool = False,
+    hard: bool = False,
 ) -> np.ndarray:
     """fp32 scores of the cells (query ``qi``, global live row ``rows``), as the fp32 search gives them.
 
@@ -141,6 +148,8 @@ def rescore_cells(
     scaled : bool
         Return the scores of the query scaled by 1/τ, which the kernel ranks by (two of them may
         give one score once scaled back: :func:`unscale`), instead of the scores.
+    hard : bool
+        The calls of a hard lookup (raw scores, τ = 1: never by row).
 
     Returns
     -------
@@ -158,7 +167,7 @@ def rescore_cells(
         at = np.flatnonzero(which == i)  # cells of part i
         part = parts.parts[i]
         r = local[at]
-        how, ranges, step = kernel_calls(m, part.n_phys, dt.itemsize)
+        how, ranges, step = kernel_calls(m, part.n_phys, dt.itemsize, hard)
         if how == "one":
             out[at] = np.einsum("cd,d->c", part.keys[r], qs[0])  # (p_i,)  per row as the kernel's loop
         elif m * step * d < BIG_CALL:

@@ -34,9 +34,11 @@ from softdb.engine._certified import (
     weight_interval,
 )
 from softdb.engine._compressed import CompressedKeys, compress_keys
+from softdb.engine._plan import values_at
 from softdb.engine._rescore import rescore_cells, unscale
 from softdb.engine._segmented import Parts
 from softdb.table._frontend import QuerySpec, prepare_queries
+from softdb.table._projected import heads_of
 from softdb.table._state import SearchResult, TableState
 
 __all__ = ["CertifiedLookup", "CertifiedSearch", "CompressedTable", "Compressing", "compress_state"]
@@ -77,7 +79,10 @@ class CertifiedSearch:
 
 @dataclass
 class CertifiedLookup:
-    """A lookup's answer ((m, d_v) or (d_v,)) and its certificate (here: the fp32 pass ran)."""
+    """A lookup's answer ((m, d_v) or (d_v,)) and its certificate.
+
+    Hard lookups: the certified top-1's certificate; soft lookups: the fp32 pass ran (``fallback``).
+    """
 
     answer: np.ndarray
     certificate: Certificate
@@ -259,11 +264,16 @@ class CompressedTable:
     def lookup(
         self, queries: Any, *, mode: str = "soft", temperature: float | None = None, mask: Any = None
     ) -> CertifiedLookup:
-        """The table's lookup, answered by the fp32 pass (its certificate says so).
+        """The table's lookup: hard from the certified top-1, soft by the fp32 pass (its certificate says so).
 
-        A soft answer reads every value whatever the keys cost, and the compressed scores'
-        bounds (|Δs| / τ of order 0.3 at τ = 0.05 for int8 unit keys) give no useful bound on
-        the weights of *all* rows, so the soft answer is the table's own fp32 answer.
+        ``mode="hard"``: the value of the best-scoring row (ties to the lowest row), the row found
+        by the certified search (k = 1) with the hard lookup's own fp32 arithmetic, so the answer
+        equals the table's hard lookup; the certificate is the search's.
+
+        ``mode="soft"``: a soft answer reads every value whatever the keys cost, and the
+        compressed scores' bounds (|Δs| / τ of order 0.3 at τ = 0.05 for int8 unit keys) give no
+        useful bound on the weights of *all* rows, so the soft answer is the table's own fp32
+        answer and its certificate says ``fallback``.
 
         Examples
         --------
@@ -272,14 +282,31 @@ class CompressedTable:
         >>> c = SoftTable(np.eye(2, dtype=np.float32), temperature=1.0).compress("int8")
         >>> r = c.lookup([1.0, 0.0], mode="hard")
         >>> r.answer.tolist(), bool(r.certificate.fallback.all())
-        ([1.0, 0.0], True)
+        ([1.0, 0.0], False)
+        >>> bool(c.lookup([1.0, 0.0]).certificate.fallback.all())  # soft: the fp32 pass
+        True
         """
+        mode = _checks.as_mode(mode)
+        if mode == "hard":
+            return self._hard(queries, temperature, mask)
         t = type(self._table)._from_state(self._state)
         ans = t.lookup(queries, mode=mode, temperature=temperature, mask=mask)
         m = 1 if ans.ndim == 1 else ans.shape[0]
         n = np.full(m, self._state.rows.n, np.int64)
         cert = Certificate(n, np.full(m, np.inf), np.ones(m, bool), np.ones(m, bool), "soft lookups read every row")
         return CertifiedLookup(ans, cert)
+
+    def _hard(self, queries: Any, temperature: float | None, mask: Any) -> CertifiedLookup:
+        """The hard lookup: certified top-1 on raw scores (the hard pass scores at τ = 1), its row's value."""
+        st = self._state
+        q, single, mask, _ = self._prepare(queries, mask, temperature)
+        parts = st.rows.parts
+        res = certified_search(parts, self._cks, q, k=1, tau=1.0, mask=mask, hard=True)
+        if res.cert.fallback.any():
+            _full_pass(parts, q, 1, 1.0, mask, res, hard=True)
+        rows = res.rows[:, 0]  # (m,)  -1: no allowed row
+        ans = values_at(heads_of(st, None), rows, st.dtype)  # (m, d_v)  zeros where no row
+        return CertifiedLookup(ans[0] if single else ans, res.cert)
 
     def save(self, path: Any) -> None:
         """Save the table's version and its compressed segments (format 2; ``docs/format.md``).
@@ -299,8 +326,10 @@ class CompressedTable:
             raise KeyError(f"unknown id {id!r}; hint: table.ids lists the ids in the table") from None
 
 
-def _full_pass(parts: Parts, q: np.ndarray, k: int, tau: float, mask: Any, res: CertifiedTopK) -> None:
-    """The fallback: every row of the fallback queries scored as the fp32 search scores them."""
+def _full_pass(
+    parts: Parts, q: np.ndarray, k: int, tau: float, mask: Any, res: CertifiedTopK, hard: bool = False
+) -> None:
+    """The fallback: every row of the fallback queries scored as the fp32 search (or hard lookup) scores them."""
     fb = np.flatnonzero(res.cert.fallback)
     mf = None if mask is None else (mask if mask.ndim == 1 else mask[fb])
     f = len(fb)
@@ -312,7 +341,8 @@ def _full_pass(parts: Parts, q: np.ndarray, k: int, tau: float, mask: Any, res: 
         rows = np.arange(a, min(a + FULL_STEP, parts.n))
         c = len(rows)
         cells = qi if c == FULL_STEP else np.repeat(fb, c)
-        s = rescore_cells(parts, q, tau, cells, np.tile(rows, f), scaled=True).reshape(f, c)  # as the kernel ranks
+        s = rescore_cells(parts, q, tau, cells, np.tile(rows, f), scaled=True, hard=hard)
+        s = s.reshape(f, c)  # as the kernel ranks
         ok = np.ones(s.shape, bool) if mf is None else np.broadcast_to(mf[..., a : a + len(rows)], s.shape)
         s = np.where(ok, s, -np.inf)  # (f, c)
         cat_s = np.concatenate([best_s, s], axis=1)  # (f, k + c)

@@ -114,6 +114,28 @@ def test_compressed_topk_is_the_fp32_topk_on_float_data(table: tuple, precision:
     _weights_inside(t, q, got, t.temperature)
 
 
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(float_tables(), st.sampled_from(PRECISIONS), st.booleans(), st.booleans())
+def test_hard_lookup_is_the_tables_hard_lookup(table: tuple, precision: str, split: bool, masked: bool) -> None:
+    """Certified top-1 in the hard pass's arithmetic: the same value as the fp32 hard lookup, ties included."""
+    keys, q, metric, _kind = table
+    n = len(keys)
+    values = np.arange(n * 2, dtype=np.float32).reshape(n, 2)  # each row's value names the row
+    t = SoftTable(
+        keys[: max(1, n // 2)] if split else keys, values[: max(1, n // 2)] if split else values, metric=metric
+    )
+    if split and n > 1:
+        t.add(keys[n // 2 :], values[n // 2 :], ids=list(range(n // 2, n)))
+        t.remove([0])
+    mask = (np.arange(len(t)) % 3 != 1) if masked else None
+    c = t.compress(precision)
+    got = c.lookup(q, mode="hard", mask=mask)
+    np.testing.assert_array_equal(got.answer, t.lookup(q, mode="hard", mask=mask))
+    assert got.certificate.holds.all()
+    one = c.lookup(q[0], mode="hard", mask=mask)
+    np.testing.assert_array_equal(one.answer, t.lookup(q[0], mode="hard", mask=mask))
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_segments_deletions_and_masks(precision: str) -> None:
     rng = np.random.default_rng(3)
