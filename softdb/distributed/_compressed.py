@@ -201,7 +201,9 @@ class CompressedShardedTable:
             jobs.append((r, call))
             sent += q.nbytes
         out: list[ShardCertified] = t._cluster.submit(jobs, "certified")
-        back = sum(x.nbytes for p in out for x in (p.rows, p.scores, p.lse_lo, p.lse_hi, p.rescored, p.margin))
+        back = sum(
+            x.nbytes for p in out for x in (p.rows, p.scores, p.lse_lo, p.lse_hi, p.rescored, p.margin, p.fallback)
+        )
         self.last_batch_bytes = {"to_workers": sent, "from_workers": int(back)}
         rows, scores, lse_lo, lse_hi, cert = merge_shards(out, k)
         lo, hi = weight_interval(scores, rows, lse_lo, lse_hi, tau)  # (m, k) each

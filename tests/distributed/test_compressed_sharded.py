@@ -91,7 +91,7 @@ def _check(t: ShardedTable, ref: SoftTable, small, q: np.ndarray, k: int, tau: f
     got = small.search(q, k=k, temperature=tau, mask=mask)
     want = t.search(q, k=k, temperature=tau, mask=mask)
     _same(got, want)  # the fp32 sharded search, to the bit
-    np.testing.assert_array_equal(got.rows, ref.search(q, k=k, temperature=tau, mask=mask).rows)
+    _same(got, ref.search(q, k=k, temperature=tau, mask=mask))  # one fp32 SoftTable of the same rows
     c = got.certificate
     assert c.holds.all() and not c.fallback.any() and (c.margin > 0).all()
     assert (c.rescored < len(t)).all()
@@ -113,6 +113,9 @@ def test_compressed_shards_equal_the_fp32_search(client, tmp_path, metric, preci
         for k in (1, 10):
             _check(t, ref, small, q, k, tau)
         _check(t, ref, small, q, 5, 0.5 * tau)
+        small.search(q, k=10)  # only queries out; back per shard m·(12·k + 33) bytes: never O(m·n)
+        m = len(q)
+        assert small.last_batch_bytes == {"to_workers": 3 * q.nbytes, "from_workers": 3 * m * (12 * 10 + 33)}
         got = small.search(q[0], k=3)  # one query: 1-D hits, as ShardedTable.search
         want = t.search(q[0], k=3)
         assert got.ids.tolist() == want.ids.tolist() and got.scores.tolist() == want.scores.tolist()
@@ -121,6 +124,40 @@ def test_compressed_shards_equal_the_fp32_search(client, tmp_path, metric, preci
         ties = t.search(q, k=10, mask=dupes)
         assert (np.diff(ties.scores, axis=1) == 0).any(), "the data must hold exact ties"
         _check(t, ref, small, q, 10, tau, mask=dupes)
+
+
+@st.composite
+def grid_tables(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """Keys and queries on a grid of quarters (every fp32 score exact): ties everywhere, duplicates across shards."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    d = draw(st.sampled_from([1, 3, 17]))
+    n = draw(st.integers(2, 200))
+    keys = rng.integers(-8, 9, (n, d)) / 4
+    if draw(st.booleans()):
+        keys = keys[rng.integers(0, max(1, n // 4), n)]  # duplicates, in any shard
+    q = rng.integers(-8, 9, (draw(st.sampled_from([1, 4, 40])), d)) / 4
+    metric = draw(st.sampled_from(["dot", "cosine"]))
+    if metric == "cosine":
+        keys[np.abs(keys).sum(axis=1) == 0] = 1.0
+        q[np.abs(q).sum(axis=1) == 0] = 1.0
+    return keys.astype(np.float32), q.astype(np.float32), draw(st.integers(1, 5)), metric
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(grid_tables(), st.sampled_from(["int8", "bf16"]), st.integers(1, 12))
+def test_property_compressed_shards_equal_one_fp32_table(client, tmp_path_factory, table, precision, k):
+    """Any cut into 1-5 shards: ids and scores of the fp32 SoftTable (exact scores: ties to the lowest row)."""
+    keys, q, shards, metric = table
+    k = min(k, len(keys))
+    path = str(tmp_path_factory.mktemp("p") / "t")
+    ShardedTable.create(path, keys, shards=min(shards, len(keys)), metric=metric, temperature=1.0)
+    ref = SoftTable(keys, metric=metric, temperature=1.0)
+    with ShardedTable.open(path, client=client, timeout=120) as t:
+        got = t.compress(precision).search(q, k=k)
+    want = ref.search(q, k=k)
+    _same(got, want)
+    assert got.certificate.holds.all()
+    _weights_inside(ref, q, got, 1.0)
 
 
 def test_rows_removed_masks_and_where(client, tmp_path):
