@@ -295,3 +295,21 @@ def test_merge_is_the_top_k_of_all_shards_and_logaddexp_of_the_bounds(seed, p, k
     assert cert.rescored.tolist() == [sum(int(pp.rescored[0]) for pp in parts)] * m
     assert cert.margin.tolist() == [min(float(pp.margin[0]) for pp in parts)] * m
     assert cert.holds.all() and not cert.fallback.any()
+
+
+@pytest.mark.slow
+def test_bench_beyond_memory_int8_runs_small(tmp_path):
+    """The benchmark script end to end at 3,000 rows (no timings asserted): it checks and prints identity."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_beyond_memory_int8.py"
+    args = ["--rows", "3000", "--dim", "16", "--queries", "8", "--dir", str(tmp_path / "bm"), "--clean"]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8"}
+    p = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, env=env, timeout=280)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "all 8 queries: ids identical to the fp32 search True, scores identical True" in p.stdout, p.stdout
+    assert "certificates hold True" in p.stdout and "fallbacks 0" in p.stdout
+    assert not os.path.exists(tmp_path / "bm" / "table")
