@@ -65,7 +65,21 @@ def compressed(ref: ShardRef, verify: bool, precision: str) -> tuple[Any, Compre
             if ck is None:
                 ck = compress_keys(got.keys, precision)  # steps of rows: the fp32 keys are read once
                 got.compressed[precision] = ck
+                _warm(got.keys, precision)
     return got, ck
+
+
+def _warm(keys: np.ndarray, precision: str) -> None:
+    """One tiny certified search over the shard's first rows: the low-precision backends load and the
+    compiled pass compiles (or loads from numba's cache) here, once per process, not in the first question."""
+    few = np.ascontiguousarray(keys[: min(len(keys), 512)], np.float32)  # (r, d)
+    if not len(few) or not np.isfinite(few).all():
+        return
+    parts = Parts([Part(few, None, None, None)])
+    q = few[np.arange(16) % len(few)]  # (16, d): the many-query backend
+    with np.errstate(all="ignore"):
+        certified_search(parts, [compress_keys(few, precision)], q, k=1, tau=1.0)
+        certified_search(parts, [compress_keys(few, precision)], q[:1], k=1, tau=1.0)  # and the one-query one
 
 
 def compress(ref: ShardRef, verify: bool, precision: str) -> dict:
