@@ -190,6 +190,19 @@ def test_rows_removed_masks_and_where(client, tmp_path):
         assert {p["g"] for p in w.payloads.ravel()} == {1}
 
 
+def test_string_queries_and_payloads_of_a_text_table(client, tmp_path):
+    from softdb.text import HashEncoder
+
+    texts = [f"note {i} about {w}" for i, w in enumerate(["gzip", "csv", "json", "tar", "zip"] * 40)]
+    ref = SoftTable.from_texts(texts, encoder=HashEncoder(32), temperature=0.2)
+    ShardedTable.create(str(tmp_path / "txt"), ref, shards=3)
+    with ShardedTable.open(str(tmp_path / "txt"), client=client, timeout=120) as t:
+        got = t.compress("int8").search(["a csv note", "zip"], k=5)
+        want = t.search(["a csv note", "zip"], k=5)
+    _same(got, want)
+    assert got.payloads.tolist() == want.payloads.tolist() == ref.search(["a csv note", "zip"], k=5).payloads.tolist()
+
+
 def test_a_shard_past_its_candidate_cap_falls_back_to_its_fp32_pass(client, tmp_path):
     """70,000 identical rows: every one is a candidate, past the cap; that shard answers in fp32."""
     keys = np.ones((70_004, 4), np.float32)
