@@ -32,6 +32,7 @@ from softdb import _checks
 from softdb.distributed import _build as _shard_build
 from softdb.distributed import _shards
 from softdb.distributed import _views as _shard_views
+from softdb.distributed._compressed import ShardedCompressing
 from softdb.distributed._filters import ShardedFiltering
 from softdb.distributed._tasks import Cluster
 from softdb.distributed._texts import ShardedTexts
@@ -76,7 +77,7 @@ def _hard_row(st: _states.KernelState) -> np.ndarray:
     return cast(_states.HardState, st.hard).row
 
 
-class ShardedTable(ShardedFiltering, FrontEnd, _shard_views.ShardedViews, ShardedTexts):
+class ShardedTable(ShardedFiltering, FrontEnd, _shard_views.ShardedViews, ShardedTexts, ShardedCompressing):
     """A table whose rows live in shards on a Dask cluster, answered as one :class:`~softdb.SoftTable`.
 
     Build one with :meth:`create`, open it with :meth:`open`. ``lookup``,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -39,6 +39,7 @@ class _Loaded:
     keys: np.ndarray  # (n, d)  read-only memory map
     values: np.ndarray | None  # (n, d_v), or None when K = V
     payloads: list | None = None  # the manifest's, for filters (their columns: built on first use)
+    compressed: dict = field(default_factory=dict)  # precision -> CompressedKeys (softdb.distributed._cworker)
 
 
 _cache: OrderedDict[tuple[str, str], _Loaded] = OrderedDict()

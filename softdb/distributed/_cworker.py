@@ -1,0 +1,158 @@
+"""What a worker runs for a compressed sharded table: compress its shards, answer the certified top-k.
+
+A worker compresses each shard it holds once per precision and keeps the compressed keys
+(codes, scales, norms: :mod:`softdb.engine._compressed`) in its own memory, beside the loaded
+shard (:class:`softdb.distributed._worker._Loaded`, so they go when the shard goes), while the
+fp32 keys stay memory-mapped for rescoring. A question sends only the queries (and a mask slice
+or a parsed filter); the worker streams the compressed keys through
+:func:`softdb.engine._certified.certified_search` over its shard as one part, and returns the
+shard's certified top-k with *global* rows, its log-sum-exp interval and its certificate
+(:class:`ShardCertified`, O(m·k) bytes), which the client merges
+(:func:`softdb.distributed._compressed.merge_shards`).
+
+Rescoring runs here, on the worker, through :func:`softdb.engine._certified.reference_scores`:
+the BLAS call shape this shard's fp32 pass uses for the same m queries, so the scores equal
+those of the fp32 ``ShardedTable.search`` to the bit. A query whose certificate does not hold on
+this shard is answered by the shard's full fp32 pass (the same arithmetic, run for all m queries
+so the call shapes stay those of the fp32 search), and its certificate says ``fallback``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from softdb.distributed import _worker as _shard_worker
+from softdb.distributed._shards import ShardRef
+from softdb.engine._certified import Certificate, CertifiedTopK, certified_search
+from softdb.engine._compressed import CompressedKeys, compress_keys
+from softdb.engine._segmented import Part, Parts
+from softdb.table._columns import columns_of
+from softdb.table._compressed import _full_pass
+from softdb.table._where import evaluate
+
+__all__ = ["ShardCertified", "compress", "search"]
+
+_lock = threading.Lock()  # one compression at a time per worker process: at most one shard's codes in flight
+
+
+@dataclass
+class ShardCertified:
+    """One shard's certified top-k for m queries: rows global (-1 pads), fp32 scores, LSE interval, certificate."""
+
+    rows: np.ndarray  # (m, k) int64
+    scores: np.ndarray  # (m, k) float32 (-inf pads)
+    lse_lo: np.ndarray  # (m,) float64, of scores / τ over this shard's allowed rows
+    lse_hi: np.ndarray  # (m,) float64
+    rescored: np.ndarray  # (m,) int64
+    margin: np.ndarray  # (m,) float64
+    fallback: np.ndarray  # (m,) bool
+    reason: str = ""
+
+
+def compressed(ref: ShardRef, verify: bool, precision: str) -> tuple[Any, CompressedKeys]:
+    """The loaded shard and its compressed keys (compressed on first use, then kept beside the shard)."""
+    got = _shard_worker._get(ref, verify)
+    ck = got.compressed.get(precision)
+    if ck is None:
+        with _lock:
+            ck = got.compressed.get(precision)
+            if ck is None:
+                ck = compress_keys(got.keys, precision)  # steps of rows: the fp32 keys are read once
+                got.compressed[precision] = ck
+                _warm(got.keys, precision)
+    return got, ck
+
+
+def _warm(keys: np.ndarray, precision: str) -> None:
+    """One tiny certified search over the shard's first rows: the low-precision backends load and the
+    compiled pass compiles (or loads from numba's cache) here, once per process, not in the first question."""
+    few = np.ascontiguousarray(keys[: min(len(keys), 512)], np.float32)  # (r, d)
+    if not len(few) or not np.isfinite(few).all():
+        return
+    parts = Parts([Part(few, None, None, None)])
+    q = few[np.arange(16) % len(few)]  # (16, d): the many-query backend
+    with np.errstate(all="ignore"):
+        certified_search(parts, [compress_keys(few, precision)], q, k=1, tau=1.0)
+        certified_search(parts, [compress_keys(few, precision)], q[:1], k=1, tau=1.0)  # and the one-query one
+
+
+def compress(ref: ShardRef, verify: bool, precision: str) -> dict:
+    """Compress one shard here (or find it compressed); report its size, time and non-finite rows.
+
+    A shard with rows that cannot be compressed (non-finite keys or norms) keeps nothing: the
+    client raises, naming how many and the first.
+    """
+    t0 = time.perf_counter()
+    got, ck = compressed(ref, verify, precision)
+    bad = np.flatnonzero(~np.isfinite(ck.key_norm) | ~np.isfinite(ck.rho))  # (b,)  local rows
+    if len(bad):
+        got.compressed.pop(precision, None)
+    return {
+        "pid": os.getpid(),
+        "seconds": time.perf_counter() - t0,
+        "nbytes": ck.nbytes,
+        "bad": bad,
+    }
+
+
+def search(
+    ref: ShardRef,
+    verify: bool,
+    offset: int,
+    q: np.ndarray,
+    precision: str,
+    k: int,
+    tau: float,
+    mask: tuple | None,
+    where: Any = None,
+) -> ShardCertified:
+    """The certified top-k of queries ``q`` (m, d) over this shard (rows global: ``offset`` + local).
+
+    ``mask``: this shard's slice, bit-packed (as :func:`softdb.distributed._worker.run` takes it);
+    ``where``: a parsed filter, evaluated over the shard's payload columns and ANDed with the mask.
+    """
+    got, ck = compressed(ref, verify, precision)
+    keys = got.keys  # (n_shard, d)  memory-mapped fp32: read only for the rows rescored
+    mk = _shard_worker._unpack(mask)  # (n_shard,) | (m, n_shard) | None
+    if where is not None:
+        wm = evaluate(where, columns_of(got, len(keys), got.payloads))  # (n_shard,)
+        mk = wm if mk is None else mk & wm
+    parts = Parts([Part(keys, None, ref.key_norm_max, None)])
+    res = certified_search(parts, [ck], q, k=k, tau=tau, mask=mk)
+    fb = res.cert.fallback.copy()  # (m,)
+    if fb.any():
+        _fp32_pass(parts, q, k, tau, mk, res, fb)
+    rows = np.where(res.rows >= 0, res.rows + offset, -1)  # (m, k)  global
+    c = res.cert
+    return ShardCertified(rows, res.scores, res.lse_lo, res.lse_hi, c.rescored, c.margin, fb, c.reason)
+
+
+def _fp32_pass(
+    parts: Parts, q: np.ndarray, k: int, tau: float, mask: np.ndarray | None, res: CertifiedTopK, fb: np.ndarray
+) -> None:
+    """Answer the queries ``fb`` by the shard's full fp32 pass; ``res`` updated in place.
+
+    The pass runs for all m queries (the fp32 search's BLAS call shapes are those of m queries,
+    not of the few that fell back), and only the fallback queries take its answers.
+    """
+    m = q.shape[0]
+    every = np.ones(m, bool)
+    full = CertifiedTopK(
+        res.rows.copy(),
+        res.scores.copy(),
+        res.lse_lo.copy(),
+        res.lse_hi.copy(),
+        Certificate(np.zeros(m, np.int64), np.zeros(m), every, ~every),
+    )
+    _full_pass(parts, q, k, tau, mask, full)
+    res.rows[fb], res.scores[fb] = full.rows[fb], full.scores[fb]
+    res.lse_lo[fb], res.lse_hi[fb] = full.lse_lo[fb], full.lse_hi[fb]
+    res.cert.rescored[fb] = parts.n
+    res.cert.margin[fb] = np.inf
+    res.cert.holds[fb] = True
