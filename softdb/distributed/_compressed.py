@@ -46,22 +46,25 @@ def merge_shards(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Certificate]:
     """The shards' certified top-k merged: rows (m, k), scores (m, k), LSE interval (m,) ×2, certificate.
 
-    Score descending, ties to the lowest global row (-1 pads last); the log-sum-exp bounds are
-    the logaddexp of the shards' lower bounds and of their upper bounds, each widened by its own
-    float64 rounding.
+    Scaled score descending (the scores of the query scaled by 1/τ: two of them can give one score
+    once scaled back, and the fp32 merge ranks by them), ties to the lowest global row (-1 pads
+    last); the log-sum-exp bounds are the logaddexp of the shards' lower bounds and of their upper
+    bounds, each widened by its own float64 rounding.
 
     Examples
     --------
     >>> import numpy as np
-    >>> one = lambda r, s, lo: ShardCertified(np.array([r]), np.array([s], np.float32), np.array([lo]),
-    ...                                       np.array([lo + 0.5]), np.array([3]), np.array([1.0]), np.array([False]))
+    >>> f32 = lambda s: np.array([s], np.float32)
+    >>> one = lambda r, s, lo: ShardCertified(np.array([r]), f32(s), f32(s), np.array([lo]), np.array([lo + 0.5]),
+    ...                                       np.array([3]), np.array([1.0]), np.array([False]))
     >>> rows, scores, lo, hi, cert = merge_shards([one([7, -1], [2.0, -np.inf], 0.0), one([2, 4], [2.0, 1.0], 0.0)], 2)
     >>> rows.tolist(), scores.tolist(), round(float(lo[0]), 6), cert.rescored.tolist()
     ([[2, 7]], [[2.0, 2.0]], 0.693147, [6])
     """
     rows = np.concatenate([p.rows for p in parts], axis=1)  # (m, p·k)
     scores = np.concatenate([p.scores for p in parts], axis=1)  # (m, p·k)
-    order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -scores.astype(np.float64)), axis=-1)
+    scaled = np.concatenate([p.scaled for p in parts], axis=1)  # (m, p·k)  what the fp32 merge ranks by
+    order = np.lexsort((np.where(rows < 0, np.iinfo(np.int64).max, rows), -scaled.astype(np.float64)), axis=-1)
     rows = np.take_along_axis(rows, order[:, :k], axis=1)  # (m, k)
     scores = np.take_along_axis(scores, order[:, :k], axis=1)  # (m, k)
     rows[~np.isfinite(scores)] = -1
@@ -202,7 +205,9 @@ class CompressedShardedTable:
             sent += q.nbytes
         out: list[ShardCertified] = t._cluster.submit(jobs, "certified")
         back = sum(
-            x.nbytes for p in out for x in (p.rows, p.scores, p.lse_lo, p.lse_hi, p.rescored, p.margin, p.fallback)
+            x.nbytes
+            for p in out
+            for x in (p.rows, p.scores, p.scaled, p.lse_lo, p.lse_hi, p.rescored, p.margin, p.fallback)
         )
         self.last_batch_bytes = {"to_workers": sent, "from_workers": int(back)}
         rows, scores, lse_lo, lse_hi, cert = merge_shards(out, k)

@@ -10,11 +10,12 @@ shard's certified top-k with *global* rows, its log-sum-exp interval and its cer
 (:class:`ShardCertified`, O(m·k) bytes), which the client merges
 (:func:`softdb.distributed._compressed.merge_shards`).
 
-Rescoring runs here, on the worker, through :func:`softdb.engine._certified.reference_scores`:
-the BLAS call shape this shard's fp32 pass uses for the same m queries, so the scores equal
-those of the fp32 ``ShardedTable.search`` to the bit. A query whose certificate does not hold on
-this shard is answered by the shard's full fp32 pass (the same arithmetic, run for all m queries
-so the call shapes stay those of the fp32 search), and its certificate says ``fallback``.
+Rescoring runs here, on the worker, through :mod:`softdb.engine._rescore`: the BLAS calls this
+shard's fp32 pass makes for the same m queries, so the scores equal those of the fp32
+``ShardedTable.search`` to the bit; the hits also carry their scores of the query scaled by
+1/τ, which the client ranks by, as the fp32 merge does. A query whose certificate does not hold
+on this shard is answered by the shard's full fp32 pass (the same arithmetic, in the call shapes
+of all m queries), and its certificate says ``fallback``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 
 from softdb.distributed import _worker as _shard_worker
 from softdb.distributed._shards import ShardRef
-from softdb.engine._certified import Certificate, CertifiedTopK, certified_search
+from softdb.engine._certified import certified_search
 from softdb.engine._compressed import CompressedKeys, compress_keys
 from softdb.engine._segmented import Part, Parts
 from softdb.table._columns import columns_of
@@ -47,6 +48,7 @@ class ShardCertified:
 
     rows: np.ndarray  # (m, k) int64
     scores: np.ndarray  # (m, k) float32 (-inf pads)
+    scaled: np.ndarray  # (m, k) float32: the scores of the query scaled by 1/τ, which the fp32 merge ranks by
     lse_lo: np.ndarray  # (m,) float64, of scores / τ over this shard's allowed rows
     lse_hi: np.ndarray  # (m,) float64
     rescored: np.ndarray  # (m,) int64
@@ -126,33 +128,9 @@ def search(
     parts = Parts([Part(keys, None, ref.key_norm_max, None)])
     res = certified_search(parts, [ck], q, k=k, tau=tau, mask=mk)
     fb = res.cert.fallback.copy()  # (m,)
-    if fb.any():
-        _fp32_pass(parts, q, k, tau, mk, res, fb)
+    if fb.any():  # this shard's fp32 pass for those queries, in the call shapes of all m (as the fp32 search)
+        _full_pass(parts, q, k, tau, mk, res)
     rows = np.where(res.rows >= 0, res.rows + offset, -1)  # (m, k)  global
     c = res.cert
-    return ShardCertified(rows, res.scores, res.lse_lo, res.lse_hi, c.rescored, c.margin, fb, c.reason)
-
-
-def _fp32_pass(
-    parts: Parts, q: np.ndarray, k: int, tau: float, mask: np.ndarray | None, res: CertifiedTopK, fb: np.ndarray
-) -> None:
-    """Answer the queries ``fb`` by the shard's full fp32 pass; ``res`` updated in place.
-
-    The pass runs for all m queries (the fp32 search's BLAS call shapes are those of m queries,
-    not of the few that fell back), and only the fallback queries take its answers.
-    """
-    m = q.shape[0]
-    every = np.ones(m, bool)
-    full = CertifiedTopK(
-        res.rows.copy(),
-        res.scores.copy(),
-        res.lse_lo.copy(),
-        res.lse_hi.copy(),
-        Certificate(np.zeros(m, np.int64), np.zeros(m), every, ~every),
-    )
-    _full_pass(parts, q, k, tau, mask, full)
-    res.rows[fb], res.scores[fb] = full.rows[fb], full.scores[fb]
-    res.lse_lo[fb], res.lse_hi[fb] = full.lse_lo[fb], full.lse_hi[fb]
-    res.cert.rescored[fb] = parts.n
-    res.cert.margin[fb] = np.inf
-    res.cert.holds[fb] = True
+    assert res.scaled is not None
+    return ShardCertified(rows, res.scores, res.scaled, res.lse_lo, res.lse_hi, c.rescored, c.margin, fb, c.reason)

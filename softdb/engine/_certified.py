@@ -119,6 +119,7 @@ class CertifiedTopK:
     cert: Certificate
     state: CertState | None = None
     exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (qi, rows, fp32 score) rescored cells
+    scaled: np.ndarray | None = None  # (m, k) the hits' scores of the query scaled by 1/τ: what the kernel ranks
 
 
 def pre_scaled(tau: float) -> bool:
@@ -256,8 +257,8 @@ def certified_search(
     finite = np.isfinite(exact)
     bad = np.zeros(m, bool)
     np.logical_or.at(bad, state.qi, ~finite)
-    rows, scores = _best_k(state.qi, state.rows, xs, m, k)  # ranked as the kernel ranks: by scaled score
-    scores = unscale(scores, tau)
+    rows, scaled = _best_k(state.qi, state.rows, xs, m, k)  # ranked as the kernel ranks: by scaled score
+    scores = unscale(scaled, tau)
     out_hi = state.out_hi  # (m,)  -inf: every allowed row was rescored
     with np.errstate(invalid="ignore"):
         margin = np.where(out_hi == -np.inf, np.inf, state.threshold() - out_hi)  # (m,)
@@ -267,16 +268,16 @@ def certified_search(
     reason = ""
     if fallback.any():
         reason = "a rescored score fell outside its bound" if broken.any() else "non-finite fp32 scores"
-        rows[fallback], scores[fallback] = -1, -np.inf
+        rows[fallback], scores[fallback], scaled[fallback] = -1, -np.inf, -np.inf
     cert = Certificate(rescored, margin, fallback, ~fallback, reason)
-    return CertifiedTopK(rows, scores, lse_lo, lse_hi, cert, state, (state.qi, state.rows, exact))
+    return CertifiedTopK(rows, scores, lse_lo, lse_hi, cert, state, (state.qi, state.rows, exact), scaled)
 
 
 def _give_up(m: int, k: int, dt: np.dtype, reason: str) -> CertifiedTopK:
     fb = np.ones(m, bool)
     cert = Certificate(np.zeros(m, np.int64), np.full(m, np.nan), fb, fb.copy(), reason)
     rows, scores = np.full((m, k), -1, np.int64), np.full((m, k), -np.inf, dt)
-    return CertifiedTopK(rows, scores, np.full(m, np.nan), np.full(m, np.nan), cert)
+    return CertifiedTopK(rows, scores, np.full(m, np.nan), np.full(m, np.nan), cert, scaled=scores.copy())
 
 
 def _lse_bounds(state: CertState, exact: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:

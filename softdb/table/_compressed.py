@@ -359,6 +359,8 @@ def _full_pass(
         mx = nm
     best_r[~np.isfinite(best_s)] = -1
     res.rows[fb], res.scores[fb] = best_r, unscale(best_s, tau)
+    if res.scaled is not None:
+        res.scaled[fb] = best_s
     with np.errstate(divide="ignore"):
         lse = mx + np.log(se)
     slack = lse_slack(parts.n, lse)

@@ -113,9 +113,9 @@ def test_compressed_shards_equal_the_fp32_search(client, tmp_path, metric, preci
         for k in (1, 10):
             _check(t, ref, small, q, k, tau)
         _check(t, ref, small, q, 5, 0.5 * tau)
-        small.search(q, k=10)  # only queries out; back per shard m·(12·k + 33) bytes: never O(m·n)
+        small.search(q, k=10)  # only queries out; back per shard m·(16·k + 33) bytes: never O(m·n)
         m = len(q)
-        assert small.last_batch_bytes == {"to_workers": 3 * q.nbytes, "from_workers": 3 * m * (12 * 10 + 33)}
+        assert small.last_batch_bytes == {"to_workers": 3 * q.nbytes, "from_workers": 3 * m * (16 * 10 + 33)}
         got = small.search(q[0], k=3)  # one query: 1-D hits, as ShardedTable.search
         want = t.search(q[0], k=3)
         assert got.ids.tolist() == want.ids.tolist() and got.scores.tolist() == want.scores.tolist()
@@ -266,6 +266,7 @@ def _shard(rows, scores, lo, hi, rescored=1, margin=1.0, fallback=False) -> Shar
     return ShardCertified(
         np.array(rows, np.int64),
         np.array(scores, np.float32),
+        np.array(scores, np.float32),  # scaled: τ = 1
         np.array(lo, np.float64),
         np.array(hi, np.float64),
         np.full(m, rescored, np.int64),
@@ -326,3 +327,21 @@ def test_bench_beyond_memory_int8_runs_small(tmp_path):
     assert "all 8 queries: ids identical to the fp32 search True, scores identical True" in p.stdout, p.stdout
     assert "certificates hold True" in p.stdout and "fallbacks 0" in p.stdout
     assert not os.path.exists(tmp_path / "bm" / "table")
+
+
+def test_ties_once_scaled_back_rank_as_the_fp32_merge_ranks(client, tmp_path):
+    """Near-ties spread over every shard at τ = 0.05: scores of the query scaled by 1/τ one ulp apart
+    become one score once scaled back; the merge must rank by the scaled ones, as the fp32 merge does."""
+    rng = np.random.default_rng(3)
+    n, d, m = 3000, 128, 70
+    keys = rng.standard_normal((n, d)).astype(np.float32)
+    near = np.linspace(0, n - 1, 60).astype(int)  # 20 per shard
+    keys[near] = keys[:1] * (1 + rng.integers(-3, 4, (60, 1)) * 2.0**-23)
+    q = (keys[:1] + 0.3 * rng.standard_normal((m, d))).astype(np.float32)  # the near-ties are everyone's top
+    path = str(tmp_path / "t")
+    ShardedTable.create(path, keys, shards=3, metric="dot", temperature=0.05)
+    with ShardedTable.open(path, client=client, timeout=120) as t:
+        got, want = t.compress("int8").search(q, k=20), t.search(q, k=20)
+        assert (np.diff(want.scores, axis=1) == 0).any(), "the data must hold ties once scaled back"
+        np.testing.assert_array_equal(got.rows, want.rows)
+        np.testing.assert_array_equal(got.scores, want.scores)
