@@ -53,7 +53,7 @@ from softdb.engine._compressed import (
 )
 from softdb.engine._lowp import dot_int8
 from softdb.engine._lowp_simd import one_torch_thread
-from softdb.engine._rescore import reference_scores, rescore_cells, unscale
+from softdb.engine._rescore import pre_scaled, reference_scores, rescore_cells, unscale
 from softdb.engine._segmented import Parts, _part_mask
 
 __all__ = [
@@ -120,11 +120,6 @@ class CertifiedTopK:
     state: CertState | None = None
     exact: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (qi, rows, fp32 score) rescored cells
     scaled: np.ndarray | None = None  # (m, k) the hits' scores of the query scaled by 1/τ: what the kernel ranks
-
-
-def pre_scaled(tau: float) -> bool:
-    """The fp32 search scales the queries by 1/τ (else it scales scores: not reproduced here)."""
-    return 1e-12 <= 1.0 / tau <= 1e12
 
 
 def scan(

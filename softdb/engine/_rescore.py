@@ -17,7 +17,8 @@ call the fp32 kernel (:func:`softdb.engine._kernel.run`) makes for its part:
   slice of keys, all the batch's queries); small calls only arise for small parts.
 
 The query is scaled by 1/τ in float32 first and the scores scaled back by τ, as the kernel and
-:func:`softdb.engine._states.finalize` do (the caller checks 1/τ is in the pre-scaled range).
+:func:`softdb.engine._states.finalize` do; at extreme τ (1/τ outside [1e-12, 1e12]) the kernel
+ranks and reports raw scores, and so does this.
 ``tests/engine/test_compressed.py`` checks scores bit for bit against the fp32 search.
 
 Examples
@@ -40,7 +41,7 @@ from softdb.engine._kernel import chunk_rows
 from softdb.engine._segmented import Parts
 from softdb.engine._topk import ROW_LAYOUT_MIN
 
-__all__ = ["BIG_CALL", "QUERY_BLOCK", "kernel_calls", "reference_scores", "rescore_cells", "unscale"]
+__all__ = ["BIG_CALL", "QUERY_BLOCK", "kernel_calls", "pre_scaled", "reference_scores", "rescore_cells", "unscale"]
 
 #: Multiply-adds (queries × rows × d) from which a BLAS call rounds each dot product whatever the
 #: row's position (OpenBLAS's small-matrix paths stop far below: about 10⁶ and 7·10⁶).
@@ -142,7 +143,8 @@ def rescore_cells(
         Every query of the batch (not scaled): the fp32 search's call shapes depend on m, so a
         subset of the batch is given as its cells, never as a smaller ``q``.
     tau : float
-        The temperature: 1/τ must be in the kernel's pre-scaled range [1e-12, 1e12].
+        The temperature (outside the kernel's pre-scaled range, 1/τ in [1e-12, 1e12], the kernel
+        and this score raw).
     qi, rows : ndarray of shape (p,), int64
         The cells.
     scaled : bool
@@ -156,8 +158,7 @@ def rescore_cells(
     ndarray of shape (p,), q.dtype
     """
     dt = q.dtype
-    scale = 1.0 / tau
-    qs = q * dt.type(scale)  # (m, d)
+    qs = q * dt.type(1.0 / tau) if pre_scaled(tau) else q  # (m, d)  extreme τ: the kernel scores raw
     m, d = q.shape
     out = np.empty(len(qi), dt)
     if not len(qi):
@@ -177,9 +178,17 @@ def rescore_cells(
     return out if scaled else unscale(out, tau)
 
 
+def pre_scaled(tau: float) -> bool:
+    """Whether the fp32 kernel scales the queries by 1/τ (else, at extreme τ, it ranks raw scores)."""
+    return 1e-12 <= 1.0 / tau <= 1e12
+
+
 def unscale(x: np.ndarray, tau: float) -> np.ndarray:
-    """Scores of the query scaled by 1/τ, scaled back as the kernel's results are: a new array."""
-    return x * x.dtype.type(1.0 / (1.0 / tau))
+    """Scores of the query scaled by 1/τ, scaled back as the kernel's results are: a new array.
+
+    At extreme τ (not :func:`pre_scaled`) the kernel ranks and reports raw scores: a copy.
+    """
+    return x * x.dtype.type(1.0 / (1.0 / tau)) if pre_scaled(tau) else x.copy()
 
 
 def reference_scores(parts: Parts, q: np.ndarray, tau: float, rows: np.ndarray) -> np.ndarray:

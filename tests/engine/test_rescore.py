@@ -109,3 +109,18 @@ def test_kernel_calls_follow_the_kernel() -> None:
     assert _rescore.kernel_calls(8, 1000, 4)[0] == "by_row"
     _how, ranges, rows = _rescore.kernel_calls(256, 100_000, 4)
     assert ranges[0][0] == 0 and ranges[-1][1] == 100_000 and rows >= 1
+
+
+@pytest.mark.parametrize("tau", [1e-13, 1e13])
+@pytest.mark.parametrize("m", [1, 3, 9])
+def test_extreme_temperatures_give_the_fp32_scores_bit_for_bit(tau: float, m: int) -> None:
+    """1/τ outside [1e-12, 1e12]: the kernel ranks and reports raw scores; the fallback must too."""
+    rng = np.random.default_rng(m)
+    keys = rng.standard_normal((700, 16)).astype(np.float32)
+    keys[-10:] = keys[:1] * (1 + rng.integers(-3, 4, (10, 1)) * 2.0**-23)  # near-ties at the top
+    q = (keys[:1] + 0.1 * rng.standard_normal((m, 16))).astype(np.float32)
+    t = SoftTable(keys, metric="dot", temperature=tau)
+    a, b = t.search(q, k=5), t.compress("int8").search(q, k=5)
+    np.testing.assert_array_equal(b.rows, a.rows)
+    np.testing.assert_array_equal(b.scores.view(np.int32), a.scores.view(np.int32))
+    assert b.certificate.fallback.all() and "pre-scaled" in b.certificate.reason
