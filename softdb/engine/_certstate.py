@@ -26,7 +26,7 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -84,6 +84,8 @@ class CertState:
     out_n: np.ndarray  # (m,) int64 number of allowed non-candidates
     overflow: bool = False
     top: TopK | None = None  # the lower bounds while chunks stream (softdb.engine._topk)
+    pend: list = field(default_factory=list)  # candidate chunks not yet joined to qi/rows/s_hat/bound
+    n_cand: int = 0  # candidates, joined or pending
     kept: int = 0  # candidates left by the last prune of a chunk (the next prune waits for twice as many)
     buf: np.ndarray | None = None  # float32 scratch of the compiled chunk pass (:meth:`feed_codes`)
 
@@ -191,9 +193,9 @@ class CertState:
         else:
             n_allowed = np.count_nonzero(allowed, axis=1)
         self._out_chunk(base, bq, n_allowed - np.bincount(qi, minlength=m))
-        if len(self.qi) > min(max(4096, 4 * m * self.k, self.kept), self.cap):
+        if self.n_cand > min(max(4096, 4 * m * self.k, self.kept), self.cap):
             self.prune()
-            self.kept = 2 * len(self.qi)
+            self.kept = 2 * self.n_cand
 
     def feed_codes(
         self,
@@ -242,9 +244,9 @@ class CertState:
         self.hi_max, self.hi_sum = lse_merge(self.hi_max, self.hi_sum, top + bq * inv, total_hi)
         self.out_hi = np.maximum(self.out_hi, np.where(some, mx + bq, -np.inf))
         self.out_n += n_allowed - hits
-        if len(self.qi) > min(max(4096, 4 * m * self.k, self.kept), self.cap):
+        if self.n_cand > min(max(4096, 4 * m * self.k, self.kept), self.cap):
             self.prune()
-            self.kept = 2 * len(self.qi)  # prune again once the candidates doubled: O(p) work per chunk at most
+            self.kept = 2 * self.n_cand  # prune again once the candidates doubled: O(p) work per chunk at most
         return True
 
     def _screen(self, base: np.ndarray, bq: np.ndarray) -> None:
@@ -290,13 +292,24 @@ class CertState:
         self.out_n += n_in
 
     def _add(self, qi: np.ndarray, rows: np.ndarray, s_hat: np.ndarray, bound: np.ndarray) -> None:
-        self.qi = np.concatenate([self.qi, qi.astype(np.int64)])
-        self.rows = np.concatenate([self.rows, rows.astype(np.int64)])
-        self.s_hat = np.concatenate([self.s_hat, s_hat])
-        self.bound = np.concatenate([self.bound, bound])
+        """Queue a chunk's candidates (joined at the next prune: no copy of all candidates per chunk)."""
+        if len(qi):
+            self.pend.append((qi.astype(np.int64), rows.astype(np.int64), s_hat, bound))
+            self.n_cand += len(qi)
+
+    def _join(self) -> None:
+        """Join the queued candidate chunks to ``qi``, ``rows``, ``s_hat``, ``bound``."""
+        if self.pend:
+            cols = list(zip(*self.pend))
+            self.qi = np.concatenate([self.qi, *cols[0]])
+            self.rows = np.concatenate([self.rows, *cols[1]])
+            self.s_hat = np.concatenate([self.s_hat, *cols[2]])
+            self.bound = np.concatenate([self.bound, *cols[3]])
+            self.pend = []
 
     def prune(self) -> None:
         """Drop candidates below the current threshold (into the sums); give up past ``cap``."""
+        self._join()
         thr = self.threshold()  # (m,)
         hi = self.s_hat + self.bound  # (p,)
         keep = hi >= thr[self.qi]  # (p,)
@@ -305,6 +318,7 @@ class CertState:
             self._out_cells(self.qi[gone], (self.s_hat - self.bound)[gone], hi[gone])
             self.qi, self.rows = self.qi[keep], self.rows[keep]
             self.s_hat, self.bound = self.s_hat[keep], self.bound[keep]
+        self.n_cand = len(self.qi)
         if len(self.qi) > self.cap:
             self.overflow = True
 
