@@ -25,28 +25,6 @@ from softdb.distributed._table import ShardedTable  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def client():
-    import dask
-
-    with dask.config.set({"distributed.scheduler.work-stealing": False}):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            memory_limit=0,
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-        )
-    c = distributed.Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
-
-
 def _adversarial(n: int = 2400, d: int = 24, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Gaussian keys, plus duplicates of early rows in later shards and near-ties (a few ulps apart)."""
     rng = np.random.default_rng(seed)

@@ -23,28 +23,6 @@ from softdb.distributed._table import ShardedTable  # noqa: E402
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def client():
-    import dask
-
-    with dask.config.set({"distributed.scheduler.work-stealing": False}):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            memory_limit=0,
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-        )
-    c = distributed.Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
-
-
 def _ties_data(n=3001, d=16, dv=5, m=40, seed=0):
     """Small integer keys and queries: exact dot products, so many exact ties."""
     rng = np.random.default_rng(seed)

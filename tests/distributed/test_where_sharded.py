@@ -45,28 +45,6 @@ def _payloads(rng: np.random.Generator, n: int) -> list:
 
 
 @pytest.fixture(scope="module")
-def client():
-    import dask
-
-    with dask.config.set({"distributed.scheduler.work-stealing": False}):
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            memory_limit=0,
-            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
-        )
-    c = distributed.Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
-
-
-@pytest.fixture(scope="module")
 def sharded(client, tmp_path_factory):
     rng = np.random.default_rng(7)
     n = 90
