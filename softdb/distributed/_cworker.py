@@ -37,7 +37,7 @@ from softdb.engine._certified import certified_search
 from softdb.engine._compressed import CompressedKeys, compress_keys
 from softdb.engine._segmented import Part, Parts
 from softdb.table._columns import columns_of
-from softdb.table._compressed import _full_pass
+from softdb.table._compressed import full_pass
 from softdb.table._where import evaluate
 
 __all__ = ["ShardCertified", "compress", "search"]
@@ -157,7 +157,7 @@ def search(
         res = certified_search(parts, [ck], q, k=k, tau=tau, mask=mk)
     fb = res.cert.fallback.copy()  # (m,)
     if fb.any():  # this shard's fp32 pass for those queries, in the call shapes of all m (as the fp32 search)
-        _full_pass(parts, q, k, tau, mk, res)
+        full_pass(parts, q, k, tau, mk, res)
     rows = np.where(res.rows >= 0, res.rows + offset, -1)  # (m, k)  global
     c = res.cert
     assert res.scaled is not None

@@ -53,7 +53,7 @@ from softdb.engine._compressed import (
 )
 from softdb.engine._lowp import dot_int8
 from softdb.engine._lowp_simd import one_torch_thread
-from softdb.engine._rescore import pre_scaled, reference_scores, rescore_cells, unscale
+from softdb.engine._rescore import pre_scaled, rescore_cells, unscale
 from softdb.engine._segmented import Parts, _part_mask
 
 __all__ = [
@@ -62,7 +62,6 @@ __all__ = [
     "CertifiedTopK",
     "certified_search",
     "lse_slack",
-    "reference_scores",
     "tighten",
     "weight_interval",
 ]

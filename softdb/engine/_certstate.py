@@ -193,9 +193,7 @@ class CertState:
         else:
             n_allowed = np.count_nonzero(allowed, axis=1)
         self._out_chunk(base, bq, n_allowed - np.bincount(qi, minlength=m))
-        if self.n_cand > min(max(4096, 4 * m * self.k, self.kept), self.cap):
-            self.prune()
-            self.kept = 2 * self.n_cand
+        self._prune_when_doubled()
 
     def feed_codes(
         self,
@@ -244,10 +242,14 @@ class CertState:
         self.hi_max, self.hi_sum = lse_merge(self.hi_max, self.hi_sum, top + bq * inv, total_hi)
         self.out_hi = np.maximum(self.out_hi, np.where(some, mx + bq, -np.inf))
         self.out_n += n_allowed - hits
-        if self.n_cand > min(max(4096, 4 * m * self.k, self.kept), self.cap):
-            self.prune()
-            self.kept = 2 * self.n_cand  # prune again once the candidates doubled: O(p) work per chunk at most
+        self._prune_when_doubled()
         return True
+
+    def _prune_when_doubled(self) -> None:
+        """Prune once the candidates doubled since the last prune (O(p) work per chunk at most), or pass the cap."""
+        if self.n_cand > min(max(4096, 4 * self.m * self.k, self.kept), self.cap):
+            self.prune()
+            self.kept = 2 * self.n_cand
 
     def _screen(self, base: np.ndarray, bq: np.ndarray) -> None:
         """Raise the threshold of queries short of k lower bounds from the chunk itself (cheap, float64).

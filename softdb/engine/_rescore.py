@@ -41,7 +41,7 @@ from softdb.engine._kernel import chunk_rows
 from softdb.engine._segmented import Parts
 from softdb.engine._topk import ROW_LAYOUT_MIN
 
-__all__ = ["BIG_CALL", "QUERY_BLOCK", "kernel_calls", "pre_scaled", "reference_scores", "rescore_cells", "unscale"]
+__all__ = ["BIG_CALL", "QUERY_BLOCK", "kernel_calls", "pre_scaled", "rescore_cells", "unscale"]
 
 #: Multiply-adds (queries × rows × d) from which a BLAS call rounds each dot product whatever the
 #: row's position (OpenBLAS's small-matrix paths stop far below: about 10⁶ and 7·10⁶).
@@ -189,22 +189,3 @@ def unscale(x: np.ndarray, tau: float) -> np.ndarray:
     At extreme τ (not :func:`pre_scaled`) the kernel ranks and reports raw scores: a copy.
     """
     return x * x.dtype.type(1.0 / (1.0 / tau)) if pre_scaled(tau) else x.copy()
-
-
-def reference_scores(parts: Parts, q: np.ndarray, tau: float, rows: np.ndarray) -> np.ndarray:
-    """Scores of global live ``rows`` (u,) for every query, as the fp32 search computes them: (m, u).
-
-    :func:`rescore_cells` over the grid of cells (every query × every row).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from softdb.engine._segmented import Part, Parts
-    >>> K = np.eye(3, dtype=np.float32)
-    >>> reference_scores(Parts([Part(K, None, 1.0, None)]), K[:1] * 2, 0.5, np.arange(3)).tolist()
-    [[2.0, 0.0, 0.0]]
-    """
-    m, u = q.shape[0], len(rows)
-    qi = np.repeat(np.arange(m, dtype=np.int64), u)  # (m·u,)
-    rr = np.tile(np.asarray(rows, np.int64), m)  # (m·u,)
-    return rescore_cells(parts, q, tau, qi, rr).reshape(m, u)

@@ -41,7 +41,7 @@ from softdb.table._frontend import QuerySpec, prepare_queries
 from softdb.table._projected import heads_of
 from softdb.table._state import SearchResult, TableState
 
-__all__ = ["CertifiedLookup", "CertifiedSearch", "CompressedTable", "Compressing", "compress_state"]
+__all__ = ["CertifiedLookup", "CertifiedSearch", "CompressedTable", "Compressing", "compress_state", "full_pass"]
 
 #: Rows of fp32 keys per step of the full fp32 pass (a fallback).
 FULL_STEP = 16384
@@ -243,7 +243,7 @@ class CompressedTable:
             still = tighten(parts, self._cks, q, res, tau=tau, tol=weight_tolerance, mask=mask)
             res.cert.fallback |= still
         if res.cert.fallback.any():
-            _full_pass(parts, q, k, tau, mask, res)
+            full_pass(parts, q, k, tau, mask, res)
         lo, hi = weight_interval(res.scores, res.rows, res.lse_lo, res.lse_hi, tau)
         mid = 0.5 * (res.lse_lo + res.lse_hi)  # (m,)
         with np.errstate(over="ignore", invalid="ignore"):
@@ -303,7 +303,7 @@ class CompressedTable:
         parts = st.rows.parts
         res = certified_search(parts, self._cks, q, k=1, tau=1.0, mask=mask, hard=True)
         if res.cert.fallback.any():
-            _full_pass(parts, q, 1, 1.0, mask, res, hard=True)
+            full_pass(parts, q, 1, 1.0, mask, res, hard=True)
         rows = res.rows[:, 0]  # (m,)  -1: no allowed row
         ans = values_at(heads_of(st, None), rows, st.dtype)  # (m, d_v)  zeros where no row
         return CertifiedLookup(ans[0] if single else ans, res.cert)
@@ -326,7 +326,7 @@ class CompressedTable:
             raise KeyError(f"unknown id {id!r}; hint: table.ids lists the ids in the table") from None
 
 
-def _full_pass(
+def full_pass(
     parts: Parts, q: np.ndarray, k: int, tau: float, mask: Any, res: CertifiedTopK, hard: bool = False
 ) -> None:
     """The fallback: every row of the fallback queries scored as the fp32 search (or hard lookup) scores them."""
