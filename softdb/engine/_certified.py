@@ -90,8 +90,8 @@ class Certificate:
     rescored : ndarray of int64
         Rows rescored in fp32 (n when a full fp32 pass ran).
     margin : ndarray of float64
-        k-th best lower bound minus the largest upper bound of a row not rescored
-        (+inf when every row was rescored); > 0 whenever the certificate holds.
+        k-th best lower bound minus the largest upper bound of a row not rescored, or an upper
+        bound of it (+inf when every row was rescored); > 0 whenever the certificate holds.
     fallback : ndarray of bool
         True where a full fp32 pass answered instead.
     holds : ndarray of bool

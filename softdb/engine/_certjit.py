@@ -4,16 +4,19 @@
 chunk's compressed scores (the scale product, the screen's group maxima, the comparison with
 the threshold, the max, the exp and the sums of the non-candidates' bound contributions).
 :func:`chunk_pass` does them in one numba-compiled sweep over each query's row (two for a query
-still short of k lower bounds: the screen's group maxima first), with the same float64
-operations per cell as the numpy path:
+still short of k lower bounds: the screen's group maxima first), branch-free in blocks of
+:data:`BLOCK` columns so that LLVM vectorises it (the blocks with hits are swept again for their
+cells), with the same float64 operations per cell as the numpy path:
 
 - ŝ = I·(t·s) (the exact product t·s, then one rounding), not counted where not allowed;
 - the screen (k-th best of the column groups' maxima, minus B_max) raises the kernel's bound;
 - cells with ŝ ≥ off = L − B_max (L: the threshold) are the hits (query, column, ŝ), row-major
   as :func:`softdb.engine._topk._true_cells` gives them;
-- the others' max, and y = (ŝ − off)/τ ≤ 0 rounded to float32, whose exp and sum numpy then
-  takes in float32 (four times the float64 rate; numba's exp is scalar here): the sums come
-  out as certified bounds, widened by :data:`EXP32_SLACK` and 2⁻¹²⁶ per term (:func:`_sums`).
+- y = (ŝ − off)/τ ≤ 0 of the others rounded to float32, whose exp and sum numpy then takes in
+  float32 (four times the float64 rate; numba's exp is scalar here): the sums come out as
+  certified bounds, widened by :data:`EXP32_SLACK` and 2⁻¹²⁶ per term (:func:`_sums`);
+- the others' largest y (an integer min of its bit patterns: a float max does not vectorise),
+  from which :func:`others_max` bounds their largest ŝ from above (for the margin).
 
 The hits, hence candidates and lower bounds, equal the numpy path's (:meth:`CertState.feed`);
 the sums bound the same quantity. It is used when numba is installed
@@ -39,7 +42,7 @@ import numpy as np
 
 from softdb.engine._numba import import_numba
 
-__all__ = ["ENABLED", "available", "chunk_pass", "chunk_pass_numpy"]
+__all__ = ["ENABLED", "available", "chunk_pass", "chunk_pass_numpy", "others_max"]
 
 #: Set to False to use numpy's passes even when numba is installed (tests compare the two).
 ENABLED = True
@@ -70,6 +73,8 @@ Pass = tuple[
 EXP32_SLACK = 2.0**-12
 #: A term whose float32 exp underflows or is subnormal is off by less than this (absolute).
 TINY32 = 2.0**-126
+#: Columns of one vectorised sweep of the pass; blocks with hits are swept again for their cells.
+BLOCK = 128
 
 
 def available() -> bool:
@@ -100,46 +105,54 @@ def _pass_py(
     hs: np.ndarray,
     per: np.ndarray,
     nh: np.ndarray,
+    ybits: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """The loop numba compiles (plain Python over scalars: only ever run compiled).
 
     ``mode`` 0: all allowed, 1: ``al1`` (c,), 2: ``al2`` (m, c). ``floor`` (m,): the kernel's
     bound (raised in place by the screen), L = max(``lo_min``, ``floor``); ``row`` (m, c) float32
-    gets (ŝ − off)/τ of the others (-inf: hits, not allowed), off = L − B_max (the others' max
-    when there is no L yet); ``per`` (m, 3): max of the others, off, allowed count; ``nh`` (m,)
-    hits. One sweep per query (two for a query short of k lower bounds: the screen's maxima
-    first). Returns the number of hits (more than ``hq`` holds: rerun).
+    gets y = (ŝ − off)/τ of the others (-inf: hits, not allowed), off = L − B_max; ``per``
+    (m, 3): unused, off, allowed count; ``nh`` (m,) hits; ``ybits`` (m,) int32: the bit pattern
+    of the others' largest y (-inf's when none; any when c = 0). Each query's row is
+    swept in blocks of :data:`BLOCK` columns by a branch-free loop that LLVM vectorises (ŝ, the
+    comparison, y, the counts), then the blocks with hits are swept again for their cells; the
+    largest y is the smallest int32 bit pattern of the row (every y is ≤ -0.0: an integer min,
+    which vectorises where a float max does not). A query short of k lower bounds first gets the
+    screen's group maxima. Returns the number of hits (more than ``hq`` holds: rerun).
     """
     m, c = ints.shape
     cap = hq.shape[0]
     p = 0
     lowest = np.finfo(np.float64).min
+    ninf = -np.inf
     for i in range(m):
         t = qs[i]
+        ii = ints[i]
+        ri = row[i]
         thr = floor[i]
         if short[i] and c >= k:
             if c >= 2 * g:
                 w = c // g
-                gm = np.full(g, -np.inf)
+                gm = np.full(g, ninf)
                 for a in range(g):
-                    v = -np.inf
+                    v = ninf
                     for j in range(a * w, a * w + w):
                         if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
                             continue
-                        x = (t * ks[j]) * np.float64(ints[i, j])
+                        x = (t * ks[j]) * np.float64(ii[j])
                         if x > v:
                             v = x
                     gm[a] = v
             else:
-                gm = np.full(c, -np.inf)
+                gm = np.full(c, ninf)
                 for j in range(c):
                     if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
                         continue
-                    gm[j] = (t * ks[j]) * np.float64(ints[i, j])
+                    gm[j] = (t * ks[j]) * np.float64(ii[j])
             gm.sort()
             got = gm[gm.shape[0] - k] - bq[i]
             if got != got:
-                got = -np.inf
+                got = ninf
             if got > thr:
                 thr = got
             floor[i] = thr
@@ -149,33 +162,49 @@ def _pass_py(
         if lim < lowest or lim != lim:
             lim = lowest
         off = lim
-        mx = -np.inf
         na = 0
         h0 = p
-        for j in range(c):
-            if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
-                row[i, j] = -np.inf
-                continue
-            na += 1
-            x = (t * ks[j]) * np.float64(ints[i, j])
-            if x >= lim:
-                if p < cap:
-                    hq[p] = i
-                    hc[p] = j
-                    hs[p] = x
-                p += 1
-                row[i, j] = -np.inf
+        for b0 in range(0, c, BLOCK):
+            b1 = min(b0 + BLOCK, c)
+            # slices indexed from 0: numba then knows no index is negative, and LLVM vectorises
+            kb, ib, rb = ks[b0:b1], ii[b0:b1], ri[b0:b1]
+            bh = 0
+            if mode == 0:
+                for j in range(b1 - b0):
+                    x = (t * kb[j]) * np.float64(ib[j])
+                    h = x >= lim
+                    bh += h
+                    rb[j] = np.float32(ninf if h else (x - off) * inv)
+                na += b1 - b0
             else:
-                if x > mx:
-                    mx = x
-                y = x - off
-                if inv != 1.0:
-                    y *= inv
-                row[i, j] = y
-        nh[i] = p - h0  # with no threshold yet (lim = lowest) every allowed cell is a hit: no others
-        per[i, 0] = mx
+                ab = al1[b0:b1] if mode == 1 else al2[i, b0:b1]
+                for j in range(b1 - b0):
+                    x = (t * kb[j]) * np.float64(ib[j])
+                    ok = ab[j]
+                    h = ok and x >= lim
+                    bh += h
+                    na += ok
+                    rb[j] = np.float32((x - off) * inv if ok and not h else ninf)
+            if bh:
+                for j in range(b0, b1):
+                    if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
+                        continue
+                    x = (t * ks[j]) * np.float64(ii[j])
+                    if x >= lim:
+                        if p < cap:
+                            hq[p] = i
+                            hc[p] = j
+                            hs[p] = x
+                        p += 1
+        bits = ri.view(np.int32)
+        low = np.int32(2147483647)
+        for j in range(c):
+            v = bits[j]
+            low = v if v < low else low
+        ybits[i] = low
         per[i, 1] = off
         per[i, 2] = na
+        nh[i] = p - h0
     return p
 
 
@@ -188,7 +217,6 @@ def _compiled() -> Any:
             if numba is None:
                 _have_numba = False
                 return None
-            # no fastmath: every cell's ŝ, comparison and exp argument must equal numpy's.
             try:
                 _fn = _jit(numba, cache=True)
             except RuntimeError:  # no writable place for numba's cache: compile in every process
@@ -197,7 +225,33 @@ def _compiled() -> Any:
 
 
 def _jit(numba: Any, cache: bool) -> Any:
-    return numba.njit(cache=cache, nogil=True, error_model="numpy")(_pass_py)
+    # nnan, nsz only: no contraction or reassociation, so ŝ, y and every comparison equal numpy's
+    # (the values are never NaN; a signed zero changes no comparison, and y ≤ -0.0 stays so).
+    flags = {"nnan", "nsz"}
+    return numba.njit(cache=cache, nogil=True, error_model="numpy", fastmath=flags)(_pass_py)
+
+
+def others_max(ymax: np.ndarray, n_others: np.ndarray, off: np.ndarray, inv: float) -> np.ndarray:
+    """An upper bound on the others' largest ŝ from their largest y = fl32(fl64(fl64(ŝ − off)·inv)): (m,).
+
+    y is a non-decreasing function of ŝ, and every other's y ≤ -0.0 (ŝ < off). Each rounding is
+    relative (float64 twice, float32 once: ≤ 2⁻²⁴ + 2⁻⁵¹ in all) or, below float32's normal range,
+    absolute (≤ 2⁻¹⁵⁰), so ŝ − off ≤ y·(1 − 2⁻²¹)/inv + 2⁻¹⁴⁸/inv (with room for this sum's own
+    float64 roundings); the sum off + that is rounded up. A y of -inf (below float32's range) is
+    taken as −FLT_MAX. -inf where no other cell was counted.
+
+    Examples
+    --------
+    >>> ymax = np.array([-0.5, -np.inf], np.float32)
+    >>> b = others_max(ymax, np.array([3, 0]), np.array([2.0, 2.0]), 1.0)
+    >>> bool(1.5 <= b[0] < 1.5 + 1e-6), float(b[1])
+    (True, -inf)
+    """
+    y = np.maximum(ymax.astype(np.float64), -float(np.finfo(np.float32).max))  # (m,)  y ≤ -0.0
+    with np.errstate(over="ignore"):
+        w = (y * (1.0 - 2.0**-21)) / inv + 2.0**-148 / inv  # (m,)  ≥ ŝ − off
+        bound = np.nextafter(off + w, np.inf)  # (m,)
+    return np.where(n_others > 0, bound, -np.inf)
 
 
 def _sums(row: np.ndarray, n_others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -245,16 +299,20 @@ def chunk_pass(
     row = buf.ravel()[: m * c].reshape(m, c)
     per = np.empty((m, 3))
     nh = np.empty(m, np.int64)
+    ybits = np.empty(m, np.int32)
     cap = max(4096, m * k * 4)
     while True:
         hq, hc, hs = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap)
-        p = int(fn(ints, qs, ks, mode, al1, al2, bq, lo_min, floor, short, k, g, float(inv), row, hq, hc, hs, per, nh))
+        args = (ints, qs, ks, mode, al1, al2, bq, lo_min, floor, short, k, g, float(inv), row, hq, hc, hs, per, nh)
+        p = int(fn(*args, ybits))
         if p <= cap:
             break
         cap = p  # the screen only raised ``floor`` (idempotent): run again with room for every hit
     n_allowed = per[:, 2].astype(np.int64)
+    off = per[:, 1].copy()
+    mx = others_max(ybits.view(np.float32), n_allowed - nh, off, inv)
     lo, hi = _sums(row, n_allowed - nh)
-    return hq[:p], hc[:p], hs[:p], floor, nh, n_allowed, per[:, 0], per[:, 1], lo, hi
+    return hq[:p], hc[:p], hs[:p], floor, nh, n_allowed, mx, off, lo, hi
 
 
 def chunk_pass_numpy(
@@ -296,7 +354,8 @@ def chunk_pass_numpy(
     floor : ndarray of shape (m,)
     hits, n_allowed : ndarray of shape (m,), int64
     mx, off : ndarray of shape (m,), float64
-        Max of the other allowed cells' ŝ (-inf: none), and the offset of the sums.
+        An upper bound on the other allowed cells' ŝ (-inf: none; :func:`others_max`), and the
+        offset of the sums.
     total_lo, total_hi : ndarray of shape (m,), float64
         Bounds on Σ e^{(ŝ − off)/τ} over the other allowed cells.
     """
@@ -318,11 +377,13 @@ def chunk_pass_numpy(
     qi, col = np.nonzero(hit)
     s_hat = base[qi, col]
     base[hit] = -np.inf
-    mx = base.max(axis=1) if c else np.full(m, -np.inf)  # (m,)
     with np.errstate(invalid="ignore", over="ignore", under="ignore"):
         y = base - lim[:, None]  # (m, c)  ≤ 0 (-inf: hits, not allowed)
         if inv != 1.0:
             y *= inv
+    y32 = y.astype(np.float32)  # (m, c)
     hits = hit.sum(axis=1).astype(np.int64)
-    lo, hi = _sums(y.astype(np.float32), n_allowed - hits)
+    ymax = y32.max(axis=1) if c else np.full(m, -np.inf, np.float32)  # (m,)
+    mx = others_max(ymax, n_allowed - hits, lim, inv)
+    lo, hi = _sums(y32, n_allowed - hits)
     return qi.astype(np.int64), col.astype(np.int64), s_hat, floor, hits, n_allowed, mx, lim, lo, hi
