@@ -132,6 +132,9 @@ class CertState:
 
     def _out_cells(self, qi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
         """Add single cells (query ``qi``, bounds ``lo`` / ``hi``; all (p,)) to the non-candidates' sums."""
+        if len(qi) and bool(np.all(qi[1:] >= qi[:-1])):
+            self._out_sorted(qi, lo, hi)
+            return
         m, inv = self.m, 1.0 / self.tau
         for x, name in ((lo * inv, "lo"), (hi * inv, "hi")):
             mx = np.full(m, -np.inf)
@@ -144,6 +147,24 @@ class CertState:
             setattr(self, f"{name}_max", got[0])
             setattr(self, f"{name}_sum", got[1])
         np.maximum.at(self.out_hi, qi, hi)
+        self.out_n += np.bincount(qi, minlength=m)
+
+    def _out_sorted(self, qi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        """:meth:`_out_cells` of cells sorted by query (a chunk's, row-major): by segment, not ``ufunc.at``."""
+        m, inv = self.m, 1.0 / self.tau
+        starts = np.flatnonzero(np.diff(qi, prepend=-1))  # (u,)  first cell of each query's run
+        uq = qi[starts]  # (u,)  the queries, distinct
+        for x, name in ((lo * inv, "lo"), (hi * inv, "hi")):
+            mx = np.full(m, -np.inf)
+            mx[uq] = np.maximum.reduceat(x, starts)  # (m,)
+            safe = np.where(np.isfinite(mx), mx, 0.0)
+            sm = np.zeros(m)
+            with np.errstate(invalid="ignore", over="ignore"):
+                sm[uq] = np.add.reduceat(np.exp(x - safe[qi]), starts)  # (m,)
+            got = lse_merge(getattr(self, f"{name}_max"), getattr(self, f"{name}_sum"), mx, sm)
+            setattr(self, f"{name}_max", got[0])
+            setattr(self, f"{name}_sum", got[1])
+        self.out_hi[uq] = np.maximum(self.out_hi[uq], np.maximum.reduceat(hi, starts))
         self.out_n += np.bincount(qi, minlength=m)
 
     def feed(
@@ -181,7 +202,7 @@ class CertState:
         qi, col = _true_cells(hit)  # (p,)  the only cells whose hi or lo can reach L (few: words first)
         sh = base[qi, col]  # (p,)
         b = exact(qi, col)  # (p,)
-        self.top._push(qi, col.astype(np.int64), sh - b)  # the k best exact lower bounds (left out: lo < L already)
+        self._push_lower(qi, col.astype(np.int64), sh - b)  # the k best exact lower bounds
         thr = self.threshold()  # (m,)
         cand = sh + b >= thr[qi]  # (p,)
         self._add(qi[cand], rows[col[cand]], sh[cand], b[cand])
@@ -229,7 +250,7 @@ class CertState:
             return False
         qi, col, sh, _, hits, n_allowed, mx, off, total_lo, total_hi = got
         b = exact(qi, col, sh)  # (p,)
-        self.top._push(qi, col, sh - b)
+        self._push_lower(qi, col, sh - b)
         thr = self.threshold()  # (m,)
         cand = sh + b >= thr[qi]  # (p,)
         self._add(qi[cand], rows[col[cand]], sh[cand], b[cand])
@@ -244,6 +265,15 @@ class CertState:
         self.out_n += n_allowed - hits
         self._prune_when_doubled()
         return True
+
+    def _push_lower(self, qi: np.ndarray, col: np.ndarray, lo: np.ndarray) -> None:
+        """A chunk's exact lower bounds into the k best: only those reaching L (the others cannot be
+        among the k best: L is at most the k-th best), merged at once (few), so L rises chunk by chunk."""
+        assert self.top is not None
+        up = lo >= self.threshold()[qi]  # (p,)
+        if up.any():
+            self.top._push(qi[up], col[up], lo[up])
+            self.top.merge()
 
     def _prune_when_doubled(self) -> None:
         """Prune once the candidates doubled since the last prune (O(p) work per chunk at most), or pass the cap."""
