@@ -42,7 +42,7 @@ import numpy as np
 
 from softdb.engine._numba import import_numba
 
-__all__ = ["ENABLED", "available", "chunk_pass", "chunk_pass_numpy", "others_max"]
+__all__ = ["ENABLED", "available", "chunk_pass", "chunk_pass_numpy", "others_max", "out_cells", "push_lower"]
 
 #: Set to False to use numpy's passes even when numba is installed (tests compare the two).
 ENABLED = True
@@ -50,6 +50,8 @@ ENABLED = True
 SCREEN_GROUPS = 64
 
 _fn: Any = None
+_push_fn: Any = None
+_out_fn: Any = None
 _have_numba: bool | None = None
 _lock = threading.Lock()
 
@@ -208,9 +210,94 @@ def _pass_py(
     return p
 
 
-def _compiled() -> Any:
-    """numba's compilation of the pass (once per process; None if numba cannot be imported)."""
-    global _fn, _have_numba
+def _push_py(s: np.ndarray, bound: np.ndarray, qi: np.ndarray, lo: np.ndarray) -> None:  # pragma: no cover
+    """Insert values ``lo`` (p,) of queries ``qi`` into the k best ``s`` (m, k, descending); raise ``bound``."""
+    k = s.shape[1]
+    for p in range(qi.shape[0]):
+        i = qi[p]
+        v = lo[p]
+        if v > s[i, k - 1]:
+            j = k - 1
+            while j > 0 and s[i, j - 1] < v:
+                s[i, j] = s[i, j - 1]
+                j -= 1
+            s[i, j] = v
+            if s[i, k - 1] > bound[i]:
+                bound[i] = s[i, k - 1]
+
+
+def _out_py(
+    lo_max: np.ndarray,
+    lo_sum: np.ndarray,
+    hi_max: np.ndarray,
+    hi_sum: np.ndarray,
+    out_hi: np.ndarray,
+    out_n: np.ndarray,
+    qi: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    inv: float,
+) -> None:  # pragma: no cover - compiled
+    """Cells (query ``qi``, bounds ``lo`` ≤ ``hi``) into the online log-sum-exps of lo/τ and hi/τ (in place)."""
+    for p in range(qi.shape[0]):
+        i = qi[p]
+        x = lo[p] * inv
+        if x > lo_max[i]:
+            lo_sum[i] = lo_sum[i] * np.exp(lo_max[i] - x) + 1.0
+            lo_max[i] = x
+        else:
+            lo_sum[i] += np.exp(x - lo_max[i])
+        x = hi[p] * inv
+        if x > hi_max[i]:
+            hi_sum[i] = hi_sum[i] * np.exp(hi_max[i] - x) + 1.0
+            hi_max[i] = x
+        else:
+            hi_sum[i] += np.exp(x - hi_max[i])
+        if hi[p] > out_hi[i]:
+            out_hi[i] = hi[p]
+        out_n[i] += 1
+
+
+def out_cells(state: Any, qi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> bool:
+    """Cells into a :class:`~softdb.engine._certstate.CertState`'s non-candidate sums, compiled (False: not done).
+
+    One online log-sum-exp step per cell and side (a new maximum rescales the sum); the sums are
+    the same quantities as numpy's segment sums up to float64 rounding (``lse_slack`` covers
+    both), the largest ``hi`` and the count exactly the same.
+    """
+    fn = _compiled(which="out")
+    if fn is None:
+        return False
+    st = state
+    fn(st.lo_max, st.lo_sum, st.hi_max, st.hi_sum, st.out_hi, st.out_n, qi, lo, hi, 1.0 / st.tau)
+    return True
+
+
+def push_lower(s: np.ndarray, bound: np.ndarray, qi: np.ndarray, lo: np.ndarray) -> bool:
+    """Insert lower bounds into the k best values per query, compiled (False: numba unavailable, nothing done).
+
+    ``s`` (m, k) float64, descending (-inf pads), and ``bound`` (m,) are updated in place: each
+    row keeps the k largest of its values and the new ones (a value equal to the k-th is left
+    out: the values kept are the same), and ``bound`` rises to the k-th where that is higher.
+
+    Examples
+    --------
+    >>> s, bound = np.full((1, 2), -np.inf), np.full(1, -np.inf)
+    >>> _ = available() and push_lower(s, bound, np.array([0, 0, 0]), np.array([1.0, 3.0, 2.0]))
+    >>> s.tolist() if available() else [[3.0, 2.0]]
+    [[3.0, 2.0]]
+    """
+    fn = _compiled(which="push")
+    if fn is None:
+        return False
+    fn(s, bound, qi, lo)
+    return True
+
+
+def _compiled(which: str = "pass") -> Any:
+    """numba's compilation of the pass, or of :func:`push_lower` ("push") or :func:`out_cells`
+    ("out") (once per process; None if numba cannot be imported)."""
+    global _fn, _push_fn, _out_fn, _have_numba
     with _lock:
         if _fn is None and _have_numba:
             numba = import_numba("the certified search uses numpy's passes")
@@ -218,17 +305,22 @@ def _compiled() -> Any:
                 _have_numba = False
                 return None
             try:
-                _fn = _jit(numba, cache=True)
+                _fn, _push_fn, _out_fn = _jit(numba, cache=True)
             except RuntimeError:  # no writable place for numba's cache: compile in every process
-                _fn = _jit(numba, cache=False)
-    return _fn
+                _fn, _push_fn, _out_fn = _jit(numba, cache=False)
+    return {"pass": _fn, "push": _push_fn, "out": _out_fn}[which]
 
 
-def _jit(numba: Any, cache: bool) -> Any:
+def _jit(numba: Any, cache: bool) -> tuple[Any, Any, Any]:
     # nnan, nsz only: no contraction or reassociation, so ŝ, y and every comparison equal numpy's
     # (the values are never NaN; a signed zero changes no comparison, and y ≤ -0.0 stays so).
     flags = {"nnan", "nsz"}
-    return numba.njit(cache=cache, nogil=True, error_model="numpy", fastmath=flags)(_pass_py)
+    jit = numba.njit(cache=cache, nogil=True, error_model="numpy")
+    return (
+        numba.njit(cache=cache, nogil=True, error_model="numpy", fastmath=flags)(_pass_py),
+        jit(_push_py),
+        jit(_out_py),
+    )
 
 
 def others_max(ymax: np.ndarray, n_others: np.ndarray, off: np.ndarray, inv: float) -> np.ndarray:

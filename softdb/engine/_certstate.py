@@ -132,8 +132,7 @@ class CertState:
 
     def _out_cells(self, qi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
         """Add single cells (query ``qi``, bounds ``lo`` / ``hi``; all (p,)) to the non-candidates' sums."""
-        if len(qi) and bool(np.all(qi[1:] >= qi[:-1])):
-            self._out_sorted(qi, lo, hi)
+        if not len(qi) or (_certjit.available() and _certjit.out_cells(self, qi, lo, hi)):
             return
         m, inv = self.m, 1.0 / self.tau
         for x, name in ((lo * inv, "lo"), (hi * inv, "hi")):
@@ -147,24 +146,6 @@ class CertState:
             setattr(self, f"{name}_max", got[0])
             setattr(self, f"{name}_sum", got[1])
         np.maximum.at(self.out_hi, qi, hi)
-        self.out_n += np.bincount(qi, minlength=m)
-
-    def _out_sorted(self, qi: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
-        """:meth:`_out_cells` of cells sorted by query (a chunk's, row-major): by segment, not ``ufunc.at``."""
-        m, inv = self.m, 1.0 / self.tau
-        starts = np.flatnonzero(np.diff(qi, prepend=-1))  # (u,)  first cell of each query's run
-        uq = qi[starts]  # (u,)  the queries, distinct
-        for x, name in ((lo * inv, "lo"), (hi * inv, "hi")):
-            mx = np.full(m, -np.inf)
-            mx[uq] = np.maximum.reduceat(x, starts)  # (m,)
-            safe = np.where(np.isfinite(mx), mx, 0.0)
-            sm = np.zeros(m)
-            with np.errstate(invalid="ignore", over="ignore"):
-                sm[uq] = np.add.reduceat(np.exp(x - safe[qi]), starts)  # (m,)
-            got = lse_merge(getattr(self, f"{name}_max"), getattr(self, f"{name}_sum"), mx, sm)
-            setattr(self, f"{name}_max", got[0])
-            setattr(self, f"{name}_sum", got[1])
-        self.out_hi[uq] = np.maximum(self.out_hi[uq], np.maximum.reduceat(hi, starts))
         self.out_n += np.bincount(qi, minlength=m)
 
     def feed(
@@ -271,7 +252,7 @@ class CertState:
         among the k best: L is at most the k-th best), merged at once (few), so L rises chunk by chunk."""
         assert self.top is not None
         up = lo >= self.threshold()[qi]  # (p,)
-        if up.any():
+        if up.any() and not (_certjit.available() and _certjit.push_lower(self.top.s, self.top.bound, qi[up], lo[up])):
             self.top._push(qi[up], col[up], lo[up])
             self.top.merge()
 

@@ -82,6 +82,8 @@ def library(name: str) -> Any:
         ) from e
 
 
+#: Set torch's thread count on every thread that enters :func:`one_torch_thread` (not only the first).
+PER_THREAD = True
 _torch_lock = threading.Lock()
 _torch_depth = 0
 _torch_before = 1
@@ -104,6 +106,11 @@ def one_torch_thread() -> Iterator[None]:
             if _torch_before != 1:
                 torch.set_num_threads(1)
         _torch_depth += 1
+        if PER_THREAD and torch.get_num_threads() != 1:
+            # OpenMP keeps its thread count per thread: a pool thread's own calls would still run
+            # a team of all cores (whose spinning helpers slow the other thread's work) — set it
+            # on this thread too (left so: softdb's pool threads run one-thread work).
+            torch.set_num_threads(1)
     try:
         yield
     finally:

@@ -172,3 +172,53 @@ def test_others_max_bounds_the_largest_score_from_float32_y(xs: list[float], off
     assert got >= s.max()
     if np.isfinite(y.max()) and y.max() < -1e-30:  # away from float32's limits: within its rounding
         assert got - s.max() <= 2.0**-20 * (off - s.max()) + 2.0 * np.spacing(abs(off) + abs(s.max()))
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.integers(1, 12), st.integers(0, 200))
+def test_push_lower_keeps_the_k_best_values_as_the_topk_merge_does(seed: int, m: int, k: int, p: int) -> None:
+    """The compiled insertion keeps the same k best values (ties included) and bound as TopK's merge."""
+    from softdb.engine._topk import TopK
+
+    rng = np.random.default_rng(seed)
+    ref = TopK(m, k, np.dtype(np.float64))
+    s, bound = np.full((m, k), -np.inf), np.full(m, -np.inf)
+    for _ in range(3):  # three pushes, as chunks come
+        qi = rng.integers(0, m, p)
+        lo = rng.choice([-1.0, 0.0, 0.5, 1.0, 2.0], p) + rng.integers(0, 3, p) * rng.random(p)
+        ref._push(qi, np.arange(p), lo)
+        ref.merge()
+        assert _certjit.push_lower(s, bound, qi, lo)
+        np.testing.assert_array_equal(s, ref.s)
+        np.testing.assert_array_equal(bound, ref.bound)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.integers(1, 300), st.sampled_from([0.05, 1.0, 3.0]))
+def test_compiled_out_cells_equals_numpys_sums(seed: int, m: int, p: int, tau: float) -> None:
+    """Cells into the non-candidates' sums: the compiled online steps give numpy's sums (to rounding),
+    the same largest upper bound and count; both bound the float64 log-sum-exps."""
+    rng = np.random.default_rng(seed)
+    qi = rng.integers(0, m, p)
+    lo = rng.normal(0, 3, p)
+    hi = lo + rng.uniform(0, 1, p)
+    states = []
+    for enabled in (False, True):
+        st_ = CertState.empty(m, 2, tau=tau, cap=10)
+        _certjit.ENABLED = enabled
+        try:
+            for part in np.array_split(np.arange(p), 3):  # three calls, as chunks come
+                st_._out_cells(qi[part], lo[part], hi[part])
+        finally:
+            _certjit.ENABLED = True
+        states.append(st_)
+    ref, jit = states
+    np.testing.assert_array_equal(ref.out_hi, jit.out_hi)
+    np.testing.assert_array_equal(ref.out_n, jit.out_n)
+    for side, x in (("lo", lo), ("hi", hi)):
+        with np.errstate(divide="ignore"):
+            a = getattr(ref, f"{side}_max") + np.log(getattr(ref, f"{side}_sum"))
+            b = getattr(jit, f"{side}_max") + np.log(getattr(jit, f"{side}_sum"))
+        exact = _lse(np.broadcast_to(x / tau, (m, p)), qi[None, :] == np.arange(m)[:, None])
+        np.testing.assert_allclose(b, a, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(b, exact, rtol=1e-12, atol=1e-12)
