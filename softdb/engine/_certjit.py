@@ -5,8 +5,8 @@ chunk's compressed scores (the scale product, the screen's group maxima, the com
 the threshold, the max, the exp and the sums of the non-candidates' bound contributions).
 :func:`chunk_pass` does them in one numba-compiled sweep over each query's row (two for a query
 still short of k lower bounds: the screen's group maxima first), branch-free in blocks of
-:data:`BLOCK` columns so that LLVM vectorises it (the blocks with hits are swept again for their
-cells), with the same float64 operations per cell as the numpy path:
+:data:`BLOCK` columns so that LLVM vectorises it (each block's hits come out as a bit mask), with
+the same float64 operations per cell as the numpy path:
 
 - ŝ = I·(t·s) (the exact product t·s, then one rounding), not counted where not allowed;
 - the screen (k-th best of the column groups' maxima, minus B_max) raises the kernel's bound;
@@ -35,6 +35,7 @@ Examples
 from __future__ import annotations
 
 import importlib.util
+import math
 import threading
 from typing import Any
 
@@ -75,8 +76,8 @@ Pass = tuple[
 EXP32_SLACK = 2.0**-12
 #: A term whose float32 exp underflows or is subnormal is off by less than this (absolute).
 TINY32 = 2.0**-126
-#: Columns of one vectorised sweep of the pass; blocks with hits are swept again for their cells.
-BLOCK = 128
+#: Columns of one vectorised sweep of the pass (its hits: one 64-bit mask).
+BLOCK = 64
 
 
 def available() -> bool:
@@ -117,7 +118,7 @@ def _pass_py(
     (m, 3): unused, off, allowed count; ``nh`` (m,) hits; ``ybits`` (m,) int32: the bit pattern
     of the others' largest y (-inf's when none; any when c = 0). Each query's row is
     swept in blocks of :data:`BLOCK` columns by a branch-free loop that LLVM vectorises (ŝ, the
-    comparison, y, the counts), then the blocks with hits are swept again for their cells; the
+    comparison, y, the counts, a bit mask of the hits), whose set bits then give the hits; the
     largest y is the smallest int32 bit pattern of the row (every y is ≤ -0.0: an integer min,
     which vectorises where a float max does not). A query short of k lower bounds first gets the
     screen's group maxima. Returns the number of hits (more than ``hq`` holds: rerun).
@@ -168,36 +169,34 @@ def _pass_py(
         h0 = p
         for b0 in range(0, c, BLOCK):
             b1 = min(b0 + BLOCK, c)
-            # slices indexed from 0: numba then knows no index is negative, and LLVM vectorises
-            kb, ib, rb = ks[b0:b1], ii[b0:b1], ri[b0:b1]
-            bh = 0
+            u0 = np.uint64(b0)  # unsigned indices: numba then knows none is negative, and LLVM vectorises
+            hm = np.uint64(0)  # bit jj: column b0 + jj is a hit
             if mode == 0:
-                for j in range(b1 - b0):
-                    x = (t * kb[j]) * np.float64(ib[j])
+                for jj in range(np.uint64(b1 - b0)):
+                    j = u0 + jj
+                    x = (t * ks[j]) * np.float64(ii[j])
                     h = x >= lim
-                    bh += h
-                    rb[j] = np.float32(ninf if h else (x - off) * inv)
+                    hm |= np.uint64(h) << jj
+                    ri[j] = np.float32(ninf if h else (x - off) * inv)
                 na += b1 - b0
             else:
-                ab = al1[b0:b1] if mode == 1 else al2[i, b0:b1]
-                for j in range(b1 - b0):
-                    x = (t * kb[j]) * np.float64(ib[j])
-                    ok = ab[j]
-                    h = ok and x >= lim
-                    bh += h
-                    na += ok
-                    rb[j] = np.float32((x - off) * inv if ok and not h else ninf)
-            if bh:
-                for j in range(b0, b1):
-                    if (mode == 1 and not al1[j]) or (mode == 2 and not al2[i, j]):
-                        continue
+                for jj in range(np.uint64(b1 - b0)):
+                    j = u0 + jj
                     x = (t * ks[j]) * np.float64(ii[j])
-                    if x >= lim:
-                        if p < cap:
-                            hq[p] = i
-                            hc[p] = j
-                            hs[p] = x
-                        p += 1
+                    ok = al1[j] if mode == 1 else al2[i, j]
+                    h = ok and x >= lim
+                    hm |= np.uint64(h) << jj
+                    na += ok
+                    ri[j] = np.float32((x - off) * inv if ok and not h else ninf)
+            while hm:  # the hits, lowest column first
+                low = hm & (~hm + np.uint64(1))
+                j = u0 + np.uint64(math.frexp(np.float64(low))[1] - 1)  # log2 of a power of two, exact
+                hm ^= low
+                if p < cap:
+                    hq[p] = i
+                    hc[p] = j
+                    hs[p] = (t * ks[j]) * np.float64(ii[j])
+                p += 1
         bits = ri.view(np.int32)
         low = np.int32(2147483647)
         for j in range(c):
