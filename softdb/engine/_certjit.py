@@ -173,29 +173,29 @@ def _pass_py(
             hm = np.uint64(0)  # bit jj: column b0 + jj is a hit
             if mode == 0:
                 for jj in range(np.uint64(b1 - b0)):
-                    j = u0 + jj
-                    x = (t * ks[j]) * np.float64(ii[j])
+                    u = u0 + jj
+                    x = (t * ks[u]) * np.float64(ii[u])
                     h = x >= lim
                     hm |= np.uint64(h) << jj
-                    ri[j] = np.float32(ninf if h else (x - off) * inv)
+                    ri[u] = np.float32(ninf if h else (x - off) * inv)
                 na += b1 - b0
             else:
                 for jj in range(np.uint64(b1 - b0)):
-                    j = u0 + jj
-                    x = (t * ks[j]) * np.float64(ii[j])
-                    ok = al1[j] if mode == 1 else al2[i, j]
+                    u = u0 + jj
+                    x = (t * ks[u]) * np.float64(ii[u])
+                    ok = al1[u] if mode == 1 else al2[i, u]
                     h = ok and x >= lim
                     hm |= np.uint64(h) << jj
                     na += ok
-                    ri[j] = np.float32((x - off) * inv if ok and not h else ninf)
+                    ri[u] = np.float32((x - off) * inv if ok and not h else ninf)
             while hm:  # the hits, lowest column first
-                low = hm & (~hm + np.uint64(1))
-                j = u0 + np.uint64(math.frexp(np.float64(low))[1] - 1)  # log2 of a power of two, exact
-                hm ^= low
+                bit = hm & (~hm + np.uint64(1))
+                u = u0 + np.uint64(math.frexp(np.float64(bit))[1] - 1)  # log2 of a power of two, exact
+                hm ^= bit
                 if p < cap:
                     hq[p] = i
-                    hc[p] = j
-                    hs[p] = (t * ks[j]) * np.float64(ii[j])
+                    hc[p] = u
+                    hs[p] = (t * ks[u]) * np.float64(ii[u])
                 p += 1
         bits = ri.view(np.int32)
         low = np.int32(2147483647)
