@@ -108,8 +108,9 @@ def _gathered(how: str, keys: np.ndarray, qs: np.ndarray, qi: np.ndarray, r: np.
             return
         u, inv = np.unique(r[sel], return_inverse=True)
         rows = max(len(u), -(-BIG_CALL // ((b - a) * d)))  # a big call: zero rows pad it
-        kk = np.zeros((rows, d), qs.dtype)  # (rows, d)
-        kk[: len(u)] = keys[u]
+        kk = np.empty((rows, d), qs.dtype)  # (rows, d)
+        np.take(keys, u, axis=0, out=kk[: len(u)])
+        kk[len(u) :] = 0
         got = _call(how, kk, qs[a:b])  # (b − a, rows)
         out[sel] = got[qi[sel] - a, inv]
 
