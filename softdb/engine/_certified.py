@@ -35,7 +35,8 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,20 +127,39 @@ def scan(
 ) -> CertState:
     """One pass of compressed scores over every part: the merged :class:`CertState`.
 
-    With enough work, each part's rows are cut into one range per thread; every thread streams
-    its ranges into its own state (dot products on its own thread) and the states merge exactly.
+    The parts' rows are cut into chunks; with enough work, every thread takes the next chunk not
+    yet taken (so a slower thread takes fewer) and streams it into its own state (dot products on
+    its own thread); the states merge exactly, whatever chunks each took.
     """
     m = qc.codes.shape[0]
     cap = max(CAP_MIN, CAP_PER_HIT * m * k)
+    step = max(256, CHUNK_CELLS // max(m, 1))
+    chunks = [
+        (i, a, min(a + step, part.n_phys))
+        for i, part in enumerate(parts.parts)
+        if parts.starts[i] < parts.starts[i + 1]
+        for a in range(0, part.n_phys, step)
+    ]
     n_phys = sum(p.n_phys for p in parts.parts)
     threads = _parallel.threads_for(m, n_phys, None)
+    feeds = _Feeds(parts, mask)
     if threads == 1:
-        state = _scan_ranges(parts, cks, qc, k, tau, mask, cap, None, None)
+        state = _scan_chunks(parts, cks, qc, k, tau, cap, feeds, iter(chunks).__next__, None)
     else:
-        cuts = [_parallel.split(p.n_phys, threads) for p in parts.parts]  # per part: one range per thread
+        lock, it = threading.Lock(), iter(chunks)
+        stop = threading.Event()  # a thread's candidates passed the cap: the others stop too
+
+        def take() -> tuple[int, int, int]:
+            with lock:
+                if stop.is_set():
+                    raise StopIteration
+                return next(it)
 
         def one(t: int, _: int) -> CertState:
-            return _scan_ranges(parts, cks, qc, k, tau, mask, cap, [c[t] for c in cuts], 1)
+            got = _scan_chunks(parts, cks, qc, k, tau, cap, feeds, take, 1)
+            if got.overflow:
+                stop.set()
+            return got
 
         with one_torch_thread():
             states = _parallel.map_ranges(one, [(t, t + 1) for t in range(threads)])
@@ -151,57 +171,64 @@ def scan(
     return state
 
 
-def _scan_ranges(
+class _Feeds:
+    """Per part, read-only: its mask (``_part_mask``) and the global live row of each physical row."""
+
+    def __init__(self, parts: Parts, mask: np.ndarray | None) -> None:
+        self.masks, self.globs = [], []
+        for i, part in enumerate(parts.parts):
+            a0, b0 = int(parts.starts[i]), int(parts.starts[i + 1])
+            self.masks.append(_part_mask(mask, a0, b0, part) if a0 < b0 else None)  # (n_p,) | (m, n_p) | None
+            self.globs.append(a0 + part.rank)  # (n_p,)
+
+
+def _scan_chunks(
     parts: Parts,
     cks: Sequence[CompressedKeys],
     qc: QueryCode,
     k: int,
     tau: float,
-    mask: np.ndarray | None,
     cap: int,
-    ranges: list[tuple[int, int]] | None,
+    feeds: _Feeds,
+    take: Callable[[], tuple[int, int, int]],
     threads: int | None,
 ) -> CertState:
-    """The state of physical rows ``ranges[i]`` of each part i (all rows if None), dots on ``threads``."""
+    """The state of the chunks (part i, physical rows a..b) that ``take`` gives until it raises
+    StopIteration, dots on ``threads``."""
     m = qc.codes.shape[0]
     state = CertState.empty(m, k, tau=tau, cap=cap)
-    step = max(256, CHUNK_CELLS // max(m, 1))
-    for i, (part, ck) in enumerate(zip(parts.parts, cks)):
-        a0, b0 = int(parts.starts[i]), int(parts.starts[i + 1])
-        if a0 == b0:
-            continue
-        lo, hi = (0, part.n_phys) if ranges is None else ranges[i]
-        pm = _part_mask(mask, a0, b0, part)  # (n_p,) | (m, n_p) | None
-        glob = a0 + part.rank  # (n_p,)  global live row of each physical row
-        for a in range(lo, hi, step):
-            b = min(a + step, hi)
-            bq = chunk_max_bound(ck, qc, a, b, tau)  # (m,)
-            allowed = None if pm is None else pm[..., a:b]
-            if ck.precision == "int8" and _certjit.available():
-                assert qc.scale is not None and ck.scale is not None
-                ints = dot_int8(qc.codes, ck.codes[a:b], threads=threads)  # (m, c) int32, exact
+    while True:
+        try:
+            i, a, b = take()
+        except StopIteration:
+            return state
+        ck, pm, glob = cks[i], feeds.masks[i], feeds.globs[i]
+        bq = chunk_max_bound(ck, qc, a, b, tau)  # (m,)
+        allowed = None if pm is None else pm[..., a:b]
+        if ck.precision == "int8" and _certjit.available():
+            assert qc.scale is not None and ck.scale is not None
+            ints = dot_int8(qc.codes, ck.codes[a:b], threads=threads)  # (m, c) int32, exact
 
-                def exact3(
-                    qi: np.ndarray, col: np.ndarray, sh: np.ndarray, a: int = a, ck: CompressedKeys = ck
-                ) -> np.ndarray:
-                    return cell_bounds(ck, qc, qi, col + a, sh, tau)
-
-                qs, ks = qc.scale.astype(np.float64), ck.scale[a:b].astype(np.float64)
-                if state.feed_codes(ints, qs, ks, bq, allowed, glob[a:b], exact3):
-                    if state.overflow:
-                        return state
-                    continue
-            s_hat = chunk_scores(ck, qc, a, b, threads)  # (m, c)
-
-            def exact(
-                qi: np.ndarray, col: np.ndarray, a: int = a, ck: CompressedKeys = ck, s_hat: np.ndarray = s_hat
+            def exact3(
+                qi: np.ndarray, col: np.ndarray, sh: np.ndarray, a: int = a, ck: CompressedKeys = ck
             ) -> np.ndarray:
-                return cell_bounds(ck, qc, qi, col + a, s_hat[qi, col], tau)
+                return cell_bounds(ck, qc, qi, col + a, sh, tau)
 
-            state.feed(s_hat, bq, allowed, glob[a:b], exact)
-            if state.overflow:
-                return state
-    return state
+            qs, ks = qc.scale.astype(np.float64), ck.scale[a:b].astype(np.float64)
+            if state.feed_codes(ints, qs, ks, bq, allowed, glob[a:b], exact3):
+                if state.overflow:
+                    return state
+                continue
+        s_hat = chunk_scores(ck, qc, a, b, threads)  # (m, c)
+
+        def exact(
+            qi: np.ndarray, col: np.ndarray, a: int = a, ck: CompressedKeys = ck, s_hat: np.ndarray = s_hat
+        ) -> np.ndarray:
+            return cell_bounds(ck, qc, qi, col + a, s_hat[qi, col], tau)
+
+        state.feed(s_hat, bq, allowed, glob[a:b], exact)
+        if state.overflow:
+            return state
 
 
 def _best_k(qi: np.ndarray, rows: np.ndarray, scores: np.ndarray, m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
