@@ -197,6 +197,7 @@ def _scan_chunks(
     StopIteration, dots on ``threads``."""
     m = qc.codes.shape[0]
     state = CertState.empty(m, k, tau=tau, cap=cap)
+    ibuf = np.empty(0, np.int32)  # the dot products' buffer, reused by every chunk of this thread
     while True:
         try:
             i, a, b = take()
@@ -207,7 +208,10 @@ def _scan_chunks(
         allowed = None if pm is None else pm[..., a:b]
         if ck.precision == "int8" and _certjit.available():
             assert qc.scale is not None and ck.scale is not None
-            ints = dot_int8(qc.codes, ck.codes[a:b], threads=threads)  # (m, c) int32, exact
+            if ibuf.size < m * (b - a):
+                ibuf = np.empty(m * (b - a), np.int32)
+            ints = ibuf[: m * (b - a)].reshape(m, b - a)  # (m, c)
+            ints = dot_int8(qc.codes, ck.codes[a:b], threads=threads, out=ints)  # (m, c) int32, exact
 
             def exact3(
                 qi: np.ndarray, col: np.ndarray, sh: np.ndarray, a: int = a, ck: CompressedKeys = ck

@@ -138,7 +138,9 @@ def backend_for(kind: str, m: int, backend: str = "auto") -> str:
     return backend
 
 
-def dot_int8(a: np.ndarray, b: np.ndarray, *, backend: str = "auto", threads: int | None = None) -> np.ndarray:
+def dot_int8(
+    a: np.ndarray, b: np.ndarray, *, backend: str = "auto", threads: int | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Exact int32 dot products of int8 codes: a @ b.T.
 
     Parameters
@@ -150,10 +152,12 @@ def dot_int8(a: np.ndarray, b: np.ndarray, *, backend: str = "auto", threads: in
         the same integers.
     threads : int, optional
         Threads over row ranges of ``b`` (numkong); default: as many as BLAS uses.
+    out : ndarray of shape (m, n), int32, C-contiguous, optional
+        Where to write the result (a buffer reused across calls: no fresh pages to fault in).
 
     Returns
     -------
-    ndarray of shape (m, n), int32 (exact)
+    ndarray of shape (m, n), int32 (exact): ``out`` when given
 
     Examples
     --------
@@ -163,14 +167,21 @@ def dot_int8(a: np.ndarray, b: np.ndarray, *, backend: str = "auto", threads: in
     True
     """
     name = backend_for("int8", a.shape[0], backend)
+    if name == "torch":
+        return _lowp_simd.int8_torch(a, b, threads, out)
     if name != "numpy":
         kernel: Callable[..., np.ndarray] = getattr(_lowp_simd, f"int8_{name}")
-        return kernel(a, b, threads)
-    d = a.shape[1]
-    # float32 sums of integer products stay exact while every partial sum is below 2**24.
-    ft: type[np.floating] = np.float32 if d * 127 * 127 < 2**24 else np.float64
-    fa, fb = a.astype(ft), b.astype(ft)
-    return np.matmul(fa, fb.T).astype(np.int32)
+        got = kernel(a, b, threads)
+    else:
+        d = a.shape[1]
+        # float32 sums of integer products stay exact while every partial sum is below 2**24.
+        ft: type[np.floating] = np.float32 if d * 127 * 127 < 2**24 else np.float64
+        fa, fb = a.astype(ft), b.astype(ft)
+        got = np.matmul(fa, fb.T).astype(np.int32)
+    if out is None:
+        return got
+    out[...] = got
+    return out
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:

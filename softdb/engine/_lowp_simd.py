@@ -157,7 +157,7 @@ def int8_numkong(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np
     return _by_ranges(fn, a, b, out, threads)
 
 
-def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:
+def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Exact int32 a @ b.T of int8 codes with ``torch._int_mm`` (oneDNN), threads over b's rows.
 
     Each thread runs one ``_int_mm`` over its own row range of ``b`` with torch's intra-op pool
@@ -170,10 +170,19 @@ def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.n
     torch = library("torch")
     a, b = np.ascontiguousarray(a, np.int8), np.ascontiguousarray(b, np.int8)
     if a.shape[0] == 0 or b.shape[0] == 0 or a.shape[1] == 0:
-        return np.zeros((a.shape[0], b.shape[0]), np.int32)
+        if out is None:
+            return np.zeros((a.shape[0], b.shape[0]), np.int32)
+        out[...] = 0
+        return out
     if a.shape[1] == 1:
-        return a.astype(np.int32) * b.astype(np.int32).T  # (m, 1) * (1, n)
-    out = np.empty((a.shape[0], b.shape[0]), np.int32)  # (m, n)
+        got = a.astype(np.int32) * b.astype(np.int32).T  # (m, 1) * (1, n)
+        if out is None:
+            return got
+        out[...] = got
+        return out
+    given = out is not None
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[0]), np.int32)  # (m, n)
     with warnings.catch_warnings():  # in the calling thread only: the workers never touch the filters
         # read-only codes (a compressed table's) are only read: torch's warning does not apply
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
@@ -183,7 +192,13 @@ def int8_torch(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.n
             return np.asarray(torch._int_mm(ta, torch.from_numpy(y).T).numpy())  # (m, c) int32
 
         with one_torch_thread():
-            return _by_ranges(fn, a, b, out, threads)
+            if given and threads_for(a.shape[0], b.shape[0], threads) == 1:
+                torch._int_mm(ta, torch.from_numpy(b).T, out=torch.from_numpy(out))  # into the caller's buffer
+                return out
+            got = _by_ranges(fn, a, b, out, threads)
+            if given and got is not out:
+                out[...] = got
+            return out if given else got
 
 
 def bf16_numkong(a: np.ndarray, b: np.ndarray, threads: int | None = None) -> np.ndarray:

@@ -101,24 +101,28 @@ def _gathered(how: str, keys: np.ndarray, qs: np.ndarray, qi: np.ndarray, r: np.
     order = np.argsort(blk, kind="stable")
     cuts = np.searchsorted(blk[order], np.arange(len(blocks) + 1))  # cells of block j: order[cuts[j]:cuts[j+1]]
 
-    def block(j: int) -> None:
+    def block(j: int, buf: np.ndarray) -> np.ndarray:
         a, b = blocks[j]
         sel = order[cuts[j] : cuts[j + 1]]
         if not sel.size:
-            return
+            return buf
         u, inv = np.unique(r[sel], return_inverse=True)
         rows = max(len(u), -(-BIG_CALL // ((b - a) * d)))  # a big call: zero rows pad it
-        kk = np.empty((rows, d), qs.dtype)  # (rows, d)
+        if buf.size < rows * d:
+            buf = np.empty(rows * d, qs.dtype)
+        kk = buf[: rows * d].reshape(rows, d)  # (rows, d)
         np.take(keys, u, axis=0, out=kk[: len(u)])
         kk[len(u) :] = 0
         got = _call(how, kk, qs[a:b])  # (b − a, rows)
         out[sel] = got[qi[sel] - a, inv]
+        return buf
 
     groups = _parallel.split(len(blocks), min(len(blocks), _parallel.threads_for(m, len(r) * QUERY_BLOCK, None)))
 
     def group(g0: int, g1: int) -> None:
+        buf = np.empty(0, qs.dtype)  # one gather buffer for the group's blocks: its pages fault in once
         for j in range(g0, g1):
-            block(j)
+            buf = block(j, buf)
 
     _parallel.map_ranges(group, groups)
     return out

@@ -52,6 +52,10 @@ def test_int8_backends_return_the_exact_integers(m, n, d, extreme, threads, seed
         out = dot_int8(a, b, backend=backend, threads=threads)
         assert out.dtype == np.int32 and out.shape == (m, n), backend
         np.testing.assert_array_equal(out, exact, err_msg=backend)
+        buf = np.full((m, n), 7, np.int32)  # a reused buffer: written in place, every cell
+        got = dot_int8(a, b, backend=backend, threads=threads, out=buf)
+        assert got is buf, backend
+        np.testing.assert_array_equal(buf, exact, err_msg=f"{backend}, out=")
 
 
 @pytest.mark.parametrize("backend", ["auto", "numpy", *SIMD])
