@@ -236,16 +236,31 @@ def _scan_chunks(
 
 
 def _best_k(qi: np.ndarray, rows: np.ndarray, scores: np.ndarray, m: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per query, the k best (score desc, row asc) of cells: rows (m, k) (-1 pads), scores (m, k)."""
-    order = np.lexsort((rows, -scores.astype(np.float64), qi))  # by query, score desc, row asc
-    qi, rows, scores = qi[order], rows[order], scores[order]
-    first = np.searchsorted(qi, np.arange(m))  # (m,)
-    rank = np.arange(len(qi)) - first[qi]  # (p,)
-    take = rank < k
+    """Per query, the k best (score desc, row asc) of cells: rows (m, k) (-1 pads), scores (m, k).
+
+    The cells sorted by (query, row) through one unique integer key (numpy's SIMD sort), laid
+    out one query per row of a padded matrix, then each row sorted by score, stably (ties: the
+    lower row first).
+    """
+    p = len(qi)
     out_r = np.full((m, k), -1, np.int64)
     out_s = np.full((m, k), -np.inf, scores.dtype)
-    out_r[qi[take], rank[take]] = rows[take]
-    out_s[qi[take], rank[take]] = scores[take]
+    if not p:
+        return out_r, out_s
+    o = np.argsort(qi * (int(rows.max()) + 1) + rows)  # (p,)  by query, then row: unique keys
+    qi, rows, scores = qi[o], rows[o], scores[o]
+    counts = np.bincount(qi, minlength=m)  # (m,)
+    pos = np.arange(p) - (np.cumsum(counts) - counts)[qi]  # (p,)  place within its query
+    pad = np.full((m, int(counts.max())), -np.inf)  # (m, w)
+    pad[qi, pos] = scores
+    best = np.argsort(-pad, axis=1, kind="stable")[:, :k]  # (m, ≤k)  score desc, then row asc
+    got = np.take_along_axis(pad, best, axis=1)  # (m, ≤k)
+    at = np.full(pad.shape, -1, np.int64)
+    at[qi, pos] = rows
+    found = got > -np.inf
+    w = best.shape[1]
+    out_r[:, :w] = np.where(found, np.take_along_axis(at, best, axis=1), -1)
+    out_s[:, :w] = got.astype(scores.dtype)
     return out_r, out_s
 
 
