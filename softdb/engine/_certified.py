@@ -46,6 +46,7 @@ from softdb.engine._certstate import CertState, lse_merge
 from softdb.engine._compressed import (
     CompressedKeys,
     QueryCode,
+    bound_constants,
     cell_bounds,
     chunk_bounds,
     chunk_max_bound,
@@ -198,6 +199,7 @@ def _scan_chunks(
     m = qc.codes.shape[0]
     state = CertState.empty(m, k, tau=tau, cap=cap)
     ibuf = np.empty(0, np.int32)  # the dot products' buffer, reused by every chunk of this thread
+    g, tiny_c = bound_constants(qc.dim, tau)  # as cell_bounds makes them
     while True:
         try:
             i, a, b = take()
@@ -219,7 +221,8 @@ def _scan_chunks(
                 return cell_bounds(ck, qc, qi, col + a, sh, tau)
 
             qs, ks = qc.scale.astype(np.float64), ck.scale[a:b].astype(np.float64)
-            if state.feed_codes(ints, qs, ks, bq, allowed, glob[a:b], exact3):
+            inputs = (ck.rho[a:b], ck.hat_norm[a:b], ck.key_norm[a:b], qc.norm, qc.resid, g, tiny_c)
+            if state.feed_codes(ints, qs, ks, bq, allowed, glob[a:b], exact3, inputs):
                 if state.overflow:
                     return state
                 continue

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from softdb.engine import _certjit
+from softdb.engine import _certjit, _certsettle
 from softdb.engine._topk import TopK, _true_cells
 
 __all__ = ["CertState", "lse_merge"]
@@ -206,11 +206,13 @@ class CertState:
         allowed: np.ndarray | None,
         rows: np.ndarray,
         exact: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+        inputs: tuple | None = None,
     ) -> bool:
         """:meth:`feed` of an int8 chunk (ŝ = I·(t·s)) through one compiled pass (softdb.engine._certjit).
 
         ``ints`` (m, c) int32, scales ``qs`` (m,) and ``ks`` (c,) float64, ``bq`` (m,) B_max,
-        ``exact(qi, col, ŝ)`` the cells' own B. The same candidates and lower bounds as :meth:`feed`;
+        ``exact(qi, col, ŝ)`` the cells' own B, or ``inputs`` (int8 keys: :func:`softdb.engine._certsettle.settle`'s)
+        to settle the hits in one compiled loop. The same candidates and lower bounds as :meth:`feed`;
         the others' sums are float32 bounds of the same sums (:func:`softdb.engine._certjit._sums`).
         False (nothing done) when the compiled pass is not available.
         """
@@ -230,13 +232,17 @@ class CertState:
         if got is None:
             return False
         qi, col, sh, _, hits, n_allowed, mx, off, total_lo, total_hi = got
-        b = exact(qi, col, sh)  # (p,)
-        self._push_lower(qi, col, sh - b)
-        thr = self.threshold()  # (m,)
-        cand = sh + b >= thr[qi]  # (p,)
-        self._add(qi[cand], rows[col[cand]], sh[cand], b[cand])
-        near = ~cand
-        self._out_cells(qi[near], sh[near] - b[near], sh[near] + b[near])
+        done = None if inputs is None else _certsettle.settle(self, qi, col, sh, inputs, rows)
+        if done is not None:  # the same steps as below, compiled (softdb.engine._certsettle)
+            self._add(*done[1:])
+        else:
+            b = exact(qi, col, sh)  # (p,)
+            self._push_lower(qi, col, sh - b)
+            thr = self.threshold()  # (m,)
+            cand = sh + b >= thr[qi]  # (p,)
+            self._add(qi[cand], rows[col[cand]], sh[cand], b[cand])
+            near = ~cand
+            self._out_cells(qi[near], sh[near] - b[near], sh[near] + b[near])
         inv = 1.0 / self.tau
         some = np.isfinite(mx)  # (m,)  some other allowed cell: then off is finite
         top = np.where(some, np.where(some, off, 0.0) * inv, -np.inf)  # (m,)  the sums' offset, / τ

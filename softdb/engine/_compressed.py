@@ -251,17 +251,23 @@ def cell_bounds(
     |fp32(q·k_j) − ŝ_j| ≤ B_j (the module docstring; the proof: ``docs/guide/compressed.md``).
     """
     d = qc.dim
+    g, tiny_c = bound_constants(d, tau)
     rho = ck.rho[rows].astype(np.float64)  # (p,)
     hat = ck.hat_norm[rows].astype(np.float64)  # (p,)
     kn = ck.key_norm[rows].astype(np.float64)  # (p,)
     qn, qr = qc.norm[qi], qc.resid[qi]  # (p,)
-    bound = qn * (rho + gamma(d + REF_EXTRA) * kn) + qr * hat  # (p,)
+    bound = qn * (rho + g * kn) + qr * hat  # (p,)
     if ck.precision == "bf16":
         bound += gamma(d) * qc.hat_norm[qi] * hat  # the float32-accumulated bf16 dot's rounding
     bound *= SLACK
     bound += np.abs(s_hat) * (4.0 * U64)  # ŝ's own rounding (int8) and that of ŝ ± B
-    bound += 2.0**-120 * (d + REF_EXTRA) * max(1.0, tau) * (1.0 + kn)  # float32 underflow (subnormals)
+    bound += tiny_c * (1.0 + kn)  # float32 underflow (subnormals)
     return bound
+
+
+def bound_constants(d: int, tau: float) -> tuple[float, float]:
+    """γ_{d+8} and the underflow term's factor 2⁻¹²⁰·(d + 8)·max(1, τ) of :func:`cell_bounds`."""
+    return gamma(d + REF_EXTRA), 2.0**-120 * (d + REF_EXTRA) * max(1.0, tau)
 
 
 def chunk_max_bound(ck: CompressedKeys, qc: QueryCode, start: int, stop: int, tau: float) -> np.ndarray:
