@@ -279,7 +279,8 @@ def chunk_max_bound(ck: CompressedKeys, qc: QueryCode, start: int, stop: int, ta
     d = qc.dim
     if stop <= start:
         return np.zeros(qc.norm.shape[0])
-    rk = float((ck.rho[start:stop].astype(np.float64) + gamma(d + REF_EXTRA) * ck.key_norm[start:stop]).max())
+    kn_rows = ck.key_norm[start:stop].astype(np.float64)  # float64 first: γ · a float32 array stays float32
+    rk = float((ck.rho[start:stop].astype(np.float64) + gamma(d + REF_EXTRA) * kn_rows).max())
     hat = float(ck.hat_norm[start:stop].max())
     kn = float(ck.key_norm[start:stop].max())
     bound = qc.norm * rk + qc.resid * hat  # (m,)

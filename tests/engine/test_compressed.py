@@ -15,7 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from softdb.engine._compressed import (
+    cell_bounds,
     chunk_bounds,
+    chunk_max_bound,
+    chunk_scores,
     compress_keys,
     compress_queries,
     gamma,
@@ -167,3 +170,39 @@ def test_round_up32_is_the_next_float_up() -> None:
 def test_norm_up_of_one_column_is_exact() -> None:
     x = np.array([[0.75], [-3.0], [0.0]], np.float32)
     assert norm_up(x).tolist() == [0.75, 3.0, 0.0]
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["int8", "bf16"]),
+    st.integers(1, 40),
+    st.sampled_from([1, 2, 7, 384]),
+    st.sampled_from(["normal", "eye", "scaled", "duplicates"]),
+    st.sampled_from([0.05, 1.0, 20.0]),
+)
+def test_a_chunks_max_bound_is_at_least_each_cells_bound(
+    seed: int, precision: str, n: int, d: int, kind: str, tau: float
+) -> None:
+    """B_max of a chunk (the pass's hit test, screen and sums) ≥ every cell's own B, to the bit.
+
+    The γ·‖k‖ term once ran in float32 (a Python float times a float32 array stays float32 under
+    numpy 2) and fell below the cells' float64 bound: a 2 × 2 identity table lost its top-1.
+    """
+    rng = np.random.default_rng(seed)
+    if kind == "eye":
+        keys = np.eye(max(n, d), d, dtype=np.float32)[:n]
+    else:
+        keys = rng.standard_normal((n, d)).astype(np.float32)
+        if kind == "scaled":
+            keys *= np.float32(10.0) ** rng.integers(-6, 6, (n, 1)).astype(np.float32)
+        if kind == "duplicates":
+            keys[n // 2 :] = keys[: n - n // 2]
+    q = np.concatenate([keys[:2], rng.standard_normal((2, d)).astype(np.float32)])  # (m, d)
+    m = q.shape[0]
+    ck, qc = compress_keys(keys, precision), compress_queries(q, precision)
+    s_hat = chunk_scores(ck, qc, 0, n)  # (m, n)
+    qi, rows = np.repeat(np.arange(m), n), np.tile(np.arange(n), m)
+    cells = cell_bounds(ck, qc, qi, rows, s_hat.ravel(), tau).reshape(m, n)
+    bmax = chunk_max_bound(ck, qc, 0, n, tau)  # (m,)
+    assert np.all(cells <= bmax[:, None]), (cells.max(axis=1), bmax)
