@@ -98,8 +98,9 @@ def _online_py(
 
     One row at a time, in order: one sequential stream, which the hardware prefetcher
     follows (four rows in lockstep ran twice as fast from cache but three times slower
-    from memory). ``blk`` (d_v,) is the block's Σ e·v at the current max; ``cast`` (1,)
-    turns the float64 weight into the values' dtype.
+    from memory). ``blk`` (d_v,) is the block's Σ e·v at the current max, blended two rows
+    per sweep (the previous row waits, still in L1; a rescale blends it first); ``cast``
+    (1,) turns the float64 weight into the values' dtype.
     """
     n, d = keys.shape
     dv = values.shape[1]
@@ -108,6 +109,8 @@ def _online_py(
     zero = cast[0]  # 0 in the values' dtype
     for b0 in range(0, n, block):
         blk[:] = 0
+        pj = -1  # a row whose weight pe waits to be blended with the next one: one sweep of blk for two rows
+        pe = zero
         for j in range(b0, min(b0 + block, n)):
             if mask is not None and not mask[j]:
                 s[j] = -np.inf
@@ -118,6 +121,10 @@ def _online_py(
             s[j] = x
             xf = np.float64(x)
             if xf > m:  # a score beats the shift: move it HEADROOM above, rescale the running sums (rare)
+                if pj >= 0:  # the waiting row's weight is at the old shift: blend it first
+                    for t in range(dv):
+                        blk[t] += pe * values[pj, t]
+                    pj = -1
                 cast[0] = xf + headroom
                 new = np.float64(cast[0])  # exact in the values' dtype, so the state's shift is too
                 alpha = np.exp(m - new)  # 0 while there were no rows
@@ -137,8 +144,15 @@ def _online_py(
             sq += e * e
             cast[0] = e
             ef = cast[0]
+            if pj < 0:
+                pj, pe = j, ef
+                continue
             for t in range(dv):
-                blk[t] += ef * values[j, t]
+                blk[t] += pe * values[pj, t] + ef * values[j, t]
+            pj = -1
+        if pj >= 0:
+            for t in range(dv):
+                blk[t] += pe * values[pj, t]
         if mo != m:  # rebase the total onto the new max, then add the block
             cast[0] = np.exp(mo - m)
             a = cast[0]
