@@ -240,18 +240,14 @@ def _out_py(
     """Cells (query ``qi``, bounds ``lo`` ≤ ``hi``) into the online log-sum-exps of lo/τ and hi/τ (in place)."""
     for p in range(qi.shape[0]):
         i = qi[p]
-        x = lo[p] * inv
-        if x > lo_max[i]:
-            lo_sum[i] = lo_sum[i] * np.exp(lo_max[i] - x) + 1.0
-            lo_max[i] = x
-        else:
-            lo_sum[i] += np.exp(x - lo_max[i])
-        x = hi[p] * inv
-        if x > hi_max[i]:
-            hi_sum[i] = hi_sum[i] * np.exp(hi_max[i] - x) + 1.0
-            hi_max[i] = x
-        else:
-            hi_sum[i] += np.exp(x - hi_max[i])
+        for side in range(2):  # lo/τ, then hi/τ: a new maximum rescales the sum
+            mx, sm = (lo_max, lo_sum) if side == 0 else (hi_max, hi_sum)
+            x = (lo[p] if side == 0 else hi[p]) * inv
+            if x > mx[i]:
+                sm[i] = sm[i] * np.exp(mx[i] - x) + 1.0
+                mx[i] = x
+            else:
+                sm[i] += np.exp(x - mx[i])
         if hi[p] > out_hi[i]:
             out_hi[i] = hi[p]
         out_n[i] += 1

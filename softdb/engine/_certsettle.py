@@ -4,15 +4,15 @@ After the compiled pass (:mod:`softdb.engine._certjit`) has found a chunk's *hit
 ŝ ≥ L − B_max), :meth:`softdb.engine._certstate.CertState.feed_codes` gives each hit its own
 bound B (:func:`softdb.engine._compressed.cell_bounds`), pushes the exact lower bounds ŝ − B
 that reach L into the k best, keeps as candidates the hits whose upper bound ŝ + B reaches the
-new L, and adds the others to the non-candidates' sums. :func:`settle` does the same in one
-numba-compiled loop (about twenty numpy calls per chunk fewer):
+new L, and adds the others to the non-candidates' sums. :func:`settle` does the first three in
+one numba-compiled loop (about twenty numpy calls per chunk fewer):
 
 - B by the same float64 operations, in the same order, as ``cell_bounds`` (int8 keys): equal to
   the bit;
 - the lower bounds pushed are those reaching the threshold before the chunk's pushes, as
   ``CertState._push_lower`` does, into the same k best values;
-- the candidates, in the hits' (row-major) order; the others into the online log-sum-exps as
-  :func:`softdb.engine._certjit.out_cells` adds them.
+- the candidates, in the hits' (row-major) order; the others handed back for the non-candidates'
+  sums (:func:`softdb.engine._certjit.out_cells`, as the numpy steps add them).
 
 It runs when numba is installed and :data:`softdb.engine._certjit.ENABLED`;
 ``tests/engine/test_certsettle.py`` compares it with the numpy steps.
@@ -57,17 +57,17 @@ def _settle_py(
     top_s: np.ndarray,
     top_bound: np.ndarray,
     rows: np.ndarray,
-    cand: np.ndarray,
     cq: np.ndarray,
     cr: np.ndarray,
     cs: np.ndarray,
     cb: np.ndarray,
-    sums: np.ndarray,
-    out_hi: np.ndarray,
-    out_n: np.ndarray,
-) -> int:  # pragma: no cover - compiled
-    """The loop numba compiles; see :func:`settle`. Returns the number of candidates."""
-    g, slack, u4, tiny_c, inv = consts[0], consts[1], consts[2], consts[3], consts[4]
+    nq: np.ndarray,
+    nlo: np.ndarray,
+    nhi: np.ndarray,
+    counts: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """The loop numba compiles; see :func:`settle`. ``counts`` gets the numbers of candidates and others."""
+    g, slack, u4, tiny_c = consts[0], consts[1], consts[2], consts[3]
     p = qi.shape[0]
     m, k = top_s.shape
     b = np.empty(p)
@@ -92,37 +92,22 @@ def _settle_py(
             top_s[i, r] = v
             if top_s[i, k - 1] > top_bound[i]:
                 top_bound[i] = top_s[i, k - 1]
-    nc = 0
+    nc = nn = 0
     for t in range(p):
         i = qi[t]
         thr = lo_min[i] if lo_min[i] > top_bound[i] else top_bound[i]
-        hi = sh[t] + b[t]
-        if hi >= thr:
-            cand[t] = True
+        if sh[t] + b[t] >= thr:
             cq[nc] = i
             cr[nc] = rows[col[t]]
             cs[nc] = sh[t]
             cb[nc] = b[t]
             nc += 1
-            continue
-        cand[t] = False
-        lo = sh[t] - b[t]
-        x = lo * inv  # the online log-sum-exps of lo/τ (sums[0:2]) and hi/τ (sums[2:4])
-        if x > sums[0, i]:
-            sums[1, i] = sums[1, i] * np.exp(sums[0, i] - x) + 1.0
-            sums[0, i] = x
-        else:
-            sums[1, i] += np.exp(x - sums[0, i])
-        x = hi * inv
-        if x > sums[2, i]:
-            sums[3, i] = sums[3, i] * np.exp(sums[2, i] - x) + 1.0
-            sums[2, i] = x
-        else:
-            sums[3, i] += np.exp(x - sums[2, i])
-        if hi > out_hi[i]:
-            out_hi[i] = hi
-        out_n[i] += 1
-    return nc
+        else:  # not a candidate: into the non-candidates' sums (by the caller)
+            nq[nn] = i
+            nlo[nn] = sh[t] - b[t]
+            nhi[nn] = sh[t] + b[t]
+            nn += 1
+    counts[0], counts[1] = nc, nn
 
 
 def compiled() -> Any:
@@ -147,40 +132,39 @@ def settle(
     sh: np.ndarray,
     inputs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float, float],
     rows: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]] | None:
     """Settle a chunk's hits into ``state`` (a CertState): None when not compiled (nothing done).
 
     Parameters
     ----------
     state : CertState
-        Its k best lower bounds, threshold, sums, largest upper bound and count are updated.
+        Its k best lower bounds and threshold are updated.
     qi, col, sh : ndarray of shape (p,)
         The hits (query, chunk column, ŝ), row-major.
     inputs : tuple
         The chunk's ρ, ‖k̂‖, ‖k‖ (c,), the queries' ‖q‖ and ‖q − q̂‖ (m,), γ_{d+8} and the
-        underflow term's factor 2⁻¹²⁰·(d + 8)·max(1, τ) (as ``cell_bounds`` makes it).
+        underflow term's factor 2⁻¹²⁰·(d + 8)·max(1, τ) (as ``cell_bounds`` makes them).
     rows : ndarray of shape (c,), int64
         Global row of each chunk column.
 
     Returns
     -------
-    (cand, qi, rows, ŝ, B) : the hits kept as candidates (p,) bool, and the candidates' cells.
+    (qi, rows, ŝ, B) of the candidates, and (qi, lo, hi) of the other hits, for the
+    non-candidates' sums (``CertState._out_cells``), each in the hits' order.
     """
     fn = compiled()
     if fn is None:
         return None
     rho, hat, kn, qn, qr, g, tiny_c = inputs
     p = len(qi)
-    cand = np.empty(p, np.bool_)
     cq, cr = np.empty(p, np.int64), np.empty(p, np.int64)
     cs, cb = np.empty(p), np.empty(p)
-    consts = np.array([g, SLACK, 4.0 * U64, tiny_c, 1.0 / state.tau])
-    sums = np.stack([state.lo_max, state.lo_sum, state.hi_max, state.hi_sum])  # (4, m)
+    nq, nlo, nhi = np.empty(p, np.int64), np.empty(p), np.empty(p)
+    counts = np.zeros(2, np.int64)
+    consts = np.array([g, SLACK, 4.0 * U64, tiny_c])
     assert state.top is not None
     lo_min = state.lo.min(axis=1)  # (m,)
-    nc = int(
-        fn(qi, col, sh, rho, hat, kn, qn, qr, consts, lo_min, state.top.s, state.top.bound, rows, cand, cq, cr, cs, cb,
-           sums, state.out_hi, state.out_n)
-    )  # fmt: skip
-    state.lo_max, state.lo_sum, state.hi_max, state.hi_sum = sums[0], sums[1], sums[2], sums[3]
-    return cand, cq[:nc], cr[:nc], cs[:nc], cb[:nc]
+    fn(qi, col, sh, rho, hat, kn, qn, qr, consts, lo_min, state.top.s, state.top.bound, rows, cq, cr, cs, cb, nq, nlo,
+       nhi, counts)  # fmt: skip
+    nc, nn = int(counts[0]), int(counts[1])
+    return (cq[:nc], cr[:nc], cs[:nc], cb[:nc]), (nq[:nn], nlo[:nn], nhi[:nn])

@@ -234,7 +234,8 @@ class CertState:
         qi, col, sh, _, hits, n_allowed, mx, off, total_lo, total_hi = got
         done = None if inputs is None else _certsettle.settle(self, qi, col, sh, inputs, rows)
         if done is not None:  # the same steps as below, compiled (softdb.engine._certsettle)
-            self._add(*done[1:])
+            self._add(*done[0])
+            self._out_cells(*done[1])
         else:
             b = exact(qi, col, sh)  # (p,)
             self._push_lower(qi, col, sh - b)
