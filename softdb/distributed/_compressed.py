@@ -34,6 +34,7 @@ from softdb import _checks
 from softdb.distributed import _cworker
 from softdb.distributed._cworker import ShardCertified
 from softdb.distributed._shards import Version
+from softdb.distributed._tasks import shard_slices
 from softdb.engine._certified import Certificate, lse_slack, weight_interval
 from softdb.table._compressed import CertifiedSearch
 from softdb.table._frontend import prepare_queries
@@ -191,18 +192,9 @@ class CompressedShardedTable:
         filt = None if where is None else t._parse_where(v, where)
         tau = t._tau(v, temperature)
         jobs, sent = [], 0
-        for r in v.layout.shards:
-            if not r.n:
-                continue
-            a, b = int(v.offsets[r.index]), int(v.offsets[r.index + 1])
-            packed = None
-            if mask is not None:
-                mk = mask[a:b] if mask.ndim == 1 else mask[:, a:b]  # (n_i,) | (m, n_i)
-                packed = (np.packbits(mk).tobytes(), mk.shape)
-                sent += len(packed[0])
-            call = (_cworker.search, r, t._cluster.verify, a, q, self.precision, k, tau, packed, filt)
-            jobs.append((r, call))
-            sent += q.nbytes
+        for r, a, packed, nb in shard_slices(v, mask):
+            jobs.append((r, (_cworker.search, r, t._cluster.verify, a, q, self.precision, k, tau, packed, filt)))
+            sent += nb + q.nbytes
         out: list[ShardCertified] = t._cluster.submit(jobs, "certified")
         back = sum(
             x.nbytes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -155,22 +156,31 @@ class Cluster:
         where: Any = None,
     ) -> list:
         jobs, sent = [], 0
-        for r in v.layout.shards:
-            if not r.n:
-                continue
-            a, b = int(v.offsets[r.index]), int(v.offsets[r.index + 1])
-            packed = None
-            if mask is not None:
-                mk = mask[a:b] if mask.ndim == 1 else mask[:, a:b]  # (n_i,) | (m, n_i)
-                packed = (np.packbits(mk).tobytes(), mk.shape)
-                sent += len(packed[0])
+        for r, a, packed, nb in shard_slices(v, mask):
             jobs.append((r, (_shard_worker.run, r, self.verify, a, q, op, scale, k, packed, grid, where)))
-            sent += q.nbytes
+            sent += nb + q.nbytes
         if not jobs:
             raise ValueError("the table has no rows; hint: add rows first")
         out = self.submit(jobs, op)
         self.last_batch_bytes = {"to_workers": sent, "from_workers": sum(nbytes(st, x) for st, x in out)}
         return out
+
+
+def shard_slices(v: Version, mask: np.ndarray | None) -> Iterator[tuple[Any, int, tuple | None, int]]:
+    """Each shard with rows: (shard, its first global row, its slice of ``mask`` bit-packed, the packed bytes).
+
+    ``mask`` (n,) or (m, n) bool travels as packed bits (shape beside), None when there is no mask.
+    """
+    for r in v.layout.shards:
+        if not r.n:
+            continue
+        a, b = int(v.offsets[r.index]), int(v.offsets[r.index + 1])
+        if mask is None:
+            yield r, a, None, 0
+            continue
+        mk = mask[a:b] if mask.ndim == 1 else mask[:, a:b]  # (n_i,) | (m, n_i)
+        packed = np.packbits(mk).tobytes()
+        yield r, a, (packed, mk.shape), len(packed)
 
 
 def nbytes(*objs: Any) -> int:
