@@ -323,9 +323,12 @@ def main() -> None:
             spec.loader.exec_module(mod)
             print("\nbench_explain.py:")
             if hasattr(mod, "rows"):  # rows(n, d, repeats): one dict per (case, method)
-                for r in mod.rows(args.rows, d, args.repeats):
+                reps = max(args.repeats, getattr(mod, "REPEATS", args.repeats))  # its default: 21 rounds
+                print(f"({reps} rounds; paired: the median over rounds of time / search's time in that round)")
+                for r in mod.rows(args.rows, d, reps):
+                    paired = f"{r['x_paired']:.2f}× search (paired) | " if "x_paired" in r else ""
                     print(
-                        f"| {r['case']} | {r['method']} | {r['ms']:.1f} ms | {r['x_search']:.2f}× search | "
+                        f"| {r['case']} | {r['method']} | {r['ms']:.1f} ms | {paired}{r['x_search']:.2f}× search | "
                         f"{r['x_gemv']:.2f}× GEMV |"
                     )
             elif hasattr(mod, "main"):
