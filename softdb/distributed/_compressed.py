@@ -14,6 +14,10 @@ per shard, merged here (:func:`merge_shards`):
   upper bounds (Z = Σ_shards Z_s, and Z_lo,s ≤ Z_s ≤ Z_hi,s), widened by its float64 rounding;
 - certificates: rows rescored summed, margin = the smallest, fallback = any shard's.
 
+With ``weight_tolerance``, each worker narrows its own shards' (Z_hi,s − Z_lo,s) / Z_lo,s to
+tol / 2 (:func:`softdb.engine._certified.tighten`, ``relative``); the merged ratio is then at most
+tol / 2 too, and every hit's interval narrower than tol, in the same single round trip.
+
 Ids and scores equal the fp32 ``ShardedTable.search`` of the same version of the table: each
 worker rescores its candidates with the BLAS call shapes of its own fp32 pass.
 
@@ -155,6 +159,7 @@ class CompressedShardedTable:
         temperature: float | None = None,
         mask: Any = None,
         where: Any = None,
+        weight_tolerance: float | None = None,
     ) -> CertifiedSearch:
         """The certified exact top-k over every shard: ids and scores equal the fp32 ``search``'s.
 
@@ -167,6 +172,11 @@ class CompressedShardedTable:
         mask : array_like of bool, shape (n,) or (m, n), optional
         where : dict or str, optional
             A filter on the payloads (as ``ShardedTable.search``), evaluated on the workers.
+        weight_tolerance : float, optional
+            Bring each hit's certified weight interval under this width: every worker rescores
+            rows (largest bound contributions first) until its shards' share of the full-table
+            sum is known to within tol / 2 (relative), or runs their fp32 pass; that bounds the
+            merged intervals by tol (``docs/guide/compressed.md``).
 
         Returns
         -------
@@ -188,12 +198,15 @@ class CompressedShardedTable:
         q, single = prepare_queries(queries, spec, t._query_encoder)
         q = np.ascontiguousarray(q)  # (m, d)
         k = _checks.as_k(k, spec.n)
+        if weight_tolerance is not None:
+            weight_tolerance = _checks.as_tolerance(weight_tolerance)
         mask = _checks.as_mask(mask, q.shape[0], spec.n, single)
         filt = None if where is None else t._parse_where(v, where)
         tau = t._tau(v, temperature)
         jobs, sent = [], 0
         for r, a, packed, nb in shard_slices(v, mask):
-            jobs.append((r, (_cworker.search, r, t._cluster.verify, a, q, self.precision, k, tau, packed, filt)))
+            args = (r, t._cluster.verify, a, q, self.precision, k, tau, packed, filt, weight_tolerance)
+            jobs.append((r, (_cworker.search, *args)))
             sent += nb + q.nbytes
         out: list[ShardCertified] = t._cluster.submit(jobs, "certified")
         back = sum(

@@ -33,7 +33,7 @@ import numpy as np
 
 from softdb.distributed import _worker as _shard_worker
 from softdb.distributed._shards import ShardRef
-from softdb.engine._certified import certified_search
+from softdb.engine._certified import certified_search, tighten
 from softdb.engine._compressed import CompressedKeys, compress_keys
 from softdb.engine._segmented import Part, Parts
 from softdb.table._columns import columns_of
@@ -140,11 +140,15 @@ def search(
     tau: float,
     mask: tuple | None,
     where: Any = None,
+    weight_tolerance: float | None = None,
 ) -> ShardCertified:
     """The certified top-k of queries ``q`` (m, d) over this shard (rows global: ``offset`` + local).
 
     ``mask``: this shard's slice, bit-packed (as :func:`softdb.distributed._worker.run` takes it);
-    ``where``: a parsed filter, evaluated over the shard's payload columns and ANDed with the mask.
+    ``where``: a parsed filter, evaluated over the shard's payload columns and ANDed with the mask;
+    ``weight_tolerance``: rescore rows until this shard's (Z_hi − Z_lo) / Z_lo ≤ tol / 2 (or its
+    fp32 pass), which bounds every merged hit's weight interval below tol
+    (:func:`softdb.engine._certified.tighten`, ``relative``).
     """
     got, ck = compressed(ref, verify, precision)
     keys = got.keys  # (n_shard, d)  memory-mapped fp32: read only for the rows rescored
@@ -155,6 +159,8 @@ def search(
     parts = Parts([Part(keys, None, ref.key_norm_max, None)])
     with _random_reads(keys):  # the candidates are scattered rows of a file bigger than the page cache
         res = certified_search(parts, [ck], q, k=k, tau=tau, mask=mk)
+        if weight_tolerance is not None and not res.cert.fallback.all():
+            res.cert.fallback |= tighten(parts, [ck], q, res, tau=tau, tol=weight_tolerance, mask=mk, relative=True)
     fb = res.cert.fallback.copy()  # (m,)
     if fb.any():  # this shard's fp32 pass for those queries, in the call shapes of all m (as the fp32 search)
         full_pass(parts, q, k, tau, mk, res)

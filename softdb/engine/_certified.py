@@ -363,6 +363,7 @@ def tighten(
     tau: float,
     tol: float,
     mask: np.ndarray | None = None,
+    relative: bool = False,
 ) -> np.ndarray:
     """Rescore rows, largest bound contributions first, until every weight interval is below ``tol``.
 
@@ -371,11 +372,21 @@ def tighten(
     reaches θ = tol·Z_lo / (2N), so what stays unrescored adds at most tol·Z_lo / 2 to the width
     (width ≤ (Z_hi − Z_lo) / Z_lo). Updates ``res`` in place; returns the queries that still need
     the full fp32 pass (their candidates passed the cap): (m,) bool.
+
+    ``relative``: tighten each query whose (Z_hi − Z_lo) / Z_lo exceeds tol / 2 instead (the same
+    θ), whatever its hits' intervals: one shard of a sharded table, whose hits' weights are taken
+    against the sum of every shard's Z. Each shard at (Z_hi,s − Z_lo,s) / Z_lo,s ≤ tol / 2 bounds
+    the merged (Z_hi − Z_lo) / Z_lo by tol / 2 (a sum of numerators over a sum of denominators is
+    at most the largest ratio), and so every hit's width, e^{s/τ}·(1/Z_lo − 1/Z_hi) with e^{s/τ}
+    inside Z_lo, below tol.
     """
     state = res.state
     assert state is not None and res.exact is not None
-    lo_w, hi_w = weight_interval(res.scores, res.rows, res.lse_lo, res.lse_hi, tau)
-    need = ((hi_w - lo_w).max(axis=1) > tol) & ~res.cert.fallback  # (m,)
+    if relative:
+        need = (res.lse_hi - res.lse_lo > np.log1p(tol / 2.0)) & ~res.cert.fallback  # (m,)
+    else:
+        lo_w, hi_w = weight_interval(res.scores, res.rows, res.lse_lo, res.lse_hi, tau)
+        need = ((hi_w - lo_w).max(axis=1) > tol) & ~res.cert.fallback  # (m,)
     if not need.any():
         return np.zeros(len(need), bool)
     qc = compress_queries(q, cks[0].precision)

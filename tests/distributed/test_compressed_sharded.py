@@ -199,6 +199,36 @@ def test_a_shard_past_its_candidate_cap_falls_back_to_its_fp32_pass(client, tmp_
         _weights_inside(ref, q, got, 1.0)
 
 
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_weight_tolerance_narrows_every_merged_interval(client, tmp_path, precision):
+    """Each shard narrows its own share of Z; the merged intervals of every hit fall under the tolerance.
+
+    At τ = 0.1 a query's own row holds about half the weight while the other shards' rows are many and
+    flat: their own hits' intervals (against their shard's Z) are narrow, but their share of Z is not,
+    and the query row's merged interval depends on it (a worker that looked at its own hits fails).
+    """
+    rng = np.random.default_rng(5)
+    keys = rng.standard_normal((3000, 24)).astype(np.float32)  # (n, d)
+    q = np.concatenate([keys[[7, 1500, 2999]], rng.standard_normal((3, 24)).astype(np.float32)])  # (6, d)
+    path = str(tmp_path / "t")
+    ShardedTable.create(path, keys, shards=3, metric="cosine")
+    ref = SoftTable(keys, metric="cosine")
+    with ShardedTable.open(path, client=client, timeout=120) as t:
+        small = t.compress(precision)
+        for tau, tol in ((0.05, 1e-4), (1.0, 1e-4), (30.0, 1e-6), (0.2, 1e-3), (0.1, 0.02)):
+            loose = small.search(q, k=5, temperature=tau)
+            got = small.search(q, k=5, temperature=tau, weight_tolerance=tol)
+            _same(got, t.search(q, k=5, temperature=tau))
+            width = got.weight_hi - got.weight_lo  # (m, k)
+            assert (width <= tol).all(), (tau, tol, width.max())
+            assert (got.certificate.rescored >= loose.certificate.rescored).all()
+            if ((loose.weight_hi - loose.weight_lo) > tol).any():  # the tolerance did some work
+                assert (got.certificate.rescored > loose.certificate.rescored).any()
+            _weights_inside(ref, q, got, tau)
+        with pytest.raises(ValueError, match=re.escape("weight_tolerance must be finite and > 0, got 0.0")):
+            small.search(q, k=5, weight_tolerance=0)
+
+
 def test_errors_are_those_of_softtable_compress(client, tmp_path):
     keys = np.random.default_rng(4).standard_normal((400, 8)).astype(np.float32)
     path = str(tmp_path / "t")
