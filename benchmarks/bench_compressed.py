@@ -323,7 +323,7 @@ def main() -> None:
             spec.loader.exec_module(mod)
             print("\nbench_explain.py:")
             if hasattr(mod, "rows"):  # rows(n, d, repeats): one dict per (case, method)
-                reps = max(args.repeats, getattr(mod, "REPEATS", args.repeats))  # its default: 21 rounds
+                reps = args.repeats if args.quick else max(args.repeats, getattr(mod, "REPEATS", args.repeats))
                 print(f"({reps} rounds; paired: the median over rounds of time / search's time in that round)")
                 for r in mod.rows(args.rows, d, reps):
                     paired = f"{r['x_paired']:.2f}× search (paired) | " if "x_paired" in r else ""
